@@ -1,0 +1,30 @@
+"""Open Prompt Arithmetic Studio: `python launch.py` (also the Hugging Face Space's app_file)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+for key, value in {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}.items():
+    os.environ.setdefault(key, value)
+
+from studio.ui.app import CSS, create  # noqa: E402
+
+
+def main() -> None:
+    on_space = bool(os.environ.get("SPACE_ID"))
+    parser = argparse.ArgumentParser(description="Prompt Arithmetic Studio")
+    parser.add_argument("--host", default="0.0.0.0" if on_space else "127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
+    parser.add_argument("--library", default=None, help="your library folder (default: $STUDIO_HOME/library)")
+    parser.add_argument("--model", default=None, help="model registry name, local folder or hub id")
+    parser.add_argument("--no-prebuilt", action="store_true", help="do not attach the prebuilt library")
+    args = parser.parse_args()
+    app, _ = create(args.library, args.model, prebuilt=not args.no_prebuilt)
+    print(f"Prompt Arithmetic Studio on http://{args.host}:{args.port}", flush=True)
+    app.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, share=False,
+                                                 css=CSS, show_error=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Prompt Arithmetic Studio: tune soft prompts, compare task prompt vectors, do arithmetic on prompts.
+
+The data flows one way: ``tasks`` -> ``tuning`` -> ``library`` -> analysis (``prompts``, ``evaluation``,
+``projection``) -> ``ui``. Heavy libraries (torch, transformers, gradio) are imported where they are used.
+"""
+
+import os
+
+# Offline by default: nothing in the studio should phone a hub or an analytics host unless a user asks.
+for _key, _value in {
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+__version__ = "0.1.0"
+
+
+class StudioError(Exception):
+    """An error caused by the user's input or environment, with a message that says how to fix it.
+
+    The CLI prints it as one line and exits non-zero; the UI shows it as a gr.Error.
+    """

