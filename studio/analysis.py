@@ -115,3 +115,267 @@ def cross_origin_table(library: Library, backbone: Backbone, tasks: list[str], s
             rows.append({"task": task_name, "origin": library.get(a).origin, "vector_from": library.get(b).origin,
                          "own": a == b, **{k: result.metrics[k] for k in ("accuracy", "macro_f1", "n")}})
     return rows
+
+
+# ---- similarity summary -----------------------------------------------------------------------------------------
+def same_vs_different(table: SimilarityTable) -> dict:
+    """Mean similarity of pairs of the same task (across origins) vs pairs of different tasks: the paper's point.
+
+    Pairs are distinct items (i < j); items without a task are left out. A mean is NaN when there are no pairs.
+    """
+    same, different = [], []
+    tasks = [item.task for item in table.items]
+    for i in range(len(tasks)):
+        for j in range(i + 1, len(tasks)):
+            if tasks[i] and tasks[j]:
+                (same if tasks[i] == tasks[j] else different).append(float(table.matrix[i, j]))
+    return {"measure": table.measure, "same_task": float(np.mean(same)) if same else float("nan"),
+            "different_task": float(np.mean(different)) if different else float("nan"),
+            "n_same": len(same), "n_different": len(different)}
+
+
+# ---- map (projection of items) ----------------------------------------------------------------------------------
+@dataclass
+class MapPoints:
+    coords: np.ndarray  # [points, dims]
+    records: list[dict]  # one per point: id, name, kind, task, origin, token (per-token view) and metrics
+    note: str
+
+
+def _metrics_summary(metrics: dict) -> str:
+    shown = [f"{k} {v:.3f}" for k, v in sorted(metrics.items())
+             if isinstance(v, (int, float)) and "accuracy" in k and not k.endswith("_se")]
+    return ", ".join(shown[:4])
+
+
+def map_points(library: Library, ids: list[str], method: str = "umap", dims: int = 2, seed: int = 0,
+               per_token: bool = False) -> MapPoints:
+    """Project items (vectors as tau, prompts and origins as P) to 2-D or 3-D: one point per item (flattened
+    matrix) or, with ``per_token``, one point per virtual token."""
+    from studio.projection import project
+
+    if not ids:
+        raise StudioError("choose at least one prompt or vector to draw")
+    items = [library.get(i) for i in ids]
+    models = {i.model for i in items}
+    if len(models) > 1:
+        raise StudioError(f"items come from different models ({', '.join(sorted(models))}): draw one at a time")
+    tensors = [library.vector(i.id).delta if i.kind == "vector" else library.tensor(i.id) for i in items]
+    records = []
+    if per_token:
+        matrix = torch.cat([t.float() for t in tensors]).numpy()
+        for item, tensor in zip(items, tensors):
+            records += [_point_record(item, token) for token in range(tensor.shape[0])]
+    else:
+        shapes = {tuple(t.shape) for t in tensors}
+        if len(shapes) > 1:
+            raise StudioError(f"items have different shapes {sorted(shapes)}: choose items of one length, "
+                              "or use the per-token view")
+        matrix = torch.stack([t.float().flatten() for t in tensors]).numpy()
+        records = [_point_record(item, None) for item in items]
+    coords, note = project(matrix, method, dims, seed)
+    return MapPoints(coords, records, note)
+
+
+def _point_record(item: Item, token: int | None) -> dict:
+    return {"id": item.id, "name": item.name, "kind": item.kind, "task": item.task or "(none)",
+            "origin": "(none)" if item.origin is None else str(item.origin), "token": token,
+            "metrics": _metrics_summary(item.metrics)}
+
+
+# ---- evaluating many prompts: sweeps and landscapes --------------------------------------------------------------
+def evaluate_many(backbone: Backbone, prompts: list[torch.Tensor], tasks: list[str], split: str = "validation",
+                  limit: int | None = 32, chunk: int = 6, on_progress=None, should_stop=None) -> dict:
+    """Accuracy (and its standard error) of every prompt on every task, on the class-balanced first ``limit``
+    examples, in batched chunks of prompts. Returns {"accuracy": [prompts, tasks], "se": ..., "n": [tasks]}."""
+    from studio.evaluation import encode_task, results_from_scores, score_examples, stack_prompts
+
+    if not prompts:
+        raise StudioError("nothing to evaluate")
+    if not tasks:
+        raise StudioError("choose at least one dataset to evaluate on")
+    accuracy = np.zeros((len(prompts), len(tasks)))
+    errors = np.zeros_like(accuracy)
+    sizes = []
+    total, done = len(prompts) * len(tasks), 0
+    for t, name in enumerate(tasks):
+        encoded = encode_task(backbone, load_task(name), split, limit, stratified=True)
+        sizes.append(len(encoded.examples))
+        for start in range(0, len(prompts), chunk):
+            if should_stop and should_stop():
+                raise StudioError("stopped")
+            table = stack_prompts(prompts[start : start + chunk])
+            scores = score_examples(backbone, table, encoded, encoded.examples)
+            for k, result in enumerate(results_from_scores(encoded, encoded.examples, scores, keep_records=False)):
+                accuracy[start + k, t] = result.metrics["accuracy"]
+                errors[start + k, t] = result.metrics["accuracy_se"]
+            done += table.shape[0]
+            if on_progress:
+                on_progress(done, total)
+    return {"accuracy": accuracy, "se": errors, "n": sizes}
+
+
+SWEEP_COEFFICIENTS = tuple(round(0.05 * k, 2) for k in range(21))  # the reference's grid: 0, 0.05, ..., 1.0
+
+
+def coefficient_sweep(library: Library, backbone: Backbone, origin_id: str, vector_ids: list[str],
+                      weights: list[float], tasks: list[str], method: str = "weighted_sum", density: float = 0.5,
+                      coefficients=SWEEP_COEFFICIENTS, split: str = "validation", limit: int | None = 32,
+                      on_progress=None, should_stop=None) -> dict:
+    """Accuracy along one shared coefficient: P = P0 + c * merge(w / max|w| x tau_i), c over ``coefficients``.
+
+    With equal weights this is the reference's search (P0 + c * sum tau_i); the current sliders sit at
+    c = max|w|. Returns coefficients, per-task and mean accuracy, the current c and the best c (best mean).
+    """
+    if len(vector_ids) != len(weights):
+        raise StudioError(f"got {len(weights)} weights for {len(vector_ids)} vectors")
+    scale = max((abs(float(w)) for w in weights), default=0.0)
+    if scale == 0:
+        raise StudioError("set at least one weight to a non-zero value: the sweep scales the current direction")
+    coefficients = [float(c) for c in coefficients]
+    if not coefficients:
+        raise StudioError("the sweep needs at least one coefficient")
+    direction, recipe = combine(library, origin_id, vector_ids, [w / scale for w in weights], method, density)
+    origin = library.tensor(origin_id)
+    tau = direction - origin
+    prompts = [origin + c * tau for c in coefficients]
+    result = evaluate_many(backbone, prompts, tasks, split, limit, on_progress=on_progress, should_stop=should_stop)
+    mean = result["accuracy"].mean(1)
+    best = int(np.argmax(mean))
+    return {"coefficients": coefficients, "tasks": list(tasks),
+            "accuracy": {name: result["accuracy"][:, t].tolist() for t, name in enumerate(tasks)},
+            "se": {name: result["se"][:, t].tolist() for t, name in enumerate(tasks)},
+            "mean": mean.tolist(), "current": scale, "best": coefficients[best], "best_mean": float(mean[best]),
+            "n": result["n"], "recipe": recipe}
+
+
+GRID_VALUES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def weight_grid(library: Library, backbone: Backbone, origin_id: str, vector_ids: list[str], weights: list[float],
+                tasks: list[str], method: str = "weighted_sum", density: float = 0.5, values=GRID_VALUES,
+                split: str = "validation", limit: int | None = 32, on_progress=None, should_stop=None) -> dict:
+    """Mean accuracy over a grid of the first two vectors' weights (the others keep their weights).
+
+    ``mean[i][j]`` is for weight ``values[i]`` on the second vector (rows, y) and ``values[j]`` on the first (x).
+    """
+    if len(vector_ids) < 2:
+        raise StudioError("the weight landscape needs at least two task prompt vectors")
+    if len(vector_ids) != len(weights):
+        raise StudioError(f"got {len(weights)} weights for {len(vector_ids)} vectors")
+    values = [float(v) for v in values]
+    prompts, cells = [], []
+    for i, b in enumerate(values):
+        for j, a in enumerate(values):
+            prompt, _ = combine(library, origin_id, vector_ids, [a, b, *weights[2:]], method, density)
+            prompts.append(prompt)
+            cells.append((i, j))
+    result = evaluate_many(backbone, prompts, tasks, split, limit, on_progress=on_progress, should_stop=should_stop)
+    mean = np.zeros((len(values), len(values)))
+    for (i, j), row in zip(cells, result["accuracy"]):
+        mean[i, j] = row.mean()
+    i, j = np.unravel_index(int(np.argmax(mean)), mean.shape)
+    return {"values": values, "mean": mean.tolist(), "tasks": list(tasks), "current": [float(weights[0]),
+            float(weights[1])], "best": [values[j], values[i]], "best_mean": float(mean[i, j]), "n": result["n"]}
+
+
+def flipped(before: list[dict], after: list[dict], task: str = "") -> list[dict]:
+    """Examples (matched by exact input text) whose prediction changed between two evaluations."""
+    previous = {record["input"]: record for record in before}
+    return [{"task": task, "input": record["input"], "label": record["label"],
+             "before": previous[record["input"]]["prediction"], "after": record["prediction"]}
+            for record in after
+            if record["input"] in previous and previous[record["input"]]["prediction"] != record["prediction"]]
+
+
+# ---- cross-origin summary and few-shot initialisation ------------------------------------------------------------
+def cross_origin_summary(rows: list[dict], metric: str = "accuracy") -> list[dict]:
+    """Per task: mean and std of ``metric`` with the own tuned prompt vs with TPVs from other origins."""
+    summary = []
+    for task_name in dict.fromkeys(row["task"] for row in rows):
+        own = [row[metric] for row in rows if row["task"] == task_name and row["own"]]
+        other = [row[metric] for row in rows if row["task"] == task_name and not row["own"]]
+        summary.append({"task": task_name, "own_mean": float(np.mean(own)), "own_std": float(np.std(own)),
+                        "other_mean": float(np.mean(other)) if other else float("nan"),
+                        "other_std": float(np.std(other)) if other else float("nan"),
+                        "n_own": len(own), "n_other": len(other)})
+    return summary
+
+
+def few_shot_inits(library: Library, origin_id: str, source_vector_ids: list[str]) -> dict[str, torch.Tensor]:
+    """The starting points compared: the random origin P0, P0 + tau_s for each source (SPoT-style single source:
+    the source's own tuned prompt when tau_s comes from this origin), and P0 + sum tau_s (the paper's TPV init)."""
+    if not source_vector_ids:
+        raise StudioError("choose at least one source task prompt vector")
+    origin = library.get(origin_id)
+    if origin.kind != "origin":
+        raise StudioError(f"{origin_id} is a {origin.kind}; choose an origin to start from")
+    p0 = library.tensor(origin_id)
+    inits = {"random origin": p0}
+    for vector_id in source_vector_ids:
+        item = library.get(vector_id)
+        prompt, _ = combine(library, origin_id, [vector_id], [1.0])
+        inits[f"single source: {item.task or item.name} (o{item.origin})"] = prompt
+    if len(source_vector_ids) > 1:
+        inits["TPV sum: " + " + ".join(library.get(v).task or v for v in source_vector_ids)], _ = combine(
+            library, origin_id, source_vector_ids, [1.0] * len(source_vector_ids))
+    return inits
+
+
+def few_shot_experiment(library: Library, backbone: Backbone, target: str, source_vector_ids: list[str],
+                        origin_id: str, shots: list[int], config, on_progress=None, should_stop=None,
+                        eval_limit: int | None = 200, seed: int = 0) -> list[dict]:
+    """Tune the target task from each init on its first k (class-balanced) training examples, for each k in
+    ``shots``, and score the best prompt on the test split. 0 shots = the init evaluated as it is.
+
+    ``config`` is a ``TuneConfig``; its batch size is capped at k. Returns one row per (shots, init). Stops
+    early (returning the rows so far) when ``should_stop`` says so.
+    """
+    from dataclasses import replace
+
+    from studio.evaluation import evaluate, stratified_order
+    from studio.tuning import PromptJob, tune
+
+    shots = sorted({int(k) for k in shots})
+    if not shots or shots[0] < 0:
+        raise StudioError("shots must be whole numbers >= 0, e.g. 0, 10, 50")
+    task = load_task(target)
+    train = stratified_order(task.train, seed)
+    if shots[-1] > len(train):
+        raise StudioError(f"{target} has {len(train)} training examples; choose shots up to that")
+    inits = few_shot_inits(library, origin_id, source_vector_ids)
+    for name, tensor in inits.items():
+        if tensor.shape[1] != backbone.hidden_size:
+            raise StudioError(f"{name} has width {tensor.shape[1]} but {backbone.name} has {backbone.hidden_size}")
+    origin_seed = library.get(origin_id).origin or 0
+    p0 = library.tensor(origin_id)
+    names = list(inits)
+    rows: list[dict] = []
+
+    def report(stage: str, k: int, event: dict | None = None) -> None:
+        if on_progress:
+            on_progress({"stage": stage, "shots": k, "rows": list(rows), **(event or {})})
+
+    for k in shots:
+        if should_stop and should_stop():
+            break
+        if k == 0:
+            report("evaluating the inits (0 shots)", 0)
+            prompts, steps = [inits[n] for n in names], [0] * len(names)
+        else:
+            report(f"tuning {len(names)} prompts on {k} shots", k)
+            jobs = [PromptJob(task, p0, origin_seed, init=inits[n], train_examples=train[:k], label=n)
+                    for n in names]
+            outcome = tune(backbone, jobs, replace(config, batch_size=min(config.batch_size, k)),
+                           lambda event, k=k: report(f"tuning on {k} shots", k, event), should_stop)
+            if outcome.status != "done":
+                break
+            prompts = [result.best_prompt for result in outcome.results]
+            steps = [result.best_step for result in outcome.results]
+            report(f"testing the {k}-shot prompts", k)
+        for name, step, result in zip(names, steps, evaluate(backbone, prompts, task, "test", eval_limit,
+                                                             keep_records=False)):
+            rows.append({"shots": k, "init": name, "best_step": step,
+                         **{m: result.metrics[m] for m in ("accuracy", "accuracy_se", "macro_f1", "n")}})
+        report(f"{k} shots done", k)
+    return rows

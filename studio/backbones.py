@@ -113,7 +113,7 @@ class Backbone:
 
     def _head_fp32(self) -> torch.Tensor:
         if getattr(self, "_head_weight", None) is None:
-            self._head_weight = self.model.lm_head.weight.detach().float()
+            self._head_weight = self.model.get_output_embeddings().weight.detach().float()
         return self._head_weight
 
     # ---- text -> token ids -------------------------------------------------------------------------
@@ -145,6 +145,32 @@ class Backbone:
         return ids
 
     # ---- the forward pass ------------------------------------------------------------------------------
+    @property
+    def batch_tokens(self) -> int:
+        """Padded tokens per forward pass: small on a CPU (cache-friendly), large on a GPU (one launch per step).
+
+        Measured: on an H100 a 384-row step in one forward ran 10x faster than in 16-row micro-batches; on this
+        2-core CPU 16 rows of ~100 tokens is the sweet spot. ``STUDIO_BATCH_TOKENS`` overrides.
+        """
+        forced = os.environ.get("STUDIO_BATCH_TOKENS")
+        if forced:
+            return int(forced)
+        return 65536 if self.device.startswith("cuda") else 2048
+
+    def batches(self, lengths: list[int], max_rows: int | None = None) -> list[range]:
+        """Consecutive groups of rows (already sorted by length) whose padded size fits ``batch_tokens``."""
+        groups, start, longest = [], 0, 0
+        for index, length in enumerate(lengths):
+            longest_with = max(longest, length)
+            rows = index - start + 1
+            if index > start and (rows * longest_with > self.batch_tokens or (max_rows and rows > max_rows)):
+                groups.append(range(start, index))
+                start, longest_with = index, length
+            longest = longest_with
+        if lengths:
+            groups.append(range(start, len(lengths)))
+        return groups
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Input embeddings through the model's own layer (so models that scale embeddings, like Gemma, agree)."""
         return self.model.get_input_embeddings()(ids.to(self.device))
@@ -189,7 +215,8 @@ class Backbone:
             decoder_ids = torch.cat([torch.full((batch, 1), start, device=self.device), targets[:, :-1]], dim=1)
             logits = self.model(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=decoder_ids).logits
         else:
-            hidden = self.model.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+            # the body without its LM head (.model for Llama/Gemma, .transformer for GPT-2...)
+            hidden = self.model.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
             first = torch.tensor([n_virtual + len(r.input_ids) - 1 for r in rows], device=self.device)
             positions = (first[:, None] + torch.arange(max_target, device=self.device)[None, :]).clamp(
                 max=hidden.shape[1] - 1

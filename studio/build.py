@@ -23,23 +23,36 @@ from studio.tuning import TuneConfig
 
 
 def build_library(out: Path, tasks: list[str], seeds: list[int], steps: int, batch_size: int, lr: float,
-                  n_tokens: int, test_limit: int, model: str, workdir: Path | None = None) -> Path:
+                  n_tokens: int, test_limit: int, model: str, workdir: Path | None = None,
+                  stop_after: int | None = None) -> Path:
+    """Tune, test and export. ``stop_after`` ends tuning early at that step (resuming from a checkpoint if one
+    exists) and keeps the best prompts validated so far: for a CPU budget that ran out."""
     workdir = workdir or studio_home() / "build"
     library = Library(workdir / "library")
     backbone = load_backbone(model)
-    config = TuneConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=max(1, steps // 4), val_limit=100)
+    config = TuneConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=max(1, steps // 2), val_limit=40)
     task_data = {name: load_task(name) for name in tasks}
     done = {(i.task, i.origin) for i in library.items(kind="prompt", model=backbone.name)}
     missing = [name for name in tasks if any((name, s) not in done for s in seeds)]
     if missing:
         bar = tqdm(total=steps, desc=f"tuning {len(missing)} tasks x {len(seeds)} origins", file=sys.stderr)
 
+        reached = [0]
+
         def update(event: dict) -> None:
+            reached[0] = event["step"]
             bar.update(event["step"] - bar.n)
             bar.set_postfix(loss=f"{sum(event['train_loss']) / len(event['train_loss']):.3f}",
                             ex_s=f"{event['examples_per_s']:.1f}")
 
-        run_tuning(library, backbone, [task_data[n] for n in missing], seeds, config, n_tokens, on_progress=update)
+        def stop() -> bool:
+            if stop_after is None:
+                return False
+            return max(reached[0], _checkpoint_step(checkpoint)) >= stop_after
+
+        checkpoint = workdir / "checkpoint"
+        run_tuning(library, backbone, [task_data[n] for n in missing], seeds, config, n_tokens, on_progress=update,
+                   should_stop=stop, checkpoint_dir=checkpoint, keep_partial=stop_after is not None)
         bar.close()
 
     baselines_path = workdir / "baselines.json"
@@ -68,3 +81,9 @@ def build_library(out: Path, tasks: list[str], seeds: list[int], steps: int, bat
         indent=1))
     print(f"prebuilt library written to {out}")
     return out
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    """The step the build's tuning checkpoint holds (0 if none): a resumed job starts there."""
+    state = checkpoint / "state.json"
+    return json.loads(state.read_text()).get("step", 0) if state.exists() else 0

@@ -29,8 +29,11 @@ def _library(args):
 
 
 def _backbone(args):
+    from transformers.utils import logging as hf_logging
+
     from studio.backbones import load_backbone
 
+    hf_logging.disable_progress_bar()  # "Loading weights" bars on stderr would bury a one-line error
     return load_backbone(args.model)
 
 
@@ -104,11 +107,11 @@ def cmd_tune(args) -> None:
 
     config = TuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
                         val_limit=args.val_limit, seed=args.data_seed)
-    tasks = _load_tasks(args)
+    seeds, tasks = _seeds(args.seeds), _load_tasks(args)  # bad input fails before the model loads
     library, backbone = _library(args), _backbone(args)
-    bar, update = _progress_bar(config.steps, f"tuning {len(tasks) * len(_seeds(args.seeds))} prompt(s)")
+    bar, update = _progress_bar(config.steps, f"tuning {len(tasks) * len(seeds)} prompt(s)")
     try:
-        items, status = run_tuning(library, backbone, tasks, _seeds(args.seeds), config, args.n_tokens, args.init,
+        items, status = run_tuning(library, backbone, tasks, seeds, config, args.n_tokens, args.init,
                                    on_progress=update)
     finally:
         bar.close()
@@ -121,6 +124,9 @@ def cmd_eval(args) -> None:
     from studio.evaluation import evaluate
     from studio.tasks import load_task
 
+    if not args.prompt and not args.template:
+        raise StudioError("say what to evaluate: --prompt ID, or --template for the hand-written template alone")
+    task = load_task(args.task, args.hub_path)  # a wrong task name fails before the model loads
     library, backbone = _library(args), _backbone(args)
     if args.prompt:
         item = library.get(args.prompt)
@@ -129,11 +135,8 @@ def cmd_eval(args) -> None:
         prompt = library.tensor(item.id) if item.kind != "vector" else None
         if prompt is None:
             raise StudioError(f"{item.id} is a task prompt vector: evaluate its prompt or `combine` it with an origin")
-    elif not args.template:
-        raise StudioError("say what to evaluate: --prompt ID, or --template for the hand-written template alone")
     else:
         prompt = None
-    task = load_task(args.task, args.hub_path)
     result = evaluate(backbone, None if prompt is None else [prompt], task, args.split, args.limit)[0]
     if args.prompt and args.save:
         library.update_metrics(args.prompt, {f"{args.split}_{k}/{args.task}": v for k, v in result.metrics.items()})
@@ -244,7 +247,8 @@ def cmd_build_library(args) -> None:
 
     build_library(out=Path(args.out), tasks=args.tasks.split(","), seeds=_seeds(args.seeds), steps=args.steps,
                   batch_size=args.batch_size, lr=args.lr, n_tokens=args.n_tokens, test_limit=args.test_limit,
-                  model=args.model, workdir=Path(args.workdir) if args.workdir else None)
+                  model=args.model, workdir=Path(args.workdir) if args.workdir else None,
+                  stop_after=args.stop_after)
 
 
 # ---- parser ----------------------------------------------------------------------------------------------------
@@ -336,12 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "assets" / "library"))
     p.add_argument("--tasks", default="mr,tweets,bbc,uncertainty,reviews-nl")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--steps", type=int, default=120)
-    p.add_argument("--batch-size", type=int, default=6)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.03)
     p.add_argument("--n-tokens", type=int, default=20)
-    p.add_argument("--test-limit", type=int, default=200)
+    p.add_argument("--test-limit", type=int, default=120)
     p.add_argument("--workdir", help="where the build keeps its working library (default: $STUDIO_HOME/build)")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="end tuning at this step and keep the best prompts so far (resumes a checkpoint first)")
     p.set_defaults(run=cmd_build_library)
     return parser
 

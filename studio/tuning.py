@@ -6,8 +6,8 @@ and all rows go through the frozen backbone together, each row behind its own pr
 exactly as it would alone, only J times cheaper in overhead.
 
 Read ``tune`` top to bottom: sample -> forward/backward in length-sorted micro-batches -> clip -> step ->
-validate and keep the best -> checkpoint. Sampling is a pure function of (seed, prompt, step), so a job resumed
-from its checkpoint continues exactly where it stopped.
+validate and keep the best -> checkpoint. Sampling is a pure function of (seed, step), so a job resumed
+from its checkpoint continues exactly where it stopped, and a prompt sees the same batches alone or in a job.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from studio import StudioError
@@ -45,7 +46,7 @@ class TuneConfig:
     val_limit: int = 100
     select_by: str = "loss"  # best checkpoint by validation "loss" (reference) or "accuracy"
     max_grad_norm: float = 1.0  # per prompt
-    micro_batch: int = 16  # rows per forward pass; rows are length-sorted first
+    micro_batch: int | None = None  # max rows per forward pass (None: the backbone's token budget decides)
     seed: int = 0  # data order
 
     def __post_init__(self):
@@ -60,7 +61,7 @@ class TuneConfig:
             problems.append("schedule must be cosine, linear or constant")
         if self.select_by not in ("loss", "accuracy"):
             problems.append("select_by must be loss or accuracy")
-        if self.eval_every < 1 or self.val_limit < 1 or self.micro_batch < 1:
+        if self.eval_every < 1 or self.val_limit < 1 or (self.micro_batch is not None and self.micro_batch < 1):
             problems.append("eval_every, val_limit and micro_batch must be >= 1")
         if problems:
             raise StudioError("bad tuning settings: " + "; ".join(problems))
@@ -162,11 +163,15 @@ def tune(
     best_metrics: list[dict] = [{} for _ in jobs]
     histories: list[list[dict]] = [[] for _ in jobs]
     step = 0
+    resumed_train_losses = None
 
     checkpoint = Path(checkpoint_dir) if checkpoint_dir else None
     signature = _job_signature(jobs, config)
     if checkpoint and (checkpoint / "state.json").exists():
-        state = json.loads((checkpoint / "state.json").read_text())
+        with safe_open(str(checkpoint / "state.safetensors"), framework="pt") as handle:
+            embedded_state = (handle.metadata() or {}).get("state")
+        # the tensors file carries its own copy of the state: a kill between the two writes cannot mismatch them
+        state = json.loads(embedded_state or (checkpoint / "state.json").read_text())
         if state["signature"] != signature:
             raise StudioError(f"checkpoint in {checkpoint} belongs to a different job; choose another folder")
         tensors = load_file(checkpoint / "state.safetensors")
@@ -178,6 +183,7 @@ def tune(
                                    "exp_avg_sq": tensors["exp_avg_sq"].to(backbone.device)}
         step, best_scores, best_steps = state["step"], state["best_scores"], state["best_steps"]
         best_metrics, histories = state["best_metrics"], state["histories"]
+        resumed_train_losses = state.get("train_losses")
 
     encoded_tasks = {}
     for job in jobs:
@@ -214,9 +220,10 @@ def tune(
         tensors = {"params": params.detach().cpu().contiguous(), "best": best.cpu().contiguous(),
                    "exp_avg": adam.get("exp_avg", torch.zeros_like(params)).detach().cpu().contiguous(),
                    "exp_avg_sq": adam.get("exp_avg_sq", torch.zeros_like(params)).detach().cpu().contiguous()}
-        _atomic(checkpoint / "state.safetensors", lambda path: save_file(tensors, str(path)))
         state = {"signature": signature, "step": step, "best_scores": best_scores, "best_steps": best_steps,
-                 "best_metrics": best_metrics, "histories": histories}
+                 "best_metrics": best_metrics, "histories": histories, "train_losses": train_losses}
+        _atomic(checkpoint / "state.safetensors",
+                lambda path: save_file(tensors, str(path), metadata={"state": json.dumps(state)}))
         _atomic(checkpoint / "state.json", lambda path: path.write_text(json.dumps(state)))
 
     if step == 0:  # where each prompt starts: the curve's first point
@@ -224,7 +231,8 @@ def tune(
             histories[j].append({"step": 0, "train_loss": None, **metrics})
 
     status = "done"
-    window_started, window_examples, train_losses = time.time(), 0, [0.0] * len(jobs)
+    window_started, window_examples = time.time(), 0
+    train_losses = resumed_train_losses or [0.0] * len(jobs)  # since the last validation, for the curves
     while step < config.steps:
         if should_stop and should_stop():
             status = "cancelled"
@@ -233,7 +241,9 @@ def tune(
             group["lr"] = config.lr_at(step)
         rows = []
         for j, job in enumerate(jobs):
-            for index in batch_indices(config.seed, j, step, config.batch_size, len(job.examples())):
+            # the data order does not depend on the prompt's place in the job: each prompt sees exactly the
+            # batches it would see tuned alone (and, like the reference, every origin sees the same order)
+            for index in batch_indices(config.seed, 0, step, config.batch_size, len(job.examples())):
                 input_ids, target_ids = encoded_train(j, index)
                 rows.append(Row(j, input_ids, target_ids))
         tokens_per_prompt = torch.zeros(len(jobs))
@@ -241,8 +251,9 @@ def tune(
             tokens_per_prompt[row.prompt_index] += len(row.target_ids)
         rows.sort(key=lambda r: len(r.input_ids) + len(r.target_ids))
         step_loss = torch.zeros(len(jobs))
-        for start in range(0, len(rows), config.micro_batch):
-            micro = rows[start : start + config.micro_batch]
+        lengths = [len(r.input_ids) + len(r.target_ids) + params.shape[1] for r in rows]
+        for group in backbone.batches(lengths, config.micro_batch):
+            micro = rows[group.start : group.stop]
             logprobs, _ = backbone.target_logprobs(params, micro)
             owner = torch.tensor([r.prompt_index for r in micro], device=logprobs.device)
             row_loss = -logprobs.sum(1) / tokens_per_prompt.to(logprobs.device)[owner]
@@ -253,6 +264,9 @@ def tune(
             params.grad.mul_((config.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)[:, None, None])
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(params).all():  # stop at once; the last checkpoint keeps the last good state
+            raise StudioError(f"tuning diverged at step {step + 1} (NaN or infinite prompt values): "
+                              "lower the learning rate")
         step += 1
         window_examples += len(rows)
         train_losses = [a + float(b) for a, b in zip(train_losses, step_loss)]
@@ -289,5 +303,9 @@ def tune(
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write to a temporary file, then rename: a crash never leaves a half-written file behind."""
     partial = path.with_name(path.name + ".partial")
-    write(partial)
-    os.replace(partial, path)
+    try:
+        write(partial)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

@@ -6,6 +6,7 @@ import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 
@@ -72,3 +73,59 @@ def friendly_stream(fn: Callable) -> Callable:
 def explain(text: str) -> gr.Markdown:
     """The two-sentence explanation at the top of every panel."""
     return gr.Markdown(f"<div class='explain'>{text}</div>")
+
+
+# ---- shared by the analysis panels (similarity, map, arithmetic, transfer) --------------------------------------
+def item_choices(state: AppState, kinds: tuple[str, ...] = ("vector",)) -> list[tuple[str, str]]:
+    """(label, id) dropdown choices for the current model's items of the given kinds, labelled for humans."""
+    from studio.analysis import item_label
+
+    def order(item) -> tuple:
+        return item.task or "", -1 if item.origin is None else item.origin, item.created, item.id
+
+    return [(f"{item_label(item)} · {item.id}", item.id) for kind in kinds
+            for item in sorted(state.library.items(kind=kind, model=state.model_name), key=order)]
+
+
+def enclosing_tab():
+    """The gr.Tab being built (so a panel can refresh its choices when the tab is opened), or None."""
+    from gradio.context import get_render_context
+
+    block = get_render_context()
+    return block if isinstance(block, gr.Tab) else None
+
+
+def export_folder(stem: str) -> Path:
+    """A fresh temporary folder for downloads (Gradio serves files from the system temp folder)."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=f"studio-{stem}-"))
+
+
+def figure_exports(figure, stem: str, header: list[str], rows: list[list]) -> list[str]:
+    """HTML (interactive, offline) and CSV (the numbers) of a figure; PNG is a separate, slower button."""
+    from studio.plots import save_figure, write_csv
+
+    folder = export_folder(stem)
+    return [str(save_figure(figure, folder / f"{stem}.html")), str(write_csv(folder / f"{stem}.csv", header, rows))]
+
+
+def png_export(figure_json: str | None, stem: str) -> str:
+    """A PNG of the last figure (kaleido + the system Chromium); a StudioError says what to install if it fails."""
+    import plotly.io
+
+    from studio.plots import save_figure
+
+    if not figure_json:
+        raise StudioError("draw something first, then export it")
+    return str(save_figure(plotly.io.from_json(figure_json), export_folder(stem) / f"{stem}.png"))
+
+
+def default_vectors(state: AppState, origin_id: str | None, count: int = 2,
+                    exclude_task: str | None = None) -> list[str]:
+    """A sensible first selection: one vector per task (up to ``count`` tasks) tuned from ``origin_id``."""
+    chosen: dict[str, str] = {}
+    for item in state.library.items(kind="vector", model=state.model_name):
+        if item.origin_id == origin_id and item.task and item.task != exclude_task and item.task not in chosen:
+            chosen[item.task] = item.id
+    return list(chosen.values())[:count]

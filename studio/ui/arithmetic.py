@@ -1,0 +1,407 @@
+"""Arithmetic tab: origin + weighted task prompt vectors, evaluated live as the weight sliders move.
+
+Moving a slider starts a streaming evaluation: a first estimate on 16 class-balanced validation examples per task,
+then 32, 64... up to the chosen sample, each drawn as it arrives. Every session has a generation counter: a newer
+slider position bumps it, and the stale evaluation stops at its next round. A sweep draws the accuracy landscape.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from studio import StudioError, analysis, plots
+from studio.evaluation import encode_task, evaluate_progressively
+from studio.prompts import MERGE_METHODS
+from studio.tasks import BUNDLED_TASKS, load_task
+from studio.ui.common import (
+    AppState,
+    default_vectors,
+    enclosing_tab,
+    explain,
+    figure_exports,
+    friendly,
+    friendly_stream,
+    item_choices,
+    png_export,
+)
+
+MAX_VECTORS = 6
+FIRST_ROUND = 16
+FLIP_HEADERS = ["task", "input", "label", "before", "after"]
+SWEEP_MODES = [("one shared coefficient c = 0, 0.05 ... 1 (the paper's search)", "coefficient"),
+               ("landscape over the first two weights, 0 ... 1 step 0.25", "grid")]
+
+
+@dataclass
+class Session:
+    """What one browser session (or API client) remembers between events."""
+
+    generation: int = 0
+    records: dict[str, list[dict]] = field(default_factory=dict)  # task -> records of the last full evaluation
+    accuracy: dict[str, float] = field(default_factory=dict)
+    evaluated: dict | None = None  # recipe + tasks + limit of that evaluation, and its metrics
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def bump(self) -> int:
+        with self.lock:
+            self.generation += 1
+            return self.generation
+
+
+_SESSIONS: OrderedDict[str, Session] = OrderedDict()
+_SESSIONS_LOCK = threading.Lock()
+
+
+def session_for(request: gr.Request | None) -> Session:
+    key = getattr(request, "session_hash", None) or "local"
+    with _SESSIONS_LOCK:
+        if key not in _SESSIONS:
+            _SESSIONS[key] = Session()
+            while len(_SESSIONS) > 256:
+                _SESSIONS.popitem(last=False)
+        _SESSIONS.move_to_end(key)
+        return _SESSIONS[key]
+
+
+@dataclass
+class Choice:
+    """The validated inputs every arithmetic event shares."""
+
+    origin_id: str
+    vector_ids: list[str]
+    weights: list[float]
+    method: str
+    density: float
+    tasks: list[str]
+    limit: int
+
+
+def parse(state: AppState, origin_id, vector_ids, method, density, tasks, limit, weights) -> Choice:
+    if not origin_id:
+        raise StudioError("choose an origin to apply the vectors to")
+    vector_ids = [v for v in (vector_ids or []) if v]
+    if not vector_ids:
+        raise StudioError("choose at least one task prompt vector")
+    if len(vector_ids) > MAX_VECTORS:
+        raise StudioError(f"choose at most {MAX_VECTORS} task prompt vectors (got {len(vector_ids)})")
+    if len(set(vector_ids)) != len(vector_ids):
+        raise StudioError("each vector can be chosen once: use its weight to count it more")
+    if method not in MERGE_METHODS:
+        raise StudioError(f"unknown merge method {method!r}: use one of {', '.join(MERGE_METHODS)}")
+    try:
+        density = float(density)
+        limit = int(limit)
+        weights = [float(w) for w in weights[: len(vector_ids)]]
+    except (TypeError, ValueError):
+        raise StudioError("weights, density and sample size must be numbers") from None
+    if len(weights) < len(vector_ids) or not all(math.isfinite(w) for w in weights):
+        raise StudioError("every chosen vector needs a finite weight")
+    if not 0 < density <= 1:
+        raise StudioError(f"density must be in (0, 1], got {density}")
+    if not 1 <= limit <= 2000:
+        raise StudioError(f"the evaluation sample must be between 1 and 2000 examples, got {limit}")
+    vectors = [state.library.get(v) for v in vector_ids]
+    if any(v.kind != "vector" for v in vectors):
+        wrong = next(v for v in vectors if v.kind != "vector")
+        raise StudioError(f"{wrong.id} is a {wrong.kind}, not a task prompt vector")
+    tasks = [t for t in (tasks or []) if t] or list(dict.fromkeys(v.task for v in vectors if v.task))
+    if not tasks:
+        raise StudioError("choose at least one dataset to evaluate on")
+    return Choice(origin_id, vector_ids, weights, method, density, tasks, limit)
+
+
+def chart(tasks: list[str], results: dict, previous: dict[str, float], title: str):
+    names = [t for t in tasks if t in results]
+    values = [results[t].metrics["accuracy"] for t in names]
+    errors = [results[t].metrics["accuracy_se"] for t in names]
+    reference = [previous.get(t, float("nan")) for t in names] if previous else None
+    return plots.bars(names, values, errors, title, reference=reference, name="this combination",
+                      reference_name="previous full evaluation")
+
+
+def flip_rows(session: Session, results: dict) -> list[list]:
+    rows = []
+    for task, result in results.items():
+        for flip in analysis.flipped(session.records.get(task, []), result.records, task):
+            text = flip["input"].replace("\n", " ")
+            rows.append([task, text[:200] + ("…" if len(text) > 200 else ""), flip["label"], flip["before"],
+                         flip["after"]])
+    return rows[:100]
+
+
+def live_evaluation(state: AppState, session: Session, choice: Choice):
+    """Yield (figure, status, flips) after every round of every task; stop when a newer position arrives."""
+    mine = session.bump()
+
+    def stale() -> bool:
+        return session.generation != mine
+
+    started = time.time()
+    prompt, recipe = analysis.combine(state.library, choice.origin_id, choice.vector_ids, choice.weights,
+                                      choice.method, choice.density)
+    backbone = state.backbone()
+    if state.library.get(choice.origin_id).model != backbone.name:
+        raise StudioError(f"{choice.origin_id} was made for another model than {backbone.name}")
+    streams = [(name, evaluate_progressively(backbone, [prompt], load_task(name), "validation", choice.limit,
+                                             first=FIRST_ROUND, should_stop=stale)) for name in choice.tasks]
+    results: dict = {}
+    first_at = None
+    previous = dict(session.accuracy)
+    rounds = 0
+    while streams:
+        for entry in list(streams):
+            name, stream = entry
+            step = next(stream, None)
+            if stale():  # a newer position took over: leave the outputs to it
+                yield gr.skip(), gr.skip(), gr.skip()
+                return
+            if step is None:
+                streams.remove(entry)
+                continue
+            results[name] = step[0]
+            rounds += 1
+            first_at = first_at if first_at is not None else time.time() - started
+            sizes = ", ".join(f"{t} {r.metrics['accuracy']:.3f} ± {r.metrics['accuracy_se']:.3f} "
+                              f"(n={r.metrics['n']})" for t, r in results.items())
+            status = (f"Refining (round {rounds}) · {sizes} · first estimate after {first_at:.1f} s")
+            yield (chart(choice.tasks, results, previous, "Validation accuracy (refining)"), status,
+                   flip_rows(session, results))
+    if stale():
+        yield gr.skip(), gr.skip(), gr.skip()
+        return
+    flips = flip_rows(session, results)
+    accuracy = {t: r.metrics["accuracy"] for t, r in results.items()}
+    mean = sum(accuracy.values()) / len(accuracy)
+    session.records = {t: r.records for t, r in results.items()}
+    session.accuracy = accuracy
+    session.evaluated = {"recipe": recipe, "tasks": list(choice.tasks), "limit": choice.limit,
+                         "metrics": {t: r.metrics for t, r in results.items()}}
+    had_previous = bool(previous)
+    status = (f"Done in {time.time() - started:.1f} s (first estimate after {first_at:.1f} s) · mean accuracy "
+              f"{mean:.3f} · " + " · ".join(f"{t} {a:.3f}" for t, a in accuracy.items())
+              + (f" · {len(flips)} predictions flipped since the previous evaluation" if had_previous else ""))
+    yield chart(choice.tasks, results, previous, "Validation accuracy"), status, flips
+
+
+def run_sweep(state: AppState, choice: Choice, mode: str, limit, progress) -> tuple:
+    try:
+        limit = int(limit)
+    except (TypeError, ValueError):
+        raise StudioError("the sweep sample size must be a whole number") from None
+    if not 1 <= limit <= 500:
+        raise StudioError("the sweep sample must be between 1 and 500 examples per task")
+    if mode not in ("coefficient", "grid"):
+        raise StudioError(f"unknown sweep {mode!r}: use coefficient or grid")
+    backbone = state.backbone()
+
+    def report(done: int, total: int) -> None:
+        progress(done / total, desc=f"{done}/{total} prompt evaluations")
+
+    common = dict(method=choice.method, density=choice.density, limit=limit, on_progress=report)
+    if mode == "coefficient":
+        result = analysis.coefficient_sweep(state.library, backbone, choice.origin_id, choice.vector_ids,
+                                            choice.weights, choice.tasks, **common)
+        series = {**result["accuracy"], "mean": result["mean"]} if len(choice.tasks) > 1 else result["accuracy"]
+        current = result["current"]
+        figure = plots.sweep_curve(result["coefficients"], series,
+                                   f"Accuracy along P0 + c x merge(weights / {current:.2f}) ({limit} examples "
+                                   "per task)", current=current if current <= 1.0 else None, best=result["best"])
+        header = ["c", *result["accuracy"], "mean"]
+        rows = [[c, *(result["accuracy"][t][k] for t in result["accuracy"]), result["mean"][k]]
+                for k, c in enumerate(result["coefficients"])]
+        text = (f"Best shared coefficient c = {result['best']:.2f} (mean validation accuracy {result['best_mean']:.3f}"
+                f" on {limit} examples per task); the sliders now sit at c = {current:.2f}"
+                + (" (outside 0..1)." if current > 1 else ".")
+                + f" Set every weight to {result['best']:.2f} x your current weights to use it.")
+    else:
+        result = analysis.weight_grid(state.library, backbone, choice.origin_id, choice.vector_ids, choice.weights,
+                                      choice.tasks, **common)
+        names = [state.library.get(v).task or v for v in choice.vector_ids[:2]]
+        figure = plots.grid_heatmap(result["mean"], result["values"], result["values"],
+                                    f"Mean validation accuracy ({limit} examples per task)", f"weight of {names[0]}",
+                                    f"weight of {names[1]}", current=tuple(result["current"]))
+        header = [f"weight {names[1]} \\ {names[0]}", *result["values"]]
+        rows = [[b, *row] for b, row in zip(result["values"], result["mean"])]
+        text = (f"Best: {names[0]} {result['best'][0]:.2f}, {names[1]} {result['best'][1]:.2f} (mean accuracy "
+                f"{result['best_mean']:.3f}); other vectors keep their slider weights.")
+    return figure, text, figure_exports(figure, f"sweep-{mode}", header, rows), figure.to_json()
+
+
+def save_combination(state: AppState, session: Session, choice: Choice, name: str | None) -> tuple[str, str]:
+    prompt, recipe = analysis.combine(state.library, choice.origin_id, choice.vector_ids, choice.weights,
+                                      choice.method, choice.density)
+    evaluated = session.evaluated
+    if evaluated and evaluated["recipe"] == recipe and set(choice.tasks) <= set(evaluated["tasks"]):
+        metrics_by_task = {t: evaluated["metrics"][t] for t in choice.tasks}
+        limit = evaluated["limit"]
+    else:  # not evaluated yet at this position: score it now on the same sample the live view uses
+        result = analysis.evaluate_many(state.backbone(), [prompt], choice.tasks, "validation", choice.limit)
+        metrics_by_task = {t: {"accuracy": float(result["accuracy"][0, k]), "accuracy_se": float(result["se"][0, k]),
+                               "n": result["n"][k]} for k, t in enumerate(choice.tasks)}
+        limit = choice.limit
+    origin = state.library.get(choice.origin_id)
+    vectors = [state.library.get(v) for v in choice.vector_ids]
+    task = "+".join(dict.fromkeys(v.task or v.id for v in vectors))
+    default_name = f"origin {origin.origin} + " + " + ".join(
+        f"{w:g} {v.task or v.id}" for w, v in zip(choice.weights, vectors)) + (
+        f" ({choice.method})" if choice.method != "weighted_sum" else "")
+    metrics = {}
+    for t, m in metrics_by_task.items():
+        metrics[f"validation_accuracy/{t}"] = m["accuracy"]
+        metrics[f"validation_accuracy_se/{t}"] = m["accuracy_se"]
+        metrics[f"validation_n/{t}"] = m["n"]
+    recipe = {**recipe, "evaluation": {"split": "validation", "limit": limit, "tasks": list(metrics_by_task)}}
+    item = state.library.add("prompt", prompt, origin.model, name=(name or "").strip() or default_name, task=task,
+                             origin=origin.origin, origin_id=origin.id, recipe=recipe, metrics=metrics)
+    scores = ", ".join(f"{t} {m['accuracy']:.3f}" for t, m in metrics_by_task.items())
+    return f"Saved **{item.name}** as `{item.id}` (validation accuracy: {scores}).", item.id
+
+
+def prepare(state: AppState, tasks: list[str], limit: int) -> threading.Thread:
+    """Load the model and tokenise the default selection's validation samples in the background, so the first
+    slider move only pays for the forward passes. Problems are left for the real evaluation to report."""
+
+    def work() -> None:
+        try:
+            backbone = state.backbone()
+            for name in tasks:
+                encode_task(backbone, load_task(name), "validation", limit, stratified=True)
+        except Exception:  # the live evaluation raises the same problem with a clear message
+            pass
+
+    thread = threading.Thread(target=work, daemon=True, name="warm-arithmetic")
+    thread.start()
+    return thread
+
+
+def slider_label(state: AppState, vector_ids: list[str], k: int) -> str:
+    if k >= len(vector_ids):
+        return f"weight {k + 1}"
+    item = state.library.get(vector_ids[k])
+    return f"weight of {item.task or item.name} (TPV from origin {item.origin}) · {item.id}"
+
+
+def build(state: AppState) -> None:
+    explain("Build a new prompt as origin + a weighted merge of task prompt vectors; each slider is one vector's "
+            "weight (negative pushes that task away). Accuracy on the chosen datasets updates live as you move a "
+            "slider, a first rough estimate at once and sharper ones after; the sweep shows the whole landscape.")
+
+    def task_choices() -> list[str]:
+        in_library = [i.task for i in state.library.items(model=state.model_name) if i.task and "+" not in i.task]
+        return list(dict.fromkeys([*in_library, *BUNDLED_TASKS]))
+
+    origins = item_choices(state, ("origin",))
+    first_origin = origins[0][1] if origins else None
+    first_vectors = default_vectors(state, first_origin)
+    with gr.Row():
+        origin = gr.Dropdown(origins, value=first_origin, allow_custom_value=True, label="Origin P0", scale=2)
+        vectors = gr.Dropdown(item_choices(state, ("vector",)), value=first_vectors, multiselect=True,
+                              allow_custom_value=True, max_choices=MAX_VECTORS,
+                              label=f"Task prompt vectors (up to {MAX_VECTORS})", scale=4)
+        refresh = gr.Button("Refresh lists", scale=0, size="sm")
+    with gr.Row():
+        method = gr.Dropdown([(f"{k}: {v}", k) for k, v in MERGE_METHODS.items()], value="weighted_sum",
+                             label="Merge method")
+        density = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="Density (TIES / DARE / prune keep this share)")
+    with gr.Row():
+        tasks = gr.Dropdown(task_choices(), value=[state.library.get(v).task for v in first_vectors],
+                            multiselect=True, allow_custom_value=True,
+                            label="Evaluate on (default: the chosen vectors' tasks)", scale=4)
+        limit = gr.Slider(16, 512, value=128, step=16, label="Validation examples per task")
+    sliders = [gr.Slider(-1.5, 1.5, value=1.0, step=0.05, label=slider_label(state, first_vectors, k),
+                         visible=k < len(first_vectors)) for k in range(MAX_VECTORS)]
+    evaluate_button = gr.Button("Evaluate", variant="primary")
+    status = gr.Markdown("Choose an origin and one or more vectors, then move a slider.")
+    plot = gr.Plot(label="Live evaluation")
+    flips = gr.Dataframe(headers=FLIP_HEADERS, label="Predictions that flipped since the previous full evaluation",
+                         interactive=False, wrap=True, max_height=300)
+    with gr.Accordion("Sweep: accuracy landscape", open=False):
+        with gr.Row():
+            sweep_mode = gr.Radio(SWEEP_MODES, value="coefficient", label="Sweep")
+            sweep_limit = gr.Slider(8, 256, value=32, step=8, label="Validation examples per task (keep it small)")
+        sweep_button = gr.Button("Sweep")
+        sweep_text = gr.Markdown()
+        sweep_plot = gr.Plot(label="Landscape")
+        with gr.Row():
+            sweep_files = gr.File(label="Download: interactive HTML and CSV", file_count="multiple",
+                                  interactive=False, height=120)
+            with gr.Column(scale=0, min_width=160):
+                png_button = gr.Button("Export PNG", size="sm")
+                png_file = gr.File(label="PNG", interactive=False, height=120)
+        sweep_json = gr.State(None)
+    with gr.Row():
+        save_name = gr.Textbox(label="Name (optional)", placeholder="e.g. mr + tweets, 0.5 each", scale=3)
+        save_button = gr.Button("Save to library", scale=1)
+    save_text = gr.Markdown()
+    saved_id = gr.Textbox(label="Saved item id", interactive=False, visible=False)
+
+    inputs = [origin, vectors, method, density, tasks, limit, *sliders]
+    prepare(state, [state.library.get(v).task for v in first_vectors if state.library.get(v).task], 128)
+
+    @friendly
+    def on_vectors(vector_ids, current_tasks):
+        vector_ids = [v for v in (vector_ids or []) if v]
+        if len(vector_ids) > MAX_VECTORS:
+            raise StudioError(f"choose at most {MAX_VECTORS} task prompt vectors")
+        items = [state.library.get(v) for v in vector_ids]
+        updates = [gr.Slider(visible=k < len(items), label=slider_label(state, vector_ids, k))
+                   for k in range(MAX_VECTORS)]
+        own_tasks = list(dict.fromkeys(i.task for i in items if i.task))
+        return *updates, gr.Dropdown(value=own_tasks or (current_tasks or []))
+
+    @friendly_stream
+    def on_evaluate(origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4,
+                    w5, w6, request: gr.Request):
+        choice = parse(state, origin_id, vector_ids, method, density, tasks, limit,
+                       [w1, w2, w3, w4, w5, w6])
+        yield from live_evaluation(state, session_for(request), choice)
+
+    @friendly
+    def on_sweep(origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5,
+                 w6, sweep, sweep_examples, progress=gr.Progress()):
+        choice = parse(state, origin_id, vector_ids, method, density, tasks, limit,
+                       [w1, w2, w3, w4, w5, w6])
+        return run_sweep(state, choice, sweep, sweep_examples, progress)
+
+    @friendly
+    def on_save(origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5,
+                w6, name, request: gr.Request):
+        choice = parse(state, origin_id, vector_ids, method, density, tasks, limit,
+                       [w1, w2, w3, w4, w5, w6])
+        return save_combination(state, session_for(request), choice, name)
+
+    @friendly
+    def on_refresh(current_origin, current_vectors, current_tasks):
+        origin_list = item_choices(state, ("origin",))
+        vector_list = item_choices(state, ("vector",))
+        known = {v for _, v in origin_list + vector_list}
+        kept_origin = current_origin if current_origin in known else (origin_list[0][1] if origin_list else None)
+        return (gr.Dropdown(choices=origin_list, value=kept_origin),
+                gr.Dropdown(choices=vector_list, value=[v for v in (current_vectors or []) if v in known]),
+                gr.Dropdown(choices=task_choices(), value=current_tasks or []))
+
+    @friendly
+    def on_png(figure_json):
+        return png_export(figure_json, "sweep")
+
+    vectors.change(on_vectors, [vectors, tasks], [*sliders, tasks], api_name="arithmetic_vectors")
+    # every slider release (and the button, and the merge settings) starts a new live evaluation; "multiple" lets
+    # the new one start at once, and it makes the stale one stop at its next round (generation counter)
+    gr.on([evaluate_button.click, *(s.release for s in sliders), method.input, density.release], on_evaluate,
+          inputs, [plot, status, flips], api_name="arithmetic_eval", trigger_mode="multiple",
+          show_progress="minimal")
+    sweep_button.click(on_sweep, [*inputs, sweep_mode, sweep_limit], [sweep_plot, sweep_text, sweep_files, sweep_json],
+                       api_name="arithmetic_sweep")
+    save_button.click(on_save, [*inputs, save_name], [save_text, saved_id], api_name="arithmetic_save")
+    refresh.click(on_refresh, [origin, vectors, tasks], [origin, vectors, tasks], api_name="arithmetic_refresh")
+    tab = enclosing_tab()
+    if tab is not None:
+        tab.select(on_refresh, [origin, vectors, tasks], [origin, vectors, tasks], api_name="arithmetic_on_open",
+                   api_visibility="private")
+    png_button.click(on_png, sweep_json, png_file, api_name="arithmetic_png")

@@ -1,0 +1,158 @@
+"""Map tab: UMAP / PCA projections of prompts and task prompt vectors, and the nearest vocabulary tokens."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from studio import StudioError, analysis, plots
+from studio.projection import umap_problem, umap_ready, warm_umap
+from studio.prompts import nearest_tokens
+from studio.ui.common import (
+    AppState,
+    enclosing_tab,
+    explain,
+    figure_exports,
+    friendly,
+    item_choices,
+    png_export,
+)
+
+METHODS = [("UMAP", "umap"), ("PCA", "pca")]
+COLOURS = ("task", "origin", "kind")
+VIEWS = [("one point per item (flattened matrix)", "items"), ("one point per virtual token", "tokens")]
+CSV_HEADER = ["x", "y", "z", "id", "name", "kind", "task", "origin", "token", "metrics"]
+
+
+def draw(state: AppState, ids: list[str] | None, method: str, dims, colour: str, view: str, seed) -> tuple:
+    ids = [i for i in (ids or []) if i]
+    if not ids:
+        raise StudioError("choose at least one prompt or vector to draw")
+    if method not in ("umap", "pca"):
+        raise StudioError(f"unknown projection {method!r}: use umap or pca")
+    if colour not in COLOURS:
+        raise StudioError(f"colour by one of {', '.join(COLOURS)}, not {colour!r}")
+    if view not in ("items", "tokens"):
+        raise StudioError(f"unknown view {view!r}: use items or tokens")
+    try:
+        dims, seed = int(dims), int(seed if seed is not None else 0)
+    except (TypeError, ValueError):
+        raise StudioError("dimensions must be 2 or 3 and the seed a whole number") from None
+    if not 0 <= seed < 2**32:
+        raise StudioError(f"the seed must be a whole number from 0 to {2**32 - 1}, got {seed}")
+    waiting = ""
+    if method == "umap" and not umap_ready():
+        warm_umap()
+        problem = umap_problem()
+        waiting = (f"UMAP is unavailable ({problem}); " if problem else
+                   "UMAP is still warming up (its first run compiles code, about half a minute after start-up), so "
+                   "this is PCA: draw again in a moment for UMAP. ")
+        method = "pca"
+    points = analysis.map_points(state.library, ids, method, dims, seed, per_token=view == "tokens")
+    kinds = "tokens" if view == "tokens" else "items"
+    title = f"{method.upper()} of {len(points.records)} {kinds} (coloured by {colour})"
+    figure = plots.scatter_map(points.coords, points.records, colour, title)
+    rows = [[*(round(float(v), 6) for v in xyz), *([""] * (3 - len(xyz))),
+             *(record[k] for k in CSV_HEADER[3:])] for xyz, record in zip(points.coords, points.records)]
+    files = figure_exports(figure, "map", CSV_HEADER, rows)
+    return figure, waiting + points.note + ".", files, figure.to_json()
+
+
+def tokens_table(state: AppState, item_id: str | None, k) -> tuple[list[list], str]:
+    if not item_id:
+        raise StudioError("choose a prompt to look up")
+    try:
+        k = int(k)
+    except (TypeError, ValueError):
+        raise StudioError("the number of tokens must be a whole number") from None
+    if not 1 <= k <= 20:
+        raise StudioError("show between 1 and 20 nearest tokens")
+    item = state.library.get(item_id)
+    note = f"{item.name}: nearest vocabulary tokens by cosine to each virtual token's embedding."
+    source = item.id
+    if item.kind == "vector":
+        if not item.prompt_id:
+            raise StudioError(f"{item.id} is a vector without its tuned prompt: choose a prompt or an origin")
+        source = item.prompt_id
+        note = (f"{item.name} is a difference of prompts, not an embedding: showing its tuned prompt {source}. "
+                + note.split(": ", 1)[1])
+    backbone = state.backbone()
+    if item.model != backbone.name:
+        raise StudioError(f"{item.id} was made for {item.model}, not {backbone.name}")
+    nearest = nearest_tokens(backbone, state.library.tensor(source), k)
+    rows = [[index, *(f"{token!r} {score:.2f}" for token, score in row)] for index, row in enumerate(nearest)]
+    return rows, note
+
+
+def build(state: AppState) -> None:
+    explain("Each point is a prompt or a task prompt vector (or one virtual token of it), placed by UMAP or PCA so "
+            "that similar ones sit close together; hover a point for its details. Colour by task to see TPVs group "
+            "by task, and by origin to see that raw prompts group by their random start instead.")
+    warm_umap()  # compile UMAP in the background while the page loads; PCA is shown until it is ready
+
+    def default_ids() -> list[str]:
+        return [i.id for kind in ("vector", "prompt") for i in state.library.items(kind=kind, model=state.model_name)]
+
+    with gr.Row():
+        items = gr.Dropdown(item_choices(state, ("vector", "prompt", "origin")), value=default_ids(),
+                            multiselect=True, allow_custom_value=True,
+                            label="Items (default: every prompt and TPV of the model)", scale=5)
+        refresh = gr.Button("Refresh list", scale=0, size="sm")
+    with gr.Row():
+        method = gr.Radio(METHODS, value="umap", label="Projection")
+        dims = gr.Radio([2, 3], value=2, label="Dimensions")
+        colour = gr.Radio(list(COLOURS), value="task", label="Colour by")
+        view = gr.Radio(VIEWS, value="items", label="Points")
+        seed = gr.Number(0, precision=0, label="Seed", minimum=0)
+    run = gr.Button("Draw map", variant="primary")
+    note = gr.Markdown()
+    plot = gr.Plot(label="Map")
+    with gr.Row():
+        files = gr.File(label="Download: interactive HTML and CSV", file_count="multiple", interactive=False,
+                        height=120)
+        with gr.Column(scale=0, min_width=160):
+            png_button = gr.Button("Export PNG", size="sm")
+            png_file = gr.File(label="PNG", interactive=False, height=120)
+    figure_json = gr.State(None)
+
+    gr.Markdown("### Nearest vocabulary tokens\nWhich real tokens each virtual token of a prompt is closest to "
+                "(cosine in the input-embedding space). Tuned prompts usually drift away from every real token.")
+    with gr.Row():
+        token_item = gr.Dropdown(item_choices(state, ("prompt", "origin", "vector")), allow_custom_value=True,
+                                 label="Prompt (a vector shows its tuned prompt)", scale=4)
+        top_k = gr.Slider(1, 10, value=5, step=1, label="Tokens per virtual token")
+        lookup = gr.Button("Look up", scale=0)
+    token_note = gr.Markdown()
+    token_rows = gr.Dataframe(headers=["virtual token", "nearest"], interactive=False, wrap=True)
+
+    @friendly
+    def on_draw(ids, method, dims, colour, view, seed):
+        return draw(state, ids, method, dims, colour, view, seed)
+
+    @friendly
+    def on_lookup(item_id, k):
+        import pandas as pd
+
+        rows, text = tokens_table(state, item_id, k)
+        return pd.DataFrame(rows, columns=["virtual token", *(f"#{n + 1}" for n in range(int(k)))]), text
+
+    @friendly
+    def on_refresh(current):
+        choices = item_choices(state, ("vector", "prompt", "origin"))
+        known = {value for _, value in choices}
+        kept = [i for i in (current or []) if i in known]
+        return gr.Dropdown(choices=choices, value=kept or default_ids()), gr.Dropdown(choices=item_choices(
+            state, ("prompt", "origin", "vector")))
+
+    @friendly
+    def on_png(figure_json):
+        return png_export(figure_json, "map")
+
+    gr.on([run.click, method.input, dims.input, colour.input, view.input], on_draw,
+          [items, method, dims, colour, view, seed], [plot, note, files, figure_json], api_name="map")
+    gr.on([lookup.click, token_item.input], on_lookup, [token_item, top_k], [token_rows, token_note],
+          api_name="nearest_tokens")
+    refresh.click(on_refresh, items, [items, token_item], api_name="map_refresh")
+    tab = enclosing_tab()
+    if tab is not None:
+        tab.select(on_refresh, items, [items, token_item], api_name="map_on_open", api_visibility="private")
+    png_button.click(on_png, figure_json, png_file, api_name="map_png")

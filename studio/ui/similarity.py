@@ -1,0 +1,123 @@
+"""Similarity tab: a heatmap of how alike task prompt vectors (or raw prompts) are, across tasks and origins."""
+
+from __future__ import annotations
+
+import math
+
+import gradio as gr
+
+from studio import StudioError, analysis, plots
+from studio.prompts import SIMILARITY_MEASURES
+from studio.ui.common import (
+    AppState,
+    enclosing_tab,
+    explain,
+    figure_exports,
+    friendly,
+    item_choices,
+    png_export,
+)
+
+VIEWS = [("vectors: tau = tuned prompt - origin", "vectors"), ("prompts: the tuned matrices P", "prompts")]
+ORDERS = [("task, then origin", "task"), ("origin, then task", "origin"), ("cluster (average linkage)", "cluster")]
+
+
+def unique_labels(labels: list[str], ids: list[str]) -> list[str]:
+    """Plotly merges equal category labels: keep them apart by adding the id where a label repeats."""
+    return [f"{label} [{item_id}]" if labels.count(label) > 1 else label for label, item_id in zip(labels, ids)]
+
+
+def summary_text(stats: dict, as_vectors: bool) -> str:
+    """The one line under the heatmap: same task across origins vs different tasks."""
+    measure = stats["measure"]
+    if not stats["n_same"] and not stats["n_different"]:
+        return "No pairs with known tasks to summarise."
+
+    def mean(key: str, count: str) -> str:
+        return "n/a (no pairs)" if math.isnan(stats[key]) else f"**{stats[key]:.3f}** ({stats[count]} pairs)"
+
+    what = "TPVs" if as_vectors else "prompts"
+    line = (f"Mean {measure} of {what}: same task across origins {mean('same_task', 'n_same')} · different tasks "
+            f"{mean('different_task', 'n_different')}.")
+    if measure.endswith("cosine") and not math.isnan(stats["same_task"]) and not math.isnan(stats["different_task"]):
+        gap = stats["same_task"] - stats["different_task"]
+        line += f" Gap {gap:+.3f}: " + ("the task, not the random origin, decides what a TPV looks like."
+                                        if as_vectors and gap > 0.1 else
+                                        "compare with the other view (vectors vs prompts).")
+    return line + f"  \n*Shown:* {SIMILARITY_MEASURES[measure]}."
+
+
+def draw(state: AppState, ids: list[str] | None, view: str, measure: str, order: str):
+    ids = [i for i in (ids or []) if i]
+    if len(ids) < 2:
+        raise StudioError("choose at least two prompts or vectors to compare")
+    if view not in {value for _, value in VIEWS}:
+        raise StudioError(f"unknown view {view!r}: use vectors or prompts")
+    if order not in {value for _, value in ORDERS}:
+        raise StudioError(f"unknown order {order!r}: use task, origin or cluster")
+    as_vectors = view == "vectors"
+    table = analysis.similarity_table(state.library, ids, measure, as_vectors, order)
+    ids_sorted = [item.id for item in table.items]
+    labels = unique_labels(table.labels, ids_sorted)
+    hover = [f"{item.name} ({item.id})" for item in table.items]
+    cosine = measure.endswith("cosine")
+    figure = plots.heatmap(table.matrix, labels, f"{measure} of {'task prompt vectors' if as_vectors else 'prompts'}",
+                           measure, hover, zmin=-1.0 if cosine else None, zmax=1.0 if cosine else None)
+    rows = [[label, item_id, *(round(float(v), 6) for v in row)]
+            for label, item_id, row in zip(labels, ids_sorted, table.matrix)]
+    files = figure_exports(figure, "similarity", ["item", "id", *labels], rows)
+    stats = analysis.same_vs_different(table)
+    return figure, summary_text(stats, as_vectors), files, figure.to_json()
+
+
+def build(state: AppState) -> None:
+    explain("Each cell is the similarity of two task prompt vectors (tau = tuned prompt - its random origin) or of two "
+            "raw prompts; hover a cell for the number. TPVs of the same task agree across origins while different "
+            "tasks do not, whereas raw prompts that share an origin look alike whatever their task.")
+
+    def default_ids() -> list[str]:
+        return [item.id for item in state.library.items(kind="vector", model=state.model_name)]
+
+    with gr.Row():
+        items = gr.Dropdown(item_choices(state, ("vector", "prompt", "origin")), value=default_ids(),
+                            multiselect=True, allow_custom_value=True, label="Items (default: every TPV of the model)",
+                            scale=5)
+        refresh = gr.Button("Refresh list", scale=0, size="sm")
+    with gr.Row():
+        view = gr.Radio(VIEWS, value="vectors", label="Compare as")
+        measure = gr.Dropdown([(f"{name}: {text}", name) for name, text in SIMILARITY_MEASURES.items()],
+                              value="token_mean_cosine", label="Measure")
+        order = gr.Radio(ORDERS, value="task", label="Order")
+    run = gr.Button("Draw heatmap", variant="primary")
+    summary = gr.Markdown()
+    plot = gr.Plot(label="Similarity")
+    with gr.Row():
+        files = gr.File(label="Download: interactive HTML and CSV", file_count="multiple", interactive=False,
+                        height=120)
+        with gr.Column(scale=0, min_width=160):
+            png_button = gr.Button("Export PNG", size="sm")
+            png_file = gr.File(label="PNG", interactive=False, height=120)
+    figure_json = gr.State(None)
+
+    @friendly
+    def on_draw(ids, view, measure, order):
+        return draw(state, ids, view, measure, order)
+
+    @friendly
+    def on_refresh(current):
+        choices = item_choices(state, ("vector", "prompt", "origin"))
+        known = {value for _, value in choices}
+        kept = [i for i in (current or []) if i in known]
+        return gr.Dropdown(choices=choices, value=kept or default_ids())
+
+    @friendly
+    def on_png(figure_json):
+        return png_export(figure_json, "similarity")
+
+    gr.on([run.click, view.input, measure.input, order.input], on_draw, [items, view, measure, order],
+          [plot, summary, files, figure_json], api_name="similarity")
+    refresh.click(on_refresh, items, items, api_name="similarity_refresh")
+    tab = enclosing_tab()
+    if tab is not None:
+        tab.select(on_refresh, items, items, api_name="similarity_on_open", api_visibility="private")
+    png_button.click(on_png, figure_json, png_file, api_name="similarity_png")

@@ -1,0 +1,249 @@
+"""Transfer tab: TPVs moved to another origin (cross-origin), and TPVs as the starting point of few-shot tuning."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from studio import StudioError, analysis, plots
+from studio.jobs import Job
+from studio.tasks import BUNDLED_TASKS
+from studio.tuning import TuneConfig
+from studio.ui.common import (
+    AppState,
+    default_vectors,
+    enclosing_tab,
+    explain,
+    figure_exports,
+    friendly,
+    item_choices,
+    png_export,
+)
+
+CROSS_HEADERS = ["task", "origin", "vector from", "own", "accuracy", "macro F1", "n"]
+FEW_SHOT_HEADERS = ["shots", "init", "accuracy", "± se", "macro F1", "n", "best step"]
+FINISHED = ("done", "failed", "cancelled")
+
+
+def cross_origin_tasks(state: AppState) -> list[str]:
+    """Tasks with tuned (not combined) prompts on at least two origins for the current model."""
+    origins: dict[str, set] = {}
+    for item in state.library.items(kind="prompt", model=state.model_name):
+        if item.task and item.origin_id and "combination" not in item.recipe:
+            origins.setdefault(item.task, set()).add(item.origin_id)
+    return [task for task, found in origins.items() if len(found) >= 2]
+
+
+def cross_origin(state: AppState, tasks: list[str] | None, split: str, limit) -> tuple:
+    tasks = [t for t in (tasks or []) if t]
+    if not tasks:
+        raise StudioError("choose at least one task with prompts tuned on two or more origins")
+    if split not in ("validation", "test"):
+        raise StudioError(f"unknown split {split!r}: use validation or test")
+    try:
+        limit = int(limit)
+    except (TypeError, ValueError):
+        raise StudioError("the number of examples must be a whole number") from None
+    if not 1 <= limit <= 2000:
+        raise StudioError("evaluate on 1 to 2000 examples per task")
+    rows = analysis.cross_origin_table(state.library, state.backbone(), tasks, split=split, limit=limit)
+    summary = analysis.cross_origin_summary(rows)
+    names = [s["task"] for s in summary]
+    figure = plots.grouped_bars(names, {
+        "own origin (P0(A) + tau(A))": ([s["own_mean"] for s in summary], [s["own_std"] for s in summary]),
+        "other origin (P0(A) + tau(B))": ([s["other_mean"] for s in summary], [s["other_std"] for s in summary]),
+    }, f"Cross-origin transfer ({split}, {limit} examples; bars = mean, whiskers = std over origin pairs)")
+    table = [[r["task"], r["origin"], r["vector_from"], "own" if r["own"] else "other", round(r["accuracy"], 4),
+              round(r["macro_f1"], 4), r["n"]] for r in rows]
+    text = " · ".join(f"**{s['task']}**: own {s['own_mean']:.3f}, other {s['other_mean']:.3f} "
+                      f"({s['other_mean'] - s['own_mean']:+.3f})" for s in summary)
+    text += ("  \nThe paper finds TPVs largely independent of the random origin: applied to another origin they keep "
+             "most of their accuracy.")
+    return table, figure, text, figure_exports(figure, "cross-origin", CROSS_HEADERS, table), figure.to_json()
+
+
+def parse_shots(text: str | None) -> list[int]:
+    try:
+        shots = sorted({int(part) for part in (text or "").replace(";", ",").split(",") if part.strip()})
+    except ValueError:
+        raise StudioError(f"shots must be whole numbers separated by commas, e.g. 0, 10, 50 (got {text!r})") from None
+    if not shots or shots[0] < 0 or shots[-1] > 1000:
+        raise StudioError("give one or more shot counts between 0 and 1000, e.g. 0, 10, 50")
+    return shots
+
+
+def start_few_shot(state: AppState, target: str | None, sources: list[str] | None, origin_id: str | None,
+                   shots_text: str, steps, lr, batch_size, eval_limit) -> Job:
+    if not target:
+        raise StudioError("choose a target task")
+    sources = [s for s in (sources or []) if s]
+    if not sources:
+        raise StudioError("choose at least one source task prompt vector")
+    if not origin_id:
+        raise StudioError("choose an origin to start from")
+    shots = parse_shots(shots_text)
+    try:
+        steps, batch_size, eval_limit, lr = int(steps), int(batch_size), int(eval_limit), float(lr)
+    except (TypeError, ValueError):
+        raise StudioError("steps, batch size, test examples and learning rate must be numbers") from None
+    if not 1 <= eval_limit <= 2000:
+        raise StudioError("test on 1 to 2000 examples")
+    config = TuneConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=max(1, steps // 2),
+                        val_limit=min(32, eval_limit))
+    for source in sources:
+        if state.library.get(source).kind != "vector":
+            raise StudioError(f"{source} is not a task prompt vector")
+    if state.library.get(origin_id).kind != "origin":
+        raise StudioError(f"{origin_id} is not an origin")
+    inits = analysis.few_shot_inits(state.library, origin_id, sources)  # shape and kind problems show now
+
+    def work(job: Job):
+        def progress(event: dict) -> None:
+            index = shots.index(event["shots"]) if event["shots"] in shots else 0
+            within = event["step"] / event["steps"] if event.get("steps") else 0.0
+            job.progress = min(1.0, (index + within) / len(shots))
+            job.message = event["stage"] + (f", step {event['step']}/{event['steps']}" if event.get("steps") else "")
+            if "step" not in event:
+                job.events.append({"stage": event["stage"], "rows": event["rows"]})
+
+        rows = analysis.few_shot_experiment(state.library, state.backbone(), target, sources, origin_id, shots,
+                                            config, progress, job.cancel.is_set, eval_limit)
+        job.progress, job.message = (1.0, "finished") if len(rows) == len(shots) * len(inits) else (
+            job.progress, f"stopped after {len({r['shots'] for r in rows})} of {len(shots)} shot counts")
+        return rows
+
+    return state.runner.submit(f"few-shot {target} from {len(sources)} TPV(s), shots {shots}", work)
+
+
+def few_shot_view(state: AppState, job_id: str | None) -> tuple:
+    job = state.runner.jobs.get((job_id or "").strip())
+    if job is None:
+        raise StudioError(f"no few-shot job {job_id!r}: start one first")
+    rows = job.result if job.status == "done" and isinstance(job.result, list) else (
+        job.events[-1]["rows"] if job.events else [])
+    series: dict[str, tuple[list, list]] = {}
+    for row in rows:
+        xs, ys = series.setdefault(row["init"], ([], []))
+        xs.append(row["shots"])
+        ys.append(row["accuracy"])
+    figure = plots.curves(series, f"{job.title}: test accuracy by number of shots", "shots (training examples)",
+                          "accuracy")
+    table = [[r["shots"], r["init"], round(r["accuracy"], 4), round(r["accuracy_se"], 4), round(r["macro_f1"], 4),
+              r["n"], r["best_step"]] for r in rows]
+    text = f"Job `{job.id}`: **{job.status}** ({job.progress:.0%}) {job.message}"
+    if job.status == "done" and rows:
+        best = max(rows, key=lambda r: (r["shots"], r["accuracy"]))
+        text += f"  \nAt {best['shots']} shots the best start is **{best['init']}** ({best['accuracy']:.3f})."
+    files = figure_exports(figure, "few-shot", FEW_SHOT_HEADERS, table) if rows else None
+    return text, figure, table, files
+
+
+def build(state: AppState) -> None:
+    explain("Cross-origin: a TPV learned from origin B is added to a different origin A and compared with A's own "
+            "tuned prompt, which tests the paper's claim that TPVs do not depend on the random start. Few-shot: a new "
+            "task is tuned from a random origin, from one source TPV, or from the sum of source TPVs, with only a "
+            "few examples, to see which start learns fastest.")
+
+    gr.Markdown("### Cross-origin table")
+    with gr.Row():
+        tasks = gr.Dropdown(cross_origin_tasks(state), value=cross_origin_tasks(state), multiselect=True,
+                            allow_custom_value=True, label="Tasks (with prompts tuned on two or more origins)", scale=4)
+        split = gr.Radio(["validation", "test"], value="test", label="Split")
+        limit = gr.Slider(8, 500, value=100, step=4, label="Examples per task")
+    cross_button = gr.Button("Compare own vs other origin", variant="primary")
+    cross_text = gr.Markdown()
+    cross_plot = gr.Plot(label="Own vs other origin")
+    cross_table = gr.Dataframe(headers=CROSS_HEADERS, interactive=False, max_height=320)
+    with gr.Row():
+        cross_files = gr.File(label="Download: interactive HTML and CSV", file_count="multiple",
+                              interactive=False, height=120)
+        with gr.Column(scale=0, min_width=160):
+            png_button = gr.Button("Export PNG", size="sm")
+            png_file = gr.File(label="PNG", interactive=False, height=120)
+    cross_json = gr.State(None)
+
+    gr.Markdown("### Few-shot initialisation\nTune the target task on its first k class-balanced training examples "
+                "from each start, then test; 0 shots evaluates each start as it is. Runs as a background job.")
+    origins = item_choices(state, ("origin",))
+    with gr.Row():
+        target = gr.Dropdown(list(BUNDLED_TASKS), value="movie-reviews" if "movie-reviews" in BUNDLED_TASKS else None,
+                             allow_custom_value=True, label="Target task")
+        sources = gr.Dropdown(item_choices(state, ("vector",)), value=default_vectors(
+                              state, origins[0][1] if origins else None, exclude_task="movie-reviews"),
+                              multiselect=True, allow_custom_value=True,
+                              label="Source TPVs (their sum is the TPV start)", scale=3)
+        origin = gr.Dropdown(origins, value=origins[0][1] if origins else None, allow_custom_value=True,
+                             label="Origin P0")
+    with gr.Row():
+        shots = gr.Textbox("0, 10, 50", label="Shots")
+        steps = gr.Number(30, precision=0, minimum=1, label="Steps per run")
+        lr = gr.Number(0.03, minimum=0.0001, label="Learning rate")
+        batch = gr.Number(8, precision=0, minimum=1, label="Batch size (capped at k)")
+        eval_limit = gr.Number(100, precision=0, minimum=1, label="Test examples")
+    with gr.Row():
+        start = gr.Button("Start experiment", variant="primary")
+        check = gr.Button("Refresh status")
+        cancel = gr.Button("Cancel", variant="stop")
+    job_id = gr.Textbox(label="Job id", interactive=True)
+    few_text = gr.Markdown()
+    few_plot = gr.Plot(label="Learning curves")
+    few_table = gr.Dataframe(headers=FEW_SHOT_HEADERS, interactive=False, max_height=320)
+    few_files = gr.File(label="Download: interactive HTML and CSV", file_count="multiple", interactive=False,
+                        height=120)
+    timer = gr.Timer(2.0, active=False)
+    refresh = gr.Button("Refresh lists", size="sm")
+
+    @friendly
+    def on_cross(tasks, split, limit):
+        return cross_origin(state, tasks, split, limit)
+
+    @friendly
+    def on_start(target, sources, origin_id, shots, steps, lr, batch_size, test_examples):
+        job = start_few_shot(state, target, sources, origin_id, shots, steps, lr, batch_size, test_examples)
+        return job.id, f"Job `{job.id}` queued: {job.title}", gr.Timer(active=True)
+
+    @friendly
+    def on_status(job_id):
+        return few_shot_view(state, job_id)
+
+    @friendly
+    def on_poll(job_value):
+        job = state.runner.jobs.get((job_value or "").strip())
+        if job is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)
+        return *few_shot_view(state, job_value), gr.Timer(active=job.status not in FINISHED)
+
+    @friendly
+    def on_cancel(job_value):
+        job = state.runner.cancel((job_value or "").strip())
+        return f"Job `{job.id}`: cancel requested ({job.status}); finished shot counts are kept."
+
+    @friendly
+    def on_refresh(current_tasks, current_sources, current_origin):
+        task_list = cross_origin_tasks(state)
+        vector_list = item_choices(state, ("vector",))
+        origin_list = item_choices(state, ("origin",))
+        known = {v for _, v in vector_list + origin_list}
+        kept_origin = current_origin if current_origin in known else (origin_list[0][1] if origin_list else None)
+        return (gr.Dropdown(choices=task_list, value=[t for t in (current_tasks or []) if t in task_list] or task_list),
+                gr.Dropdown(choices=vector_list, value=[s for s in (current_sources or []) if s in known]),
+                gr.Dropdown(choices=origin_list, value=kept_origin))
+
+    @friendly
+    def on_png(figure_json):
+        return png_export(figure_json, "cross-origin")
+
+    cross_button.click(on_cross, [tasks, split, limit], [cross_table, cross_plot, cross_text, cross_files, cross_json],
+                       api_name="cross_origin")
+    png_button.click(on_png, cross_json, png_file, api_name="cross_origin_png")
+    start.click(on_start, [target, sources, origin, shots, steps, lr, batch, eval_limit], [job_id, few_text, timer],
+                api_name="fewshot_start")
+    check.click(on_status, job_id, [few_text, few_plot, few_table, few_files], api_name="fewshot_status")
+    timer.tick(on_poll, job_id, [few_text, few_plot, few_table, few_files, timer], api_name="fewshot_poll",
+               api_visibility="private", show_progress="hidden")
+    cancel.click(on_cancel, job_id, few_text, api_name="fewshot_cancel")
+    refresh.click(on_refresh, [tasks, sources, origin], [tasks, sources, origin], api_name="transfer_refresh")
+    tab = enclosing_tab()
+    if tab is not None:
+        tab.select(on_refresh, [tasks, sources, origin], [tasks, sources, origin], api_name="transfer_on_open",
+                   api_visibility="private")
+

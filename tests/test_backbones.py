@@ -1,0 +1,241 @@
+"""Backbones: loading, the decoder and T5 forward paths against the models' own full forward, gradients, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from studio import StudioError
+from studio.backbones import Backbone, Row, load_backbone
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_llama_dir) -> Backbone:
+    return load_backbone(str(tiny_llama_dir), dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def t5(tiny_t5_dir) -> Backbone:
+    return load_backbone(str(tiny_t5_dir), dtype=torch.float32)
+
+
+def _prompts(backbone: Backbone, j: int, n: int = 3, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(j, n, backbone.hidden_size, generator=generator) * 0.5
+
+
+def _rows(backbone: Backbone, texts: list[str], targets: list[str], prompt_index: list[int] | None = None):
+    rows = []
+    for i, (text, target) in enumerate(zip(texts, targets)):
+        rows.append(Row(prompt_index[i] if prompt_index else 0, backbone.encode_input(text, 64),
+                        backbone.encode_target(target)))
+    return rows
+
+
+TEXTS = ["a short one", "a somewhat longer input sentence with more tokens in it", "mid length input here"]
+TARGETS = ["positive", "neutral answer", "no"]
+
+
+# ---- loading ---------------------------------------------------------------------------------------------------------
+def test_loaded_backbone_is_frozen_and_cached(llama, tiny_llama_dir):
+    assert not llama.is_seq2seq and llama.hidden_size == 32
+    assert llama.vocab_size == len(llama.tokenizer)
+    assert all(not p.requires_grad for p in llama.model.parameters())
+    assert not llama.model.training
+    assert load_backbone(str(tiny_llama_dir), dtype=torch.float32) is llama
+    assert "decoder-only" in repr(llama)
+
+
+def test_unknown_model_errors(tmp_path):
+    with pytest.raises(StudioError, match="unknown model 'no-such-model'"):
+        load_backbone("no-such-model")
+    with pytest.raises(StudioError, match="unknown model"):
+        load_backbone("someone/some-model")  # a hub id while offline
+    with pytest.raises(StudioError, match="could not load model"):
+        load_backbone(str(tmp_path))  # a folder without a model
+
+
+# ---- decoder-only path -------------------------------------------------------------------------------------------------
+def _full_forward_logprobs(backbone: Backbone, prompt: torch.Tensor | None, row: Row) -> torch.Tensor:
+    """Log-probabilities of the target tokens from the model's own full forward (logits at every position)."""
+    ids = torch.tensor([row.input_ids + row.target_ids])
+    embeds = backbone.model.get_input_embeddings()(ids)
+    n = 0
+    if prompt is not None:
+        embeds = torch.cat([prompt[None].to(embeds.dtype), embeds], dim=1)
+        n = prompt.shape[0]
+    logits = backbone.model(inputs_embeds=embeds).logits[0].float()
+    start = n + len(row.input_ids) - 1
+    logprobs = torch.log_softmax(logits[start : start + len(row.target_ids)], dim=-1)
+    return logprobs.gather(1, torch.tensor(row.target_ids)[:, None]).squeeze(1)
+
+
+@pytest.mark.parametrize("with_prompt", [False, True])
+def test_decoder_logprobs_equal_full_forward(llama, with_prompt):
+    prompts = _prompts(llama, 2) if with_prompt else None
+    rows = _rows(llama, TEXTS, TARGETS, [0, 1, 1])
+    with torch.no_grad():
+        logprobs, mask = llama.target_logprobs(prompts, rows)
+    assert logprobs.shape == mask.shape == (3, max(len(r.target_ids) for r in rows))
+    for i, row in enumerate(rows):
+        expected = _full_forward_logprobs(llama, None if prompts is None else prompts[row.prompt_index], row)
+        assert mask[i].sum() == len(row.target_ids)
+        torch.testing.assert_close(logprobs[i, : len(row.target_ids)], expected, atol=1e-4, rtol=1e-4)
+        assert torch.all(logprobs[i, len(row.target_ids) :] == 0)
+
+
+def test_decoder_rows_are_independent_of_batch_padding(llama):
+    prompts = _prompts(llama, 1)
+    rows = _rows(llama, TEXTS, TARGETS)
+    with torch.no_grad():
+        together, _ = llama.target_logprobs(prompts, rows)
+        for i, row in enumerate(rows):
+            alone, _ = llama.target_logprobs(prompts, [row])
+            torch.testing.assert_close(together[i, : len(row.target_ids)], alone[0, : len(row.target_ids)],
+                                       atol=1e-5, rtol=1e-5)
+
+
+def test_single_token_candidates_equal_general_path(llama):
+    words = ["negative", "positive", "neutral"]
+    candidates = [llama.encode_target(w) for w in words]
+    assert all(len(c) == 1 for c in candidates)
+    prompts = _prompts(llama, 2, seed=3)
+    inputs = [llama.encode_input(t, 64) for t in TEXTS]
+    rows = [Row(i % 2, ids, candidates[0]) for i, ids in enumerate(inputs)]
+    with torch.no_grad():
+        ranked, mask = llama.target_logprobs(prompts, rows, torch.tensor([c[0] for c in candidates]))
+        assert ranked.shape == (3, 3) and mask.shape == (3, 1)
+        for i, ids in enumerate(inputs):
+            per_label = [Row(i % 2, ids, c) for c in candidates]
+            general, _ = llama.target_logprobs(prompts, per_label)
+            torch.testing.assert_close(ranked[i], general[:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_reaches_prompt_only(llama):
+    prompts = _prompts(llama, 2).requires_grad_(True)
+    rows = _rows(llama, TEXTS, TARGETS, [0, 0, 0])  # prompt 1 is unused
+    logprobs, mask = llama.target_logprobs(prompts, rows)
+    (-(logprobs * mask).sum()).backward()
+    assert prompts.grad is not None and torch.isfinite(prompts.grad).all()
+    assert prompts.grad[0].abs().sum() > 0
+    assert torch.all(prompts.grad[1] == 0)
+    assert all(p.grad is None for p in llama.model.parameters())
+
+
+def test_bf16_backbone_keeps_fp32_prompt_and_close_scores(tiny_llama_dir, llama):
+    bf16 = load_backbone(str(tiny_llama_dir), dtype=torch.bfloat16)
+    assert bf16 is not llama and bf16.dtype == torch.bfloat16
+    prompts = _prompts(llama, 1).requires_grad_(True)
+    rows = _rows(llama, TEXTS, TARGETS)
+    low, _ = bf16.target_logprobs(prompts, rows)
+    assert low.dtype == torch.float32
+    low.sum().backward()
+    assert prompts.grad.dtype == torch.float32
+    with torch.no_grad():
+        high, _ = llama.target_logprobs(prompts, rows)
+    torch.testing.assert_close(low.detach(), high, atol=0.1, rtol=0.05)
+
+
+def test_chat_template_render(llama):
+    assert llama.uses_chat_template
+    text = llama.render_input("Classify it.", "sentence: fine")
+    assert "Classify it." in text and "sentence: fine" in text
+    assert text.rstrip().endswith("assistant")  # the generation prompt: the answer comes next
+    assert llama.render_target("positive") == "positive"
+    with pytest.raises(StudioError, match="no tokens"):
+        llama.encode_target("")
+    long_ids = llama.encode_input(" ".join(["word"] * 200), 16)
+    assert len(long_ids) == 16
+    assert long_ids == llama.tokenizer(" ".join(["word"] * 200), add_special_tokens=False).input_ids[-16:]
+
+
+# ---- T5 path -----------------------------------------------------------------------------------------------------
+def test_t5_backbone_loads(t5):
+    assert t5.is_seq2seq and not t5.uses_chat_template
+    assert t5.hidden_size == 32
+    assert all(not p.requires_grad for p in t5.model.parameters())
+    assert "encoder-decoder" in repr(t5)
+    assert t5.render_input("Classify it.", "x: y") == "Classify it.\nx: y\nlabel:"
+    assert t5.render_target("positive") == "positive"
+    target = t5.encode_target("positive")
+    assert target[-1] == t5.tokenizer.eos_token_id  # T5 targets end with </s>
+
+
+def test_t5_logprobs_without_prompt_equal_the_models_own_loss(t5):
+    rows = _rows(t5, TEXTS, TARGETS)
+    with torch.no_grad():
+        logprobs, mask = t5.target_logprobs(None, rows)
+        for i, row in enumerate(rows):
+            out = t5.model(input_ids=torch.tensor([row.input_ids]), labels=torch.tensor([row.target_ids]))
+            # HF's loss is the mean negative log-likelihood of the labels
+            assert float(-logprobs[i, : len(row.target_ids)].mean()) == pytest.approx(float(out.loss), abs=1e-4)
+            assert mask[i].sum() == len(row.target_ids)
+
+
+def test_t5_logprobs_with_prompt_equal_encoder_side_prompt(t5):
+    prompts = _prompts(t5, 2, n=4)
+    rows = _rows(t5, TEXTS, TARGETS, [1, 0, 1])
+    with torch.no_grad():
+        logprobs, _ = t5.target_logprobs(prompts, rows)
+        for i, row in enumerate(rows):
+            embeds = torch.cat([prompts[row.prompt_index][None], t5.model.get_input_embeddings()(
+                torch.tensor([row.input_ids]))], dim=1)
+            out = t5.model(inputs_embeds=embeds, labels=torch.tensor([row.target_ids]))
+            assert float(-logprobs[i, : len(row.target_ids)].mean()) == pytest.approx(float(out.loss), abs=1e-4)
+        plain, _ = t5.target_logprobs(None, rows)
+    assert not torch.allclose(plain, logprobs)  # the prompt changes the scores
+
+
+def test_t5_gradient_reaches_prompt(t5):
+    prompts = _prompts(t5, 1, n=4).requires_grad_(True)
+    logprobs, mask = t5.target_logprobs(prompts, _rows(t5, TEXTS, TARGETS))
+    (-(logprobs * mask).sum()).backward()
+    assert prompts.grad is not None and prompts.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in t5.model.parameters())
+
+
+def test_t5_evaluate_and_tune_run(t5):
+    """The whole pipeline runs on the T5 path (evaluation and a few tuning steps)."""
+    from studio.evaluation import evaluate
+    from studio.prompts import make_origin
+    from studio.tasks import load_task
+    from studio.tuning import PromptJob, TuneConfig, tune
+
+    task = load_task("mr")
+    origin = make_origin(t5, 0, 4)
+    result = evaluate(t5, [origin], task, "validation", limit=6)[0]
+    assert result.metrics["n"] == 6 and len(result.records) == 6
+    assert set(result.records[0]["scores"]) == {"negative", "positive"}
+    outcome = tune(t5, [PromptJob(task, origin, 0)], TuneConfig(steps=2, batch_size=2, val_limit=4, eval_every=1))
+    assert outcome.status == "done" and outcome.steps_done == 2
+    assert not torch.equal(outcome.results[0].final_prompt, origin)
+
+
+# ---- another decoder architecture, without a chat template ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory, tiny_llama_dir) -> Backbone:
+    """A tiny random GPT-2 (its body is ``.transformer``, not ``.model``) with a plain, template-less tokenizer."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    tokenizer.chat_template = None
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=512,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return load_backbone(str(folder), dtype=torch.float32)
+
+
+def test_plain_decoder_without_chat_template(gpt2):
+    assert not gpt2.uses_chat_template and not gpt2.is_seq2seq
+    assert gpt2.render_input("Classify it.", "x: y") == "Classify it.\nx: y\nlabel:"
+    assert gpt2.render_target("positive") == " positive"  # after "label:" the answer starts with a space
+    prompts = _prompts(gpt2, 2)
+    rows = _rows(gpt2, TEXTS, [" positive", " neutral answer", " no"], [0, 1, 0])
+    with torch.no_grad():
+        logprobs, _ = gpt2.target_logprobs(prompts, rows)
+    for i, row in enumerate(rows):
+        expected = _full_forward_logprobs(gpt2, prompts[row.prompt_index], row)
+        torch.testing.assert_close(logprobs[i, : len(row.target_ids)], expected, atol=1e-4, rtol=1e-4)

@@ -1,0 +1,356 @@
+"""The library: items, lineage, the read-only prebuilt parent, and imports that refuse bad files without side effects."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sqlite3
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from studio import StudioError
+from studio.backbones import load_backbone
+from studio.library import Library, open_library, read_prompt_file
+from studio.prompts import TaskPromptVector
+
+MODEL = "tiny-model"
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llama_dir):
+    return load_backbone(str(tiny_llama_dir), dtype=torch.float32)
+
+
+def rand(n=4, d=32, seed=0):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+def populate(library: Library, model: str = MODEL):
+    """An origin, a tuned prompt on it and the prompt's vector: the lineage run_tuning stores."""
+    origin_t, tuned_t = rand(seed=1), rand(seed=2)
+    origin = library.add("origin", origin_t, model, name="origin 0", origin=0, recipe={"init": "top5000"})
+    prompt = library.add("prompt", tuned_t, model, name="mr / origin 0", task="mr", origin=0, origin_id=origin.id,
+                         metrics={"validation_accuracy": 0.8})
+    vector = library.add("vector", tuned_t - origin_t, model, name="TPV mr", task="mr", origin=0,
+                         origin_id=origin.id, prompt_id=prompt.id)
+    return origin, prompt, vector
+
+
+def snapshot(library: Library) -> tuple:
+    """Everything a failed operation must leave as it was: catalog rows and the items folder."""
+    db = sqlite3.connect(library.root / "catalog.sqlite")
+    rows = db.execute("SELECT * FROM items ORDER BY id").fetchall()
+    db.close()
+    files = sorted((p.name, p.read_bytes()) for p in (library.root / "items").iterdir())
+    return rows, files
+
+
+# ---- basic operations ---------------------------------------------------------------------------------------------
+def test_add_get_list_rename(tmp_path):
+    library = Library(tmp_path / "lib")
+    origin, prompt, vector = populate(library)
+    assert origin.id.startswith("o-") and prompt.id.startswith("p-") and vector.id.startswith("v-")
+    got = library.get(prompt.id)
+    assert got.kind == "prompt" and got.task == "mr" and got.origin_id == origin.id
+    assert got.n_tokens == 4 and got.hidden == 32 and got.metrics == {"validation_accuracy": 0.8}
+    assert got.source == "user" and (tmp_path / "lib" / got.file).is_file()
+    torch.testing.assert_close(library.tensor(prompt.id), rand(seed=2))
+    assert [i.id for i in library.items()] == [origin.id, prompt.id, vector.id]
+    assert [i.id for i in library.items(kind="vector")] == [vector.id]
+    assert [i.id for i in library.items(task="mr")] == [prompt.id, vector.id]
+    assert library.items(model="other") == []
+    assert [i.id for i in library.items(text="TPV")] == [vector.id]
+    assert library.rename(prompt.id, "  better name ").name == "better name"
+    with pytest.raises(StudioError, match="empty"):
+        library.rename(prompt.id, "   ")
+    assert library.update_metrics(prompt.id, {"test_accuracy": 0.7}).metrics == {
+        "validation_accuracy": 0.8, "test_accuracy": 0.7}
+    with pytest.raises(StudioError, match="no library item 'p-missing'"):
+        library.get("p-missing")
+    with pytest.raises(StudioError, match="already exists"):
+        library.add("prompt", rand(), MODEL, item_id=prompt.id)
+    with pytest.raises(StudioError, match="unknown kind"):
+        library.add("adapter", rand(), MODEL)
+    with pytest.raises(StudioError, match="no library item"):
+        library.add("prompt", rand(), MODEL, origin_id="o-missing")
+    with pytest.raises(StudioError, match="NaN"):
+        library.add("prompt", torch.full((4, 32), float("nan")), MODEL)
+
+
+def test_vectors_from_the_library(tmp_path):
+    library = Library(tmp_path / "lib")
+    origin, prompt, vector = populate(library)
+    from_prompt = library.vector(prompt.id)
+    assert isinstance(from_prompt, TaskPromptVector) and from_prompt.model == MODEL
+    torch.testing.assert_close(from_prompt.delta, rand(seed=2) - rand(seed=1))
+    torch.testing.assert_close(library.vector(vector.id).delta, from_prompt.delta)
+    with pytest.raises(StudioError, match="no task prompt vector"):
+        library.vector(origin.id)
+
+
+def test_delete_needs_cascade_for_dependents(tmp_path):
+    library = Library(tmp_path / "lib")
+    origin, prompt, vector = populate(library)
+    assert {d.id for d in library.dependents(origin.id)} == {prompt.id, vector.id}
+    assert [d.id for d in library.dependents(prompt.id)] == [vector.id]
+    before = snapshot(library)
+    with pytest.raises(StudioError, match=f"{prompt.id} is used by {vector.id}"):
+        library.delete(prompt.id)
+    assert snapshot(library) == before
+    assert library.delete(vector.id) == [vector.id]
+    assert not (tmp_path / "lib" / vector.file).exists()
+    assert library.delete(prompt.id) == [prompt.id]
+    assert [i.id for i in library.items()] == [origin.id]
+
+
+def test_cascade_delete_of_an_origin(tmp_path):
+    library = Library(tmp_path / "lib")
+    origin, prompt, vector = populate(library)
+    other = library.add("prompt", rand(seed=5), MODEL, name="unrelated")
+    deleted = library.delete(origin.id, cascade=True)
+    assert sorted(deleted) == sorted([origin.id, prompt.id, vector.id])
+    assert deleted[-1] == origin.id
+    assert [i.id for i in library.items()] == [other.id]
+    assert sorted(p.name for p in (tmp_path / "lib" / "items").iterdir()) == [f"{other.id}.safetensors"]
+
+
+def test_catalog_survives_reopening(tmp_path):
+    library = Library(tmp_path / "lib")
+    origin, prompt, vector = populate(library)
+    library.rename(vector.id, "renamed")
+    del library
+    reopened = Library(tmp_path / "lib")
+    assert [i.id for i in reopened.items()] == [origin.id, prompt.id, vector.id]
+    assert reopened.get(vector.id).name == "renamed"
+    assert reopened.get(prompt.id).recipe == {} and reopened.get(origin.id).recipe == {"init": "top5000"}
+    torch.testing.assert_close(reopened.tensor(vector.id), rand(seed=2) - rand(seed=1))
+
+
+# ---- the prebuilt library -----------------------------------------------------------------------------------------
+@pytest.fixture
+def with_prebuilt(tmp_path):
+    source = Library(tmp_path / "build")
+    origin, prompt, vector = populate(source)
+    prebuilt = source.export_catalog(tmp_path / "prebuilt")
+    assert not list(tmp_path.glob("*.partial"))
+    user = open_library(tmp_path / "user", prebuilt=prebuilt)
+    return user, (origin, prompt, vector)
+
+
+def test_prebuilt_parent_is_listed_and_read(with_prebuilt):
+    user, (origin, prompt, vector) = with_prebuilt
+    items = user.items()
+    assert [i.id for i in items] == [origin.id, prompt.id, vector.id]
+    assert all(i.source == "prebuilt" for i in items)
+    assert user.get(prompt.id).metrics == {"validation_accuracy": 0.8}
+    torch.testing.assert_close(user.tensor(prompt.id), rand(seed=2))
+    torch.testing.assert_close(user.vector(prompt.id).delta, rand(seed=2) - rand(seed=1))
+    # the user's own items come first and can build on prebuilt ones
+    mine = user.add("prompt", rand(seed=9), MODEL, origin_id=origin.id)
+    assert [i.id for i in user.items()][0] == mine.id and user.get(mine.id).source == "user"
+    assert {d.id for d in user.dependents(origin.id)} == {prompt.id, vector.id, mine.id}
+
+
+def test_prebuilt_parent_refuses_writes(with_prebuilt):
+    user, (origin, prompt, vector) = with_prebuilt
+    prebuilt = user.parents[0]
+    before = snapshot(user)
+    catalog_before = (prebuilt.root / "catalog.json").read_text()
+    with pytest.raises(StudioError, match="read-only"):
+        user.rename(prompt.id, "mine now")
+    with pytest.raises(StudioError, match="read-only"):
+        user.delete(vector.id)
+    with pytest.raises(StudioError, match="read-only"):
+        user.delete(origin.id, cascade=True)
+    with pytest.raises(StudioError, match="read-only"):
+        user.update_metrics(prompt.id, {"x": 1})
+    with pytest.raises(StudioError, match="read-only"):
+        prebuilt.add("prompt", rand(), MODEL)
+    with pytest.raises(StudioError, match="read-only"):
+        prebuilt.rename(prompt.id, "x")
+    with pytest.raises(StudioError, match="no library item"):
+        user.rename("p-nowhere", "x")
+    assert snapshot(user) == before
+    assert (prebuilt.root / "catalog.json").read_text() == catalog_before
+    assert user.get(prompt.id).name == "mr / origin 0"
+
+
+def test_missing_prebuilt_is_ignored(tmp_path):
+    library = open_library(tmp_path / "user", prebuilt=tmp_path / "absent")
+    assert library.parents == [] and library.items() == []
+    with pytest.raises(StudioError, match="catalog.json missing"):
+        Library(tmp_path / "absent", read_only=True)
+
+
+# ---- imports and exports ------------------------------------------------------------------------------------------
+def test_export_and_import_round_trip(tmp_path, tiny):
+    source = Library(tmp_path / "a")
+    prompt = source.add("prompt", rand(seed=3), tiny.name, task="mr")
+    path = source.export_safetensors(prompt.id, tmp_path / "prompt.safetensors")
+    tensor, metadata = read_prompt_file(path, 32)
+    torch.testing.assert_close(tensor, rand(seed=3))
+    assert metadata["model"] == tiny.name and metadata["kind"] == "prompt" and metadata["task"] == "mr"
+    target = Library(tmp_path / "b")
+    imported = target.import_file(path, tiny)
+    assert imported.kind == "prompt" and imported.task == "mr" and imported.model == tiny.name
+    assert imported.recipe == {"imported_from": "prompt.safetensors"}
+    torch.testing.assert_close(target.tensor(imported.id), rand(seed=3))
+    # a plain file someone saved with safetensors: our key, no metadata
+    plain = tmp_path / "plain.safetensors"
+    save_file({"prompt": rand(seed=4)}, str(plain))
+    item = target.import_file(plain, tiny, kind="vector", task="tweets", name="theirs")
+    assert (item.kind, item.task, item.name) == ("vector", "tweets", "theirs")
+    # a PEFT adapter folder exported by the studio
+    peft_dir = source.export_peft(prompt.id, tmp_path / "adapter", tiny)
+    assert not list(tmp_path.glob("*.partial"))
+    from_peft = target.import_file(peft_dir, tiny)
+    torch.testing.assert_close(target.tensor(from_peft.id), rand(seed=3))
+    assert from_peft.recipe["peft_base_model"] == tiny.name
+
+
+def test_import_with_origin_checks_length(tmp_path, tiny):
+    library = Library(tmp_path / "lib")
+    origin = library.add("origin", rand(n=4), tiny.name)
+    path = tmp_path / "five.safetensors"
+    save_file({"prompt": rand(n=5)}, str(path))
+    before = snapshot(library)
+    with pytest.raises(StudioError, match="5 virtual tokens but origin"):
+        library.import_file(path, tiny, origin_id=origin.id)
+    assert snapshot(library) == before
+    good = tmp_path / "four.safetensors"
+    save_file({"prompt": rand(n=4, seed=8)}, str(good))
+    item = library.import_file(good, tiny, origin_id=origin.id)
+    torch.testing.assert_close(library.vector(item.id).delta, rand(n=4, seed=8) - rand(n=4))
+
+
+class Payload:
+    """Unpickling this would create a marker file: proof that a file was (or was not) loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _bad_file(kind: str, tmp_path, tiny, library: Library):
+    path = tmp_path / f"{kind}.safetensors"
+    good = tmp_path / "good-source.safetensors"
+    save_file({"prompt": rand()}, str(good))
+    if kind == "garbage":
+        path.write_bytes(b"this is not a safetensors file at all, just some bytes" * 3)
+    elif kind == "truncated":
+        path.write_bytes(good.read_bytes()[:-100])
+    elif kind == "header_only":
+        path.write_bytes(good.read_bytes()[:20])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "wrong_key":
+        save_file({"weights": rand()}, str(path))
+    elif kind == "wrong_hidden":
+        save_file({"prompt": rand(d=576)}, str(path))
+    elif kind == "other_model":
+        save_file({"prompt": rand()}, str(path), metadata={"model": "gemma3-270m", "kind": "prompt"})
+    elif kind == "one_dimensional":
+        save_file({"prompt": torch.zeros(32)}, str(path))
+    elif kind == "nan":
+        tensor = rand()
+        tensor[1, 3] = float("nan")
+        save_file({"prompt": tensor}, str(path))
+    elif kind == "inf":
+        tensor = rand()
+        tensor[0, 0] = float("inf")
+        tensor[2, 2] = float("-inf")
+        save_file({"prompt": tensor}, str(path))
+    elif kind == "pickle":
+        path.write_bytes(pickle.dumps({"prompt": Payload(tmp_path / "pwned")}))
+    elif kind == "pickle_protocol0":
+        path.write_bytes(pickle.dumps({"prompt": Payload(tmp_path / "pwned")}, protocol=0))
+    elif kind == "torch_save":
+        torch.save({"prompt": rand(), "evil": Payload(tmp_path / "pwned")}, path)
+    elif kind == "torch_save_pt":
+        path = tmp_path / "prompt.pt"
+        torch.save({"prompt": rand(), "evil": Payload(tmp_path / "pwned")}, path)
+    elif kind == "missing":
+        path = tmp_path / "absent.safetensors"
+    elif kind in ("peft_tokens", "peft_type", "peft_no_config", "peft_pickle"):
+        source = Library(tmp_path / "source")
+        item = source.add("prompt", rand(), tiny.name)
+        path = source.export_peft(item.id, tmp_path / "adapter", tiny)
+        config_path = path / "adapter_config.json"
+        config = json.loads(config_path.read_text())
+        if kind == "peft_tokens":
+            config["num_virtual_tokens"] = 7
+            config_path.write_text(json.dumps(config))
+        elif kind == "peft_type":
+            config["peft_type"] = "LORA"
+            config_path.write_text(json.dumps(config))
+        elif kind == "peft_no_config":
+            config_path.unlink()
+        else:
+            (path / "adapter_model.safetensors").unlink()
+            torch.save({"prompt_embeddings": rand(), "evil": Payload(tmp_path / "pwned")},
+                       path / "adapter_model.safetensors")
+    return path
+
+
+BAD_FILES = {
+    "garbage": "not a valid safetensors file",
+    "truncated": "not a valid safetensors file|could not be read",
+    "header_only": "not a valid safetensors file|could not be read",
+    "empty": "not a valid safetensors file|could not be read",
+    "wrong_key": r"has no 'prompt' or 'prompt_embeddings' tensor \(it has: weights\)",
+    "wrong_hidden": "hidden size 576 but the model has 32",
+    "other_model": "made for model gemma3-270m",
+    "one_dimensional": "2-D",
+    "nan": "1 NaN or infinite",
+    "inf": "2 NaN or infinite",
+    "pickle": "pickle",
+    "pickle_protocol0": "not a valid safetensors file",
+    "torch_save": "pickle",
+    "torch_save_pt": "pickle",
+    "missing": "not found",
+    "peft_tokens": "4 prompt rows but the config says 7",
+    "peft_type": "LORA adapter",
+    "peft_no_config": "not a PEFT adapter folder",
+    "peft_pickle": "pickle",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_bad_import_is_refused_and_changes_nothing(kind, tmp_path, tiny):
+    library = Library(tmp_path / "lib")
+    populate(library, tiny.name)
+    path = _bad_file(kind, tmp_path, tiny, library)
+    before = snapshot(library)
+    with pytest.raises(StudioError, match=BAD_FILES[kind]) as error:
+        library.import_file(path, tiny)
+    assert "\n" not in str(error.value)
+    assert snapshot(library) == before
+    assert not list((tmp_path / "lib").rglob("*.partial"))
+    assert not (tmp_path / "pwned").exists(), "a pickle was loaded"
+
+
+def test_read_prompt_file_checks(tmp_path):
+    path = tmp_path / "peft.safetensors"
+    save_file({"prompt_embeddings": rand(n=6)}, str(path))
+    tensor, _ = read_prompt_file(path, 32)
+    assert tensor.shape == (6, 32) and tensor.dtype == torch.float32
+    half = tmp_path / "half.safetensors"
+    save_file({"prompt": rand().to(torch.bfloat16)}, str(half))
+    assert read_prompt_file(half)[0].dtype == torch.float32
+
+
+def test_two_submodule_peft_adapter_keeps_encoder_half(tmp_path, tiny):
+    folder = tmp_path / "t5-style"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 3, "num_transformer_submodules": 2}))
+    both = rand(n=6)
+    save_file({"prompt_embeddings": both}, str(folder / "adapter_model.safetensors"))
+    library = Library(tmp_path / "lib")
+    item = library.import_file(folder, tiny)
+    assert item.n_tokens == 3
+    torch.testing.assert_close(library.tensor(item.id), both[:3])

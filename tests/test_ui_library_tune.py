@@ -1,0 +1,312 @@
+"""API tests of the Library and Tune tabs (and the Guide) through gradio_client, against the real app.
+
+The app runs with a fresh user library and the prebuilt library beneath it (``app_url`` in conftest.py). Item ids
+are never hard-coded: they come from the library or the list endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+ALL = "all"
+TINY = {"n_tokens": 4, "batch": 2, "val_limit": 8}
+CANCEL_LR = 0.0123  # a learning rate no real job uses: marks this file's checkpoints for clean-up
+pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")  # gradio's own pandas use
+
+
+@pytest.fixture(scope="module")
+def app(app_url):
+    url, state = app_url
+    client = Client(url, verbose=False)
+    yield client, state
+    from studio.config import cache_dir
+
+    for state_file in cache_dir("checkpoints").glob("*/state.json"):  # only the checkpoints this file made
+        try:
+            signature = json.loads(json.loads(state_file.read_text())["signature"])
+        except (OSError, ValueError, KeyError):
+            continue
+        if signature.get("config", {}).get("lr") == CANCEL_LR:
+            shutil.rmtree(state_file.parent, ignore_errors=True)
+
+
+def listing(client, kind=ALL, task=ALL, text="", source=ALL) -> list[dict]:
+    table, _, _ = client.predict(kind, task, text, source, api_name="/library_list")
+    return [dict(zip(table["headers"], row)) for row in table["data"]]
+
+
+def ids(state) -> list[str]:
+    return [i.id for i in state.library.items()]
+
+
+def hidden(state) -> int:
+    return state.backbone().hidden_size
+
+
+def user_prompt(state, name="test prompt"):
+    """A user origin and a prompt tuned from it (no tuning: a small random step), with its TPV."""
+    torch.manual_seed(len(ids(state)))
+    origin_tensor = torch.randn(4, hidden(state))
+    origin = state.library.add("origin", origin_tensor, state.model_name, name=f"{name} origin", origin=99,
+                               recipe={"init": "test", "seed": 99, "n_tokens": 4})
+    prompt = state.library.add("prompt", origin_tensor + 0.1 * torch.randn_like(origin_tensor), state.model_name,
+                               name=name, task="mr", origin=99, origin_id=origin.id)
+    vector = state.library.add("vector", state.library.vector(prompt.id).delta, state.model_name, name=f"TPV {name}",
+                               task="mr", origin=99, origin_id=origin.id, prompt_id=prompt.id)
+    return origin, prompt, vector
+
+
+def prebuilt_item(state, kind="prompt"):
+    items = [i for i in state.library.items(kind=kind) if i.source == "prebuilt"]
+    if not items:
+        pytest.skip("no prebuilt library attached (set STUDIO_PREBUILT or build assets/library)")
+    return items[0]
+
+
+# ---- Library --------------------------------------------------------------------------------------------------------
+def test_listing_shows_prebuilt_items_and_filters(app):
+    client, state = app
+    prebuilt = [i for i in state.library.items() if i.source == "prebuilt"]
+    if not prebuilt:
+        pytest.skip("no prebuilt library attached")
+    rows = listing(client, source="prebuilt")
+    assert {r["id"] for r in rows} == {i.id for i in prebuilt}
+    assert all(r["source"] == "prebuilt" for r in rows)
+    prompts = listing(client, kind="prompt", source="prebuilt")
+    assert prompts and all(r["kind"] == "prompt" for r in prompts)
+    task = prompts[0]["task"]
+    assert all(r["task"] == task for r in listing(client, kind="prompt", task=task))
+    details, _ = client.predict(prompts[0]["id"], api_name="/library_details")
+    assert details["id"] == prompts[0]["id"] and details["lineage"]["origin_id"]
+    assert details["task"] == task and isinstance(details["recipe"], dict) and "file" not in details
+
+
+def test_details_of_unknown_or_empty_id_is_an_error(app):
+    client, _ = app
+    with pytest.raises(AppError, match="no library item"):
+        client.predict("no-such-id", api_name="/library_details")
+    with pytest.raises(AppError, match="choose an item"):
+        client.predict("", api_name="/library_details")
+
+
+def test_rename_and_delete_user_items(app):
+    client, state = app
+    origin, prompt, vector = user_prompt(state)
+    client.predict(prompt.id, "renamed prompt", ALL, ALL, "", ALL, api_name="/library_rename")
+    assert state.library.get(prompt.id).name == "renamed prompt"
+    assert any(r["id"] == prompt.id and r["name"] == "renamed prompt" for r in listing(client, text="renamed"))
+    with pytest.raises(AppError, match="empty"):
+        client.predict(prompt.id, "   ", ALL, ALL, "", ALL, api_name="/library_rename")
+
+    with pytest.raises(AppError, match="I understand"):  # not confirmed: nothing happens
+        client.predict(vector.id, False, False, ALL, ALL, "", ALL, api_name="/library_delete")
+    assert vector.id in ids(state)
+    with pytest.raises(AppError, match="cascade"):  # the prompt has a TPV made from it
+        client.predict(prompt.id, True, False, ALL, ALL, "", ALL, api_name="/library_delete")
+    assert prompt.id in ids(state)
+    client.predict(prompt.id, True, True, ALL, ALL, "", ALL, api_name="/library_delete")
+    left = ids(state)
+    assert prompt.id not in left and vector.id not in left and origin.id in left
+    client.predict(origin.id, True, False, ALL, ALL, "", ALL, api_name="/library_delete")
+    assert origin.id not in ids(state)
+
+
+def test_prebuilt_items_are_read_only(app):
+    client, state = app
+    item = prebuilt_item(state)
+    before = ids(state)
+    with pytest.raises(AppError, match="read-only"):
+        client.predict(item.id, "hijacked", ALL, ALL, "", ALL, api_name="/library_rename")
+    with pytest.raises(AppError, match="read-only"):
+        client.predict(item.id, True, True, ALL, ALL, "", ALL, api_name="/library_delete")
+    assert state.library.get(item.id).name == item.name and ids(state) == before
+
+
+def test_export_peft_zip_and_import_it_back(app, tmp_path):
+    client, state = app
+    origin, prompt, _ = user_prompt(state, "exported")
+    path = Path(client.predict(prompt.id, "PEFT adapter (.zip)", api_name="/library_export"))
+    assert path.suffix == ".zip"
+    with zipfile.ZipFile(path) as archive:
+        names = {Path(n).name for n in archive.namelist()}
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= names
+    result = client.predict(handle_file(str(path)), "prompt", "", "", "", ALL, ALL, "", ALL,
+                            api_name="/library_import")
+    new_id = result[4]
+    new = state.library.get(new_id)
+    assert new_id != prompt.id and new.kind == "prompt" and new.task == "mr" and new.origin_id == origin.id
+    assert torch.equal(state.library.tensor(new_id), state.library.tensor(prompt.id))
+    assert any(r["id"] == new_id for r in listing(client, kind="prompt"))
+
+    path = Path(client.predict(prompt.id, "safetensors", api_name="/library_export"))
+    result = client.predict(handle_file(str(path)), "prompt", "mr", "round trip", origin.id, ALL, ALL, "", ALL,
+                            api_name="/library_import")
+    again = state.library.get(result[4])
+    assert again.name == "round trip" and again.origin_id == origin.id
+    assert torch.equal(state.library.tensor(again.id), state.library.tensor(prompt.id))
+
+    with pytest.raises(AppError, match="task prompt vector"):  # a TPV is not a prompt: PEFT refuses it
+        client.predict(state.library.dependents(prompt.id)[0].id, "PEFT adapter (.zip)", api_name="/library_export")
+
+
+def _bad_files(folder: Path, width: int) -> dict[str, Path]:
+    files = {}
+    files["garbage"] = folder / "garbage.safetensors"
+    files["garbage"].write_bytes(bytes(range(256)) * 8)
+    files["pickle"] = folder / "payload.safetensors"
+    files["pickle"].write_bytes(pickle.dumps({"prompt": [[1.0] * width]}))
+    files["pickle zip"] = folder / "payload.zip"
+    files["pickle zip"].write_bytes(pickle.dumps({"prompt": [[1.0] * width]}))
+    files["wrong width"] = folder / "narrow.safetensors"
+    save_file({"prompt": torch.randn(4, width // 2)}, str(files["wrong width"]))
+    files["nan"] = folder / "nan.safetensors"
+    nan = torch.randn(4, width)
+    nan[1, 3] = float("nan")
+    save_file({"prompt": nan}, str(files["nan"]))
+    files["no key"] = folder / "other.safetensors"
+    save_file({"weights": torch.randn(4, width)}, str(files["no key"]))
+    files["zip without adapter"] = folder / "empty.zip"
+    with zipfile.ZipFile(files["zip without adapter"], "w") as archive:
+        archive.writestr("readme.txt", "not an adapter")
+    files["zip slip"] = folder / "slip.zip"
+    with zipfile.ZipFile(files["zip slip"], "w") as archive:
+        archive.writestr("../adapter_config.json", "{}")
+    return files
+
+
+@pytest.mark.parametrize("bad", ["garbage", "pickle", "pickle zip", "wrong width", "nan", "no key",
+                                 "zip without adapter", "zip slip"])
+def test_bad_imports_are_refused_and_change_nothing(app, tmp_path, bad):
+    client, state = app
+    path = _bad_files(tmp_path, hidden(state))[bad]
+    before = [(i.id, i.name) for i in state.library.items()]
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(str(path)), "prompt", "", "", "", ALL, ALL, "", ALL, api_name="/library_import")
+    assert "\n" not in str(error.value).strip()  # one line, no traceback
+    assert [(i.id, i.name) for i in state.library.items()] == before
+    assert not list((Path(state.library.root) / "items").glob("*.partial"))
+
+
+def test_import_without_a_file_is_an_error(app):
+    client, state = app
+    before = ids(state)
+    with pytest.raises(AppError, match="choose a .safetensors"):
+        client.predict(None, "prompt", "", "", "", ALL, ALL, "", ALL, api_name="/library_import")
+    assert ids(state) == before
+
+
+# ---- Tune -----------------------------------------------------------------------------------------------------------
+def start(client, tasks=("mr",), seeds="0", steps=2, lr=0.03, eval_every=1, val_limit=TINY["val_limit"]):
+    return client.predict(list(tasks), None, [], None, "", seeds, TINY["n_tokens"], steps, lr, TINY["batch"],
+                          eval_every, val_limit, "cosine", "loss", api_name="/tune_start")
+
+
+def wait_for(condition, timeout=90.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def test_tiny_tune_job_runs_to_done_and_lands_in_the_library(app):
+    client, state = app
+    job_id, message, jobs = start(client)
+    assert job_id in message and any(row[0] == job_id for row in jobs["data"])
+    updates = list(client.submit(job_id, api_name="/tune_watch"))
+    status, bar, loss_plot, accuracy_plot, _ = updates[-1]
+    assert bar.startswith("done: step 2 of 2")
+    assert "**done**" in status and "added 1 prompt" in status
+    assert loss_plot is not None and accuracy_plot is not None
+    job = state.runner.jobs[job_id]
+    assert job.status == "done" and job.progress == 1.0 and [e["step"] for e in job.events] == [1, 2]
+    (prompt_id,) = job.result
+    row = next(r for r in listing(client, kind="prompt", task="mr", source="user") if r["id"] == prompt_id)
+    assert row["tokens"] == TINY["n_tokens"] and row["val acc"] is not None
+    vector = state.library.dependents(prompt_id)
+    assert [v.kind for v in vector] == ["vector"]
+
+
+def test_bad_tune_settings_are_errors_and_queue_nothing(app):
+    client, state = app
+    before = set(state.runner.jobs)
+    with pytest.raises(AppError, match="at least one task"):
+        start(client, tasks=())
+    with pytest.raises(AppError, match="whole numbers"):
+        start(client, seeds="0,x")
+    with pytest.raises(AppError, match="learning rate"):
+        start(client, lr=50)
+    with pytest.raises(AppError, match="no-such-task"):  # refused by the dropdown before our code runs
+        start(client, tasks=("no-such-task",))
+    with pytest.raises(AppError, match="no job"):
+        client.predict("nope", api_name="/tune_cancel")
+    assert set(state.runner.jobs) == before
+
+
+def test_own_csv_file_preview_and_check(app, tmp_path):
+    client, _ = app
+    path = tmp_path / "mine.csv"
+    rows = [f"sentence number {i} is {'good' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}" for i in range(30)]
+    path.write_text("review,verdict\n" + "\n".join(rows) + "\n")
+    text, label, preview, _ = client.predict(handle_file(str(path)), api_name="/tune_file_columns")
+    assert preview["headers"] == ["review", "verdict"] and len(preview["data"]) == 10
+    assert text["value"] == ["review"] and label["value"] == "verdict" and text["choices"]
+    summary, examples = client.predict(handle_file(str(path)), ["review"], "verdict", "mine",
+                                       api_name="/tune_check_file")
+    assert "**mine**" in summary and "neg, pos" in summary and examples["headers"] == ["input", "label"]
+    with pytest.raises(AppError, match="column 'missing' not found"):
+        client.predict(handle_file(str(path)), ["review"], "missing", "", api_name="/tune_check_file")
+
+
+def test_cancel_a_running_and_a_queued_job_then_resume(app):
+    client, state = app
+    prompts_before = {i.id for i in state.library.items(kind="prompt")}
+    running_id, _, _ = start(client, steps=400, eval_every=400, lr=CANCEL_LR, val_limit=2)
+    queued_id, message, _ = start(client, steps=400, eval_every=400, lr=CANCEL_LR, val_limit=2, seeds="1")
+    assert "ahead of it" in message
+    running, queued = state.runner.jobs[running_id], state.runner.jobs[queued_id]
+    wait_for(lambda: running.events)
+    status, _ = client.predict(queued_id, api_name="/tune_cancel")
+    assert "before it started" in status and queued.status == "cancelled"
+    client.predict(running_id, api_name="/tune_cancel")
+    wait_for(lambda: running.status == "cancelled")
+    stopped_at = running.events[-1]["step"]
+    assert stopped_at < 400 and "checkpoint" in running.message
+    with pytest.raises(AppError, match="already finished"):
+        client.predict(running_id, api_name="/tune_cancel")
+
+    resumed_id, message, _ = client.predict(running_id, api_name="/tune_resume")
+    resumed = state.runner.jobs[resumed_id]
+    wait_for(lambda: resumed.events)
+    assert resumed.events[0]["step"] == stopped_at + 1  # continued from the checkpoint, not from step 1
+    client.predict(resumed_id, api_name="/tune_cancel")
+    updates = list(client.submit(resumed_id, api_name="/tune_watch"))
+    assert "**cancelled**" in updates[-1][0]
+    assert {i.id for i in state.library.items(kind="prompt")} == prompts_before
+
+
+# ---- Guide ----------------------------------------------------------------------------------------------------------
+def test_guide_summarises_the_prebuilt_library(app):
+    _, state = app
+    from studio.ui.guide import prebuilt_summary
+
+    text = prebuilt_summary(state)
+    prompts = [i for i in state.library.items(kind="prompt") if i.source == "prebuilt"]
+    if prompts:
+        assert f"{len(prompts)} tuned prompts" in text and f"`{prompts[0].task}`" in text
+    else:
+        assert "No prebuilt library" in text
