@@ -265,17 +265,21 @@ def run_eval(n_prompts: int, batch_rows: int) -> dict:
 
 CONFIGS = {
     "peft": (f"PEFT CAUSAL_LM fp32 bs{PER}, full logits", run_peft),
-    "studio1": (f"studio tune bf16, 1 prompt x {PER}, micro_batch 16 (default)", lambda: run_tune(1, PER, 16)),
+    "studio1": (f"studio tune bf16, 1 prompt x {PER}, default batching (token budget)", lambda: run_tune(1, PER, None)),
+    "studio1_mb16": (f"studio tune bf16, 1 prompt x {PER}, micro_batch 16 (the old default)",
+                     lambda: run_tune(1, PER, 16)),
     "studio1_mb32": (f"studio tune bf16, 1 prompt x {PER}, micro_batch {PER}", lambda: run_tune(1, PER, PER)),
-    "studio12": (f"studio tune bf16, {MULTI} prompts x {PER}, micro_batch 16 (default)",
-                 lambda: run_tune(MULTI, PER, 16)),
+    "studio12": (f"studio tune bf16, {MULTI} prompts x {PER}, default batching (token budget)",
+                 lambda: run_tune(MULTI, PER, None)),
     "studio12_mb384": (f"studio tune bf16, {MULTI} prompts x {PER}, micro_batch {MULTI * PER}",
                        lambda: run_tune(MULTI, PER, MULTI * PER)),
     "bare12": (f"minimal frozen bf16 loop, {MULTI} prompts x {PER}, one forward (no engine)",
                lambda: run_bare(MULTI, PER)),
-    "eval1": ("studio evaluate bf16, 1 prompt, batch_rows 32 (default)", lambda: run_eval(1, 32)),
+    "eval1": ("studio evaluate bf16, 1 prompt, default batching (token budget)", lambda: run_eval(1, None)),
+    "eval1_b32": ("studio evaluate bf16, 1 prompt, batch_rows 32 (the old default)", lambda: run_eval(1, 32)),
     "eval1_b256": ("studio evaluate bf16, 1 prompt, batch_rows 256", lambda: run_eval(1, 256)),
-    "eval12": (f"studio evaluate bf16, {MULTI} prompts, batch_rows 32 (default)", lambda: run_eval(MULTI, 32)),
+    "eval12": (f"studio evaluate bf16, {MULTI} prompts, default batching (token budget)",
+               lambda: run_eval(MULTI, None)),
     "eval12_b256": (f"studio evaluate bf16, {MULTI} prompts, batch_rows 256", lambda: run_eval(MULTI, 256)),
 }
 

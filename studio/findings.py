@@ -98,10 +98,102 @@ def finding_similarity(library: Library) -> tuple[str, dict]:
     return "\n".join(lines), summary
 
 
+# ---- 4. addition ----------------------------------------------------------------------------------------------------
+PAIRS = (("mr", "tweets"), ("bbc", "uncertainty"))
+
+
+def _prebuilt_vector(library: Library, task: str, origin: int):
+    return next(i for i in library.items(kind="vector", task=task) if i.source == "prebuilt" and i.origin == origin)
+
+
+def _test_accuracy(backbone, prompt, tasks: list[str], limit: int) -> dict[str, float]:
+    from studio.evaluation import evaluate
+    from studio.tasks import load_task
+
+    return {t: evaluate(backbone, [prompt], load_task(t), "test", limit, keep_records=False)[0].metrics["accuracy"]
+            for t in tasks}
+
+
+def finding_addition(library: Library, val_limit: int, test_limit: int, fresh: bool) -> tuple[str, list[dict]]:
+    """origin + c (tau_A + tau_B), c grid-searched on validation; then per-task weights, TIES and DARE (origin 0)."""
+    from studio.analysis import coefficient_sweep, combine, weight_grid
+    from studio.backbones import load_backbone
+
+    backbone = load_backbone()
+    origins = sorted({i.origin for i in library.items(kind="origin") if i.source == "prebuilt"})
+
+    def compute() -> list[dict]:
+        rows = []
+        for a, b in PAIRS:
+            for origin in origins:
+                va, vb = _prebuilt_vector(library, a, origin), _prebuilt_vector(library, b, origin)
+                single = {t: library.get(v.prompt_id).metrics.get(f"test_accuracy/{t}") for t, v in ((a, va), (b, vb))}
+                methods = [("weighted_sum", "shared c")] + ([("ties", "shared c"), ("dare_linear", "shared c"),
+                                                            ("weighted_sum", "per-task")] if origin == origins[0] else [])
+                for method, search in methods:
+                    if search == "shared c":
+                        sweep = coefficient_sweep(library, backbone, va.origin_id, [va.id, vb.id], [1.0, 1.0], [a, b],
+                                                  method, limit=val_limit)
+                        weights = [sweep["best"], sweep["best"]]
+                    else:
+                        grid = weight_grid(library, backbone, va.origin_id, [va.id, vb.id], [1.0, 1.0], [a, b],
+                                           limit=val_limit)
+                        weights = grid["best"]
+                    prompt, _ = combine(library, va.origin_id, [va.id, vb.id], weights, method)
+                    test = _test_accuracy(backbone, prompt, [a, b], test_limit)
+                    rows.append({"pair": f"{a}+{b}", "origin": origin, "method": method, "search": search,
+                                 "weights": weights, "test": test, "single": single,
+                                 "relative": {t: test[t] / single[t] if single[t] else None for t in (a, b)}})
+        return rows
+
+    rows = _cached("addition", compute, fresh)
+    lines = ["| tasks | method | weights chosen on validation | test acc. A / B | relative to single-task tuning |",
+             "|---|---|---|---|---|"]
+    for pair in dict.fromkeys(r["pair"] for r in rows):
+        a, b = pair.split("+")
+        for (method, search) in dict.fromkeys((r["method"], r["search"]) for r in rows if r["pair"] == pair):
+            group = [r for r in rows if r["pair"] == pair and r["method"] == method and r["search"] == search]
+            weights = "; ".join("/".join(f"{w:.2f}" for w in r["weights"]) for r in group)
+            lines.append(
+                f"| {pair} | {method} ({search}) | {weights} | {mean_std([r['test'][a] for r in group])} / "
+                f"{mean_std([r['test'][b] for r in group])} | {mean_std([r['relative'][a] for r in group])} / "
+                f"{mean_std([r['relative'][b] for r in group])} |")
+    return "\n".join(lines), rows
+
+
+# ---- 5. few-shot initialisation -------------------------------------------------------------------------------------
+def finding_fewshot(library: Library, target: str, sources: tuple[str, ...], shots: list[int], steps: int,
+                    test_limit: int, fresh: bool) -> tuple[str, list[dict]]:
+    from studio.analysis import few_shot_experiment
+    from studio.backbones import load_backbone
+    from studio.plots import curves, save_figure
+    from studio.tuning import TuneConfig
+
+    origin = min((i for i in library.items(kind="origin") if i.source == "prebuilt"), key=lambda i: i.origin)
+    vectors = [_prebuilt_vector(library, t, origin.origin).id for t in sources]
+    config = TuneConfig(steps=steps, batch_size=4, eval_every=max(1, steps // 2), val_limit=40)
+    rows = _cached(f"fewshot_{target}", lambda: few_shot_experiment(
+        library, load_backbone(), target, vectors, origin.id, shots, config, eval_limit=test_limit), fresh)
+    inits = list(dict.fromkeys(r["init"] for r in rows))
+    series = {init: ([r["shots"] for r in rows if r["init"] == init], [r["accuracy"] for r in rows if r["init"] == init])
+              for init in inits}
+    save_figure(curves(series, f"Few-shot initialisation on {target}", "shots", "test accuracy"),
+                DOCS / f"fewshot_{target}.png")
+    lines = ["| init | " + " | ".join(f"{k} shots" for k in shots) + " |", "|---|" + "---|" * len(shots)]
+    for init in inits:
+        by_shot = {r["shots"]: r for r in rows if r["init"] == init}
+        lines.append(f"| {init} | " + " | ".join(
+            f"{100 * by_shot[k]['accuracy']:.1f} (F1 {100 * by_shot[k]['macro_f1']:.1f})" if k in by_shot else "-"
+            for k in shots) + " |")
+    return "\n".join(lines), rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, default=200, help="test examples per task and prompt")
     parser.add_argument("--fresh", action="store_true", help="recompute cached findings")
+    parser.add_argument("--val-limit", type=int, default=48, help="validation examples per task for searches")
+    parser.add_argument("--fewshot-steps", type=int, default=30, help="tuning steps per few-shot run")
     parser.add_argument("--only", nargs="*", default=None, help="subset: tuning cross similarity addition fewshot")
     args = parser.parse_args(argv)
     library = open_library(studio_home() / "findings" / "scratch-library")
@@ -114,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         sections["cross"] = finding_cross_origin(library, args.limit, args.fresh)[0]
     if "similarity" in wanted:
         sections["similarity"] = finding_similarity(library)[0]
+    if "addition" in wanted:
+        sections["addition"] = finding_addition(library, args.val_limit, args.limit, args.fresh)[0]
+    if "fewshot" in wanted:
+        sections["fewshot"] = finding_fewshot(library, "movie-reviews", ("mr", "tweets"), [0, 10, 50, 100],
+                                              args.fewshot_steps, args.limit, args.fresh)[0]
     out = studio_home() / "findings" / "sections.json"
     old = json.loads(out.read_text()) if out.exists() else {}
     old.update(sections)
