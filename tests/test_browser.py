@@ -57,7 +57,7 @@ def test_walkthrough(page, app_url, artifacts):
     open_tab(page, "Library")
     prebuilt = [i for i in state.library.items() if i.source == "prebuilt"]
     assert prebuilt, "the prebuilt library must be attached"
-    page.get_by_text(prebuilt[0].id).first.wait_for()
+    page.get_by_text(prebuilt[0].id).locator("visible=true").first.wait_for()
     shot(page, artifacts, "02-library")
 
     # Similarity: the heatmap is drawn
@@ -109,5 +109,5 @@ def test_walkthrough(page, app_url, artifacts):
     new = [i for i in state.library.items(kind="prompt") if i.id not in before]
     assert new, "the tuned prompt must land in the library"
     open_tab(page, "Library")
-    page.get_by_text(new[0].id).first.wait_for()
+    page.get_by_text(new[0].id).locator("visible=true").first.wait_for()
     shot(page, artifacts, "09-library-new-prompt")
