@@ -251,7 +251,8 @@ def main(argv=None) -> int:
     parser.add_argument("--val-limit", type=int, default=100, help="validation examples for the accuracy check")
     parser.add_argument("--multi-tasks", default="mr,uncertainty", help="tasks for the 6-prompt job (x 3 origins)")
     parser.add_argument("--repeats", type=int, default=1, help="alternate a/b this many times (median reported)")
-    parser.add_argument("--only", default="a,b,c,d,e", help="comma list of sections: a,b,c,d,e (a1 = studio fp32)")
+    parser.add_argument("--only", default="a,a1,b,c,d,e",
+                        help="comma list of sections: a (studio bf16), a1 (studio fp32), b (PEFT), c (c1: one job only), d, e")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 timed steps, 1 warm-up, tiny accuracy")
     parser.add_argument("--json-out", default=None, help="also write the JSON lines to this file")
@@ -263,8 +264,6 @@ def main(argv=None) -> int:
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")
     sections = set(args.only.split(","))
-    if "a" in sections:
-        sections.add("a1")
 
     emit(machine())
     started = time.perf_counter()
@@ -300,14 +299,16 @@ def main(argv=None) -> int:
         summary["studio_fp32_1p"] = emit({
             "config": "studio_fp32_1p", "note": "studio tune, 1 prompt, frozen fp32 backbone, answer-only logits",
             "prompts": 1, **common, **run_studio(fp32, [PromptJob(task, origin, 0)], args.steps, args.warmup)})
-    if "c" in sections:
+    if {"c", "e"} & sections:
         tasks = [load_task(name) for name in args.multi_tasks.split(",")]
         jobs = [PromptJob(t, make_origin(bf16, seed, N_VIRTUAL), seed, label=f"{t.spec.name}/{seed}")
                 for t in tasks for seed in range(6 // len(tasks))]
-        rows_needed = (args.warmup + args.steps + 1) * BATCH
+    if {"c", "c1"} & sections:  # c1: the one-job half of c only
         summary["studio_bf16_6p_one_job"] = emit({
             "config": "studio_bf16_6p_one_job", "note": f"{len(jobs)} prompts ({args.multi_tasks} x origins) in one "
             "tune call", "prompts": len(jobs), **common, **run_studio(bf16, jobs, args.steps, args.warmup)})
+    if "c" in sections:
+        rows_needed = (args.warmup + args.steps + 1) * BATCH
         parts = []
         for j, job in enumerate(jobs):
             alone = PromptJob(job.task, job.origin, job.origin_seed, label=job.label,
@@ -327,10 +328,9 @@ def main(argv=None) -> int:
         summary["studio_bf16_eager_1p"] = emit({
             "config": "studio_bf16_eager_1p", "note": "as studio_bf16_1p, eager attention instead of SDPA (proposal)",
             "prompts": 1, **common, **run_studio(eager, [PromptJob(task, origin, 0)], args.steps, args.warmup)})
-        if "c" in sections:
-            summary["studio_bf16_eager_6p_one_job"] = emit({
-                "config": "studio_bf16_eager_6p_one_job", "note": "as studio_bf16_6p_one_job, eager attention "
-                "(proposal)", "prompts": len(jobs), **common, **run_studio(eager, jobs, args.steps, args.warmup)})
+        summary["studio_bf16_eager_6p_one_job"] = emit({
+            "config": "studio_bf16_eager_6p_one_job", "note": "as studio_bf16_6p_one_job, eager attention "
+            "(proposal)", "prompts": len(jobs), **common, **run_studio(eager, jobs, args.steps, args.warmup)})
         del eager, model
     if "d" in sections:
         accuracy_check(bf16, fp32, task, origin, args.acc_steps, args.test_limit, args.val_limit)
@@ -342,19 +342,22 @@ def main(argv=None) -> int:
     if "studio_fp32_1p" in summary and "peft_fp32_1p" in summary:
         ratios["studio_fp32_1p / peft_fp32_1p"] = (summary["studio_fp32_1p"]["examples_per_s"]
                                                    / summary["peft_fp32_1p"]["examples_per_s"])
-    if "studio_bf16_6p_one_job" in summary:
+    if "studio_bf16_6p_sequential" in summary:
         ratios["6p one job / 6p sequential"] = (summary["studio_bf16_6p_one_job"]["examples_per_s"]
                                                 / summary["studio_bf16_6p_sequential"]["examples_per_s"])
         if "peft_fp32_1p" in summary:
             ratios["6p one job / peft_fp32_1p"] = (summary["studio_bf16_6p_one_job"]["examples_per_s"]
                                                    / summary["peft_fp32_1p"]["examples_per_s"])
+    if "studio_bf16_6p_one_job" in summary and "studio_bf16_1p" in summary:
+        ratios["6p one job / studio_bf16_1p"] = (summary["studio_bf16_6p_one_job"]["examples_per_s"]
+                                                 / summary["studio_bf16_1p"]["examples_per_s"])
     if "studio_bf16_eager_1p" in summary and "studio_bf16_1p" in summary:
         ratios["studio_bf16_eager_1p / studio_bf16_1p"] = (summary["studio_bf16_eager_1p"]["examples_per_s"]
                                                            / summary["studio_bf16_1p"]["examples_per_s"])
     if "studio_bf16_eager_1p" in summary and "peft_fp32_1p" in summary:
         ratios["studio_bf16_eager_1p / peft_fp32_1p"] = (summary["studio_bf16_eager_1p"]["examples_per_s"]
                                                          / summary["peft_fp32_1p"]["examples_per_s"])
-    if "studio_bf16_eager_6p_one_job" in summary:
+    if "studio_bf16_eager_6p_one_job" in summary and "studio_bf16_6p_one_job" in summary:
         ratios["eager 6p one job / 6p one job"] = (summary["studio_bf16_eager_6p_one_job"]["examples_per_s"]
                                                    / summary["studio_bf16_6p_one_job"]["examples_per_s"])
     emit({"config": "ratios", **ratios, "loadavg_end": loadavg(), "total_s": time.perf_counter() - started})

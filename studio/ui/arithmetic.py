@@ -27,6 +27,7 @@ from studio.ui.common import (
     figure_exports,
     friendly,
     friendly_stream,
+    gpu,
     item_choices,
     png_export,
 )
@@ -356,6 +357,7 @@ def build(state: AppState) -> None:
         return *updates, gr.Dropdown(value=own_tasks or (current_tasks or []))
 
     @friendly_stream
+    @gpu(duration=60)
     def on_evaluate(origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4,
                     w5, w6, request: gr.Request):
         choice = parse(state, origin_id, vector_ids, method, density, tasks, limit,
@@ -363,6 +365,7 @@ def build(state: AppState) -> None:
         yield from live_evaluation(state, session_for(request), choice)
 
     @friendly
+    @gpu(duration=120)
     def on_sweep(origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5,
                  w6, sweep, sweep_examples, progress=gr.Progress()):
         choice = parse(state, origin_id, vector_ids, method, density, tasks, limit,

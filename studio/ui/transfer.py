@@ -15,6 +15,7 @@ from studio.ui.common import (
     explain,
     figure_exports,
     friendly,
+    gpu,
     item_choices,
     png_export,
 )
@@ -193,6 +194,7 @@ def build(state: AppState) -> None:
     refresh = gr.Button("Refresh lists", size="sm")
 
     @friendly
+    @gpu(duration=120)
     def on_cross(tasks, split, limit):
         return cross_origin(state, tasks, split, limit)
 
