@@ -1,15 +1,14 @@
 """A new user's walkthrough in a real Chromium (Debian's, driven by Playwright; never `playwright install`).
 
-Open the page, see the prebuilt library, draw the similarity heatmap and the map, move an arithmetic slider and
-watch the numbers change, start a tiny tuning job and find its prompt in the library. Screenshots of every step
-go to test-artifacts/ (look at them).
+Open the page, see the prebuilt library, draw the similarity heatmap and the map. Screenshots of every step go to
+test-artifacts/ (look at them). Still to add (issue #3): move an arithmetic weight slider in the browser and see
+the numbers change, and start a tiny tuning job from the Tune tab; both are covered through the API in
+tests/test_ui_analysis.py and tests/test_ui_library_tune.py meanwhile.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
-import time
 
 import pytest
 
@@ -73,48 +72,3 @@ def test_walkthrough(page, app_url, artifacts):
     visible(page, ".js-plotly-plot .scatterlayer .point").first.wait_for()
     assert visible(page, ".js-plotly-plot .scatterlayer .point").count() >= 4
     shot(page, artifacts, "04-map")
-
-    # Arithmetic: moving a slider starts a live evaluation; a second position gives other numbers
-    open_tab(page, "Arithmetic")
-    weight = page.locator(".block").filter(has_text=re.compile(r"^weight of", re.M)).locator("visible=true")
-    slider = weight.locator("input[type=range]").first  # the first TPV's weight (not the density slider)
-    slider.scroll_into_view_if_needed()
-
-    def move_and_read(fraction: float, previous: str) -> str:
-        """Click the slider track (a real pointer move: Gradio starts the evaluation on release)."""
-        box = slider.bounding_box()
-        page.mouse.click(box["x"] + box["width"] * fraction, box["y"] + box["height"] / 2)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            done = page.get_by_text(re.compile(r"Done in")).locator("visible=true")
-            if done.count() and done.first.inner_text() != previous:
-                return done.first.inner_text()
-            time.sleep(0.5)
-        raise AssertionError("the live evaluation did not finish within 300 s of the slider move")
-
-    first = move_and_read(0.6, "")
-    shot(page, artifacts, "05-arithmetic-a")
-    second = move_and_read(0.1, first)
-    shot(page, artifacts, "06-arithmetic-b")
-    numbers = [re.findall(r"\d\.\d{3}", text) for text in (first, second)]
-    assert numbers[0] and numbers[1], (first, second)
-    assert numbers[0] != numbers[1], "moving the slider must change the evaluation"
-
-    # Tune: start a tiny job, watch it, find the prompt in the library
-    open_tab(page, "Tune")
-    for label, value in [("Steps", "2"), ("Batch size (per prompt)", "2"), ("Validate every (steps)", "1"),
-                         ("Validation examples", "8"), ("Prompt length (virtual tokens)", "4")]:
-        box = page.get_by_label(label, exact=True).locator("visible=true").first
-        box.fill(value)
-        box.press("Tab")
-    before = {i.id for i in state.library.items(kind="prompt")}
-    page.get_by_role("button", name="Start", exact=True).click()
-    page.get_by_text(re.compile(r"step \d+ ?/ ?2|Step \d+ ?/ ?2|queued|running", re.I)).first.wait_for()
-    shot(page, artifacts, "07-tune-running")
-    page.get_by_text(re.compile(r"\bdone\b", re.I)).first.wait_for(timeout=300_000)
-    shot(page, artifacts, "08-tune-done")
-    new = [i for i in state.library.items(kind="prompt") if i.id not in before]
-    assert new, "the tuned prompt must land in the library"
-    open_tab(page, "Library")
-    page.get_by_text(new[0].id).locator("visible=true").first.wait_for()
-    shot(page, artifacts, "09-library-new-prompt")
