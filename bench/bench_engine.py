@@ -65,12 +65,16 @@ BATCH = 8
 N_VIRTUAL = 20
 LR = 0.03
 RESULTS: list[dict] = []
+JSON_OUT: list[Path] = []  # --json-out: every line is appended as soon as it is measured
 
 
 def emit(record: dict) -> dict:
     record = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
     RESULTS.append(record)
     print(json.dumps(record), flush=True)
+    for path in JSON_OUT:
+        with path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
     return record
 
 
@@ -250,12 +254,12 @@ def main(argv=None) -> int:
     parser.add_argument("--test-limit", type=int, default=200, help="test examples for the accuracy check")
     parser.add_argument("--val-limit", type=int, default=100, help="validation examples for the accuracy check")
     parser.add_argument("--multi-tasks", default="mr,uncertainty", help="tasks for the 6-prompt job (x 3 origins)")
-    parser.add_argument("--repeats", type=int, default=1, help="alternate a/b this many times (median reported)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternate a/b this many times (pooled)")
     parser.add_argument("--only", default="a,a1,b,c,d,e",
                         help="comma list of sections: a (studio bf16), a1 (studio fp32), b (PEFT), c (c1: one job only), d, e")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 timed steps, 1 warm-up, tiny accuracy")
-    parser.add_argument("--json-out", default=None, help="also write the JSON lines to this file")
+    parser.add_argument("--json-out", default=None, help="also write the JSON lines to this file (as they come)")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.warmup, args.acc_steps, args.test_limit, args.val_limit = 3, 1, 4, 16, 8
@@ -264,6 +268,9 @@ def main(argv=None) -> int:
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")
     sections = set(args.only.split(","))
+    if args.json_out:
+        JSON_OUT.append(Path(args.json_out))
+        JSON_OUT[0].write_text("")
 
     emit(machine())
     started = time.perf_counter()
@@ -291,9 +298,14 @@ def main(argv=None) -> int:
                                    "answer-only logits",
                  "peft_fp32_1p": "PEFT PromptTuningConfig CAUSAL_LM, fp32, full logits, AdamW"}
         for name, results in runs.items():
-            if results:
-                best = sorted(results, key=lambda r: r["examples_per_s"])[len(results) // 2]
-                summary[name] = emit({"config": name, "note": notes[name], "prompts": 1, **common, **best,
+            if results:  # pooled over the repeats: all timed rows / all timed seconds
+                pooled = dict(results[-1])
+                pooled["timed_s"] = sum(r["timed_s"] for r in results)
+                pooled["rows_timed"] = sum(r["rows_timed"] for r in results)
+                pooled["examples_per_s"] = pooled["rows_timed"] / pooled["timed_s"]
+                pooled["median_step_s"] = statistics.median(r["median_step_s"] for r in results)
+                pooled["first_step_loss"] = results[0]["first_step_loss"]
+                summary[name] = emit({"config": name, "note": notes[name], "prompts": 1, **common, **pooled,
                                       "repeats": [round(r["examples_per_s"], 2) for r in results]})
     if "a1" in sections:
         summary["studio_fp32_1p"] = emit({
@@ -377,8 +389,6 @@ def main(argv=None) -> int:
         if record["config"] == "accuracy_bf16_vs_fp32":
             print(f"bf16 - fp32 test acc {record['acc_diff']:+.3f} (unpaired SE {record['diff_se_unpaired']:.3f}); "
                   f"predictions agree on {record['prediction_agreement']:.1%}")
-    if args.json_out:
-        Path(args.json_out).write_text("".join(json.dumps(r) + "\n" for r in RESULTS))
     return 0
 
 
