@@ -302,9 +302,42 @@ def cross_origin_summary(rows: list[dict], metric: str = "accuracy") -> list[dic
     return summary
 
 
-def few_shot_inits(library: Library, origin_id: str, source_vector_ids: list[str]) -> dict[str, torch.Tensor]:
+def multitask_prompt(library: Library, backbone: Backbone, origin_id: str, tasks: list[str], config,
+                     on_progress=None, should_stop=None) -> Item:
+    """SPoT's multi-task baseline: ONE prompt tuned from the origin on the mixture of ``tasks`` (equal shares of
+    every batch), stored in the library as a prompt whose task is "A+B". Reused when it is already there."""
+    from dataclasses import asdict
+
+    from studio.tuning import PromptJob, tune
+
+    if len(tasks) < 2:
+        raise StudioError("a multi-task prompt needs at least two tasks")
+    origin = library.get(origin_id)
+    if origin.kind != "origin":
+        raise StudioError(f"{origin_id} is a {origin.kind}; choose an origin to start from")
+    name = "+".join(tasks)
+    recipe = {"mixture": list(tasks), "model": backbone.name, **asdict(config)}
+    for item in library.items(kind="prompt", task=name):
+        if item.origin_id == origin_id and all(item.recipe.get(k) == v for k, v in recipe.items()):
+            return item
+    p0 = library.tensor(origin_id)
+    jobs = [PromptJob(load_task(t), p0, origin.origin or 0, mixture=name, label=t) for t in tasks]
+    outcome = tune(backbone, jobs, config, on_progress, should_stop)
+    if outcome.status != "done":
+        raise StudioError("the multi-task tuning was cancelled")
+    metrics = {f"validation_accuracy/{r.job.task.spec.name}": r.best_metrics.get("val_accuracy")
+               for r in outcome.results}
+    return library.add("prompt", outcome.results[0].best_prompt, origin.model,
+                       name=f"multi-task {name} / origin {origin.origin}", task=name, origin=origin.origin,
+                       origin_id=origin_id, recipe={**recipe, "best_step": outcome.results[0].best_step},
+                       metrics=metrics)
+
+
+def few_shot_inits(library: Library, origin_id: str, source_vector_ids: list[str],
+                   multitask_id: str | None = None) -> dict[str, torch.Tensor]:
     """The starting points compared: the random origin P0, P0 + tau_s for each source (SPoT-style single source:
-    the source's own tuned prompt when tau_s comes from this origin), and P0 + sum tau_s (the paper's TPV init)."""
+    the source's own tuned prompt when tau_s comes from this origin), P0 + sum tau_s (the paper's TPV init) and,
+    when given, a prompt tuned on the sources' mixture (SPoT's multi-task init, see ``multitask_prompt``)."""
     if not source_vector_ids:
         raise StudioError("choose at least one source task prompt vector")
     origin = library.get(origin_id)
@@ -319,12 +352,17 @@ def few_shot_inits(library: Library, origin_id: str, source_vector_ids: list[str
     if len(source_vector_ids) > 1:
         inits["TPV sum: " + " + ".join(library.get(v).task or v for v in source_vector_ids)], _ = combine(
             library, origin_id, source_vector_ids, [1.0] * len(source_vector_ids))
+    if multitask_id:
+        item = library.get(multitask_id)
+        if item.kind != "prompt":
+            raise StudioError(f"{multitask_id} is a {item.kind}; the multi-task init must be a tuned prompt")
+        inits[f"multi-task prompt: {item.task or item.name}"] = library.tensor(multitask_id)
     return inits
 
 
 def few_shot_experiment(library: Library, backbone: Backbone, target: str, source_vector_ids: list[str],
                         origin_id: str, shots: list[int], config, on_progress=None, should_stop=None,
-                        eval_limit: int | None = 200, seed: int = 0) -> list[dict]:
+                        eval_limit: int | None = 200, seed: int = 0, multitask_id: str | None = None) -> list[dict]:
     """Tune the target task from each init on its first k (class-balanced) training examples, for each k in
     ``shots``, and score the best prompt on the test split. 0 shots = the init evaluated as it is.
 
@@ -343,7 +381,7 @@ def few_shot_experiment(library: Library, backbone: Backbone, target: str, sourc
     train = stratified_order(task.train, seed)
     if shots[-1] > len(train):
         raise StudioError(f"{target} has {len(train)} training examples; choose shots up to that")
-    inits = few_shot_inits(library, origin_id, source_vector_ids)
+    inits = few_shot_inits(library, origin_id, source_vector_ids, multitask_id)
     for name, tensor in inits.items():
         if tensor.shape[1] != backbone.hidden_size:
             raise StudioError(f"{name} has width {tensor.shape[1]} but {backbone.name} has {backbone.hidden_size}")

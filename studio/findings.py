@@ -163,8 +163,10 @@ def finding_addition(library: Library, val_limit: int, test_limit: int, fresh: b
 
 # ---- 5. few-shot initialisation -------------------------------------------------------------------------------------
 def finding_fewshot(library: Library, target: str, sources: tuple[str, ...], shots: list[int], steps: int,
-                    test_limit: int, fresh: bool) -> tuple[str, list[dict]]:
-    from studio.analysis import few_shot_experiment
+                    test_limit: int, fresh: bool, recipe: dict) -> tuple[str, list[dict]]:
+    """Random origin vs each source's prompt vs the TPV sum vs a prompt tuned on the sources' mixture (tuned with
+    the prebuilt library's own recipe), each tuned on k shots of the held-out target."""
+    from studio.analysis import few_shot_experiment, multitask_prompt
     from studio.backbones import load_backbone
     from studio.plots import curves, save_figure
     from studio.tuning import TuneConfig
@@ -172,8 +174,16 @@ def finding_fewshot(library: Library, target: str, sources: tuple[str, ...], sho
     origin = min((i for i in library.items(kind="origin") if i.source == "prebuilt"), key=lambda i: i.origin)
     vectors = [_prebuilt_vector(library, t, origin.origin).id for t in sources]
     config = TuneConfig(steps=steps, batch_size=4, eval_every=max(1, steps // 2), val_limit=40)
-    rows = _cached(f"fewshot_{target}", lambda: few_shot_experiment(
-        library, load_backbone(), target, vectors, origin.id, shots, config, eval_limit=test_limit), fresh)
+
+    def compute() -> list[dict]:
+        backbone = load_backbone()
+        mixture_config = TuneConfig(steps=recipe["steps"], batch_size=recipe["batch_size"], lr=recipe["lr"],
+                                    eval_every=max(1, recipe["steps"] // 4), val_limit=60)
+        multitask = multitask_prompt(library, backbone, origin.id, list(sources), mixture_config)
+        return few_shot_experiment(library, backbone, target, vectors, origin.id, shots, config,
+                                   eval_limit=test_limit, multitask_id=multitask.id)
+
+    rows = _cached(f"fewshot_{target}", compute, fresh)
     inits = list(dict.fromkeys(r["init"] for r in rows))
     series = {init: ([r["shots"] for r in rows if r["init"] == init], [r["accuracy"] for r in rows if r["init"] == init])
               for init in inits}
@@ -210,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         sections["addition"] = finding_addition(library, args.val_limit, args.limit, args.fresh)[0]
     if "fewshot" in wanted:
         sections["fewshot"] = finding_fewshot(library, "movie-reviews", ("mr", "tweets"), [0, 10, 50, 100],
-                                              args.fewshot_steps, args.limit, args.fresh)[0]
+                                              args.fewshot_steps, args.limit, args.fresh, baselines["recipe"])[0]
     out = studio_home() / "findings" / "sections.json"
     old = json.loads(out.read_text()) if out.exists() else {}
     old.update(sections)

@@ -88,6 +88,9 @@ class PromptJob:
     init: torch.Tensor | None = None  # e.g. P0 + tau_A + tau_B for few-shot initialisation
     train_examples: list[Example] | None = None  # default: the task's whole train split
     label: str = ""
+    # jobs that name the same mixture train ONE prompt on the union of their batches (SPoT's multi-task prompt):
+    # their gradients are averaged, so from a shared start they stay equal, and they keep one best step
+    mixture: str | None = None
 
     def examples(self) -> list[Example]:
         return self.train_examples if self.train_examples is not None else self.task.train
@@ -128,7 +131,7 @@ def _job_signature(jobs: list[PromptJob], config: TuneConfig) -> str:
     return json.dumps(
         {"config": asdict(config),
          "jobs": [[j.task.spec.name, j.task.data_hash, j.origin_seed, len(j.examples()), list(j.origin.shape)]
-                  for j in jobs]},
+                  + ([j.mixture] if j.mixture else []) for j in jobs]},
         sort_keys=True,
     )
 
@@ -155,6 +158,7 @@ def tune(
             raise StudioError(f"origin width {job.origin.shape[1]} does not match the model ({backbone.hidden_size})")
     started = time.time()
     start_tensor = torch.stack([(j.init if j.init is not None else j.origin).float() for j in jobs])
+    mixtures = mixture_groups(jobs, start_tensor)
     params = torch.nn.Parameter(start_tensor.clone().to(backbone.device))
     optimizer = torch.optim.AdamW([params], lr=config.lr, weight_decay=config.weight_decay)
     best = params.detach().clone()
@@ -260,6 +264,8 @@ def tune(
             row_loss.sum().backward()  # sum over prompts: each prompt's gradient is its own mean loss's
             step_loss.index_add_(0, owner.cpu(), row_loss.detach().float().cpu())
         with torch.no_grad():  # clip each prompt's gradient on its own, as if it trained alone
+            for members in mixtures:  # a mixture's prompt follows the mean of its tasks' losses
+                params.grad[members] = params.grad[members].mean(0, keepdim=True)
             norms = params.grad.flatten(1).norm(dim=1)
             params.grad.mul_((config.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)[:, None, None])
         optimizer.step()
@@ -277,9 +283,12 @@ def tune(
         if step % config.eval_every == 0 or step == config.steps:
             validation = validate(step)
             since = step - (histories[0][-1]["step"] if histories[0] else 0)
-            for j, metrics in enumerate(validation):
+            scores = [m["val_loss"] if config.select_by == "loss" else -m["val_accuracy"] for m in validation]
+            for members in mixtures:  # one prompt, one choice: the mean over the mixture's tasks
+                for j in members:
+                    scores[j] = sum(scores[k] for k in members) / len(members)
+            for j, (metrics, score) in enumerate(zip(validation, scores)):
                 histories[j].append({"step": step, "train_loss": train_losses[j] / max(since, 1), **metrics})
-                score = metrics["val_loss"] if config.select_by == "loss" else -metrics["val_accuracy"]
                 if score < best_scores[j]:
                     best_scores[j], best_steps[j], best_metrics[j] = score, step, metrics
                     best[j] = params.detach()[j]
@@ -298,6 +307,18 @@ def tune(
     if any(not torch.isfinite(r.final_prompt).all() for r in results):
         raise StudioError("tuning diverged (NaN or infinite prompt values): lower the learning rate")
     return TuneOutcome(results, status, step, time.time() - started)
+
+
+def mixture_groups(jobs: list[PromptJob], starts: torch.Tensor) -> list[list[int]]:
+    """Indices of the jobs that share each mixture's prompt; their starts must be the same tensor."""
+    groups: dict[str, list[int]] = {}
+    for j, job in enumerate(jobs):
+        if job.mixture:
+            groups.setdefault(job.mixture, []).append(j)
+    for name, members in groups.items():
+        if any(not torch.equal(starts[members[0]], starts[k]) for k in members[1:]):
+            raise StudioError(f"the prompts of mixture {name!r} must start from the same tensor")
+    return [members for members in groups.values() if len(members) > 1]
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:

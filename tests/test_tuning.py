@@ -105,6 +105,21 @@ def test_multi_prompt_job_equals_single_prompt_jobs(tiny):
             assert hj["val_loss"] == pytest.approx(ha["val_loss"], rel=1e-4)
 
 
+def test_mixture_trains_one_prompt_on_both_tasks(tiny):
+    origin = make_origin(tiny, 0, 4)
+    mixed = [PromptJob(load_task(name), origin, 0, mixture="mr+tweets") for name in ("mr", "tweets")]
+    outcome = tune(tiny, mixed, SMALL)
+    a, b = outcome.results
+    assert torch.equal(a.final_prompt, b.final_prompt) and torch.equal(a.best_prompt, b.best_prompt)
+    assert a.best_step == b.best_step
+    assert not torch.equal(a.final_prompt, origin)
+    alone = tune(tiny, [PromptJob(load_task("mr"), origin, 0)], SMALL).results[0]
+    assert not torch.allclose(alone.final_prompt, a.final_prompt, atol=1e-4)  # the tweets half pulled it too
+    with pytest.raises(StudioError, match="same tensor"):
+        tune(tiny, [PromptJob(load_task("mr"), origin, 0, mixture="m"),
+                    PromptJob(load_task("tweets"), make_origin(tiny, 1, 4), 1, mixture="m")], SMALL)
+
+
 def test_progress_events(tiny):
     events = []
     tune(tiny, jobs_for(tiny, [("mr", 0), ("mr", 1)]), SMALL, on_progress=events.append)
