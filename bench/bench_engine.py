@@ -257,6 +257,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="alternate a/b this many times (pooled)")
     parser.add_argument("--only", default="a,a1,b,c,d,e",
                         help="comma list of sections: a (studio bf16), a1 (studio fp32), b (PEFT), c (c1: one job only), d, e")
+    parser.add_argument("--sequential-first", action="store_true",
+                        help="in c, run the 6 one-prompt jobs before the 6-prompt job (order check)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 timed steps, 1 warm-up, tiny accuracy")
     parser.add_argument("--json-out", default=None, help="also write the JSON lines to this file (as they come)")
@@ -315,10 +317,13 @@ def main(argv=None) -> int:
         tasks = [load_task(name) for name in args.multi_tasks.split(",")]
         jobs = [PromptJob(t, make_origin(bf16, seed, N_VIRTUAL), seed, label=f"{t.spec.name}/{seed}")
                 for t in tasks for seed in range(6 // len(tasks))]
-    if {"c", "c1"} & sections:  # c1: the one-job half of c only
+    def one_job() -> None:
         summary["studio_bf16_6p_one_job"] = emit({
             "config": "studio_bf16_6p_one_job", "note": f"{len(jobs)} prompts ({args.multi_tasks} x origins) in one "
             "tune call", "prompts": len(jobs), **common, **run_studio(bf16, jobs, args.steps, args.warmup)})
+
+    if {"c", "c1"} & sections and not args.sequential_first:  # c1: the one-job half of c only
+        one_job()
     if "c" in sections:
         rows_needed = (args.warmup + args.steps + 1) * BATCH
         parts = []
@@ -332,7 +337,10 @@ def main(argv=None) -> int:
             "config": "studio_bf16_6p_sequential", "note": f"the same {len(jobs)} prompts as {len(jobs)} one-prompt "
             "tune calls, same batches", "prompts": len(jobs), **common, "examples_per_s": rows / timed,
             "timed_s": timed, "rows_timed": rows, "tune_wall_s": sum(p["tune_wall_s"] for p in parts),
-            "per_job_examples_per_s": [round(p["examples_per_s"], 2) for p in parts]})
+            "per_job_examples_per_s": [round(p["examples_per_s"], 2) for p in parts],
+            "order": "sequential first" if args.sequential_first else "one job first"})
+    if {"c", "c1"} & sections and args.sequential_first:
+        one_job()
     if "e" in sections:
         model, tokenizer = _load_weights(DEFAULT_MODEL)
         model.set_attn_implementation("eager")
