@@ -1,13 +1,13 @@
 """A new user's walkthrough in a real Chromium (Debian's, driven by Playwright; never `playwright install`).
 
-Open the page, see the prebuilt library, draw the similarity heatmap and the map. Screenshots of every step go to
-test-artifacts/ (look at them). Still to add (issue #3): move an arithmetic weight slider in the browser and see
-the numbers change, and start a tiny tuning job from the Tune tab; both are covered through the API in
-tests/test_ui_analysis.py and tests/test_ui_library_tune.py meanwhile.
+Open the page, see the prebuilt library, draw the similarity heatmap and the map, move an arithmetic weight slider
+and watch the evaluation numbers change, start a tiny tuning job and find its prompt in the Library. Screenshots of
+every step go to test-artifacts/ (look at them).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -72,3 +72,54 @@ def test_walkthrough(page, app_url, artifacts):
     visible(page, ".js-plotly-plot .scatterlayer .point").first.wait_for()
     assert visible(page, ".js-plotly-plot .scatterlayer .point").count() >= 4
     shot(page, artifacts, "04-map")
+
+    # Arithmetic: set the first weight (the slider's number box; leaving it fires the slider's release event, as
+    # letting go of the handle does); the live evaluation finishes; a second position changes the predictions
+    open_tab(page, "Arithmetic")
+    weight = visible(page, 'input[aria-label^="number input for weight of"]').first
+    status = page.locator("#arithmetic-status")
+    weight.fill("0.5")
+    weight.press("Tab")
+    expect_text(page, "#arithmetic-status", "Done in")
+    visible(page, "#arithmetic-plot .js-plotly-plot .barlayer .point").first.wait_for()
+    first = status.inner_text()
+    shot(page, artifacts, "05-arithmetic-first")
+    weight.fill("-1.5")
+    weight.press("Tab")
+    # only an evaluation that follows a finished one reports flips: this waits for the second to finish
+    expect_text(page, "#arithmetic-status", "predictions flipped since the previous evaluation")
+    second = status.inner_text()
+    flipped = int(re.search(r"(\d+) predictions flipped", second).group(1))
+    assert flipped > 0 or accuracies(first) != accuracies(second), (first, second)
+    shot(page, artifacts, "06-arithmetic-second")
+
+    # Tune: a tiny job from the form; progress shows; the new prompt lands in the Library
+    open_tab(page, "Tune")
+    for label, value in [("Prompt length (virtual tokens)", 4), ("Steps", 3), ("Batch size (per prompt)", 2),
+                         ("Validate every (steps)", 3), ("Validation examples", 8)]:
+        box = page.get_by_label(label, exact=True)
+        box.fill(str(value))
+        box.press("Tab")
+    before = {i.id for i in state.library.items(kind="prompt")}
+    page.get_by_role("button", name="Start", exact=True).click()
+    expect_text(page, "#tune-status", "added 1 prompt")
+    visible(page, "#tune-loss .js-plotly-plot .scatterlayer").first.wait_for()
+    shot(page, artifacts, "07-tune")
+    new = [i for i in state.library.items(kind="prompt") if i.id not in before]
+    assert len(new) == 1 and new[0].task == "mr"
+    open_tab(page, "Library")
+    page.get_by_text(new[0].id).locator("visible=true").first.wait_for()
+    shot(page, artifacts, "08-library-after-tune")
+
+
+def expect_text(page, selector: str, text: str, timeout_ms: int = 240_000) -> None:
+    """Wait until the element's text contains ``text``."""
+    page.wait_for_function(
+        "([selector, text]) => { const e = document.querySelector(selector); return e && e.innerText.includes(text); }",
+        arg=[selector, text], timeout=timeout_ms)
+
+
+def accuracies(status: str) -> list[tuple[str, str]]:
+    """(task, accuracy) pairs of a finished evaluation's status line."""
+    done = status[status.index("Done in"):].splitlines()[0]
+    return re.findall(r"· (\S+) (\d\.\d{3})", done)

@@ -318,8 +318,8 @@ def build(state: AppState) -> None:
     sliders = [gr.Slider(-1.5, 1.5, value=1.0, step=0.05, label=slider_label(state, first_vectors, k),
                          visible=k < len(first_vectors)) for k in range(MAX_VECTORS)]
     evaluate_button = gr.Button("Evaluate", variant="primary")
-    status = gr.Markdown("Choose an origin and one or more vectors, then move a slider.")
-    plot = gr.Plot(label="Live evaluation")
+    status = gr.Markdown("Choose an origin and one or more vectors, then move a slider.", elem_id="arithmetic-status")
+    plot = gr.Plot(label="Live evaluation", elem_id="arithmetic-plot")
     flips = gr.Dataframe(headers=FLIP_HEADERS, label="Predictions that flipped since the previous full evaluation",
                          interactive=False, wrap=True, max_height=300)
     with gr.Accordion("Sweep: accuracy landscape", open=False):

@@ -270,10 +270,10 @@ def build(state: AppState) -> None:
         cancel = gr.Button("Cancel", variant="stop", scale=1)
         resume = gr.Button("Resume", scale=1)
         refresh = gr.Button("Refresh jobs", scale=1)
-    status = gr.Markdown("No job watched yet.")
+    status = gr.Markdown("No job watched yet.", elem_id="tune-status")
     bar = gr.Markdown(min_height=60, padding=True)  # the progress bar of a watched job shows here
     with gr.Row():
-        loss_plot = gr.Plot(label="Training loss")
+        loss_plot = gr.Plot(label="Training loss", elem_id="tune-loss")
         accuracy_plot = gr.Plot(label="Validation accuracy")
     jobs = gr.Dataframe(jobs_table(state), headers=JOB_COLUMNS, interactive=False, label="Jobs (newest first)",
                         max_height=300, wrap=True)
