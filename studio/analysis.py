@@ -41,6 +41,8 @@ def similarity_table(library: Library, ids: list[str], measure: str = "token_mea
     """
     if len(ids) < 2:
         raise StudioError("choose at least two prompts or vectors to compare")
+    if order not in ("task", "origin", "cluster"):
+        raise StudioError(f"unknown order {order!r}: use task, origin or cluster")
     items = [library.get(i) for i in ids]
     if as_vectors:
         tensors = [library.vector(i.id).delta for i in items]

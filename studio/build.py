@@ -30,7 +30,7 @@ def build_library(out: Path, tasks: list[str], seeds: list[int], steps: int, bat
     workdir = workdir or studio_home() / "build"
     library = Library(workdir / "library")
     backbone = load_backbone(model)
-    config = TuneConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=max(1, steps // 2), val_limit=40)
+    config = TuneConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=max(1, steps // 4), val_limit=60)
     task_data = {name: load_task(name) for name in tasks}
     done = {(i.task, i.origin) for i in library.items(kind="prompt", model=backbone.name)}
     missing = [name for name in tasks if any((name, s) not in done for s in seeds)]

@@ -349,13 +349,15 @@ class Library:
             if config.get("num_transformer_submodules", 1) != 1:
                 tensor = tensor[: config["num_virtual_tokens"]]  # the encoder half: the only half predictions use
             recipe["peft_base_model"] = config.get("base_model_name_or_path")
+            metadata = {**metadata, **_studio_item(path / "studio_item.json")}  # export_peft's kind, task, name, model
+            name = name or metadata.get("name", "")
         else:
             tensor, metadata = read_prompt_file(path, backbone.hidden_size)
-            if metadata.get("model") and metadata["model"] != backbone.name:
-                raise StudioError(f"{path.name} was made for model {metadata['model']}, not {backbone.name}: "
-                                  "choose that model to import it")
-            kind = metadata.get("kind") or kind
-            task = task or metadata.get("task") or None
+        if metadata.get("model") and metadata["model"] != backbone.name:
+            raise StudioError(f"{path.name} was made for model {metadata['model']}, not {backbone.name}: "
+                              "choose that model to import it")
+        kind = metadata.get("kind") or kind
+        task = task or metadata.get("task") or None
         if origin_id:
             origin = self.get(origin_id)
             if origin.n_tokens != tensor.shape[0]:
@@ -363,6 +365,20 @@ class Library:
                                   f"{origin.n_tokens}: they cannot be combined")
         return self.add(kind, tensor, backbone.name, name=name or path.stem, task=task, origin_id=origin_id,
                         recipe=recipe)
+
+
+def _studio_item(path: Path) -> dict:
+    """The studio's description of an exported item, if the folder has one; only plain strings are taken."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise StudioError(f"{path.name} in the adapter folder is not valid JSON: delete it or re-export") from None
+    keep = {k: data.get(k) for k in ("kind", "task", "name", "model") if isinstance(data.get(k), str) and data.get(k)}
+    if keep.get("kind") == "vector":  # a PEFT adapter holds a whole prompt, never a difference of prompts
+        keep.pop("kind")
+    return keep
 
 
 def open_library(root: str | Path | None = None, prebuilt: str | Path | None | bool = True) -> Library:

@@ -51,3 +51,12 @@ def test_few_shot_experiment_compares_every_init(setup):
     assert zero["accuracy"] == pytest.approx(expected.metrics["accuracy"])
     with pytest.raises(StudioError, match="must be a tuned prompt"):
         few_shot_inits(library, origin_id, vectors, origin_id)
+
+
+def test_similarity_table_refuses_an_unknown_order(setup):
+    from studio.analysis import similarity_table
+
+    _, library, _, vectors = setup
+    assert similarity_table(library, vectors, order="origin").matrix.shape == (2, 2)
+    with pytest.raises(StudioError, match="unknown order 'size'"):
+        similarity_table(library, vectors, order="size")

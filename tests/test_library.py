@@ -208,6 +208,16 @@ def test_export_and_import_round_trip(tmp_path, tiny):
     from_peft = target.import_file(peft_dir, tiny)
     torch.testing.assert_close(target.tensor(from_peft.id), rand(seed=3))
     assert from_peft.recipe["peft_base_model"] == tiny.name
+    assert (from_peft.kind, from_peft.task, from_peft.name) == ("prompt", "mr", prompt.name)  # studio_item.json
+    item_json = json.loads((peft_dir / "studio_item.json").read_text())
+    (peft_dir / "studio_item.json").write_text(json.dumps({**item_json, "model": "another-model"}))
+    before = len(target.items())
+    with pytest.raises(StudioError, match="made for model another-model"):
+        target.import_file(peft_dir, tiny)
+    (peft_dir / "studio_item.json").write_text("{not json")
+    with pytest.raises(StudioError, match="not valid JSON"):
+        target.import_file(peft_dir, tiny)
+    assert len(target.items()) == before
 
 
 def test_import_with_origin_checks_length(tmp_path, tiny):
