@@ -284,7 +284,8 @@ def weight_grid(library: Library, backbone: Backbone, origin_id: str, vector_ids
 def flipped(before: list[dict], after: list[dict], task: str = "") -> list[dict]:
     """Examples (matched by exact input text) whose prediction changed between two evaluations."""
     previous = {record["input"]: record for record in before}
-    return [{"task": task, "input": record["input"], "label": record["label"],
+    return [{"task": task, "input": record["input"], "fields": record.get("fields", record["input"]),
+             "label": record["label"],
              "before": previous[record["input"]]["prediction"], "after": record["prediction"]}
             for record in after
             if record["input"] in previous and previous[record["input"]]["prediction"] != record["prediction"]]

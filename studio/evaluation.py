@@ -153,6 +153,7 @@ def results_from_scores(encoded: EncodedTask, examples: Sequence[EncodedExample]
             result.records = [
                 {
                     "input": e.text,
+                    "fields": e.example.body(),  # what a person reads: the example without the chat template
                     "label": words[e.example.label],
                     "prediction": words[p],
                     "correct": p == e.example.label,

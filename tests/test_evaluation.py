@@ -51,6 +51,7 @@ def test_records_have_exact_texts_and_scores(tiny, prompts):
         assert set(record) >= {"input", "label", "prediction", "scores", "correct"}
         assert example.fields[0][1] in record["input"]
         assert record["input"] == tiny.render_input(task.spec.instruction, example.body())
+        assert record["fields"] == example.body()
         assert record["label"] == task.spec.label_words[example.label]
         assert set(record["scores"]) == {"negative", "positive"}  # exact target texts (chat template: no space)
         assert record["prediction"] == max(record["scores"], key=record["scores"].get)

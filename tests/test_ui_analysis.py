@@ -143,6 +143,7 @@ def test_live_evaluation_streams_and_follows_the_sliders(app, pair):
     assert bars_of(finals[0][0]) != bars_of(finals[1][0])  # accuracy moves with the weights
     assert "flipped" in finals[1][1]
     assert finals[1][2]["headers"] == ["task", "input", "label", "before", "after"]
+    assert all("<|im_start|>" not in row[1] for row in finals[1][2]["data"])  # people read the example, not the template
 
 
 def test_live_evaluation_rejects_bad_input(app, pair):
@@ -229,8 +230,8 @@ def test_same_vs_different_and_flips_and_cross_origin_summary():
     before = [{"input": "x", "label": "pos", "prediction": "pos"}, {"input": "y", "label": "neg", "prediction": "pos"}]
     after = [{"input": "x", "label": "pos", "prediction": "neg"}, {"input": "y", "label": "neg", "prediction": "pos"},
              {"input": "z", "label": "neg", "prediction": "neg"}]
-    assert flipped(before, after, "t") == [{"task": "t", "input": "x", "label": "pos", "before": "pos",
-                                            "after": "neg"}]
+    assert flipped(before, after, "t") == [{"task": "t", "input": "x", "fields": "x", "label": "pos",
+                                            "before": "pos", "after": "neg"}]
 
     rows = [{"task": "a", "own": True, "accuracy": 0.8}, {"task": "a", "own": False, "accuracy": 0.6},
             {"task": "a", "own": False, "accuracy": 0.7}]

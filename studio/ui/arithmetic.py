@@ -130,7 +130,7 @@ def flip_rows(session: Session, results: dict) -> list[list]:
     rows = []
     for task, result in results.items():
         for flip in analysis.flipped(session.records.get(task, []), result.records, task):
-            text = flip["input"].replace("\n", " ")
+            text = flip["fields"].replace("\n", " ")
             rows.append([task, text[:200] + ("…" if len(text) > 200 else ""), flip["label"], flip["before"],
                          flip["after"]])
     return rows[:100]
