@@ -48,7 +48,10 @@ def curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: st
     figure = go.Figure()
     for name, (xs, ys) in series.items():
         figure.add_trace(go.Scatter(x=list(xs), y=list(ys), mode="lines+markers", name=name))
-    figure.update_layout(title=title, xaxis={"title": x_title}, yaxis={"title": y_title}, height=380)
+    yaxis = {"title": y_title}
+    if "accuracy" in y_title:  # a fixed scale: a single point or a flat line must not look like a swing
+        yaxis["range"] = [0, 1.02]
+    figure.update_layout(title=title, xaxis={"title": x_title}, yaxis=yaxis, height=380)
     return figure
 
 
