@@ -79,6 +79,15 @@ def test_similarity_heatmap_with_csv_export(app):
     assert any(f.endswith(".html") for f in files)
     _, prompts_summary, _ = client.predict(ids, "prompts", "flat_cosine", "cluster", api_name="/similarity")
     assert "prompts" in prompts_summary
+    png = client.predict(api_name="/similarity_png")  # the last figure of this session, rendered on demand
+    with open(png, "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_png_export_before_drawing_says_what_to_do(app):
+    client, _ = app
+    fresh = Client(client.src, verbose=False)  # a new session: nothing drawn yet
+    expect_error(fresh, api_name="/map_png", match="draw something first")
 
 
 def test_similarity_rejects_too_few_items(app):

@@ -24,12 +24,12 @@ from studio.ui.common import (
     default_vectors,
     enclosing_tab,
     explain,
+    export_row,
     figure_exports,
     friendly,
     friendly_stream,
     gpu,
     item_choices,
-    png_export,
 )
 
 MAX_VECTORS = 6
@@ -329,13 +329,7 @@ def build(state: AppState) -> None:
         sweep_button = gr.Button("Sweep")
         sweep_text = gr.Markdown()
         sweep_plot = gr.Plot(label="Landscape")
-        with gr.Row():
-            sweep_files = gr.File(label="Download: interactive HTML and CSV", file_count="multiple",
-                                  interactive=False, height=120)
-            with gr.Column(scale=0, min_width=160):
-                png_button = gr.Button("Export PNG", size="sm")
-                png_file = gr.File(label="PNG", interactive=False, height=120)
-        sweep_json = gr.State(None)
+        sweep_files, sweep_json = export_row("sweep", "arithmetic_png")
     with gr.Row():
         save_name = gr.Textbox(label="Name (optional)", placeholder="e.g. mr + tweets, 0.5 each", scale=3)
         save_button = gr.Button("Save to library", scale=1)
@@ -389,10 +383,6 @@ def build(state: AppState) -> None:
                 gr.Dropdown(choices=vector_list, value=[v for v in (current_vectors or []) if v in known]),
                 gr.Dropdown(choices=task_choices(), value=current_tasks or []))
 
-    @friendly
-    def on_png(figure_json):
-        return png_export(figure_json, "sweep")
-
     vectors.change(on_vectors, [vectors, tasks], [*sliders, tasks], api_name="arithmetic_vectors")
     # every slider release (and the button, and the merge settings) starts a new live evaluation; "multiple" lets
     # the new one start at once, and it makes the stale one stop at its next round (generation counter)
@@ -407,4 +397,3 @@ def build(state: AppState) -> None:
     if tab is not None:
         tab.select(on_refresh, [origin, vectors, tasks], [origin, vectors, tasks], api_name="arithmetic_on_open",
                    api_visibility="private")
-    png_button.click(on_png, sweep_json, png_file, api_name="arithmetic_png")

@@ -121,6 +121,25 @@ def png_export(figure_json: str | None, stem: str) -> str:
     return str(save_figure(plotly.io.from_json(figure_json), export_folder(stem) / f"{stem}.png"))
 
 
+def export_row(stem: str, api_name: str) -> tuple[gr.File, gr.State]:
+    """The download row under a figure: HTML + CSV files (the draw event fills them and the returned State with
+    the figure's JSON) and an "Export PNG" button that renders that figure on demand."""
+    with gr.Row():
+        files = gr.File(label="Download: interactive HTML and CSV", file_count="multiple", interactive=False,
+                        height=120)
+        with gr.Column(scale=0, min_width=160):
+            png_button = gr.Button("Export PNG", size="sm")
+            png_file = gr.File(label="PNG", interactive=False, height=120)
+    figure_json = gr.State(None)
+
+    @friendly
+    def on_png(value):
+        return png_export(value, stem)
+
+    png_button.click(on_png, figure_json, png_file, api_name=api_name)
+    return files, figure_json
+
+
 def default_vectors(state: AppState, origin_id: str | None, count: int = 2,
                     exclude_task: str | None = None) -> list[str]:
     """A sensible first selection: one vector per task (up to ``count`` tasks) tuned from ``origin_id``."""

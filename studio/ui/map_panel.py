@@ -11,10 +11,10 @@ from studio.ui.common import (
     AppState,
     enclosing_tab,
     explain,
+    export_row,
     figure_exports,
     friendly,
     item_choices,
-    png_export,
 )
 
 METHODS = [("UMAP", "umap"), ("PCA", "pca")]
@@ -106,13 +106,7 @@ def build(state: AppState) -> None:
     run = gr.Button("Draw map", variant="primary")
     note = gr.Markdown()
     plot = gr.Plot(label="Map")
-    with gr.Row():
-        files = gr.File(label="Download: interactive HTML and CSV", file_count="multiple", interactive=False,
-                        height=120)
-        with gr.Column(scale=0, min_width=160):
-            png_button = gr.Button("Export PNG", size="sm")
-            png_file = gr.File(label="PNG", interactive=False, height=120)
-    figure_json = gr.State(None)
+    files, figure_json = export_row("map", "map_png")
 
     gr.Markdown("### Nearest vocabulary tokens\nWhich real tokens each virtual token of a prompt is closest to "
                 "(cosine in the input-embedding space). Tuned prompts usually drift away from every real token.")
@@ -143,10 +137,6 @@ def build(state: AppState) -> None:
         return gr.Dropdown(choices=choices, value=kept or default_ids()), gr.Dropdown(choices=item_choices(
             state, ("prompt", "origin", "vector")))
 
-    @friendly
-    def on_png(figure_json):
-        return png_export(figure_json, "map")
-
     gr.on([run.click, method.input, dims.input, colour.input, view.input], on_draw,
           [items, method, dims, colour, view, seed], [plot, note, files, figure_json], api_name="map")
     gr.on([lookup.click, token_item.input], on_lookup, [token_item, top_k], [token_rows, token_note],
@@ -155,4 +145,3 @@ def build(state: AppState) -> None:
     tab = enclosing_tab()
     if tab is not None:
         tab.select(on_refresh, items, [items, token_item], api_name="map_on_open", api_visibility="private")
-    png_button.click(on_png, figure_json, png_file, api_name="map_png")

@@ -12,10 +12,10 @@ from studio.ui.common import (
     AppState,
     enclosing_tab,
     explain,
+    export_row,
     figure_exports,
     friendly,
     item_choices,
-    png_export,
 )
 
 VIEWS = [("vectors: tau = tuned prompt - origin", "vectors"), ("prompts: the tuned matrices P", "prompts")]
@@ -91,13 +91,7 @@ def build(state: AppState) -> None:
     run = gr.Button("Draw heatmap", variant="primary")
     summary = gr.Markdown()
     plot = gr.Plot(label="Similarity")
-    with gr.Row():
-        files = gr.File(label="Download: interactive HTML and CSV", file_count="multiple", interactive=False,
-                        height=120)
-        with gr.Column(scale=0, min_width=160):
-            png_button = gr.Button("Export PNG", size="sm")
-            png_file = gr.File(label="PNG", interactive=False, height=120)
-    figure_json = gr.State(None)
+    files, figure_json = export_row("similarity", "similarity_png")
 
     @friendly
     def on_draw(ids, view, measure, order):
@@ -110,14 +104,9 @@ def build(state: AppState) -> None:
         kept = [i for i in (current or []) if i in known]
         return gr.Dropdown(choices=choices, value=kept or default_ids())
 
-    @friendly
-    def on_png(figure_json):
-        return png_export(figure_json, "similarity")
-
     gr.on([run.click, view.input, measure.input, order.input], on_draw, [items, view, measure, order],
           [plot, summary, files, figure_json], api_name="similarity")
     refresh.click(on_refresh, items, items, api_name="similarity_refresh")
     tab = enclosing_tab()
     if tab is not None:
         tab.select(on_refresh, items, items, api_name="similarity_on_open", api_visibility="private")
-    png_button.click(on_png, figure_json, png_file, api_name="similarity_png")

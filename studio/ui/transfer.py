@@ -13,11 +13,11 @@ from studio.ui.common import (
     default_vectors,
     enclosing_tab,
     explain,
+    export_row,
     figure_exports,
     friendly,
     gpu,
     item_choices,
-    png_export,
 )
 
 CROSS_HEADERS = ["task", "origin", "vector from", "own", "accuracy", "macro F1", "n"]
@@ -154,13 +154,7 @@ def build(state: AppState) -> None:
     cross_text = gr.Markdown()
     cross_plot = gr.Plot(label="Own vs other origin")
     cross_table = gr.Dataframe(headers=CROSS_HEADERS, interactive=False, max_height=320)
-    with gr.Row():
-        cross_files = gr.File(label="Download: interactive HTML and CSV", file_count="multiple",
-                              interactive=False, height=120)
-        with gr.Column(scale=0, min_width=160):
-            png_button = gr.Button("Export PNG", size="sm")
-            png_file = gr.File(label="PNG", interactive=False, height=120)
-    cross_json = gr.State(None)
+    cross_files, cross_json = export_row("cross-origin", "cross_origin_png")
 
     gr.Markdown("### Few-shot initialisation\nTune the target task on its first k class-balanced training examples "
                 "from each start, then test; 0 shots evaluates each start as it is. Runs as a background job.")
@@ -230,13 +224,8 @@ def build(state: AppState) -> None:
                 gr.Dropdown(choices=vector_list, value=[s for s in (current_sources or []) if s in known]),
                 gr.Dropdown(choices=origin_list, value=kept_origin))
 
-    @friendly
-    def on_png(figure_json):
-        return png_export(figure_json, "cross-origin")
-
     cross_button.click(on_cross, [tasks, split, limit], [cross_table, cross_plot, cross_text, cross_files, cross_json],
                        api_name="cross_origin")
-    png_button.click(on_png, cross_json, png_file, api_name="cross_origin_png")
     start.click(on_start, [target, sources, origin, shots, steps, lr, batch, eval_limit], [job_id, few_text, timer],
                 api_name="fewshot_start")
     check.click(on_status, job_id, [few_text, few_plot, few_table, few_files], api_name="fewshot_status")
