@@ -106,6 +106,11 @@ class Backbone:
         self.hidden_size = int(self.model.get_input_embeddings().weight.shape[1])
         self.vocab_size = int(self.model.get_input_embeddings().weight.shape[0])
         self.uses_chat_template = bool(getattr(tokenizer, "chat_template", None)) and not self.is_seq2seq
+        # decoders whose tokenizer starts every text with BOS (Gemma) were trained with it: the input text gets the
+        # BOS token written in, so the text still tokenises (without special tokens) to exactly the ids scored
+        bos, bos_id = getattr(tokenizer, "bos_token", None), getattr(tokenizer, "bos_token_id", None)
+        adds_bos = bool(bos) and bos_id is not None and not self.is_seq2seq and tokenizer("a").input_ids[:1] == [bos_id]
+        self.bos_prefix = bos if adds_bos else ""
 
     def __repr__(self) -> str:
         kind = "encoder-decoder" if self.is_seq2seq else "decoder-only"
@@ -121,8 +126,10 @@ class Backbone:
         """The exact text placed after the soft prompt: a chat turn for instruct models, plain text otherwise."""
         if self.uses_chat_template:
             messages = [{"role": "system", "content": instruction}, {"role": "user", "content": body}]
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return f"{instruction}\n{body}\nlabel:"
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            text = f"{instruction}\n{body}\nlabel:"
+        return text if text.startswith(self.bos_prefix) else self.bos_prefix + text
 
     def render_target(self, label_word: str) -> str:
         """The exact text scored after the input (a leading space for plain decoder prompts ending in 'label:')."""
@@ -132,8 +139,9 @@ class Backbone:
 
     def encode_input(self, text: str, max_tokens: int) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=self.is_seq2seq).input_ids
-        if len(ids) > max_tokens:  # keep the end: chat templates put the answer cue last
-            ids = ids[:1] + ids[len(ids) - max_tokens + 1 :] if self.is_seq2seq else ids[len(ids) - max_tokens :]
+        if len(ids) > max_tokens:  # keep the end (chat templates put the answer cue last) and a leading BOS
+            keep_first = self.is_seq2seq or bool(self.bos_prefix)
+            ids = ids[:1] + ids[len(ids) - max_tokens + 1 :] if keep_first else ids[len(ids) - max_tokens :]
         return ids
 
     def encode_target(self, text: str) -> list[int]:

@@ -239,3 +239,25 @@ def test_plain_decoder_without_chat_template(gpt2):
     for i, row in enumerate(rows):
         expected = _full_forward_logprobs(gpt2, prompts[row.prompt_index], row)
         torch.testing.assert_close(logprobs[i, : len(row.target_ids)], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_bos_is_written_into_the_input_for_models_trained_with_it(gpt2):
+    """Gemma-style tokenizers start every text with BOS: the rendered input carries it, truncation keeps it."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    assert gpt2.bos_prefix == ""  # the SmolLM2 tokenizer adds no BOS
+    tokenizer = AutoTokenizer.from_pretrained(gpt2.tokenizer.name_or_path)
+    tokenizer.chat_template = None
+    bos, bos_id = tokenizer.bos_token, tokenizer.bos_token_id
+    tokenizer._tokenizer.post_processor = TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
+                                                             special_tokens=[(bos, bos_id)])
+    with_bos = Backbone("bos-model", gpt2.model, tokenizer, "cpu", torch.float32)
+    assert with_bos.bos_prefix == bos
+    text = with_bos.render_input("Classify it.", "x: y")
+    assert text == f"{bos}Classify it.\nx: y\nlabel:"
+    ids = with_bos.encode_input(text, 64)
+    assert ids[0] == bos_id and ids.count(bos_id) == 1
+    assert ids == tokenizer(text, add_special_tokens=False).input_ids  # the text is exactly what is scored
+    long_ids = with_bos.encode_input(with_bos.render_input("Classify it.", " ".join(["word"] * 200)), 16)
+    assert len(long_ids) == 16 and long_ids[0] == bos_id and long_ids[-1] == ids[-1]
