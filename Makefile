@@ -13,11 +13,11 @@ studio: setup
 
 test:
 	bash scripts/setup.sh --test
-	.venv/bin/ruff check studio tests bench launch.py
+	.venv/bin/ruff check studio tests bench scripts launch.py
 	.venv/bin/python -m pytest -q
 
 lint:
-	.venv/bin/ruff check studio tests bench launch.py
+	.venv/bin/ruff check studio tests bench scripts launch.py
 
 bench: setup
 	.venv/bin/python bench/bench_engine.py

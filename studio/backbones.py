@@ -339,6 +339,14 @@ def _embedded_gguf(spec: BackboneSpec) -> Path:
         # split packages (Gemma) assemble their GGUF from parts into a writable place
         assembled = cache_dir("models") / spec.gguf_file
         if not assembled.exists():
-            __import__(spec.module).assemble(str(assembled))
+            print(f"[studio] assembling the embedded {spec.name} GGUF from its parts (once)...")
+            partial = assembled.with_name(assembled.name + ".partial")
+            try:  # the package checks the file's sha256; a killed run leaves no half-written model behind
+                __import__(spec.module).assemble(str(partial), overwrite=True)
+                os.replace(partial, assembled)
+            except (OSError, ValueError) as error:
+                partial.unlink(missing_ok=True)
+                raise StudioError(f"could not assemble {spec.name} from its packages ({error}): reinstall "
+                                  f"`{spec.package}` with --no-deps") from None
         return assembled
     return path
