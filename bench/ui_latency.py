@@ -28,6 +28,13 @@ def free_port() -> int:
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="seconds to wait after the page is up before the first move (a person reading the "
+                             "panel first; 0 = move at once, the worst case)")
+    args = parser.parse_args()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     port = free_port()
     library = tempfile.mkdtemp(prefix="latency-library-")
@@ -49,6 +56,7 @@ def main() -> None:
         print(json.dumps({"measure": "launch_to_usable_page_s", "value": round(page_s, 2),
                           "loadavg": os.getloadavg()[0]}), flush=True)
 
+        time.sleep(args.settle)
         from gradio_client import Client
 
         client = Client(url, verbose=False)
@@ -68,7 +76,12 @@ def main() -> None:
                     first = first or time.perf_counter() - moved
                 time.sleep(0.02)
             total = time.perf_counter() - moved
-            print(json.dumps({"measure": "slider_move", "attempt": attempt, "weight": weight,
+            error = None
+            try:
+                job.result()
+            except Exception as raised:  # a failed evaluation must show up in the output, not as "no updates"
+                error = f"{type(raised).__name__}: {raised}"[:300]
+            print(json.dumps({"measure": "slider_move", "attempt": attempt, "weight": weight, "error": error,
                               "first_estimate_s": round(first or total, 2), "full_evaluation_s": round(total, 2),
                               "updates": seen, "status": str(job.outputs()[-1][1])[:160] if seen else "",
                               "loadavg": os.getloadavg()[0]}), flush=True)
