@@ -207,7 +207,7 @@ def test_few_shot_experiment_runs_as_a_job(app, pair):
     client, state = app
     origin_id, vector_ids = pair
     target = state.library.get(vector_ids[0]).task
-    job_id, _, _ = client.predict(target, vector_ids, origin_id, "0, 2", 1, 0.03, 2, 8, api_name="/fewshot_start")
+    job_id, _, _ = client.predict(target, vector_ids, origin_id, "0, 2", 1, 0.03, 2, 8, 2, api_name="/fewshot_start")
     deadline = time.time() + 120
     while time.time() < deadline:
         text, figure, table, _ = client.predict(job_id, api_name="/fewshot_status")
@@ -216,10 +216,16 @@ def test_few_shot_experiment_runs_as_a_job(app, pair):
         time.sleep(1)
     assert "**done**" in text, text
     inits = {row[1] for row in table["data"]}
-    assert {row[0] for row in table["data"]} == {0, 2} and len(inits) == 4 and "random origin" in inits
-    assert len(plot_data(figure)) == 4
-    expect_error(client, target, vector_ids, origin_id, "ten", 1, 0.03, 2, 8, api_name="/fewshot_start",
+    assert {row[0] for row in table["data"]} == {0, 2} and len(inits) == 5 and "random origin" in inits
+    tasks = "+".join(state.library.get(v).task for v in vector_ids)
+    assert f"multi-task prompt: {tasks}" in inits  # SPoT's start, tuned on the two source tasks mixed
+    (multitask,) = [i for i in state.library.items(kind="prompt") if i.task == tasks]
+    assert multitask.recipe["mixture"] == tasks.split("+") and multitask.recipe["steps"] == 2
+    assert len(plot_data(figure)) == 5
+    expect_error(client, target, vector_ids, origin_id, "ten", 1, 0.03, 2, 8, 0, api_name="/fewshot_start",
                  match="whole numbers")
+    expect_error(client, target, vector_ids[:1], origin_id, "0", 1, 0.03, 2, 8, 2, api_name="/fewshot_start",
+                 match="two or more tasks")
 
 
 # ---- the small pure helpers behind the panels (no app needed) ----------------------------------------------------

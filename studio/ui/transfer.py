@@ -73,7 +73,7 @@ def parse_shots(text: str | None) -> list[int]:
 
 
 def start_few_shot(state: AppState, target: str | None, sources: list[str] | None, origin_id: str | None,
-                   shots_text: str, steps, lr, batch_size, eval_limit) -> Job:
+                   shots_text: str, steps, lr, batch_size, eval_limit, multitask_steps=0) -> Job:
     if not target:
         raise StudioError("choose a target task")
     sources = [s for s in (sources or []) if s]
@@ -84,8 +84,11 @@ def start_few_shot(state: AppState, target: str | None, sources: list[str] | Non
     shots = parse_shots(shots_text)
     try:
         steps, batch_size, eval_limit, lr = int(steps), int(batch_size), int(eval_limit), float(lr)
+        multitask_steps = int(multitask_steps or 0)
     except (TypeError, ValueError):
         raise StudioError("steps, batch size, test examples and learning rate must be numbers") from None
+    if not 0 <= multitask_steps <= 5000:
+        raise StudioError("multi-task prompt steps must be between 0 (leave it out) and 5000")
     if not 1 <= eval_limit <= 2000:
         raise StudioError("test on 1 to 2000 examples")
     config = TuneConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=max(1, steps // 2),
@@ -96,6 +99,9 @@ def start_few_shot(state: AppState, target: str | None, sources: list[str] | Non
     if state.library.get(origin_id).kind != "origin":
         raise StudioError(f"{origin_id} is not an origin")
     inits = analysis.few_shot_inits(state.library, origin_id, sources)  # shape and kind problems show now
+    source_tasks = list(dict.fromkeys(state.library.get(s).task for s in sources if state.library.get(s).task))
+    if multitask_steps and len(source_tasks) < 2:
+        raise StudioError("a multi-task prompt needs source TPVs of two or more tasks (or set its steps to 0)")
 
     def work(job: Job):
         def progress(event: dict) -> None:
@@ -106,9 +112,20 @@ def start_few_shot(state: AppState, target: str | None, sources: list[str] | Non
             if "step" not in event:
                 job.events.append({"stage": event["stage"], "rows": event["rows"]})
 
+        multitask_id = None
+        if multitask_steps:  # SPoT's multi-task start: tuned once on the sources' tasks mixed, then reused
+            def mixture_progress(event: dict) -> None:
+                job.message = f"tuning the multi-task prompt, step {event['step']}/{event['steps']}"
+
+            mixture = TuneConfig(steps=multitask_steps, batch_size=batch_size, lr=lr,
+                                 eval_every=max(1, multitask_steps // 4), val_limit=min(32, eval_limit))
+            multitask_id = analysis.multitask_prompt(state.library, state.backbone(), origin_id, source_tasks,
+                                                     mixture, mixture_progress, job.cancel.is_set).id
         rows = analysis.few_shot_experiment(state.library, state.backbone(), target, sources, origin_id, shots,
-                                            config, progress, job.cancel.is_set, eval_limit)
-        job.progress, job.message = (1.0, "finished") if len(rows) == len(shots) * len(inits) else (
+                                            config, progress, job.cancel.is_set, eval_limit,
+                                            multitask_id=multitask_id)
+        expected = len(shots) * (len(inits) + (1 if multitask_id else 0))
+        job.progress, job.message = (1.0, "finished") if len(rows) == expected else (
             job.progress, f"stopped after {len({r['shots'] for r in rows})} of {len(shots)} shot counts")
         return rows
 
@@ -141,8 +158,8 @@ def few_shot_view(state: AppState, job_id: str | None) -> tuple:
 def build(state: AppState) -> None:
     explain("Cross-origin: a TPV learned from origin B is added to a different origin A and compared with A's own "
             "tuned prompt, which tests the paper's claim that TPVs do not depend on the random start. Few-shot: a new "
-            "task is tuned from a random origin, from one source TPV, or from the sum of source TPVs, with only a "
-            "few examples, to see which start learns fastest.")
+            "task is tuned from a random origin, from one source TPV, from the sum of source TPVs or (optionally) from a "
+            "prompt tuned on the source tasks mixed, with only a few examples, to see which start learns fastest.")
 
     gr.Markdown("### Cross-origin table")
     with gr.Row():
@@ -174,6 +191,8 @@ def build(state: AppState) -> None:
         lr = gr.Number(0.03, minimum=0.0001, label="Learning rate")
         batch = gr.Number(8, precision=0, minimum=1, label="Batch size (capped at k)")
         eval_limit = gr.Number(100, precision=0, minimum=1, label="Test examples")
+        multitask_steps = gr.Number(0, precision=0, minimum=0, label="Multi-task prompt steps (0 = leave out)",
+                                    info="SPoT's start: one prompt tuned on the source tasks mixed; tuned once")
     with gr.Row():
         start = gr.Button("Start experiment", variant="primary")
         check = gr.Button("Refresh status")
@@ -193,8 +212,9 @@ def build(state: AppState) -> None:
         return cross_origin(state, tasks, split, limit)
 
     @friendly
-    def on_start(target, sources, origin_id, shots, steps, lr, batch_size, test_examples):
-        job = start_few_shot(state, target, sources, origin_id, shots, steps, lr, batch_size, test_examples)
+    def on_start(target, sources, origin_id, shots, steps, lr, batch_size, test_examples, mixture_steps):
+        job = start_few_shot(state, target, sources, origin_id, shots, steps, lr, batch_size, test_examples,
+                             mixture_steps)
         return job.id, f"Job `{job.id}` queued: {job.title}", gr.Timer(active=True)
 
     @friendly
@@ -226,7 +246,8 @@ def build(state: AppState) -> None:
 
     cross_button.click(on_cross, [tasks, split, limit], [cross_table, cross_plot, cross_text, cross_files, cross_json],
                        api_name="cross_origin")
-    start.click(on_start, [target, sources, origin, shots, steps, lr, batch, eval_limit], [job_id, few_text, timer],
+    start.click(on_start, [target, sources, origin, shots, steps, lr, batch, eval_limit, multitask_steps],
+                [job_id, few_text, timer],
                 api_name="fewshot_start")
     check.click(on_status, job_id, [few_text, few_plot, few_table, few_files], api_name="fewshot_status")
     timer.tick(on_poll, job_id, [few_text, few_plot, few_table, few_files, timer], api_name="fewshot_poll",
