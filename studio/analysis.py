@@ -97,7 +97,7 @@ def cross_origin_table(library: Library, backbone: Backbone, tasks: list[str], s
     rows = []
     for task_name in tasks:
         prompts = [i for i in library.items(kind="prompt", model=backbone.name, task=task_name)
-                   if i.origin_id and "combination" not in i.recipe]
+                   if i.origin_id and "combination" not in i.recipe and "mixture" not in i.recipe]
         by_origin = {}
         for prompt in prompts:  # the first (oldest) tuned prompt per origin
             by_origin.setdefault(prompt.origin_id, prompt)
@@ -306,9 +306,10 @@ def cross_origin_summary(rows: list[dict], metric: str = "accuracy") -> list[dic
 
 
 def multitask_prompt(library: Library, backbone: Backbone, origin_id: str, tasks: list[str], config,
-                     on_progress=None, should_stop=None) -> Item:
+                     on_progress=None, should_stop=None) -> Item | None:
     """SPoT's multi-task baseline: ONE prompt tuned from the origin on the mixture of ``tasks`` (equal shares of
-    every batch), stored in the library as a prompt whose task is "A+B". Reused when it is already there."""
+    every batch), stored in the library as a prompt whose task is "A+B". Reused when it is already there (same
+    origin, data and settings); None when ``should_stop`` cancelled the tuning."""
     from dataclasses import asdict
 
     from studio.tuning import PromptJob, tune
@@ -319,15 +320,17 @@ def multitask_prompt(library: Library, backbone: Backbone, origin_id: str, tasks
     if origin.kind != "origin":
         raise StudioError(f"{origin_id} is a {origin.kind}; choose an origin to start from")
     name = "+".join(tasks)
-    recipe = {"mixture": list(tasks), "model": backbone.name, **asdict(config)}
+    data = [load_task(t) for t in tasks]
+    settings = {k: v for k, v in asdict(config).items() if k != "micro_batch"}  # micro_batch only splits the work
+    recipe = {"mixture": list(tasks), "data_hashes": [t.data_hash for t in data], "model": backbone.name, **settings}
     for item in library.items(kind="prompt", task=name):
         if item.origin_id == origin_id and all(item.recipe.get(k) == v for k, v in recipe.items()):
             return item
     p0 = library.tensor(origin_id)
-    jobs = [PromptJob(load_task(t), p0, origin.origin or 0, mixture=name, label=t) for t in tasks]
+    jobs = [PromptJob(task, p0, origin.origin or 0, mixture=name, label=task.spec.name) for task in data]
     outcome = tune(backbone, jobs, config, on_progress, should_stop)
     if outcome.status != "done":
-        raise StudioError("the multi-task tuning was cancelled")
+        return None
     metrics = {f"validation_accuracy/{r.job.task.spec.name}": r.best_metrics.get("val_accuracy")
                for r in outcome.results}
     return library.add("prompt", outcome.results[0].best_prompt, origin.model,
@@ -359,6 +362,9 @@ def few_shot_inits(library: Library, origin_id: str, source_vector_ids: list[str
         item = library.get(multitask_id)
         if item.kind != "prompt":
             raise StudioError(f"{multitask_id} is a {item.kind}; the multi-task init must be a tuned prompt")
+        if item.origin_id != origin_id:
+            raise StudioError(f"{multitask_id} was tuned from another origin than {origin_id}: the starts must share "
+                              "the origin to be compared")
         inits[f"multi-task prompt: {item.task or item.name}"] = library.tensor(multitask_id)
     return inits
 

@@ -344,7 +344,7 @@ def _embedded_gguf(spec: BackboneSpec) -> Path:
             try:  # the package checks the file's sha256; a killed run leaves no half-written model behind
                 __import__(spec.module).assemble(str(partial), overwrite=True)
                 os.replace(partial, assembled)
-            except (OSError, ValueError) as error:
+            except (OSError, ValueError, ImportError) as error:
                 partial.unlink(missing_ok=True)
                 raise StudioError(f"could not assemble {spec.name} from its packages ({error}): reinstall "
                                   f"`{spec.package}` with --no-deps") from None

@@ -285,8 +285,9 @@ def tune(
             since = step - (histories[0][-1]["step"] if histories[0] else 0)
             scores = [m["val_loss"] if config.select_by == "loss" else -m["val_accuracy"] for m in validation]
             for members in mixtures:  # one prompt, one choice: the mean over the mixture's tasks
+                shared = sum(scores[k] for k in members) / len(members)
                 for j in members:
-                    scores[j] = sum(scores[k] for k in members) / len(members)
+                    scores[j] = shared
             for j, (metrics, score) in enumerate(zip(validation, scores)):
                 histories[j].append({"step": step, "train_loss": train_losses[j] / max(since, 1), **metrics})
                 if score < best_scores[j]:

@@ -9,7 +9,7 @@ from studio import StudioError
 from studio.analysis import few_shot_experiment, few_shot_inits, multitask_prompt
 from studio.backbones import load_backbone
 from studio.evaluation import evaluate
-from studio.jobs import run_tuning
+from studio.jobs import origin_item, run_tuning
 from studio.library import Library
 from studio.tasks import load_task
 from studio.tuning import TuneConfig
@@ -34,6 +34,9 @@ def test_multitask_prompt_is_tuned_once_and_reused(setup):
     assert set(item.metrics) == {"validation_accuracy/mr", "validation_accuracy/tweets"}
     assert not torch.equal(library.tensor(item.id), library.tensor(origin_id))
     assert multitask_prompt(library, tiny, origin_id, ["mr", "tweets"], SMALL).id == item.id
+    before = len(library.items())
+    assert multitask_prompt(library, tiny, origin_id, ["tweets", "mr"], SMALL, should_stop=lambda: True) is None
+    assert len(library.items()) == before  # a cancelled mixture stores nothing
     with pytest.raises(StudioError, match="at least two tasks"):
         multitask_prompt(library, tiny, origin_id, ["mr"], SMALL)
 
@@ -51,6 +54,9 @@ def test_few_shot_experiment_compares_every_init(setup):
     assert zero["accuracy"] == pytest.approx(expected.metrics["accuracy"])
     with pytest.raises(StudioError, match="must be a tuned prompt"):
         few_shot_inits(library, origin_id, vectors, origin_id)
+    other = origin_item(library, tiny, 1, 4)
+    with pytest.raises(StudioError, match="another origin"):
+        few_shot_inits(library, other.id, vectors, multitask.id)
 
 
 def test_similarity_table_refuses_an_unknown_order(setup):

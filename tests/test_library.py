@@ -214,8 +214,13 @@ def test_export_and_import_round_trip(tmp_path, tiny):
     before = len(target.items())
     with pytest.raises(StudioError, match="made for model another-model"):
         target.import_file(peft_dir, tiny)
-    (peft_dir / "studio_item.json").write_text("{not json")
-    with pytest.raises(StudioError, match="not valid JSON"):
+    for broken in ("{not json", "[]"):
+        (peft_dir / "studio_item.json").write_text(broken)
+        with pytest.raises(StudioError, match="studio_item.json in the adapter folder is not valid JSON"):
+            target.import_file(peft_dir, tiny)
+    (peft_dir / "studio_item.json").unlink()
+    (peft_dir / "adapter_config.json").write_text("[1, 2")
+    with pytest.raises(StudioError, match="adapter_config.json in adapter is not valid JSON"):
         target.import_file(peft_dir, tiny)
     assert len(target.items()) == before
 

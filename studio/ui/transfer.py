@@ -29,7 +29,7 @@ def cross_origin_tasks(state: AppState) -> list[str]:
     """Tasks with tuned (not combined) prompts on at least two origins for the current model."""
     origins: dict[str, set] = {}
     for item in state.library.items(kind="prompt", model=state.model_name):
-        if item.task and item.origin_id and "combination" not in item.recipe:
+        if item.task and item.origin_id and "combination" not in item.recipe and "mixture" not in item.recipe:
             origins.setdefault(item.task, set()).add(item.origin_id)
     return [task for task, found in origins.items() if len(found) >= 2]
 
@@ -119,8 +119,12 @@ def start_few_shot(state: AppState, target: str | None, sources: list[str] | Non
 
             mixture = TuneConfig(steps=multitask_steps, batch_size=batch_size, lr=lr,
                                  eval_every=max(1, multitask_steps // 4), val_limit=min(32, eval_limit))
-            multitask_id = analysis.multitask_prompt(state.library, state.backbone(), origin_id, source_tasks,
-                                                     mixture, mixture_progress, job.cancel.is_set).id
+            multitask = analysis.multitask_prompt(state.library, state.backbone(), origin_id, source_tasks,
+                                                  mixture, mixture_progress, job.cancel.is_set)
+            if multitask is None:  # cancelled while tuning it: nothing else ran
+                job.message = "cancelled while tuning the multi-task prompt"
+                return []
+            multitask_id = multitask.id
         rows = analysis.few_shot_experiment(state.library, state.backbone(), target, sources, origin_id, shots,
                                             config, progress, job.cancel.is_set, eval_limit,
                                             multitask_id=multitask_id)
