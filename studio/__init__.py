@@ -5,6 +5,7 @@ The data flows one way: ``tasks`` -> ``tuning`` -> ``library`` -> analysis (``pr
 """
 
 import os
+import threading
 
 # Offline by default: nothing in the studio should phone a hub or an analytics host unless a user asks.
 for _key, _value in {
@@ -16,6 +17,11 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 
 __version__ = "0.1.0"
+
+# transformers and PEFT import lazily, and a first import from two threads at once is not safe: the UI's model
+# warm-up thread and a first slider move raced into "cannot import name 'AutoModel' from 'transformers'". Loading
+# a model and importing PEFT both hold this lock.
+HEAVY_IMPORT_LOCK = threading.RLock()
 
 
 class StudioError(Exception):

@@ -14,14 +14,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from studio import StudioError
+from studio import HEAVY_IMPORT_LOCK, StudioError
 from studio.config import cache_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -251,7 +250,7 @@ def _pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
 
 # ---- loading -------------------------------------------------------------------------------------------
 _LOADED: dict[tuple[str, str, torch.dtype], Backbone] = {}
-_LOCK = threading.Lock()
+_LOCK = HEAVY_IMPORT_LOCK  # one model load at a time, and no PEFT import beside it
 
 
 def load_backbone(name: str = DEFAULT_MODEL, device: str | None = None, dtype: torch.dtype | None = None) -> Backbone:

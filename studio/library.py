@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from studio import StudioError
+from studio import HEAVY_IMPORT_LOCK, StudioError
 from studio.prompts import TaskPromptVector, check_prompt_tensor
 
 KINDS = ("origin", "prompt", "vector")
@@ -300,7 +300,8 @@ class Library:
 
     def export_peft(self, item_id: str, out_dir: str | Path, backbone) -> Path:
         """A PEFT prompt-tuning adapter folder that ``peft.PeftModel.from_pretrained`` loads on the same base."""
-        from peft import PromptTuningConfig, TaskType
+        with HEAVY_IMPORT_LOCK:  # see studio.HEAVY_IMPORT_LOCK
+            from peft import PromptTuningConfig, TaskType
 
         item = self.get(item_id)
         if item.kind == "vector":

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from studio import StudioError
+from studio import HEAVY_IMPORT_LOCK, StudioError
 
 TOP_K_VOCAB = 5000  # the reference's "Lester et al." heuristic: sample init tokens from the first 5,000 ids
 INIT_METHODS = ("top5000", "sample_vocab", "text", "normal")
@@ -118,7 +118,8 @@ class TaskPromptVector:
 
 # ---- merges: one registry, one signature --------------------------------------------------------------------
 def _peft_merge(name: str) -> Callable:
-    from peft.utils import merge_utils
+    with HEAVY_IMPORT_LOCK:  # a model may be loading on another thread (see studio.HEAVY_IMPORT_LOCK)
+        from peft.utils import merge_utils
 
     return getattr(merge_utils, name)
 
