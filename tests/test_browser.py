@@ -110,6 +110,11 @@ def test_walkthrough(page, app_url, artifacts):
     open_tab(page, "Library")
     page.get_by_text(new[0].id).locator("visible=true").first.wait_for()
     shot(page, artifacts, "08-library-after-tune")
+    # leave the shared app as the other tests expect it: only the prebuilt library's prompts
+    origin_id = new[0].origin_id
+    state.library.delete(new[0].id, cascade=True)
+    if state.library.get(origin_id).source == "user" and not state.library.dependents(origin_id):
+        state.library.delete(origin_id)
 
 
 def expect_text(page, selector: str, text: str, timeout_ms: int = 240_000) -> None:

@@ -20,10 +20,15 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
 
 
+def prebuilt_vectors(state):
+    """The prebuilt library's TPVs: what the panels are tested on, whatever other tests added to the user library."""
+    return [v for v in state.library.items(kind="vector", model=state.model_name) if v.source == "prebuilt"]
+
+
 @pytest.fixture(scope="module")
 def app(app_url):
     url, state = app_url
-    vectors = state.library.items(kind="vector", model=state.model_name)
+    vectors = prebuilt_vectors(state)
     if len({v.task for v in vectors}) < 2 or len({v.origin for v in vectors}) < 2:
         pytest.skip("needs a prebuilt library with two tasks on two origins (set STUDIO_PREBUILT)")
     return Client(url, verbose=False), state
@@ -33,7 +38,7 @@ def app(app_url):
 def pair(app):
     """An origin and two vectors of different tasks tuned from it."""
     _, state = app
-    vectors = state.library.items(kind="vector", model=state.model_name)
+    vectors = prebuilt_vectors(state)
     origin_id = vectors[0].origin_id
     chosen = {}
     for vector in vectors:
@@ -67,7 +72,7 @@ def arithmetic_args(origin_id, vector_ids, weights, tasks=(), limit=32, method="
 # ---- similarity ------------------------------------------------------------------------------------------------
 def test_similarity_heatmap_with_csv_export(app):
     client, state = app
-    ids = [v.id for v in state.library.items(kind="vector", model=state.model_name)]
+    ids = [v.id for v in prebuilt_vectors(state)]
     figure, summary, files = client.predict(ids, "vectors", "token_mean_cosine", "task", api_name="/similarity")
     heat = plot_data(figure)[0]
     assert heat["type"] == "heatmap" and len(values(heat["x"])) == len(ids)
@@ -92,7 +97,7 @@ def test_png_export_before_drawing_says_what_to_do(app):
 
 def test_similarity_rejects_too_few_items(app):
     client, state = app
-    one = state.library.items(kind="vector", model=state.model_name)[0].id
+    one = prebuilt_vectors(state)[0].id
     expect_error(client, [one], "vectors", "token_mean_cosine", "task", api_name="/similarity", match="at least two")
     expect_error(client, [], "vectors", "token_mean_cosine", "task", api_name="/similarity", match="at least two")
 
@@ -102,7 +107,7 @@ def test_map_pca_umap_2d_3d_and_fallback(app):
     from studio.projection import warm_umap
 
     client, state = app
-    ids = [v.id for v in state.library.items(kind="vector", model=state.model_name)]
+    ids = [v.id for v in prebuilt_vectors(state)]
     figure, note, files = client.predict(ids, "pca", 2, "task", "items", 0, api_name="/map")
     assert sum(len(values(trace["x"])) for trace in plot_data(figure)) == len(ids) and note.startswith("PCA")
     assert any(f.endswith(".csv") for f in files)

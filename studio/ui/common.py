@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio import StudioError
+from studio import HEAVY_IMPORT_LOCK, StudioError
 from studio.backbones import DEFAULT_MODEL, load_backbone
 from studio.jobs import JobRunner
 from studio.library import Library
@@ -39,8 +39,19 @@ class AppState:
         return load_backbone(self.model_name)
 
     def warm_up(self) -> None:
-        """Load the model in the background so the page is usable before the first evaluation needs it."""
-        self._warm = threading.Thread(target=self.backbone, daemon=True, name="warm-model")
+        """Load the model, PEFT's merges and scikit-learn's metrics in the background: the page is usable at once,
+        and the first slider move pays only for its own forward passes."""
+
+        def work() -> None:
+            try:
+                self.backbone()
+                with HEAVY_IMPORT_LOCK:
+                    import peft.utils.merge_utils  # noqa: F401
+                import sklearn.metrics  # noqa: F401
+            except Exception:  # the first real use reports the same problem with a clear message
+                pass
+
+        self._warm = threading.Thread(target=work, daemon=True, name="warm-model")
         self._warm.start()
 
 
