@@ -8,6 +8,7 @@ start-up and ``umap_ready`` tells the UI when it can stop showing PCA instead. F
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -96,6 +97,10 @@ def project(matrix: np.ndarray, method: str = "umap", dims: int = 2, seed: int =
 
 # ---- warm-up ---------------------------------------------------------------------------------------------------
 def _warm() -> None:
+    try:  # lowest CPU priority for this thread only (Linux): the JIT must not slow a live evaluation down
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
     try:
         started = time.time()
         rng = np.random.default_rng(0)

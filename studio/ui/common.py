@@ -44,15 +44,28 @@ class AppState:
 
         def work() -> None:
             try:
-                self.backbone()
+                backbone = self.backbone()
                 with HEAVY_IMPORT_LOCK:
                     import peft.utils.merge_utils  # noqa: F401
-                import sklearn.metrics  # noqa: F401
+                from studio.evaluation import evaluate
+                from studio.tasks import load_task
+
+                # one tiny real evaluation: the first forward pass of a process is several times slower than the next
+                evaluate(backbone, None, load_task("mr"), "validation", 4, keep_records=False)
             except Exception:  # the first real use reports the same problem with a clear message
                 pass
 
         self._warm = threading.Thread(target=work, daemon=True, name="warm-model")
         self._warm.start()
+
+    def after_warm_up(self, task: Callable[[], object]) -> None:
+        """Run ``task`` on a daemon thread once the model's warm-up is over (at once if there is none)."""
+        def work() -> None:
+            if self._warm is not None:
+                self._warm.join()
+            task()
+
+        threading.Thread(target=work, daemon=True, name="after-warm-up").start()
 
 
 def friendly(fn: Callable) -> Callable:
