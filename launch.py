@@ -19,8 +19,13 @@ def main() -> None:
     parser.add_argument("--library", default=None, help="your library folder (default: $STUDIO_HOME/library)")
     parser.add_argument("--model", default=None, help="model registry name, local folder or hub id")
     parser.add_argument("--no-prebuilt", action="store_true", help="do not attach the prebuilt library")
+    parser.add_argument("--serve-at-once", action="store_true",
+                        help="serve the page before the model is loaded (the first evaluation then waits for it)")
     args = parser.parse_args()
-    app, _ = create(args.library, args.model, prebuilt=not args.no_prebuilt)
+    app, state = create(args.library, args.model, prebuilt=not args.no_prebuilt)
+    if not args.serve_at_once:  # a few seconds more before the page, so that the first slider move answers at once
+        print("[studio] loading the model...", flush=True)
+        state.wait_warm_up(timeout=30)
     print(f"Prompt Arithmetic Studio on http://{args.host}:{args.port}", flush=True)
     app.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, share=False,
                                                  css=CSS, show_error=True)

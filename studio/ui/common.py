@@ -58,11 +58,15 @@ class AppState:
         self._warm = threading.Thread(target=work, daemon=True, name="warm-model")
         self._warm.start()
 
+    def wait_warm_up(self, timeout: float | None = None) -> None:
+        """Block until the warm-up is over (or ``timeout`` seconds passed)."""
+        if self._warm is not None:
+            self._warm.join(timeout)
+
     def after_warm_up(self, task: Callable[[], object]) -> None:
         """Run ``task`` on a daemon thread once the model's warm-up is over (at once if there is none)."""
         def work() -> None:
-            if self._warm is not None:
-                self._warm.join()
+            self.wait_warm_up()
             task()
 
         threading.Thread(target=work, daemon=True, name="after-warm-up").start()
