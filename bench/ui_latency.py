@@ -8,6 +8,7 @@ Prints JSON lines. Run from the repository root: `.venv/bin/python bench/ui_late
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -28,8 +29,6 @@ def free_port() -> int:
 
 
 def main() -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settle", type=float, default=0.0,
                         help="seconds to wait after the page is up before the first move (a person reading the "

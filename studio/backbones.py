@@ -250,7 +250,6 @@ def _pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
 
 # ---- loading -------------------------------------------------------------------------------------------
 _LOADED: dict[tuple[str, str, torch.dtype], Backbone] = {}
-_LOCK = HEAVY_IMPORT_LOCK  # one model load at a time, and no PEFT import beside it
 
 
 def load_backbone(name: str = DEFAULT_MODEL, device: str | None = None, dtype: torch.dtype | None = None) -> Backbone:
@@ -262,7 +261,7 @@ def load_backbone(name: str = DEFAULT_MODEL, device: str | None = None, dtype: t
     device = device or default_device()
     dtype = dtype or default_dtype(device)
     key = (name, device, dtype)
-    with _LOCK:
+    with HEAVY_IMPORT_LOCK:  # one model load at a time, and no PEFT import beside it
         if key not in _LOADED:
             model, tokenizer = _load_weights(name)
             _LOADED[key] = Backbone(name, model, tokenizer, device, dtype)

@@ -119,10 +119,10 @@ def finding_addition(library: Library, val_limit: int, test_limit: int, fresh: b
     from studio.analysis import coefficient_sweep, combine, weight_grid
     from studio.backbones import load_backbone
 
-    backbone = load_backbone()
     origins = sorted({i.origin for i in library.items(kind="origin") if i.source == "prebuilt"})
 
-    def compute() -> list[dict]:
+    def compute() -> list[dict]:  # the model is loaded only when the cached rows are missing
+        backbone = load_backbone()
         rows = []
         for a, b in PAIRS:
             for origin in origins:

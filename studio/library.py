@@ -340,12 +340,8 @@ class Library:
             config_path = path / "adapter_config.json"
             if not config_path.exists():
                 raise StudioError(f"{path} is not a PEFT adapter folder (no adapter_config.json)")
-            try:
-                config = json.loads(config_path.read_text())
-            except (OSError, ValueError):
-                config = None
-            if not isinstance(config, dict):
-                raise StudioError(f"{config_path.name} in {path.name} is not valid JSON: re-export the adapter")
+            config = _json_object(config_path, f"{config_path.name} in {path.name} is not valid JSON: re-export the "
+                                                "adapter")
             if config.get("peft_type") != "PROMPT_TUNING":
                 raise StudioError(f"{path.name} is a {config.get('peft_type')} adapter; only PROMPT_TUNING imports")
             tensor, metadata = read_prompt_file(path / "adapter_model.safetensors", backbone.hidden_size)
@@ -373,16 +369,22 @@ class Library:
                         recipe=recipe)
 
 
-def _studio_item(path: Path) -> dict:
-    """The studio's description of an exported item, if the folder has one; only plain strings are taken."""
-    if not path.exists():
-        return {}
+def _json_object(path: Path, problem: str) -> dict:
+    """A JSON object from a user's file, or a StudioError saying ``problem`` (unreadable, not JSON, not an object)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         data = None
     if not isinstance(data, dict):
-        raise StudioError(f"{path.name} in the adapter folder is not valid JSON: delete it or re-export")
+        raise StudioError(problem)
+    return data
+
+
+def _studio_item(path: Path) -> dict:
+    """The studio's description of an exported item, if the folder has one; only plain strings are taken."""
+    if not path.exists():
+        return {}
+    data = _json_object(path, f"{path.name} in the adapter folder is not valid JSON: delete it or re-export")
     keep = {k: data.get(k) for k in ("kind", "task", "name", "model") if isinstance(data.get(k), str) and data.get(k)}
     if keep.get("kind") == "vector":  # a PEFT adapter holds a whole prompt, never a difference of prompts
         keep.pop("kind")

@@ -39,8 +39,8 @@ class AppState:
         return load_backbone(self.model_name)
 
     def warm_up(self) -> None:
-        """Load the model, PEFT's merges and scikit-learn's metrics in the background: the page is usable at once,
-        and the first slider move pays only for its own forward passes."""
+        """Load the model and PEFT's merges, and run one tiny evaluation, on a background thread: the first slider
+        move then pays only for its own forward passes (`launch.py` serves the page once this is over)."""
 
         def work() -> None:
             try:

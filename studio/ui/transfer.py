@@ -93,13 +93,14 @@ def start_few_shot(state: AppState, target: str | None, sources: list[str] | Non
         raise StudioError("test on 1 to 2000 examples")
     config = TuneConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=max(1, steps // 2),
                         val_limit=min(32, eval_limit))
-    for source in sources:
-        if state.library.get(source).kind != "vector":
-            raise StudioError(f"{source} is not a task prompt vector")
+    source_items = [state.library.get(source) for source in sources]
+    for item in source_items:
+        if item.kind != "vector":
+            raise StudioError(f"{item.id} is not a task prompt vector")
     if state.library.get(origin_id).kind != "origin":
         raise StudioError(f"{origin_id} is not an origin")
     inits = analysis.few_shot_inits(state.library, origin_id, sources)  # shape and kind problems show now
-    source_tasks = list(dict.fromkeys(state.library.get(s).task for s in sources if state.library.get(s).task))
+    source_tasks = list(dict.fromkeys(item.task for item in source_items if item.task))
     if multitask_steps and len(source_tasks) < 2:
         raise StudioError("a multi-task prompt needs source TPVs of two or more tasks (or set its steps to 0)")
 
