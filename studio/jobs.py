@@ -19,10 +19,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
 from studio import StudioError
 from studio.backbones import Backbone
 from studio.config import cache_dir
-from studio.library import Item, Library
+from studio.library import Item, Library, content_id
 from studio.prompts import TaskPromptVector, make_origin
 from studio.tasks import TaskData
 from studio.tuning import PromptJob, TuneConfig, tune
@@ -35,7 +37,38 @@ def origin_item(library: Library, backbone: Backbone, seed: int, n_tokens: int, 
         return found
     tensor = make_origin(backbone, seed, n_tokens, init)
     return library.add("origin", tensor, backbone.name, name=f"origin {seed} ({n_tokens} tokens)", origin=seed,
-                       recipe={"init": init, "seed": seed, "n_tokens": n_tokens})
+                       recipe={"init": init, "seed": seed, "n_tokens": n_tokens},
+                       item_id=origin_id(backbone.name, seed, n_tokens, init), exist_ok=True)
+
+
+def _origin(library: Library, backbone: Backbone, seed: int, n_tokens: int, init: str) -> tuple[str, torch.Tensor]:
+    """The origin's id and tensor, from the library when it is there; made (not stored yet) otherwise."""
+    found = library.find_origin(backbone.name, seed, n_tokens, init)
+    if found:
+        return found.id, library.tensor(found.id)
+    return origin_id(backbone.name, seed, n_tokens, init), make_origin(backbone, seed, n_tokens, init)
+
+
+def _find(library: Library, item_id: str) -> Item | None:
+    try:
+        return library.get(item_id)
+    except StudioError:
+        return None
+
+
+def origin_id(model: str, seed: int, n_tokens: int, init: str = "top5000") -> str:
+    """The content id of an origin: the same (model, init, seed, length) is the same origin in every library."""
+    return content_id("origin", model, init, int(seed), int(n_tokens))
+
+
+def tuned_prompt_id(origin: str, task: TaskData, config: TuneConfig) -> str:
+    """The content id of a prompt tuned from ``origin`` on ``task`` with ``config`` (its vector: ``vector_id``)."""
+    settings = {k: v for k, v in asdict(config).items() if k != "micro_batch"}  # micro_batch only splits the work
+    return content_id("prompt", origin, task.spec.name, task.data_hash, settings)
+
+
+def vector_id(prompt_id: str) -> str:
+    return content_id("vector", prompt_id)
 
 
 def run_tuning(
@@ -50,18 +83,25 @@ def run_tuning(
     """
     if not tasks or not seeds:
         raise StudioError("choose at least one task and one origin seed")
-    origins = {seed: origin_item(library, backbone, seed, n_tokens, init) for seed in seeds}
-    jobs = [PromptJob(task, library.tensor(origins[seed].id), seed) for task in tasks for seed in seeds]
+    tasks = list({(t.spec.name, t.data_hash): t for t in tasks}.values())  # the same task twice is one task
+    seeds = list(dict.fromkeys(int(s) for s in seeds))
+    origins = {seed: _origin(library, backbone, seed, n_tokens, init) for seed in seeds}
+    wanted = [(task, seed, tuned_prompt_id(origins[seed][0], task, config)) for task in tasks for seed in seeds]
+    stored = {prompt_id: item for _, _, prompt_id in wanted if (item := _find(library, prompt_id))}
+    todo = [(task, seed) for task, seed, prompt_id in wanted if prompt_id not in stored]
+    if not todo:  # this exact job ran before: its results are in the library already
+        return [stored[prompt_id] for _, _, prompt_id in wanted], "done"
+    jobs = [PromptJob(task, origins[seed][1], seed) for task, seed in todo]
     own_checkpoint_dir = checkpoint_dir is None
     if checkpoint_dir is None:
-        key = repr((backbone.name, [(t.spec.name, t.data_hash) for t in tasks], seeds, n_tokens, init, asdict(config)))
+        key = repr((backbone.name, [(t.spec.name, t.data_hash, s) for t, s in todo], n_tokens, init, asdict(config)))
         checkpoint_dir = cache_dir("checkpoints") / hashlib.sha256(key.encode()).hexdigest()[:16]
     outcome = tune(backbone, jobs, config, on_progress, should_stop, checkpoint_dir)
     if outcome.status != "done" and not keep_partial:  # cancelled: the checkpoint stays for a resume
         return [], outcome.status
-    items = []
     for result in outcome.results:
         task, seed = result.job.task, result.job.origin_seed
+        origin = origin_item(library, backbone, seed, n_tokens, init)  # stored with the first result that uses it
         recipe = {"model": backbone.name, "task": task.spec.name, "data_hash": task.data_hash, "seed": seed,
                   "init": init, "n_tokens": n_tokens, **asdict(config), "best_step": result.best_step,
                   "steps_done": outcome.steps_done,
@@ -69,12 +109,18 @@ def run_tuning(
                   "seconds": round(outcome.seconds, 1), "history": result.history}
         metrics = {f"validation_{k[4:]}": v for k, v in result.best_metrics.items() if k.startswith("val_")}
         label = f"{name_prefix}{task.spec.name} / origin {seed}"
+        prompt_id = tuned_prompt_id(origin.id, task, config)
+        if outcome.steps_done < config.steps:  # a partial result is not the finished job's result
+            prompt_id = content_id("prompt", prompt_id, outcome.steps_done)
         prompt = library.add("prompt", result.best_prompt, backbone.name, name=label, task=task.spec.name,
-                             origin=seed, origin_id=origins[seed].id, recipe=recipe, metrics=metrics)
+                             origin=seed, origin_id=origin.id, recipe=recipe, metrics=metrics,
+                             item_id=prompt_id, exist_ok=True)
         vector = TaskPromptVector.between(result.best_prompt, result.job.origin, backbone.name)
         library.add("vector", vector.delta, backbone.name, name=f"TPV {label}", task=task.spec.name, origin=seed,
-                    origin_id=origins[seed].id, prompt_id=prompt.id, recipe={"from": prompt.id}, metrics=metrics)
-        items.append(prompt)
+                    origin_id=origin.id, prompt_id=prompt.id, recipe={"from": prompt.id}, metrics=metrics,
+                    item_id=vector_id(prompt_id), exist_ok=True)
+        stored[tuned_prompt_id(origin.id, task, config)] = prompt
+    items = [stored[prompt_id] for _, _, prompt_id in wanted]
     if own_checkpoint_dir:  # the job is in the library now
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     else:

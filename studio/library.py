@@ -10,6 +10,7 @@ User files are never unpickled: imports accept safetensors only and check key, s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -71,6 +72,16 @@ class Item:
         return asdict(self)
 
 
+def content_id(kind: str, *identity) -> str:
+    """A stable id from what makes an item what it is (model, seed, recipe, data...), not from when it was made:
+    rebuilding the prebuilt library or rerunning a job gives the same ids, so saved lineage never dangles and the
+    same result is never stored twice."""
+    if kind not in KINDS:
+        raise StudioError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{kind[0]}-{digest[:12]}"
+
+
 def _row_to_item(row: sqlite3.Row, source: str) -> Item:
     data = dict(row)
     data["recipe"] = json.loads(data["recipe"])
@@ -108,7 +119,7 @@ def read_prompt_file(path: str | Path, hidden_size: int | None = None) -> tuple[
 
 
 def _atomic_save(tensor: torch.Tensor, path: Path, metadata: dict[str, str]) -> None:
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.partial")  # unique: writers never share one
     save_file({TENSOR_KEY: tensor.detach().float().cpu().contiguous()}, str(partial), metadata=metadata)
     os.replace(partial, path)
 
@@ -210,7 +221,10 @@ class Library:
 
     def add(self, kind: str, tensor: torch.Tensor, model: str, *, name: str = "", task: str | None = None,
             origin: int | None = None, origin_id: str | None = None, prompt_id: str | None = None,
-            recipe: dict | None = None, metrics: dict | None = None, item_id: str | None = None) -> Item:
+            recipe: dict | None = None, metrics: dict | None = None, item_id: str | None = None,
+            exist_ok: bool = False) -> Item:
+        """Store a new item. With ``exist_ok``, an item that already has ``item_id`` (the same content id) is
+        returned as it is instead of raising: rerunning the same job stores nothing twice."""
         self._writable()
         if kind not in KINDS:
             raise StudioError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
@@ -219,7 +233,10 @@ class Library:
             if parent:
                 self.get(parent)
         item_id = item_id or f"{kind[0]}-{uuid.uuid4().hex[:8]}"
-        if any(lib._own(item_id) for lib in (self, *self.parents)):
+        existing = next((found for lib in (self, *self.parents) if (found := lib._own(item_id))), None)
+        if existing and exist_ok and existing.kind == kind:
+            return existing
+        if existing:
             raise StudioError(f"an item with id {item_id!r} already exists")
         item = Item(item_id, kind, name or item_id, model, task, origin, origin_id, prompt_id,
                     int(tensor.shape[0]), int(tensor.shape[1]), recipe or {}, metrics or {},
@@ -232,6 +249,10 @@ class Library:
                 record["recipe"], record["metrics"] = json.dumps(item.recipe), json.dumps(item.metrics)
                 db.execute(f"INSERT INTO items ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
                            list(record.values()))
+        except sqlite3.IntegrityError:  # another writer stored the same content id first: its file is this one
+            if exist_ok and (existing := self._own(item_id)) and existing.kind == kind:
+                return existing
+            raise StudioError(f"an item with id {item_id!r} already exists") from None
         except sqlite3.Error as error:
             path.unlink(missing_ok=True)
             raise StudioError(f"could not record {item_id} in the catalog: {error}") from error
