@@ -74,11 +74,10 @@ def build_library(out: Path, tasks: list[str], seeds: list[int], steps: int, bat
                 for vector in library.dependents(item.id):
                     if vector.kind == "vector":
                         library.update_metrics(vector.id, {f"test_{k}/{name}": v for k, v in result.metrics.items()})
-    library.export_catalog(out)
-    (out / "baselines.json").write_text(json.dumps(
+    library.export_catalog(out, extra_files={"baselines.json": json.dumps(
         {"model": backbone.name, "test_limit": test_limit, "template": baselines,
          "recipe": {"steps": steps, "batch_size": batch_size, "lr": lr, "n_tokens": n_tokens, "seeds": seeds}},
-        indent=1))
+        indent=1)})
     print(f"prebuilt library written to {out}")
     return out
 

@@ -48,16 +48,17 @@ def _seeds(text: str) -> list[int]:
         raise StudioError(f"--seeds takes comma-separated integers, got {text!r}") from None
 
 
-def _load_tasks(args) -> list:
+def _task(args, name: str):
+    """A task named on the command line: a CSV/JSONL file (read with the column options) or a task name."""
     from studio.tasks import load_file_task, load_task
 
-    tasks = []
-    for name in args.task:
-        if Path(name).suffix.lower() in (".csv", ".jsonl", ".json"):
-            tasks.append(load_file_task(name, args.text_column, args.label_column))
-        else:
-            tasks.append(load_task(name, args.hub_path))
-    return tasks
+    if Path(name).suffix.lower() in (".csv", ".jsonl", ".json"):
+        return load_file_task(name, args.text_column, args.label_column)
+    return load_task(name, args.hub_path)
+
+
+def _load_tasks(args) -> list:
+    return [_task(args, name) for name in args.task]
 
 
 def _progress_bar(total: int, desc: str):
@@ -79,7 +80,7 @@ def _progress_bar(total: int, desc: str):
 
 # ---- commands -------------------------------------------------------------------------------------------------
 def cmd_data(args) -> None:
-    from studio.tasks import fetch_bundled_data, list_tasks, load_file_task, load_task
+    from studio.tasks import fetch_bundled_data, list_tasks
 
     if args.action == "fetch":
         print(f"bundled corpora in {fetch_bundled_data(force=args.force)}")
@@ -90,10 +91,7 @@ def cmd_data(args) -> None:
     elif args.action == "preview":
         if not args.name:
             raise StudioError("data preview needs a task name or a file")
-        if Path(args.name).suffix.lower() in (".csv", ".jsonl", ".json"):
-            task = load_file_task(args.name, args.text_column, args.label_column)
-        else:
-            task = load_task(args.name, args.hub_path)
+        task = _task(args, args.name)
         rows = [{"label": task.spec.label_words[e.label], "input": e.body()} for e in task.split(args.split)[: args.n]]
         sizes = {s: len(task.split(s)) for s in ("train", "validation", "test")}
         _print(args, {"task": task.spec.name, "sizes": sizes, "labels": task.spec.label_words, "rows": rows},
@@ -133,11 +131,10 @@ def cmd_tune(args) -> None:
 
 def cmd_eval(args) -> None:
     from studio.evaluation import evaluate
-    from studio.tasks import load_task
 
     if not args.prompt and not args.template:
         raise StudioError("say what to evaluate: --prompt ID, or --template for the hand-written template alone")
-    task = load_task(args.task, args.hub_path)  # a wrong task name fails before the model loads
+    task = _task(args, args.task)  # a wrong task name or file fails before the model loads
     library, backbone = _library(args), _backbone(args)
     if args.prompt:
         item = library.get(args.prompt)
@@ -150,11 +147,12 @@ def cmd_eval(args) -> None:
         prompt = None
     result = evaluate(backbone, None if prompt is None else [prompt], task, args.split, args.limit)[0]
     if args.prompt and args.save:
-        library.update_metrics(args.prompt, {f"{args.split}_{k}/{args.task}": v for k, v in result.metrics.items()})
-    data = {"task": args.task, "split": args.split, "prompt": args.prompt, "metrics": result.metrics,
+        library.update_metrics(args.prompt, {f"{args.split}_{k}/{task.spec.name}": v
+                                             for k, v in result.metrics.items()})
+    data = {"task": task.spec.name, "split": args.split, "prompt": args.prompt, "metrics": result.metrics,
             "records": result.records}
     m = result.metrics
-    _print(args, data, f"{args.task} {args.split}: accuracy {m['accuracy']:.3f} +- {m['accuracy_se']:.3f}, "
+    _print(args, data, f"{task.spec.name} {args.split}: accuracy {m['accuracy']:.3f} +- {m['accuracy_se']:.3f}, "
                        f"macro-F1 {m['macro_f1']:.3f} (n={m['n']})")
 
 
@@ -243,9 +241,9 @@ def cmd_library(args) -> None:
         if not args.out:
             raise StudioError("library export needs --out")
         if args.format == "peft":
-            path = library.export_peft(args.id, args.out, _backbone(args))
+            path = library.export_peft(args.id, args.out, _backbone(args), overwrite=args.overwrite)
         else:
-            path = library.export_safetensors(args.id, args.out)
+            path = library.export_safetensors(args.id, args.out, overwrite=args.overwrite)
         print(f"wrote {path}")
     elif args.action == "import":
         item = library.import_file(args.id, _backbone(args), kind=args.kind or "prompt", task=args.task,
@@ -343,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.add_argument("--origin", help="import: the origin this prompt/vector belongs to")
     p.add_argument("--format", default="peft", choices=["peft", "safetensors"])
-    p.add_argument("--out")
+    p.add_argument("--out", help="export: a new file or folder (never an existing folder's contents)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="export: replace an existing file, or a folder that an earlier PEFT export wrote")
     p.add_argument("--cascade", action="store_true", help="delete: also delete items derived from it")
     p.add_argument("--yes", action="store_true", help="delete: confirm")
     p.set_defaults(run=cmd_library)

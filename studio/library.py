@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sqlite3
 import time
@@ -25,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from studio import HEAVY_IMPORT_LOCK, StudioError
+from studio.files import atomic_write, check_export_target, new_folder
 from studio.prompts import TaskPromptVector, check_prompt_tensor
 
 KINDS = ("origin", "prompt", "vector")
@@ -119,9 +119,23 @@ def read_prompt_file(path: str | Path, hidden_size: int | None = None) -> tuple[
 
 
 def _atomic_save(tensor: torch.Tensor, path: Path, metadata: dict[str, str]) -> None:
-    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.partial")  # unique: writers never share one
-    save_file({TENSOR_KEY: tensor.detach().float().cpu().contiguous()}, str(partial), metadata=metadata)
-    os.replace(partial, path)
+    data = {TENSOR_KEY: tensor.detach().float().cpu().contiguous()}
+    atomic_write(path, lambda partial: save_file(data, str(partial), metadata=metadata))
+
+
+CATALOG_EXPORT_FILES = {"catalog.json", "items", "baselines.json", "views.json"}
+PEFT_EXPORT_FILES = {"adapter_config.json", "adapter_model.safetensors", "studio_item.json", "README.md"}
+
+
+def _is_catalog_export(folder: Path) -> bool:
+    """A folder ``export_catalog`` wrote (and may replace): its files and nothing else."""
+    names = {p.name for p in folder.iterdir()}
+    return "catalog.json" in names and names <= CATALOG_EXPORT_FILES
+
+
+def _is_peft_export(folder: Path) -> bool:
+    names = {p.name for p in folder.iterdir()}
+    return "studio_item.json" in names and names <= PEFT_EXPORT_FILES
 
 
 class Library:
@@ -297,30 +311,48 @@ class Library:
         return deleted + [item_id]
 
     # ---- export / import ---------------------------------------------------------------------------------
-    def export_catalog(self, folder: str | Path) -> Path:
-        """Write this library as a read-only folder (catalog.json + items), e.g. the prebuilt library."""
+    def _library_roots(self) -> list[Path]:
+        return [library.root for library in (self, *self.parents)]
+
+    def export_catalog(self, folder: str | Path, extra_files: dict[str, str] | None = None) -> Path:
+        """Write this library as a read-only folder (catalog.json + items), e.g. the prebuilt library.
+
+        ``folder`` must be new, empty, or an earlier catalog export (which is replaced whole, never merged).
+        ``extra_files`` (name -> text) go in beside the catalog, e.g. baselines.json."""
         folder = Path(folder)
-        partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        (partial / "items").mkdir(parents=True)
-        records = []
-        for item in self.items():
-            shutil.copy2(self.path_of(item), partial / item.file)
-            records.append({k: v for k, v in item.to_json().items() if k != "source"})
-        (partial / "catalog.json").write_text(json.dumps(records, indent=1))
-        shutil.rmtree(folder, ignore_errors=True)
-        partial.rename(folder)
+        check_export_target(folder, self._library_roots(), _is_catalog_export, overwrite=True)
+        try:
+            with new_folder(folder) as partial:
+                (partial / "items").mkdir()
+                records = []
+                for item in self.items():
+                    shutil.copy2(self.path_of(item), partial / item.file)
+                    records.append({k: v for k, v in item.to_json().items() if k != "source"})
+                (partial / "catalog.json").write_text(json.dumps(records, indent=1))
+                for name, text in (extra_files or {}).items():
+                    (partial / name).write_text(text)
+        except OSError as error:
+            raise StudioError(f"could not write {folder}: {error.strerror or error}") from None
         return folder
 
-    def export_safetensors(self, item_id: str, path: str | Path) -> Path:
+    def export_safetensors(self, item_id: str, path: str | Path, overwrite: bool = False) -> Path:
         item = self.get(item_id)
         path = Path(path)
-        _atomic_save(self.tensor(item_id), path, {"kind": item.kind, "model": item.model, "task": item.task or "",
-                                                  "studio_id": item.id, "recipe": json.dumps(item.recipe)})
+        check_export_target(path, self._library_roots(), overwrite=overwrite)
+        try:
+            _atomic_save(self.tensor(item_id), path, {"kind": item.kind, "model": item.model,
+                                                      "task": item.task or "", "studio_id": item.id,
+                                                      "recipe": json.dumps(item.recipe)})
+        except OSError as error:
+            raise StudioError(f"could not write {path}: {error.strerror or error}") from None
         return path
 
-    def export_peft(self, item_id: str, out_dir: str | Path, backbone) -> Path:
-        """A PEFT prompt-tuning adapter folder that ``peft.PeftModel.from_pretrained`` loads on the same base."""
+    def export_peft(self, item_id: str, out_dir: str | Path, backbone, overwrite: bool = False) -> Path:
+        """A PEFT prompt-tuning adapter folder that ``peft.PeftModel.from_pretrained`` loads on the same base.
+
+        ``out_dir`` must be new or empty; with ``overwrite``, an earlier adapter export is replaced."""
+        out_dir = Path(out_dir)
+        check_export_target(out_dir, self._library_roots(), _is_peft_export, overwrite=overwrite)
         with HEAVY_IMPORT_LOCK:  # see studio.HEAVY_IMPORT_LOCK
             from peft import PromptTuningConfig, TaskType
 
@@ -340,15 +372,15 @@ class Library:
             num_layers=getattr(config, "num_hidden_layers", getattr(config, "num_layers", 1)),
             base_model_name_or_path=base, inference_mode=True,
         )
-        out_dir = Path(out_dir)
-        partial = out_dir.with_name(out_dir.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        peft_config.save_pretrained(str(partial))
-        save_file({PEFT_KEY: self.tensor(item_id).contiguous()}, str(partial / "adapter_model.safetensors"),
-                  metadata={"format": "pt", "studio_id": item.id, "task": item.task or ""})
-        (partial / "studio_item.json").write_text(json.dumps(item.to_json(), indent=1))
-        shutil.rmtree(out_dir, ignore_errors=True)
-        partial.rename(out_dir)
+        tensor = self.tensor(item_id).contiguous()
+        try:
+            with new_folder(out_dir) as partial:
+                peft_config.save_pretrained(str(partial))
+                save_file({PEFT_KEY: tensor}, str(partial / "adapter_model.safetensors"),
+                          metadata={"format": "pt", "studio_id": item.id, "task": item.task or ""})
+                (partial / "studio_item.json").write_text(json.dumps(item.to_json(), indent=1))
+        except OSError as error:
+            raise StudioError(f"could not write {out_dir}: {error.strerror or error}") from None
         return out_dir
 
     def import_file(self, path: str | Path, backbone, *, kind: str = "prompt", task: str | None = None,

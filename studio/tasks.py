@@ -296,17 +296,49 @@ def list_tasks() -> list[TaskSpec]:
     return [t.spec for t in BUNDLED_TASKS.values()] + [t.spec for t in HUB_TASKS.values()]
 
 
+# Tasks made from a user's own file: registered when the file is loaded (uploaded in the UI, named on the command
+# line), then known by name like any other task. A task name is never read as a path: a name typed into the UI
+# cannot reach a file on the server, and no error tells whether some path exists.
+_REGISTERED: dict[str, TaskData] = {}
+MAX_TASK_NAME = 80
+
+
+def register_task(task: TaskData) -> TaskData:
+    """Make a file task loadable by its name (``load_task``); a name of a bundled or hub task is refused."""
+    name = task.spec.name
+    if name in BUNDLED_TASKS or name in HUB_TASKS:
+        raise StudioError(f"{name!r} is the name of a built-in task: give your file another task name")
+    _REGISTERED[name] = task
+    return task
+
+
 def task_spec(name: str) -> TaskSpec:
     if name in BUNDLED_TASKS:
         return BUNDLED_TASKS[name].spec
     if name in HUB_TASKS:
         return HUB_TASKS[name].spec
-    raise StudioError(f"unknown task {name!r}: run `studio data list` to see the tasks, or pass a CSV/JSONL file")
+    if name in _REGISTERED:
+        return _REGISTERED[name].spec
+    shown = name if len(name) <= MAX_TASK_NAME and name.isprintable() else repr(name[:MAX_TASK_NAME]) + "..."
+    raise StudioError(f"unknown task {shown!r}: run `studio data list` to see the tasks; your own data comes in as "
+                      "an uploaded CSV/JSONL file (Tune tab) or a file named with --task on the command line")
+
+
+def load_task(name: str, hub_path: str | None = None) -> TaskData:
+    """A task by name: bundled, Hugging Face (``hub_path``: a local copy of the dataset folder), or a file task
+    registered in this process. Never a path: files come in through ``load_file_task``."""
+    if name in _REGISTERED and name not in BUNDLED_TASKS and name not in HUB_TASKS:
+        return _REGISTERED[name]
+    return _load_named_task(name, hub_path)
+
+
+def clear_task_cache() -> None:
+    """Forget loaded named tasks (they are cached: reading and splitting a corpus takes a while)."""
+    _load_named_task.cache_clear()
 
 
 @functools.lru_cache(maxsize=32)
-def load_task(name: str, hub_path: str | None = None) -> TaskData:
-    """Load a bundled or Hugging Face task by name (``hub_path``: a local copy of the dataset folder)."""
+def _load_named_task(name: str, hub_path: str | None) -> TaskData:
     if name in BUNDLED_TASKS:
         task = BUNDLED_TASKS[name]
         spec = task.spec
@@ -314,8 +346,6 @@ def load_task(name: str, hub_path: str | None = None) -> TaskData:
         return _task_data(spec, *_split(_dedupe(examples)))
     if name in HUB_TASKS:
         return _load_hub_task(HUB_TASKS[name], hub_path)
-    if Path(name).exists():
-        return load_file_task(name)
     task_spec(name)  # raises the helpful error
     raise AssertionError  # pragma: no cover
 
@@ -411,6 +441,8 @@ def load_file_task(
     if len(set(raw_labels)) < 2:
         raise StudioError(f"{path.name}: every row has the label {raw_labels[0]!r}; a task needs at least 2 labels")
     task_name = name or f"file:{path.stem}"
+    if len(task_name) > MAX_TASK_NAME or not task_name.isprintable():
+        raise StudioError(f"a task name must be printable and at most {MAX_TASK_NAME} characters")
     spec = TaskSpec(
         task_name, path.stem, "custom",
         instruction or f"Classify this text as one of: {', '.join(label_words)}.",
@@ -422,7 +454,7 @@ def load_file_task(
     ]
     if len(examples) < 10:
         raise StudioError(f"{path.name} has only {len(examples)} rows: a task needs at least 10 to split")
-    return _task_data(spec, *_split(examples))
+    return register_task(_task_data(spec, *_split(examples)))
 
 
 def _read_records(path: Path) -> list[tuple[int, dict]]:

@@ -369,3 +369,51 @@ def test_two_submodule_peft_adapter_keeps_encoder_half(tmp_path, tiny):
     item = library.import_file(folder, tiny)
     assert item.n_tokens == 3
     torch.testing.assert_close(library.tensor(item.id), both[:3])
+
+
+# ---- exports never delete what they did not write -------------------------------------------------------------
+def test_exports_refuse_targets_that_would_lose_data(tmp_path, tiny):
+    library = Library(tmp_path / "lib")
+    prompt = library.add("prompt", rand(seed=3), tiny.name, task="mr")
+    before = snapshot(library)
+    precious = tmp_path / "documents"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    with pytest.raises(StudioError, match="not empty"):
+        library.export_peft(prompt.id, precious, tiny)
+    with pytest.raises(StudioError, match="not empty"):
+        library.export_peft(prompt.id, precious, tiny, overwrite=True)  # not an earlier export: never replaced
+    with pytest.raises(StudioError, match="not empty"):
+        library.export_catalog(precious)
+    with pytest.raises(StudioError, match="library folder"):
+        library.export_peft(prompt.id, library.root, tiny)
+    with pytest.raises(StudioError, match="library folder"):
+        library.export_peft(prompt.id, library.root / "items" / "x", tiny)
+    with pytest.raises(StudioError, match="library folder"):
+        library.export_catalog(tmp_path)  # the library lies inside it
+    with pytest.raises(StudioError, match="does not exist"):
+        library.export_peft(prompt.id, tmp_path / "missing" / "adapter", tiny)
+    file_target = tmp_path / "note.safetensors"
+    file_target.write_text("mine")
+    with pytest.raises(StudioError, match="exists"):
+        library.export_safetensors(prompt.id, file_target)
+    with pytest.raises(StudioError, match="is a file"):
+        library.export_peft(prompt.id, file_target, tiny, overwrite=True)
+    assert (precious / "thesis.txt").read_text() == "years of work" and sorted(precious.iterdir()) == [
+        precious / "thesis.txt"]
+    assert file_target.read_text() == "mine"
+    assert snapshot(library) == before
+    assert not [p for p in tmp_path.rglob("*") if "partial" in p.name]
+    # what the studio wrote itself can be replaced on request, and an empty folder is a fine target
+    adapter = library.export_peft(prompt.id, tmp_path / "adapter", tiny)
+    with pytest.raises(StudioError, match="not empty"):
+        library.export_peft(prompt.id, adapter, tiny)
+    assert library.export_peft(prompt.id, adapter, tiny, overwrite=True) == adapter
+    (tmp_path / "empty").mkdir()
+    assert (library.export_peft(prompt.id, tmp_path / "empty", tiny) / "adapter_model.safetensors").is_file()
+    assert library.export_safetensors(prompt.id, file_target, overwrite=True) == file_target
+    torch.testing.assert_close(read_prompt_file(file_target)[0], rand(seed=3))
+    exported = library.export_catalog(tmp_path / "catalog")
+    assert library.export_catalog(exported) == exported  # an earlier catalog export is replaced whole
+    assert json.loads((exported / "catalog.json").read_text())[0]["id"] == prompt.id
+    assert not [p for p in tmp_path.rglob("*") if "partial" in p.name]

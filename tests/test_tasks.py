@@ -9,7 +9,15 @@ from collections import Counter
 import pytest
 
 from studio import StudioError
-from studio.tasks import BUNDLED_TASKS, HUB_TASKS, list_tasks, load_file_task, load_task, task_spec
+from studio.tasks import (
+    BUNDLED_TASKS,
+    HUB_TASKS,
+    clear_task_cache,
+    list_tasks,
+    load_file_task,
+    load_task,
+    task_spec,
+)
 
 
 # ---- bundled -----------------------------------------------------------------------------------------------------
@@ -33,7 +41,7 @@ def test_bundled_task_loads_with_nonempty_splits_and_label_words(name):
 
 def test_bundled_splits_are_deterministic():
     first = load_task("mr")
-    load_task.cache_clear()
+    clear_task_cache()
     second = load_task("mr")
     assert first is not second
     assert first.data_hash == second.data_hash and len(first.data_hash) == 16
@@ -110,7 +118,8 @@ def test_hub_task_from_local_dataset_folder(tmp_path):
     example = next(e for e in data.train if e.fields[0][1] == train[3]["sentence"])
     assert example.fields == (("sentence", train[3]["sentence"]),) and example.label == 1
     assert example.body() == f"sentence: {train[3]['sentence']}"
-    again = load_task.__wrapped__("sst2", hub_path=str(folder))
+    clear_task_cache()
+    again = load_task("sst2", hub_path=str(folder))
     assert again.data_hash == data.data_hash
 
 
@@ -146,8 +155,15 @@ def test_csv_file_task(tmp_path):
     assert load_file_task(path).data_hash == data.data_hash
     # explicit label words fix their order
     assert load_file_task(path, label_words=["yes", "no"]).spec.label_words == ("yes", "no")
-    # load_task accepts a path too
-    assert load_task(str(path)).data_hash == data.data_hash
+    # once loaded, the file task is known by its name (the latest load of that name); its path is never a name
+    assert load_task("file:mine").spec.label_words == ("yes", "no")
+    assert load_file_task(path) and load_task("file:mine").data_hash == data.data_hash
+    with pytest.raises(StudioError, match="unknown task") as existing:
+        load_task(str(path))
+    with pytest.raises(StudioError, match="unknown task") as missing:
+        load_task(str(tmp_path / "absent.csv"))
+    # the message does not tell whether a path exists
+    assert str(existing.value).replace(str(path), "X") == str(missing.value).replace(str(tmp_path / "absent.csv"), "X")
 
 
 def test_csv_with_several_text_columns(tmp_path):

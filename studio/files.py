@@ -1,0 +1,103 @@
+"""Writing files so that nothing is half-written and nothing is lost.
+
+Every file the studio writes goes through ``atomic_write``: the content is written under a temporary name beside
+the target and renamed over it in one step, so a crash or a kill leaves either the old file or the new one. Folders
+(a PEFT adapter, an exported library) are built the same way with ``new_folder``. An export never deletes what it
+did not write: its target must be new, an empty folder, or a folder the studio wrote earlier of the same kind.
+Temporary names end in ``PARTIAL_SUFFIX``, so ``sweep_partials`` can remove what a killed writer left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from studio import StudioError
+
+PARTIAL_SUFFIX = ".studio-partial"
+
+
+def partial_name(path: Path) -> Path:
+    """A unique temporary name beside ``path`` (unique, so two writers never share one)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(temporary_path)``, then rename the result over ``path``; on any failure remove the temporary."""
+    path = Path(path)
+    partial = partial_name(path)
+    try:
+        write(partial)
+        os.replace(partial, path)
+    except BaseException:
+        _remove(partial)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda partial: partial.write_text(text, encoding="utf-8"))
+
+
+def check_export_target(target: Path, protected: Sequence[Path] = (), replaceable: Callable[[Path], bool] | None = None,
+                        overwrite: bool = False) -> None:
+    """Refuse a target that would lose data: inside a library folder, an existing non-empty folder the studio did
+    not write, an existing file (unless ``overwrite``), or a place that cannot be written."""
+    resolved = target.expanduser().resolve()
+    for folder in protected:
+        folder = Path(folder).expanduser().resolve()
+        if resolved == folder or folder in resolved.parents or resolved in folder.parents:
+            raise StudioError(f"{target} is inside or around the library folder {folder}: export somewhere else")
+    if not resolved.parent.is_dir():
+        raise StudioError(f"folder {target.parent} does not exist: create it first, or choose another place")
+    if not os.access(resolved.parent, os.W_OK):
+        raise StudioError(f"folder {target.parent} is not writable: choose another place")
+    if resolved.is_dir():
+        if any(resolved.iterdir()) and not (overwrite and replaceable and replaceable(resolved)):
+            hint = " (add --overwrite to replace an earlier export of the same kind)" if replaceable else ""
+            raise StudioError(f"{target} is a folder that is not empty: export to a new name{hint}")
+    elif resolved.exists():
+        if replaceable is not None:
+            raise StudioError(f"{target} is a file: this export writes a folder, choose a new name")
+        if not overwrite:
+            raise StudioError(f"{target} exists: choose a new name, or add --overwrite to replace it")
+
+
+@contextmanager
+def new_folder(target: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target`` to fill; on success it replaces ``target`` (which was checked
+    with ``check_export_target``: missing, empty, or an earlier export of the same kind)."""
+    partial = partial_name(target)
+    partial.mkdir()
+    try:
+        yield partial
+        if target.is_dir():
+            old = partial_name(target)
+            target.rename(old)  # moved aside, removed only once the new folder is in place
+            partial.rename(target)
+            shutil.rmtree(old)
+        else:
+            partial.rename(target)
+    except BaseException:
+        _remove(partial)
+        raise
+
+
+def sweep_partials(folder: Path) -> list[Path]:
+    """Remove the temporaries a killed writer left in ``folder`` (only names this module makes)."""
+    removed = []
+    for path in folder.glob(f".*{PARTIAL_SUFFIX}"):
+        _remove(path)
+        removed.append(path)
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
