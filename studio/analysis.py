@@ -15,7 +15,7 @@ from studio import StudioError
 from studio.backbones import Backbone
 from studio.evaluation import evaluate
 from studio.library import Item, Library
-from studio.prompts import merge, similarity_matrix
+from studio.prompts import merge, scale_ratio, similarity_matrix
 from studio.tasks import load_task
 
 
@@ -91,31 +91,48 @@ def combine(library: Library, origin_id: str, vector_ids: list[str], weights: li
     return prompt, recipe
 
 
+def is_single_task_prompt(item: Item) -> bool:
+    """A prompt tuned on one task from an origin: not a combination from the Arithmetic tab, not a mixture."""
+    return (item.kind == "prompt" and bool(item.origin_id) and "combination" not in item.recipe
+            and "mixture" not in item.recipe)
+
+
+def tuned_prompts_by_origin(library: Library, model: str, task: str) -> dict[str, Item]:
+    """The tuned prompt per origin id that a cross-origin table uses for ``task``: the first stored per origin."""
+    by_origin: dict[str, Item] = {}
+    for prompt in library.items(kind="prompt", model=model, task=task):
+        if is_single_task_prompt(prompt):
+            by_origin.setdefault(prompt.origin_id, prompt)
+    return by_origin
+
+
 def cross_origin_table(library: Library, backbone: Backbone, tasks: list[str], split: str = "test",
                        limit: int | None = 200) -> list[dict]:
-    """For each task and each ordered origin pair (A, B): accuracy of P0(A) + tau(B) vs A's own tuned prompt."""
+    """For each task and each ordered origin pair (A, B): accuracy of P0(A) + tau(B) vs A's own tuned prompt.
+
+    Each row also carries ``tau_ratio`` = |tau(B)| / |P0(B)|: how far tuning moved the prompt from its own origin,
+    the quantity that decides whether a TPV transfers on a small model (docs/findings.md)."""
     rows = []
     for task_name in tasks:
-        prompts = [i for i in library.items(kind="prompt", model=backbone.name, task=task_name)
-                   if i.origin_id and "combination" not in i.recipe and "mixture" not in i.recipe]
-        by_origin = {}
-        for prompt in prompts:  # the first (oldest) tuned prompt per origin
-            by_origin.setdefault(prompt.origin_id, prompt)
+        by_origin = tuned_prompts_by_origin(library, backbone.name, task_name)
         if len(by_origin) < 2:
             raise StudioError(f"task {task_name!r} needs tuned prompts on at least two origins for a cross-origin table")
         task = load_task(task_name)
+        vectors = {origin: library.vector(prompt.id).delta for origin, prompt in by_origin.items()}
+        ratios = {origin: scale_ratio(vectors[origin], library.tensor(origin)) for origin in by_origin}
         pairs, tensors = [], []
         for a_origin, a_prompt in by_origin.items():
             pairs.append((a_origin, a_origin))
             tensors.append(library.tensor(a_prompt.id))
-            for b_origin, b_prompt in by_origin.items():
+            for b_origin in by_origin:
                 if b_origin != a_origin:
                     pairs.append((a_origin, b_origin))
-                    tensors.append(library.tensor(a_origin) + library.vector(b_prompt.id).delta)
+                    tensors.append(library.tensor(a_origin) + vectors[b_origin])
         results = evaluate(backbone, tensors, task, split, limit, keep_records=False)
         for (a, b), result in zip(pairs, results):
             rows.append({"task": task_name, "origin": library.get(a).origin, "vector_from": library.get(b).origin,
-                         "own": a == b, **{k: result.metrics[k] for k in ("accuracy", "macro_f1", "n")}})
+                         "own": a == b, "prompt_id": by_origin[b].id, "tau_ratio": ratios[b],
+                         **{k: result.metrics[k] for k in ("accuracy", "macro_f1", "n")}})
     return rows
 
 
@@ -151,9 +168,10 @@ def _metrics_summary(metrics: dict) -> str:
 
 
 def map_points(library: Library, ids: list[str], method: str = "umap", dims: int = 2, seed: int = 0,
-               per_token: bool = False) -> MapPoints:
+               per_token: bool = False, stored: list[list[float]] | None = None) -> MapPoints:
     """Project items (vectors as tau, prompts and origins as P) to 2-D or 3-D: one point per item (flattened
-    matrix) or, with ``per_token``, one point per virtual token."""
+    matrix) or, with ``per_token``, one point per virtual token. ``stored``: coordinates computed earlier for
+    exactly these points (``studio.views``), used instead of projecting again."""
     from studio.projection import project
 
     if not ids:
@@ -175,6 +193,10 @@ def map_points(library: Library, ids: list[str], method: str = "umap", dims: int
                               "or use the per-token view")
         matrix = torch.stack([t.float().flatten() for t in tensors]).numpy()
         records = [_point_record(item, None) for item in items]
+    if stored is not None and np.shape(stored) == (len(records), dims):
+        name = "UMAP" if method == "umap" else "PCA"
+        return MapPoints(np.asarray(stored, dtype=np.float64), records,
+                         f"{name} of {len(records)} points (seed {seed}), stored with the prebuilt library")
     coords, note = project(matrix, method, dims, seed)
     return MapPoints(coords, records, note)
 
@@ -298,9 +320,12 @@ def cross_origin_summary(rows: list[dict], metric: str = "accuracy") -> list[dic
     for task_name in dict.fromkeys(row["task"] for row in rows):
         own = [row[metric] for row in rows if row["task"] == task_name and row["own"]]
         other = [row[metric] for row in rows if row["task"] == task_name and not row["own"]]
+        ratios = [row["tau_ratio"] for row in rows if row["task"] == task_name and "tau_ratio" in row]
         summary.append({"task": task_name, "own_mean": float(np.mean(own)), "own_std": float(np.std(own)),
                         "other_mean": float(np.mean(other)) if other else float("nan"),
                         "other_std": float(np.std(other)) if other else float("nan"),
+                        "gap": float(np.mean(own) - np.mean(other)) if other else float("nan"),
+                        "tau_ratio": float(np.mean(ratios)) if ratios else float("nan"),
                         "n_own": len(own), "n_other": len(other)})
     return summary
 

@@ -2,7 +2,8 @@
 
 Resumable: the working library lives in ``$STUDIO_HOME/build``; prompts already there are kept, the tuning job
 checkpoints as it goes, and rerunning the command picks up where it stopped. Test metrics of the template alone,
-each origin and each tuned prompt are stored with the items (and the template's in ``baselines.json``).
+each origin and each tuned prompt are stored with the items (and the template's in ``baselines.json``); the views
+the tabs show on first open are computed last (``studio.views``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from tqdm import tqdm
 from studio.backbones import load_backbone
 from studio.config import studio_home
 from studio.evaluation import evaluate
+from studio.files import atomic_write_text
 from studio.jobs import origin_item, run_tuning
 from studio.library import Library
 from studio.tasks import load_task
 from studio.tuning import TuneConfig
+from studio.views import compute_views, save_views
 
 
 def build_library(out: Path, tasks: list[str], seeds: list[int], steps: int, batch_size: int, lr: float,
@@ -63,7 +66,7 @@ def build_library(out: Path, tasks: list[str], seeds: list[int], steps: int, bat
         key = f"test_accuracy/{name}"
         if name not in baselines:
             baselines[name] = evaluate(backbone, None, task, "test", test_limit, keep_records=False)[0].metrics
-            baselines_path.write_text(json.dumps(baselines, indent=1))
+            atomic_write_text(baselines_path, json.dumps(baselines, indent=1))
         prompts = [i for i in library.items(kind="prompt", task=name) if i.origin in seeds]
         todo = [i for i in origins + prompts if key not in i.metrics]
         if todo:
@@ -78,6 +81,8 @@ def build_library(out: Path, tasks: list[str], seeds: list[int], steps: int, bat
         {"model": backbone.name, "test_limit": test_limit, "template": baselines,
          "recipe": {"steps": steps, "batch_size": batch_size, "lr": lr, "n_tokens": n_tokens, "seeds": seeds}},
         indent=1)})
+    print("computing the views shown on first open (cross-origin table, sweep, map)...", file=sys.stderr)
+    save_views(out, compute_views(Library(out, read_only=True), backbone))
     print(f"prebuilt library written to {out}")
     return out
 

@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build-library", parents=[common], help="(re)build the prebuilt library in assets/ (resumable)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "assets" / "library"))
-    p.add_argument("--tasks", default="mr,tweets,bbc,uncertainty,reviews-nl,reviews-fr")
+    p.add_argument("--tasks", default="mr,tweets,bbc,uncertainty,reviews-nl")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=None, help="default: the model's recipe (150 for SmolLM2)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the model's recipe")

@@ -8,15 +8,22 @@ interrupted run picks up where it stopped; ``--fresh`` recomputes.
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from statistics import mean, pstdev
 
 import numpy as np
+import plotly.graph_objects as go
+from torch import Tensor
 
+from studio import StudioError
 from studio.config import REPO_ROOT, studio_home
-from studio.library import Library, open_library
+from studio.library import Item, Library, open_library
+from studio.prompts import scale_ratio  # ||tau|| / ||P0||; re-exported: the transfer finding's measure
 
 DOCS = REPO_ROOT / "docs"
 
@@ -198,18 +205,251 @@ def finding_fewshot(library: Library, target: str, sources: tuple[str, ...], sho
     return "\n".join(lines), rows
 
 
+# ---- 6. when does a TPV transfer? -----------------------------------------------------------------------------------
+# A TPV moved onto another origin lands where that origin decides when ||tau|| is small next to ||P0||
+# (scale_ratio): the gap chart tests that across libraries, the scaling experiment by scaling tau or P0.
+SCALING_COEFFICIENTS = (0.25, 0.5, 1.0, 1.5)
+ORIGIN_SCALES = (0.5, 1.0, 1.5)
+
+
+def _origin_prompts(library: Library, task: str, model: str | None = None) -> list[Item]:
+    """The first prebuilt tuned prompt per origin (the ones cross_origin_table picks), in origin-seed order."""
+    from studio.analysis import is_single_task_prompt
+
+    by_origin: dict[str, Item] = {}
+    for item in library.items(kind="prompt", model=model, task=task):
+        if item.source == "prebuilt" and is_single_task_prompt(item):
+            by_origin.setdefault(item.origin_id, item)
+    return sorted(by_origin.values(), key=lambda item: (-1 if item.origin is None else item.origin, item.origin_id))
+
+
+def tpv_geometry(library: Library, tasks: list[str]) -> list[dict]:
+    """One row per prebuilt tuned prompt: ||tau||, ||P0|| and their ratio (cheap: no model)."""
+    rows = []
+    for task in tasks:
+        for prompt in _origin_prompts(library, task):
+            tau, origin = library.vector(prompt.id).delta, library.tensor(prompt.origin_id)
+            rows.append({"task": task, "origin": prompt.origin, "prompt_id": prompt.id,
+                         "tau_norm": float(tau.norm()), "origin_norm": float(origin.norm()),
+                         "ratio": scale_ratio(tau, origin)})
+    return rows
+
+
+def geometry_by_task(geometry: list[dict]) -> list[dict]:
+    """Per task, the mean of tpv_geometry's norms and ratio over its origins."""
+    summary = []
+    for task in dict.fromkeys(row["task"] for row in geometry):
+        group = [row for row in geometry if row["task"] == task]
+        summary.append({"task": task, "n": len(group),
+                        **{key: mean(row[key] for row in group) for key in ("tau_norm", "origin_norm", "ratio")}})
+    return summary
+
+
+def transfer_gap_rows(cross_rows: list[dict], geometry: list[dict]) -> list[dict]:
+    """Per task: own-init and other-init mean accuracy (cross_origin_table rows), the gap own - other in
+    accuracy points, and the task's mean norms and ratio (None where the geometry lacks the task)."""
+    from studio.analysis import cross_origin_summary
+
+    shape = {row["task"]: row for row in geometry_by_task(geometry)}
+    rows = []
+    for summary in cross_origin_summary(cross_rows):
+        task = summary["task"]
+        norms = {key: shape[task][key] if task in shape else None for key in ("tau_norm", "origin_norm", "ratio")}
+        rows.append({"task": task, "own": summary["own_mean"], "other": summary["other_mean"],
+                     "gap": 100 * (summary["own_mean"] - summary["other_mean"]), **norms})
+    return rows
+
+
+def cyclic_pairs(n: int) -> list[tuple[int, int]]:
+    """(A, B = the next origin after A), wrapping: n ordered pairs instead of n (n - 1), to keep it cheap."""
+    if n < 2:
+        raise StudioError(f"moving a TPV needs at least two origins, got {n}")
+    return [(a, (a + 1) % n) for a in range(n)]
+
+
+def scaling_prompts(origins: Sequence[Tensor], taus: Sequence[Tensor], seeds: Sequence[int | None],
+                    coefficients: Sequence[float] = SCALING_COEFFICIENTS,
+                    origin_scales: Sequence[float] = ORIGIN_SCALES) -> tuple[list[dict], list[Tensor]]:
+    """Every prompt is s * P0(X) + c * tau_B for a cyclic pair (A, B): own = P0(B) + c tau_B and moved =
+    P0(A) + c tau_B over ``coefficients``; origin_scaled = s P0(A) + tau_B over ``origin_scales``. ``taus[i]``
+    is the TPV tuned from ``origins[i]``. Returns the rows describing each prompt, and the prompts."""
+    if len(origins) != len(taus) or len(origins) != len(seeds):
+        raise StudioError(f"got {len(origins)} origins, {len(taus)} vectors and {len(seeds)} seeds")
+    specs, prompts = [], []
+    for a, b in cyclic_pairs(len(origins)):
+        variants = ([("own", b, float(c), 1.0) for c in coefficients]
+                    + [("moved", a, float(c), 1.0) for c in coefficients]
+                    + [("origin_scaled", a, 1.0, float(s)) for s in origin_scales])
+        for variant, base, c, s in variants:
+            specs.append({"origin": seeds[a], "vector_from": seeds[b], "variant": variant, "c": c, "s": s})
+            prompts.append(s * origins[base].float() + c * taus[b].float())
+    return specs, prompts
+
+
+def scaling_experiment(library: Library, backbone, tasks: list[str],
+                       coefficients: Sequence[float] = SCALING_COEFFICIENTS,
+                       origin_scales: Sequence[float] = ORIGIN_SCALES, limit: int | None = 60,
+                       split: str = "test") -> list[dict]:
+    """Is the cross-origin gap about the TPV being too small next to the foreign origin? Scale tau (own vs
+    moved) and scale the foreign origin, on the class-balanced first ``limit`` examples (evaluate_many)."""
+    from studio.analysis import evaluate_many
+
+    rows = []
+    for task in tasks:
+        prompts = _origin_prompts(library, task, backbone.name)
+        specs, tensors = scaling_prompts([library.tensor(p.origin_id) for p in prompts],
+                                         [library.vector(p.id).delta for p in prompts],
+                                         [p.origin for p in prompts], coefficients, origin_scales)
+        result = evaluate_many(backbone, tensors, [task], split, limit)
+        rows += [{"task": task, **spec, "accuracy": float(accuracy), "n": result["n"][0]}
+                 for spec, accuracy in zip(specs, result["accuracy"][:, 0])]
+    return rows
+
+
+def scaling_summary(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Means over tasks and pairs: per c, own vs moved (gap in points); per s, moved with the origin scaled."""
+    def average(variant: str, key: str, value: float) -> float:
+        return mean(r["accuracy"] for r in rows if r["variant"] == variant and r[key] == value)
+
+    by_c = []
+    for c in sorted({r["c"] for r in rows if r["variant"] == "own"}):
+        own, moved = average("own", "c", c), average("moved", "c", c)
+        by_c.append({"c": c, "own": own, "moved": moved, "gap": 100 * (own - moved)})
+    by_s = [{"s": s, "origin_scaled": average("origin_scaled", "s", s)}
+            for s in sorted({r["s"] for r in rows if r["variant"] == "origin_scaled"})]
+    return by_c, by_s
+
+
+def gap_scale_figure(gaps: dict[str, list[dict]]) -> go.Figure:
+    """Gap (points) against ||tau|| / ||P0||: one marker per (library, task), one colour per library."""
+    figure = go.Figure()
+    for label, rows in gaps.items():
+        points = [row for row in rows if row["ratio"] is not None]
+        figure.add_trace(go.Scatter(x=[row["ratio"] for row in points], y=[row["gap"] for row in points],
+                                    text=[row["task"] for row in points], mode="markers+text", name=label,
+                                    textposition="top center", marker={"size": 11}))
+    figure.add_hline(y=0, line_dash="dot", line_color="gray")
+    figure.update_layout(title="Cross-origin gap against the TPV's size relative to its origin",
+                         xaxis={"title": "||tau|| / ||P0|| (mean over origins)"},
+                         yaxis={"title": "own init - other init (accuracy points)"}, height=460)
+    return figure
+
+
+def scaling_figure(rows: list[dict]) -> go.Figure:
+    """Mean accuracy of own and moved prompts against c, and of moved prompts against the origin's scale s."""
+    from studio.plots import curves
+
+    by_c, by_s = scaling_summary(rows)
+    series = {"own: P0(B) + c tau_B": ([r["c"] for r in by_c], [r["own"] for r in by_c]),
+              "moved: P0(A) + c tau_B": ([r["c"] for r in by_c], [r["moved"] for r in by_c]),
+              "origin scaled: s P0(A) + tau_B": ([r["s"] for r in by_s], [r["origin_scaled"] for r in by_s])}
+    return curves(series, "Scaling the TPV (c) or the foreign origin (s)", "c (own, moved) or s (origin scaled)",
+                  "mean test accuracy")
+
+
+def transfer_figures(gaps: dict[str, list[dict]], scaling_rows: list[dict], folder: Path,
+                     suffix: str = ".png") -> list[Path]:
+    """Write both figures into ``folder`` (.png for the docs, .html where no Chromium is available)."""
+    from studio.plots import save_figure
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return [save_figure(gap_scale_figure(gaps), folder / f"transfer_gap_vs_scale{suffix}"),
+            save_figure(scaling_figure(scaling_rows), folder / f"transfer_scaling{suffix}")]
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.1f}"  # value != value: NaN
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def transfer_markdown(gaps: dict[str, list[dict]], scaling_rows: list[dict]) -> str:
+    """One geometry + gap table per library, then the scaling experiment's means."""
+    lines = []
+    for label, rows in gaps.items():
+        lines += [f"{label}:", "", "| task | ‖τ‖ | ‖P0‖ | ‖τ‖/‖P0‖ | own init | other init | gap (points) |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['task']} | {_number(r['tau_norm'])} | {_number(r['origin_norm'])} | "
+                  f"{_number(r['ratio'], 2)} | {_percent(r['own'])} | {_percent(r['other'])} | {_number(r['gap'])} |"
+                  for r in rows]
+        lines.append("")
+    by_c, by_s = scaling_summary(scaling_rows)
+    lines += ["Scaling (mean over tasks and cyclic origin pairs A -> B): own = P0(B) + c τ_B, moved = P0(A) + c τ_B",
+              "", "| c | own | moved | gap (points) |", "|---|---|---|---|"]
+    lines += [f"| {r['c']:g} | {_percent(r['own'])} | {_percent(r['moved'])} | {_number(r['gap'])} |" for r in by_c]
+    lines += ["", "| s | moved with the origin scaled, s P0(A) + τ_B |", "|---|---|"]
+    lines += [f"| {r['s']:g} | {_percent(r['origin_scaled'])} |" for r in by_s]
+    return "\n".join(lines)
+
+
+def library_label(root: Path) -> str:
+    """A folder's name (relative to the repository when inside it) and its build recipe, from baselines.json."""
+    root = Path(root).resolve()
+    name = str(root.relative_to(REPO_ROOT)) if root.is_relative_to(REPO_ROOT) else root.name
+    path = root / "baselines.json"
+    recipe = json.loads(path.read_text()).get("recipe") if path.exists() else None
+    if not recipe:
+        return name
+    return f"{name} ({recipe.get('steps')} x {recipe.get('batch_size')}, lr {recipe.get('lr')})"
+
+
+def catalog_hash(root: Path) -> str:
+    """The first 12 hex digits of sha256(catalog.json): a cache name that changes when the library does."""
+    return hashlib.sha256((Path(root) / "catalog.json").read_bytes()).hexdigest()[:12]
+
+
+def _cross_rows(library: Library, name: str, limit: int, fresh: bool, load: Callable) -> list[dict]:
+    from studio.analysis import cross_origin_table
+
+    return _cached(name, lambda: cross_origin_table(library, load(), prebuilt_tasks(library), "test", limit), fresh)
+
+
+def finding_transfer(library: Library, limit: int, fresh: bool, compare: Path | None = None,
+                     scaling_limit: int = 60, folder: Path = DOCS, suffix: str = ".png",
+                     load: Callable | None = None) -> tuple[str, dict]:
+    """When does a TPV transfer? The cross-origin gap against ||tau|| / ||P0|| for this library (and ``compare``,
+    e.g. an older build), and the scaling experiment. ``load`` returns the backbone (default: the embedded
+    model), called only when a cache misses."""
+    from studio.backbones import load_backbone
+
+    backbone = functools.cache(load or load_backbone)
+    own_root = next((lib.root for lib in (library, *library.parents) if lib.read_only), library.root)
+    sources = [(f"this library: {library_label(own_root)}", library, "cross_origin")]
+    if compare is not None:
+        other = Library(compare, read_only=True)
+        sources.append((f"compared: {library_label(compare)}", other,
+                        f"cross_origin_compare_{catalog_hash(compare)}_{limit}"))
+    gaps, geometry = {}, {}
+    for label, lib, cache in sources:
+        geometry[label] = tpv_geometry(lib, prebuilt_tasks(lib))
+        gaps[label] = transfer_gap_rows(_cross_rows(lib, cache, limit, fresh, backbone), geometry[label])
+    scaling = _cached("transfer_scaling", lambda: scaling_experiment(
+        library, backbone(), prebuilt_tasks(library), limit=scaling_limit), fresh)
+    figures = transfer_figures(gaps, scaling, folder, suffix)
+    return transfer_markdown(gaps, scaling), {"libraries": gaps, "geometry": geometry, "scaling": scaling,
+                                              "figures": [str(path) for path in figures]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, default=200, help="test examples per task and prompt")
     parser.add_argument("--fresh", action="store_true", help="recompute cached findings")
     parser.add_argument("--val-limit", type=int, default=48, help="validation examples per task for searches")
     parser.add_argument("--fewshot-steps", type=int, default=30, help="tuning steps per few-shot run")
-    parser.add_argument("--only", nargs="*", default=None, help="subset: tuning cross similarity addition fewshot")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="subset: tuning cross similarity addition fewshot transfer")
+    parser.add_argument("--compare-library", type=Path, default=None, metavar="PATH",
+                        help="transfer: also chart this library folder (with catalog.json, e.g. an older build)")
+    parser.add_argument("--scaling-limit", type=int, default=60, help="transfer: test examples per scaling prompt")
     args = parser.parse_args(argv)
+    if args.compare_library is not None and not (args.compare_library / "catalog.json").exists():
+        parser.error(f"--compare-library {args.compare_library}: no catalog.json there")
     library = open_library(studio_home() / "findings" / "scratch-library")
     baselines = json.loads((REPO_ROOT / "assets" / "library" / "baselines.json").read_text())
     sections = {}
-    wanted = set(args.only or ["tuning", "cross", "similarity", "addition", "fewshot"])
+    wanted = set(args.only or ["tuning", "cross", "similarity", "addition", "fewshot", "transfer"])
     if "tuning" in wanted:
         sections["tuning"] = finding_tuning(library, baselines["template"])[0]
     if "cross" in wanted:
@@ -221,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     if "fewshot" in wanted:
         sections["fewshot"] = finding_fewshot(library, "movie-reviews", ("mr", "tweets"), [0, 10, 50, 100],
                                               args.fewshot_steps, args.limit, args.fresh, baselines["recipe"])[0]
+    if "transfer" in wanted:
+        sections["transfer"] = finding_transfer(library, args.limit, args.fresh, args.compare_library,
+                                                args.scaling_limit)[0]
     out = studio_home() / "findings" / "sections.json"
     old = json.loads(out.read_text()) if out.exists() else {}
     old.update(sections)

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from studio import HEAVY_IMPORT_LOCK, StudioError
 from studio.files import atomic_write, check_export_target, new_folder
-from studio.prompts import TaskPromptVector, check_prompt_tensor
+from studio.prompts import TaskPromptVector, check_prompt_tensor, scale_ratio
 
 KINDS = ("origin", "prompt", "vector")
 SCHEMA = """
@@ -146,6 +146,7 @@ class Library:
         self.read_only = read_only
         self.parents = parents or []
         self.source = "prebuilt" if read_only else "user"
+        self._ratios: dict[str, float] = {}
         if read_only:
             catalog = self.root / "catalog.json"
             if not catalog.exists():
@@ -221,6 +222,17 @@ class Library:
         if item.kind == "prompt" and item.origin_id:
             return TaskPromptVector.between(self.tensor(item_id), self.tensor(item.origin_id), item.model)
         raise StudioError(f"{item_id} is an {item.kind} without an origin: it has no task prompt vector")
+
+    def scale_ratio(self, item_id: str) -> float | None:
+        """|tau| / |P0| of a vector, or of a tuned prompt's vector; None for origins and items without an origin.
+
+        Cached by id: ids are content ids, so an item's tensors never change under the same id."""
+        if item_id not in self._ratios:
+            item = self.get(item_id)
+            if item.kind == "origin" or not item.origin_id:
+                return None
+            self._ratios[item_id] = scale_ratio(self.vector(item_id).delta, self.tensor(item.origin_id))
+        return self._ratios[item_id]
 
     def dependents(self, item_id: str) -> list[Item]:
         return [i for i in self.items() if item_id in (i.origin_id, i.prompt_id)]

@@ -31,14 +31,23 @@ def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, measure: str,
     return figure
 
 
+MARK_SYMBOLS = ("line-ew-open", "diamond-open", "x-thin-open")
+
+
 def bars(names: Sequence[str], values: Sequence[float], errors: Sequence[float] | None, title: str,
          y_title: str = "accuracy", reference: Sequence[float] | None = None, name: str = "now",
-         reference_name: str = "reference") -> go.Figure:
+         reference_name: str = "reference", marks: dict[str, Sequence[float | None]] | None = None) -> go.Figure:
+    """Bars per name, optionally beside a faded reference bar, with ``marks``: per series one marker per name
+    (e.g. "origin alone" and "own tuned prompt"), so a bar's share of a reference is read off the chart."""
     figure = go.Figure(go.Bar(x=list(names), y=list(values), name=name,
                               error_y={"type": "data", "array": list(errors)} if errors is not None else None,
                               text=[f"{v:.3f}" for v in values], textposition="outside"))
     if reference is not None:
         figure.add_trace(go.Bar(x=list(names), y=list(reference), name=reference_name, opacity=0.45))
+    for (mark_name, ys), symbol in zip((marks or {}).items(), MARK_SYMBOLS):
+        figure.add_trace(go.Scatter(x=list(names), y=[None if y is None else float(y) for y in ys], name=mark_name,
+                                    mode="markers", marker={"symbol": symbol, "size": 34, "line": {"width": 3}},
+                                    hovertemplate="%{x}: %{y:.3f}<extra>" + mark_name + "</extra>"))
     figure.update_layout(title=title, yaxis={"title": y_title, "range": [0, 1.08]}, barmode="group", height=380)
     return figure
 

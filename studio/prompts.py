@@ -116,6 +116,14 @@ class TaskPromptVector:
         return origin.float() + float(coefficient) * self.delta
 
 
+def scale_ratio(tau: torch.Tensor, origin: torch.Tensor) -> float:
+    """|tau| / |P0| (Frobenius norms): how far tuning moved a prompt relative to the size of its origin.
+
+    On SmolLM2-135M a TPV transferred to another origin only when this was large (docs/findings.md)."""
+    origin_norm = float(origin.float().norm())
+    return float(tau.float().norm()) / origin_norm if origin_norm > 0 else float("inf")
+
+
 # ---- merges: one registry, one signature --------------------------------------------------------------------
 def _peft_merge(name: str) -> Callable:
     with HEAVY_IMPORT_LOCK:  # a model may be loading on another thread (see studio.HEAVY_IMPORT_LOCK)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from studio import StudioError, analysis, plots
+from studio import StudioError, analysis, plots, views
 from studio.evaluation import encode_task, evaluate_progressively
 from studio.prompts import MERGE_METHODS
 from studio.tasks import BUNDLED_TASKS, load_task
@@ -117,13 +117,62 @@ def parse(state: AppState, origin_id, vector_ids, method, density, tasks, limit,
     return Choice(origin_id, vector_ids, weights, method, density, tasks, limit)
 
 
-def chart(tasks: list[str], results: dict, previous: dict[str, float], title: str):
+REFERENCES = ("origin alone", "own tuned prompt")
+_reference_accuracy: dict[tuple[str, str, int], float] = {}  # (item id, task, sample) -> validation accuracy
+_reference_lock = threading.Lock()
+
+
+def reference_items(state: AppState, choice: Choice) -> dict[str, dict[str, str | None]]:
+    """Per evaluated task, the items its reference marks show: the origin alone, and the task's own tuned prompt
+    (the tuned prompt behind the chosen TPV of that task, else a single-task prompt tuned from the origin)."""
+    vectors = [state.library.get(v) for v in choice.vector_ids]
+    found: dict[str, dict[str, str | None]] = {}
+    for task in choice.tasks:
+        own = next((v.prompt_id for v in vectors if v.task == task and v.prompt_id), None)
+        if own is None:
+            own = next((p.id for p in analysis.tuned_prompts_by_origin(state.library, state.model_name, task).values()
+                        if p.origin_id == choice.origin_id), None)
+        found[task] = {"origin alone": choice.origin_id, "own tuned prompt": own}
+    return found
+
+
+def reference_marks(state: AppState, choice: Choice, compute: bool) -> dict[str, list[float | None]]:
+    """The marks' accuracies on the live view's sample, cached by item id (content ids never change); with
+    ``compute``, the missing ones are evaluated first, in one batched pass per task."""
+    items = reference_items(state, choice)
+    if compute:
+        for task, by_mark in items.items():
+            missing = [i for i in dict.fromkeys(by_mark.values()) if i and (i, task, choice.limit) not in
+                       _reference_accuracy]
+            if missing:
+                result = analysis.evaluate_many(state.backbone(), [state.library.tensor(i) for i in missing], [task],
+                                                "validation", choice.limit)
+                with _reference_lock:
+                    for k, item_id in enumerate(missing):
+                        _reference_accuracy[(item_id, task, choice.limit)] = float(result["accuracy"][k, 0])
+    return {mark: [_reference_accuracy.get((items[t][mark], t, choice.limit)) if items[t][mark] else None
+                   for t in choice.tasks] for mark in REFERENCES}
+
+
+def chart(tasks: list[str], results: dict, previous: dict[str, float], title: str,
+          marks: dict[str, list[float | None]] | None = None):
     names = [t for t in tasks if t in results]
     values = [results[t].metrics["accuracy"] for t in names]
     errors = [results[t].metrics["accuracy_se"] for t in names]
     reference = [previous.get(t, float("nan")) for t in names] if previous else None
+    shown = {mark: [ys[tasks.index(t)] for t in names] for mark, ys in (marks or {}).items()
+             if any(y is not None for y in ys)}
     return plots.bars(names, values, errors, title, reference=reference, name="this combination",
-                      reference_name="previous full evaluation")
+                      reference_name="previous full evaluation", marks=shown)
+
+
+def share_of_own(tasks: list[str], accuracy: dict[str, float], marks: dict[str, list[float | None]]) -> str:
+    """ "keeps 92% of its own tuned prompt" per task, where the own prompt's accuracy is known."""
+    parts = []
+    for t, own in zip(tasks, marks.get("own tuned prompt", [])):
+        if own and t in accuracy:
+            parts.append(f"{t} keeps {100 * accuracy[t] / own:.0f}% of its own tuned prompt")
+    return " · ".join(parts)
 
 
 def flip_rows(session: Session, results: dict) -> list[list]:
@@ -151,6 +200,7 @@ def live_evaluation(state: AppState, session: Session, choice: Choice):
         raise StudioError(f"{choice.origin_id} was made for another model than {backbone.name}")
     streams = [(name, evaluate_progressively(backbone, [prompt], load_task(name), "validation", choice.limit,
                                              first=FIRST_ROUND, should_stop=stale)) for name in choice.tasks]
+    marks = reference_marks(state, choice, compute=False)  # cached ones at once; the rest after the estimate
     results: dict = {}
     first_at = None
     previous = dict(session.accuracy)
@@ -171,8 +221,12 @@ def live_evaluation(state: AppState, session: Session, choice: Choice):
             sizes = ", ".join(f"{t} {r.metrics['accuracy']:.3f} ± {r.metrics['accuracy_se']:.3f} "
                               f"(n={r.metrics['n']})" for t, r in results.items())
             status = (f"Refining (round {rounds}) · {sizes} · first estimate after {first_at:.1f} s")
-            yield (chart(choice.tasks, results, previous, "Validation accuracy (refining)"), status,
+            yield (chart(choice.tasks, results, previous, "Validation accuracy (refining)", marks), status,
                    flip_rows(session, results))
+    if stale():
+        yield gr.skip(), gr.skip(), gr.skip()
+        return
+    marks = reference_marks(state, choice, compute=True)
     if stale():
         yield gr.skip(), gr.skip(), gr.skip()
         return
@@ -184,10 +238,12 @@ def live_evaluation(state: AppState, session: Session, choice: Choice):
     session.evaluated = {"recipe": recipe, "tasks": list(choice.tasks), "limit": choice.limit,
                          "metrics": {t: r.metrics for t, r in results.items()}}
     had_previous = bool(previous)
+    kept = share_of_own(choice.tasks, accuracy, marks)
     status = (f"Done in {time.time() - started:.1f} s (first estimate after {first_at:.1f} s) · mean accuracy "
               f"{mean:.3f} · " + " · ".join(f"{t} {a:.3f}" for t, a in accuracy.items())
+              + (f"  \n{kept}" if kept else "")
               + (f" · {len(flips)} predictions flipped since the previous evaluation" if had_previous else ""))
-    yield chart(choice.tasks, results, previous, "Validation accuracy"), status, flips
+    yield chart(choice.tasks, results, previous, "Validation accuracy", marks), status, flips
 
 
 def run_sweep(state: AppState, choice: Choice, mode: str, limit, progress) -> tuple:
@@ -199,29 +255,20 @@ def run_sweep(state: AppState, choice: Choice, mode: str, limit, progress) -> tu
         raise StudioError("the sweep sample must be between 1 and 500 examples per task")
     if mode not in ("coefficient", "grid"):
         raise StudioError(f"unknown sweep {mode!r}: use coefficient or grid")
-    backbone = state.backbone()
 
     def report(done: int, total: int) -> None:
         progress(done / total, desc=f"{done}/{total} prompt evaluations")
 
     common = dict(method=choice.method, density=choice.density, limit=limit, on_progress=report)
     if mode == "coefficient":
-        result = analysis.coefficient_sweep(state.library, backbone, choice.origin_id, choice.vector_ids,
-                                            choice.weights, choice.tasks, **common)
-        series = {**result["accuracy"], "mean": result["mean"]} if len(choice.tasks) > 1 else result["accuracy"]
-        current = result["current"]
-        figure = plots.sweep_curve(result["coefficients"], series,
-                                   f"Accuracy along P0 + c x merge(weights / {current:.2f}) ({limit} examples "
-                                   "per task)", current=current if current <= 1.0 else None, best=result["best"])
-        header = ["c", *result["accuracy"], "mean"]
-        rows = [[c, *(result["accuracy"][t][k] for t in result["accuracy"]), result["mean"][k]]
-                for k, c in enumerate(result["coefficients"])]
-        text = (f"Best shared coefficient c = {result['best']:.2f} (mean validation accuracy {result['best_mean']:.3f}"
-                f" on {limit} examples per task); the sliders now sit at c = {current:.2f}"
-                + (" (outside 0..1)." if current > 1 else ".")
-                + f" Set every weight to {result['best']:.2f} x your current weights to use it.")
+        result = views.stored_sweep(state.views, choice.origin_id, choice.vector_ids, choice.weights, choice.tasks,
+                                    choice.method, limit)
+        if result is None:
+            result = analysis.coefficient_sweep(state.library, state.backbone(), choice.origin_id, choice.vector_ids,
+                                                choice.weights, choice.tasks, **common)
+        figure, text, header, rows = sweep_view(result, choice.tasks, limit, max(abs(w) for w in choice.weights))
     else:
-        result = analysis.weight_grid(state.library, backbone, choice.origin_id, choice.vector_ids, choice.weights,
+        result = analysis.weight_grid(state.library, state.backbone(), choice.origin_id, choice.vector_ids, choice.weights,
                                       choice.tasks, **common)
         names = [state.library.get(v).task or v for v in choice.vector_ids[:2]]
         figure = plots.grid_heatmap(result["mean"], result["values"], result["values"],
@@ -232,6 +279,22 @@ def run_sweep(state: AppState, choice: Choice, mode: str, limit, progress) -> tu
         text = (f"Best: {names[0]} {result['best'][0]:.2f}, {names[1]} {result['best'][1]:.2f} (mean accuracy "
                 f"{result['best_mean']:.3f}); other vectors keep their slider weights.")
     return figure, text, figure_exports(figure, f"sweep-{mode}", header, rows), figure.to_json()
+
+
+def sweep_view(result: dict, tasks: list[str], limit: int, current: float) -> tuple:
+    """Figure, summary text, CSV header and rows of a coefficient sweep (computed now or stored)."""
+    series = {**result["accuracy"], "mean": result["mean"]} if len(tasks) > 1 else result["accuracy"]
+    figure = plots.sweep_curve(result["coefficients"], series,
+                               f"Accuracy along P0 + c x merge(weights / {current:.2f}) ({limit} examples "
+                               "per task)", current=current if current <= 1.0 else None, best=result["best"])
+    header = ["c", *result["accuracy"], "mean"]
+    rows = [[c, *(result["accuracy"][t][k] for t in result["accuracy"]), result["mean"][k]]
+            for k, c in enumerate(result["coefficients"])]
+    text = (f"Best shared coefficient c = {result['best']:.2f} (mean validation accuracy {result['best_mean']:.3f}"
+            f" on {limit} examples per task); the sliders now sit at c = {current:.2f}"
+            + (" (outside 0..1)." if current > 1 else ".")
+            + f" Set every weight to {result['best']:.2f} x your current weights to use it.")
+    return figure, text, header, rows
 
 
 def save_combination(state: AppState, session: Session, choice: Choice, name: str | None) -> tuple[str, str]:
@@ -327,8 +390,13 @@ def build(state: AppState) -> None:
             sweep_mode = gr.Radio(SWEEP_MODES, value="coefficient", label="Sweep")
             sweep_limit = gr.Slider(8, 256, value=32, step=8, label="Validation examples per task (keep it small)")
         sweep_button = gr.Button("Sweep")
-        sweep_text = gr.Markdown()
-        sweep_plot = gr.Plot(label="Landscape")
+        # the prebuilt library's stored sweep of the default pair, so the accordion opens on the landscape
+        first_tasks = list(dict.fromkeys(state.library.get(v).task for v in first_vectors))
+        stored = views.stored_sweep(state.views, first_origin, first_vectors, [1.0] * len(first_vectors),
+                                    first_tasks, "weighted_sum", views.SWEEP_LIMIT) if first_vectors else None
+        first_sweep = sweep_view(stored, first_tasks, views.SWEEP_LIMIT, 1.0) if stored else None
+        sweep_text = gr.Markdown(first_sweep[1] + " (stored with the prebuilt library)" if first_sweep else "")
+        sweep_plot = gr.Plot(first_sweep[0] if first_sweep else None, label="Landscape", elem_id="sweep-plot")
         sweep_files, sweep_json = export_row("sweep", "arithmetic_png")
     with gr.Row():
         save_name = gr.Textbox(label="Name (optional)", placeholder="e.g. mr + tweets, 0.5 each", scale=3)

@@ -35,6 +35,20 @@ class AppState:
     runner: JobRunner = field(default_factory=JobRunner)
     _warm: threading.Thread | None = None
 
+    @functools.cached_property
+    def views(self) -> dict:
+        """The prebuilt library's stored first-view results (``studio.views``); {} without a prebuilt library."""
+        from studio.views import load_views
+
+        prebuilt = next((lib for lib in self.library.parents if lib.source == "prebuilt"), None)
+        return load_views(prebuilt.root) if prebuilt else {}
+
+    def recipe(self):
+        """The current model's default tuning recipe (``backbones.recipe_for``)."""
+        from studio.backbones import recipe_for
+
+        return recipe_for(self.model_name)
+
     def backbone(self):
         return load_backbone(self.model_name)
 
@@ -171,8 +185,6 @@ def export_row(stem: str, api_name: str) -> tuple[gr.File, gr.State]:
 def default_vectors(state: AppState, origin_id: str | None, count: int = 2,
                     exclude_task: str | None = None) -> list[str]:
     """A sensible first selection: one vector per task (up to ``count`` tasks) tuned from ``origin_id``."""
-    chosen: dict[str, str] = {}
-    for item in state.library.items(kind="vector", model=state.model_name):
-        if item.origin_id == origin_id and item.task and item.task != exclude_task and item.task not in chosen:
-            chosen[item.task] = item.id
-    return list(chosen.values())[:count]
+    from studio.views import vectors_from
+
+    return vectors_from(state.library, state.model_name, origin_id, count, exclude_task)

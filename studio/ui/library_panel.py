@@ -18,11 +18,12 @@ import pandas as pd
 from gradio.context import Context
 
 from studio import StudioError
-from studio.library import KINDS, Item
+from studio.library import KINDS, Item, Library
 from studio.ui.common import AppState, enclosing_tab, explain, export_folder, friendly
 
 ALL = "all"
-COLUMNS = ["id", "kind", "source", "task", "origin", "name", "tokens", "val acc", "test acc", "created"]
+COLUMNS = ["id", "kind", "source", "task", "origin", "name", "tokens", "|tau|/|origin|", "val acc", "test acc",
+           "created"]
 EXPORT_FORMATS = ["PEFT adapter (.zip)", "safetensors"]
 MAX_ZIP_MEMBERS = 64
 MAX_ZIP_BYTES = 512 * 1024 * 1024  # a prompt is kilobytes; this only stops zip bombs
@@ -33,11 +34,24 @@ def _metric(value) -> float | None:
     return round(float(value), 3) if isinstance(value, (int, float)) else None
 
 
-def item_row(item: Item) -> list:
-    """One table row: identity, lineage at a glance, and the two numbers people compare first."""
-    test = item.metrics.get(f"test_accuracy/{item.task}") if item.task else None
+def _accuracy(item: Item, split: str) -> float | None:
+    """The item's accuracy on ``split``: its own task's, or the mean over the tasks a combination was scored on."""
+    metrics = item.metrics
+    value = metrics.get(f"{split}_accuracy/{item.task}") if item.task else None
+    if value is None:
+        value = metrics.get(f"{split}_accuracy")
+    if value is None:
+        per_task = [v for k, v in metrics.items() if k.startswith(f"{split}_accuracy/") and isinstance(v, (int, float))]
+        value = sum(per_task) / len(per_task) if per_task else None
+    return _metric(value)
+
+
+def item_row(item: Item, ratio: float | None = None) -> list:
+    """One table row: identity, lineage at a glance, how far tuning moved it (|tau| / |origin|: a TPV transfers
+    across origins when this is large), and the numbers people compare first."""
     return [item.id, item.kind, item.source, item.task or "", item.origin if item.origin is not None else "",
-            item.name, item.n_tokens, _metric(item.metrics.get("validation_accuracy")), _metric(test), item.created]
+            item.name, item.n_tokens, _metric(ratio), _accuracy(item, "validation"), _accuracy(item, "test"),
+            item.created]
 
 
 def filtered_items(state: AppState, kind: str | None, task: str | None, text: str | None,
@@ -47,8 +61,14 @@ def filtered_items(state: AppState, kind: str | None, task: str | None, text: st
     return [i for i in items if source in (None, "", ALL) or i.source == source]
 
 
-def items_table(items: list[Item]) -> pd.DataFrame:
-    return pd.DataFrame([item_row(i) for i in items], columns=COLUMNS)
+def items_table(items: list[Item], library: Library | None = None) -> pd.DataFrame:
+    def ratio(item: Item) -> float | None:
+        try:
+            return library.scale_ratio(item.id) if library is not None else None
+        except StudioError:  # an origin file missing or unreadable: the row still shows
+            return None
+
+    return pd.DataFrame([item_row(i, ratio(i)) for i in items], columns=COLUMNS)
 
 
 def item_details(state: AppState, item_id: str) -> dict:
@@ -167,7 +187,7 @@ def build(state: AppState) -> None:
         source = gr.Dropdown([ALL, "user", "prebuilt"], value=ALL, label="Source", scale=1)
         text = gr.Textbox(label="Search id / name / task", placeholder="e.g. mr", scale=2)
         refresh = gr.Button("Refresh", scale=0, min_width=100)
-    table = gr.Dataframe(items_table(filtered_items(state, ALL, ALL, "")), headers=COLUMNS, interactive=False,
+    table = gr.Dataframe(items_table(filtered_items(state, ALL, ALL, ""), state.library), headers=COLUMNS, interactive=False,
                          label="Library (click a row to select it)", max_height=420, wrap=True)
     signature = gr.State("")
     with gr.Row():
@@ -208,7 +228,7 @@ def build(state: AppState) -> None:
 
     def listing(kind_value, task_value, text_value, source_value):
         items = filtered_items(state, kind_value, task_value, text_value, source_value)
-        return items_table(items)
+        return items_table(items, state.library)
 
     def refreshed(kind_value, task_value, text_value, source_value):
         """The table plus fresh choices for the task filter and the origin picker."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio import StudioError, analysis, plots
+from studio import StudioError, analysis, plots, views
 from studio.projection import umap_problem, umap_ready, warm_umap
 from studio.prompts import nearest_tokens
 from studio.ui.common import (
@@ -40,21 +40,21 @@ def draw(state: AppState, ids: list[str] | None, method: str, dims, colour: str,
     if not 0 <= seed < 2**32:
         raise StudioError(f"the seed must be a whole number from 0 to {2**32 - 1}, got {seed}")
     waiting = ""
-    if method == "umap" and not umap_ready():
+    stored = views.stored_map(state.views, ids, method, dims, seed) if view == "items" else None
+    if method == "umap" and not umap_ready() and stored is None:
         warm_umap()
         problem = umap_problem()
         waiting = (f"UMAP is unavailable ({problem}); " if problem else
                    "UMAP is still warming up (its first run compiles code, about half a minute after start-up), so "
                    "this is PCA: draw again in a moment for UMAP. ")
         method = "pca"
-    points = analysis.map_points(state.library, ids, method, dims, seed, per_token=view == "tokens")
+    points = analysis.map_points(state.library, ids, method, dims, seed, per_token=view == "tokens", stored=stored)
     kinds = "tokens" if view == "tokens" else "items"
     title = f"{method.upper()} of {len(points.records)} {kinds} (coloured by {colour})"
     figure = plots.scatter_map(points.coords, points.records, colour, title)
     rows = [[*(round(float(v), 6) for v in xyz), *([""] * (3 - len(xyz))),
              *(record[k] for k in CSV_HEADER[3:])] for xyz, record in zip(points.coords, points.records)]
-    files = figure_exports(figure, "map", CSV_HEADER, rows)
-    return figure, waiting + points.note + ".", files, figure.to_json()
+    return figure, waiting + points.note + ".", rows
 
 
 def tokens_table(state: AppState, item_id: str | None, k) -> tuple[list[list], str]:
@@ -83,6 +83,16 @@ def tokens_table(state: AppState, item_id: str | None, k) -> tuple[list[list], s
     return rows, note
 
 
+def first_view(state: AppState, ids: list[str]) -> tuple | None:
+    """The default map, drawn at start-up so the tab opens on it: the prebuilt library's stored UMAP coordinates
+    when the default items are exactly the prebuilt ones, else PCA (UMAP compiles for ~30 s on first use)."""
+    method = "umap" if views.stored_map(state.views, ids, "umap", 2, 0) is not None else "pca"
+    try:
+        return draw(state, ids, method, 2, "task", "items", 0) if ids else None
+    except StudioError:  # e.g. items of different lengths: the tab opens empty and says why when drawn
+        return None
+
+
 def build(state: AppState) -> None:
     explain("Each point is a prompt or a task prompt vector (or one virtual token of it), placed by UMAP or PCA so "
             "that similar ones sit close together; hover a point for its details. Colour by task to see TPVs group "
@@ -92,7 +102,7 @@ def build(state: AppState) -> None:
     state.after_warm_up(warm_umap)
 
     def default_ids() -> list[str]:
-        return [i.id for kind in ("vector", "prompt") for i in state.library.items(kind=kind, model=state.model_name)]
+        return views.map_ids(state.library, state.model_name)
 
     with gr.Row():
         items = gr.Dropdown(item_choices(state, ("vector", "prompt", "origin")), value=default_ids(),
@@ -106,8 +116,9 @@ def build(state: AppState) -> None:
         view = gr.Radio(VIEWS, value="items", label="Points")
         seed = gr.Number(0, precision=0, label="Seed", minimum=0)
     run = gr.Button("Draw map", variant="primary")
-    note = gr.Markdown()
-    plot = gr.Plot(label="Map")
+    first = first_view(state, default_ids())
+    note = gr.Markdown(first[1] if first else "")
+    plot = gr.Plot(first[0] if first else None, label="Map", elem_id="map-plot")
     files, figure_json = export_row("map", "map_png")
 
     gr.Markdown("### Nearest vocabulary tokens\nWhich real tokens each virtual token of a prompt is closest to "
@@ -122,7 +133,8 @@ def build(state: AppState) -> None:
 
     @friendly
     def on_draw(ids, method, dims, colour, view, seed):
-        return draw(state, ids, method, dims, colour, view, seed)
+        figure, text, rows = draw(state, ids, method, dims, colour, view, seed)
+        return figure, text, figure_exports(figure, "map", CSV_HEADER, rows), figure.to_json()
 
     @friendly
     def on_lookup(item_id, k):

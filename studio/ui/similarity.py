@@ -65,9 +65,16 @@ def draw(state: AppState, ids: list[str] | None, view: str, measure: str, order:
                            measure, hover, zmin=-1.0 if cosine else None, zmax=1.0 if cosine else None)
     rows = [[label, item_id, *(round(float(v), 6) for v in row)]
             for label, item_id, row in zip(labels, ids_sorted, table.matrix)]
-    files = figure_exports(figure, "similarity", ["item", "id", *labels], rows)
     stats = analysis.same_vs_different(table)
-    return figure, summary_text(stats, as_vectors), files, figure.to_json()
+    return figure, summary_text(stats, as_vectors), ["item", "id", *labels], rows
+
+
+def first_view(state: AppState, ids: list[str]) -> tuple | None:
+    """The default heatmap (every TPV, token-mean cosine), drawn when the app starts so the tab opens on it."""
+    try:
+        return draw(state, ids, "vectors", "token_mean_cosine", "task") if len(ids) >= 2 else None
+    except StudioError:  # e.g. vectors of different lengths: the tab opens empty and says why when drawn
+        return None
 
 
 def build(state: AppState) -> None:
@@ -89,13 +96,15 @@ def build(state: AppState) -> None:
                               value="token_mean_cosine", label="Measure")
         order = gr.Radio(ORDERS, value="task", label="Order")
     run = gr.Button("Draw heatmap", variant="primary")
-    summary = gr.Markdown()
-    plot = gr.Plot(label="Similarity")
+    first = first_view(state, default_ids())
+    summary = gr.Markdown(first[1] if first else "")
+    plot = gr.Plot(first[0] if first else None, label="Similarity", elem_id="similarity-plot")
     files, figure_json = export_row("similarity", "similarity_png")
 
     @friendly
     def on_draw(ids, view, measure, order):
-        return draw(state, ids, view, measure, order)
+        figure, text, header, rows = draw(state, ids, view, measure, order)
+        return figure, text, figure_exports(figure, "similarity", header, rows), figure.to_json()
 
     @friendly
     def on_refresh(current):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio import StudioError, analysis, plots
+from studio import StudioError, analysis, plots, views
 from studio.jobs import Job
 from studio.tasks import BUNDLED_TASKS
 from studio.tuning import TuneConfig
@@ -20,21 +20,19 @@ from studio.ui.common import (
     item_choices,
 )
 
-CROSS_HEADERS = ["task", "origin", "vector from", "own", "accuracy", "macro F1", "n"]
+CROSS_HEADERS = ["task", "origin", "vector from", "own", "accuracy", "macro F1", "n", "|tau|/|origin| of the TPV"]
 FEW_SHOT_HEADERS = ["shots", "init", "accuracy", "± se", "macro F1", "n", "best step"]
 FINISHED = ("done", "failed", "cancelled")
 
 
 def cross_origin_tasks(state: AppState) -> list[str]:
     """Tasks with tuned (not combined) prompts on at least two origins for the current model."""
-    origins: dict[str, set] = {}
-    for item in state.library.items(kind="prompt", model=state.model_name):
-        if item.task and item.origin_id and "combination" not in item.recipe and "mixture" not in item.recipe:
-            origins.setdefault(item.task, set()).add(item.origin_id)
-    return [task for task, found in origins.items() if len(found) >= 2]
+    return views.cross_origin_tasks(state.library, state.model_name)
 
 
-def cross_origin(state: AppState, tasks: list[str] | None, split: str, limit) -> tuple:
+def cross_origin(state: AppState, tasks: list[str] | None, split: str, limit, stored_only: bool = False) -> tuple:
+    """The cross-origin table, chart and summary: from the prebuilt library's stored view when it was computed from
+    these very prompts with these settings, else evaluated now (``stored_only``: then None instead)."""
     tasks = [t for t in (tasks or []) if t]
     if not tasks:
         raise StudioError("choose at least one task with prompts tuned on two or more origins")
@@ -46,7 +44,12 @@ def cross_origin(state: AppState, tasks: list[str] | None, split: str, limit) ->
         raise StudioError("the number of examples must be a whole number") from None
     if not 1 <= limit <= 2000:
         raise StudioError("evaluate on 1 to 2000 examples per task")
-    rows = analysis.cross_origin_table(state.library, state.backbone(), tasks, split=split, limit=limit)
+    rows = views.stored_cross_origin(state.views, state.library, state.model_name, tasks, split, limit)
+    if rows is None and stored_only:
+        return None
+    note = "shown from the prebuilt library's stored results; " if rows is not None else ""
+    if rows is None:
+        rows = analysis.cross_origin_table(state.library, state.backbone(), tasks, split=split, limit=limit)
     summary = analysis.cross_origin_summary(rows)
     names = [s["task"] for s in summary]
     figure = plots.grouped_bars(names, {
@@ -54,12 +57,14 @@ def cross_origin(state: AppState, tasks: list[str] | None, split: str, limit) ->
         "other origin (P0(A) + tau(B))": ([s["other_mean"] for s in summary], [s["other_std"] for s in summary]),
     }, f"Cross-origin transfer ({split}, {limit} examples; bars = mean, whiskers = std over origin pairs)")
     table = [[r["task"], r["origin"], r["vector_from"], "own" if r["own"] else "other", round(r["accuracy"], 4),
-              round(r["macro_f1"], 4), r["n"]] for r in rows]
+              round(r["macro_f1"], 4), r["n"], round(r.get("tau_ratio", float("nan")), 2)] for r in rows]
     text = " · ".join(f"**{s['task']}**: own {s['own_mean']:.3f}, other {s['other_mean']:.3f} "
-                      f"({s['other_mean'] - s['own_mean']:+.3f})" for s in summary)
+                      f"(gap {100 * s['gap']:+.1f} points; |tau|/|origin| {s['tau_ratio']:.1f})" for s in summary)
     text += ("  \nThe paper finds TPVs largely independent of the random origin: applied to another origin they keep "
-             "most of their accuracy.")
-    return table, figure, text, figure_exports(figure, "cross-origin", CROSS_HEADERS, table), figure.to_json()
+             "most of their accuracy. On this small model that holds once tuning has moved the prompt far from its "
+             "origin (|tau|/|origin| well above 1): compare the gap with the ratio. "
+             f"({note}{split} split, {limit} examples per cell.)")
+    return table, figure, text
 
 
 def parse_shots(text: str | None) -> list[int]:
@@ -167,15 +172,20 @@ def build(state: AppState) -> None:
             "prompt tuned on the source tasks mixed, with only a few examples, to see which start learns fastest.")
 
     gr.Markdown("### Cross-origin table")
+    default_tasks = cross_origin_tasks(state)
+    # the prebuilt library's stored table, so the tab opens on results (None when the library has changed)
+    first = cross_origin(state, default_tasks, "test", views.CROSS_ORIGIN_LIMIT, stored_only=True) \
+        if default_tasks else None
     with gr.Row():
-        tasks = gr.Dropdown(cross_origin_tasks(state), value=cross_origin_tasks(state), multiselect=True,
+        tasks = gr.Dropdown(default_tasks, value=default_tasks, multiselect=True,
                             allow_custom_value=True, label="Tasks (with prompts tuned on two or more origins)", scale=4)
         split = gr.Radio(["validation", "test"], value="test", label="Split")
-        limit = gr.Slider(8, 500, value=100, step=4, label="Examples per task")
+        limit = gr.Slider(8, 500, value=views.CROSS_ORIGIN_LIMIT, step=4, label="Examples per task")
     cross_button = gr.Button("Compare own vs other origin", variant="primary")
-    cross_text = gr.Markdown()
-    cross_plot = gr.Plot(label="Own vs other origin")
-    cross_table = gr.Dataframe(headers=CROSS_HEADERS, interactive=False, max_height=320)
+    cross_text = gr.Markdown(first[2] if first else "")
+    cross_plot = gr.Plot(first[1] if first else None, label="Own vs other origin", elem_id="cross-origin-plot")
+    cross_table = gr.Dataframe(first[0] if first else None, headers=CROSS_HEADERS, interactive=False,
+                               max_height=320)
     cross_files, cross_json = export_row("cross-origin", "cross_origin_png")
 
     gr.Markdown("### Few-shot initialisation\nTune the target task on its first k class-balanced training examples "
@@ -192,9 +202,10 @@ def build(state: AppState) -> None:
                              label="Origin P0")
     with gr.Row():
         shots = gr.Textbox("0, 10, 50", label="Shots")
+        recipe = state.recipe()
         steps = gr.Number(30, precision=0, minimum=1, label="Steps per run")
-        lr = gr.Number(0.03, minimum=0.0001, label="Learning rate")
-        batch = gr.Number(8, precision=0, minimum=1, label="Batch size (capped at k)")
+        lr = gr.Number(recipe.lr, minimum=0.0001, label="Learning rate", info="the model's recipe")
+        batch = gr.Number(recipe.batch_size, precision=0, minimum=1, label="Batch size (capped at k)")
         eval_limit = gr.Number(100, precision=0, minimum=1, label="Test examples")
         multitask_steps = gr.Number(0, precision=0, minimum=0, label="Multi-task prompt steps (0 = leave out)",
                                     info="SPoT's start: one prompt tuned on the source tasks mixed; tuned once")
@@ -214,7 +225,8 @@ def build(state: AppState) -> None:
     @friendly
     @gpu(duration=120)
     def on_cross(tasks, split, limit):
-        return cross_origin(state, tasks, split, limit)
+        table, figure, text = cross_origin(state, tasks, split, limit)
+        return table, figure, text, figure_exports(figure, "cross-origin", CROSS_HEADERS, table), figure.to_json()
 
     @friendly
     def on_start(target, sources, origin_id, shots, steps, lr, batch_size, test_examples, mixture_steps):

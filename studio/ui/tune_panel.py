@@ -28,7 +28,6 @@ PREVIEW_ROWS = 10
 POLL_S = 1.0
 MAX_WATCH_S = 12 * 3600
 DEFAULTS = TuneConfig()
-DEFAULT_N_TOKENS = 20  # the prebuilt library's length: tuning with it reuses the prebuilt origins
 
 
 @dataclass
@@ -122,7 +121,7 @@ def make_request(task_names, path, text_columns, label_column, file_name, seeds_
         raise StudioError(f"a task is chosen twice ({', '.join(names)}): give your file another task name")
     seeds = parse_seeds(seeds_text)
     if lr is None or lr == "":
-        raise StudioError("learning rate is empty: enter a number such as 0.03")
+        raise StudioError("learning rate is empty: enter a number such as 0.2")
     config = TuneConfig(steps=_whole(steps, "steps", 1, 100_000), batch_size=_whole(batch_size, "batch size", 1, 512),
                         lr=float(lr), eval_every=_whole(eval_every, "validate every", 1, 100_000),
                         val_limit=_whole(val_limit, "validation examples", 1, 100_000), schedule=schedule,
@@ -231,6 +230,7 @@ def build(state: AppState) -> None:
             "prompt vector (prompt minus origin). Jobs run one at a time in the background while the rest wait in "
             "the queue; cancel one at any time and resume it later from its last checkpoint.")
     requests: dict[str, TuneRequest] = {}
+    recipe = state.recipe()  # its length is the prebuilt library's: tuning with it reuses the prebuilt origins
 
     with gr.Row():
         with gr.Column(scale=3):
@@ -248,11 +248,11 @@ def build(state: AppState) -> None:
             with gr.Row():
                 seeds = gr.Textbox("0", label="Origin seeds", placeholder="0,1,2",
                                    info="one prompt per task and seed; same seed = same origin")
-                n_tokens = gr.Number(DEFAULT_N_TOKENS, label="Prompt length (virtual tokens)", precision=0)
-            with gr.Row():
-                steps = gr.Number(DEFAULTS.steps, label="Steps", precision=0)
-                lr = gr.Number(DEFAULTS.lr, label="Learning rate")
-                batch_size = gr.Number(DEFAULTS.batch_size, label="Batch size (per prompt)", precision=0)
+                n_tokens = gr.Number(recipe.n_tokens, label="Prompt length (virtual tokens)", precision=0)
+            with gr.Row():  # the model's default recipe: the budget at which its TPVs transfer across origins
+                steps = gr.Number(recipe.steps, label="Steps", precision=0, info=recipe.why)
+                lr = gr.Number(recipe.lr, label="Learning rate")
+                batch_size = gr.Number(recipe.batch_size, label="Batch size (per prompt)", precision=0)
             with gr.Row():
                 eval_every = gr.Number(DEFAULTS.eval_every, label="Validate every (steps)", precision=0)
                 val_limit = gr.Number(DEFAULTS.val_limit, label="Validation examples", precision=0)
