@@ -42,10 +42,9 @@ def _print(args, data, text: str) -> None:
 
 
 def _seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise StudioError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    from studio.limits import parse_seeds
+
+    return parse_seeds(text)
 
 
 def _task(args, name: str):
@@ -111,9 +110,11 @@ def _with_recipe(args) -> None:
 
 def cmd_tune(args) -> None:
     from studio.jobs import run_tuning
+    from studio.limits import check_prompt_length
     from studio.tuning import TuneConfig
 
     _with_recipe(args)
+    check_prompt_length(args.n_tokens, "--n-tokens: a prompt")
     config = TuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
                         val_limit=args.val_limit, seed=args.data_seed)
     seeds, tasks = _seeds(args.seeds), _load_tasks(args)  # bad input fails before the model loads

@@ -68,11 +68,10 @@ def finding_tuning(library: Library, baselines: dict) -> tuple[str, list[dict]]:
 
 # ---- 2. cross-origin ---------------------------------------------------------------------------------------------
 def finding_cross_origin(library: Library, limit: int, fresh: bool) -> tuple[str, list[dict]]:
-    from studio.analysis import cross_origin_table
     from studio.backbones import load_backbone
 
     tasks = prebuilt_tasks(library)
-    rows = _cached("cross_origin", lambda: cross_origin_table(library, load_backbone(), tasks, "test", limit), fresh)
+    rows = _cross_rows(library, "cross_origin", limit, fresh, load_backbone)
     lines = ["| task | own init | other init (TPV from B on A) | n per cell |", "|---|---|---|---|"]
     for task in tasks:
         own = [r["accuracy"] for r in rows if r["task"] == task and r["own"]]
@@ -180,7 +179,8 @@ def finding_fewshot(library: Library, target: str, sources: tuple[str, ...], sho
 
     origin = min((i for i in library.items(kind="origin") if i.source == "prebuilt"), key=lambda i: i.origin)
     vectors = [_prebuilt_vector(library, t, origin.origin).id for t in sources]
-    config = TuneConfig(steps=steps, batch_size=4, eval_every=max(1, steps // 2), val_limit=40)
+    # the few-shot runs use the library's learning rate (the model's recipe), with a few-shot budget
+    config = TuneConfig(steps=steps, batch_size=4, lr=recipe["lr"], eval_every=max(1, steps // 2), val_limit=40)
 
     def compute() -> list[dict]:
         backbone = load_backbone()
@@ -401,9 +401,20 @@ def catalog_hash(root: Path) -> str:
 
 
 def _cross_rows(library: Library, name: str, limit: int, fresh: bool, load: Callable) -> list[dict]:
+    """The cross-origin rows of ``library``'s prebuilt tasks: the ones build-library stored with the library
+    (``studio.views``) when they were computed from the same prompts and sample size, else computed now."""
     from studio.analysis import cross_origin_table
+    from studio.views import load_views, stored_cross_origin
 
-    return _cached(name, lambda: cross_origin_table(library, load(), prebuilt_tasks(library), "test", limit), fresh)
+    tasks = prebuilt_tasks(library)
+    prebuilt = next((lib for lib in (library, *library.parents) if lib.read_only), None)
+
+    def compute() -> list[dict]:
+        views = load_views(prebuilt.root) if prebuilt else {}
+        stored = stored_cross_origin(views, library, views.get("model", ""), tasks, "test", limit) if views else None
+        return stored if stored is not None else cross_origin_table(library, load(), tasks, "test", limit)
+
+    return _cached(name, compute, fresh)
 
 
 def finding_transfer(library: Library, limit: int, fresh: bool, compare: Path | None = None,

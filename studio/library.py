@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 
 from studio import HEAVY_IMPORT_LOCK, StudioError
 from studio.files import atomic_write, check_export_target, new_folder
+from studio.limits import check_name
 from studio.prompts import TaskPromptVector, check_prompt_tensor, scale_ratio
 
 KINDS = ("origin", "prompt", "vector")
@@ -255,6 +256,7 @@ class Library:
         if kind not in KINDS:
             raise StudioError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
         check_prompt_tensor(tensor, what=f"{kind} tensor")
+        name = check_name(name, "an item name") if name else ""
         for parent in (origin_id, prompt_id):
             if parent:
                 self.get(parent)
@@ -292,10 +294,9 @@ class Library:
 
     def rename(self, item_id: str, name: str) -> Item:
         self._writable(item_id)
-        if not name.strip():
-            raise StudioError("a name cannot be empty")
+        name = check_name(name, "a name")
         with self._connect() as db:
-            db.execute("UPDATE items SET name = ? WHERE id = ?", (name.strip(), item_id))
+            db.execute("UPDATE items SET name = ? WHERE id = ?", (name, item_id))
         return self.get(item_id)
 
     def update_metrics(self, item_id: str, metrics: dict) -> Item:

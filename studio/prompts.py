@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from studio import HEAVY_IMPORT_LOCK, StudioError
+from studio.limits import check_prompt_length
 
 TOP_K_VOCAB = 5000  # the reference's "Lester et al." heuristic: sample init tokens from the first 5,000 ids
 INIT_METHODS = ("top5000", "sample_vocab", "text", "normal")
@@ -31,8 +32,7 @@ def make_origin(backbone, seed: int, n_tokens: int, method: str = "top5000", tex
     - ``text``: the embeddings of ``text``, repeated or truncated to ``n_tokens`` (PEFT's TEXT),
     - ``normal``: N(0, 1) values (PEFT's RANDOM; far from the embedding manifold, learns poorly).
     """
-    if n_tokens < 1:
-        raise StudioError("a soft prompt needs at least 1 virtual token")
+    check_prompt_length(n_tokens, "a soft prompt")
     generator = torch.Generator().manual_seed(int(seed))
     if method == "normal":
         return torch.randn(n_tokens, backbone.hidden_size, generator=generator)
@@ -55,6 +55,7 @@ def check_prompt_tensor(tensor: torch.Tensor, hidden_size: int | None = None, wh
     """Reject tensors that cannot be a soft prompt: wrong rank or width, NaN or infinite values."""
     if tensor.ndim != 2:
         raise StudioError(f"{what} must be a 2-D [virtual tokens, hidden] matrix, got shape {tuple(tensor.shape)}")
+    check_prompt_length(tensor.shape[0], what)
     if hidden_size is not None and tensor.shape[1] != hidden_size:
         raise StudioError(
             f"{what} has hidden size {tensor.shape[1]} but the model has {hidden_size}: it was made for another model"

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from studio import StudioError
 from studio.backbones import Backbone, Row
 from studio.evaluation import MAX_INPUT_TOKENS, encode_task, results_from_scores, score_examples
+from studio.limits import MAX_STEPS
 from studio.tasks import Example, TaskData
 
 
@@ -51,8 +52,8 @@ class TuneConfig:
 
     def __post_init__(self):
         problems = []
-        if self.steps < 1:
-            problems.append("steps must be >= 1")
+        if not 1 <= self.steps <= MAX_STEPS:
+            problems.append(f"steps must be between 1 and {MAX_STEPS}")
         if self.batch_size < 1:
             problems.append("batch size must be >= 1")
         if not (0 < self.lr < 10):

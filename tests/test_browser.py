@@ -1,7 +1,8 @@
 """A new user's walkthrough in a real Chromium (Debian's, driven by Playwright; never `playwright install`).
 
-Open the page, see the prebuilt library, draw the similarity heatmap and the map, move an arithmetic weight slider
-and watch the evaluation numbers change, start a tiny tuning job and find its prompt in the Library. Screenshots of
+Open the page, see the prebuilt library, find the similarity heatmap, the map and the cross-origin chart drawn
+without pressing anything, move an arithmetic weight slider and watch the evaluation numbers change (with the
+origin and own-prompt marks), start a tiny tuning job and find its prompt in the Library. Screenshots of
 every step go to test-artifacts/ (look at them).
 """
 
@@ -60,18 +61,26 @@ def test_walkthrough(page, app_url, artifacts):
     page.get_by_text(prebuilt[0].id).locator("visible=true").first.wait_for()
     shot(page, artifacts, "02-library")
 
-    # Similarity: the heatmap is drawn
+    # Similarity: the heatmap is there when the tab opens, before anything is pressed; drawing again works
     open_tab(page, "Similarity")
-    page.get_by_role("button", name="Draw heatmap").click()
-    visible(page, ".js-plotly-plot .heatmaplayer").first.wait_for()
+    visible(page, "#similarity-plot .js-plotly-plot .heatmaplayer").first.wait_for()
     shot(page, artifacts, "03-similarity")
+    page.get_by_role("button", name="Draw heatmap").click()
+    visible(page, "#similarity-plot .js-plotly-plot .heatmaplayer").first.wait_for()
 
-    # Map: points are drawn
+    # Map: the points are there on opening (the prebuilt library's stored UMAP), and again after drawing
     open_tab(page, "Map")
-    page.get_by_role("button", name="Draw map").click()
-    visible(page, ".js-plotly-plot .scatterlayer .point").first.wait_for()
-    assert visible(page, ".js-plotly-plot .scatterlayer .point").count() >= 4
+    visible(page, "#map-plot .js-plotly-plot .scatterlayer .point").first.wait_for()
+    assert visible(page, "#map-plot .js-plotly-plot .scatterlayer .point").count() >= 4
     shot(page, artifacts, "04-map")
+    page.get_by_role("button", name="Draw map").click()
+    visible(page, "#map-plot .js-plotly-plot .scatterlayer .point").first.wait_for()
+
+    # Transfer: the cross-origin chart and its gap vs |tau|/|origin| are there on opening
+    open_tab(page, "Transfer")
+    visible(page, "#cross-origin-plot .js-plotly-plot .barlayer .point").first.wait_for()
+    page.get_by_text("|tau|/|origin|").locator("visible=true").first.wait_for()
+    shot(page, artifacts, "04b-transfer")
 
     # Arithmetic: set the first weight (the slider's number box; leaving it fires the slider's release event, as
     # letting go of the handle does); the live evaluation finishes; a second position changes the predictions
@@ -82,6 +91,9 @@ def test_walkthrough(page, app_url, artifacts):
     weight.press("Tab")
     expect_text(page, "#arithmetic-status", "Done in")
     visible(page, "#arithmetic-plot .js-plotly-plot .barlayer .point").first.wait_for()
+    # the reference marks: the origin alone and each task's own tuned prompt, beside the combination's bars
+    visible(page, "#arithmetic-plot .js-plotly-plot .scatterlayer .point").first.wait_for()
+    assert "of its own tuned prompt" in status.inner_text()
     first = status.inner_text()
     shot(page, artifacts, "05-arithmetic-first")
     weight.fill("-1.5")

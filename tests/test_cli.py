@@ -98,8 +98,11 @@ def test_more_errors_in_process(tmp_path, capsys):
     bad_csv.write_text("content,label\nhello,yes\n")
     cases = [
         (["tune", "--task", "no-such-task", *lib], "unknown task"),
-        (["tune", "--task", "mr", "--seeds", "a,b", *lib], "--seeds takes comma-separated integers"),
-        (["tune", "--task", "mr", "--steps", "0", *lib], "steps must be >= 1"),
+        (["tune", "--task", "mr", "--seeds", "a,b", *lib], "origin seeds must be whole numbers"),
+        (["tune", "--task", "mr", "--seeds", str(10**30), *lib], "between 0 and 2147483647"),
+        (["tune", "--task", "mr", "--seeds", ",".join(map(str, range(50))), *lib], "at most 16 origin seeds"),
+        (["tune", "--task", "mr", "--n-tokens", "100000", *lib], "between 1 and 1000 virtual tokens"),
+        (["tune", "--task", "mr", "--steps", "0", *lib], "steps must be between 1 and 100000"),
         (["tune", "--task", str(bad_csv), *lib], "--text-column"),
         (["data", "preview", str(bad_csv)], "bad.csv"),
         (["data", "preview", "mr", "--split", "dev"], "unknown split"),

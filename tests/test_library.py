@@ -417,3 +417,26 @@ def test_exports_refuse_targets_that_would_lose_data(tmp_path, tiny):
     assert library.export_catalog(exported) == exported  # an earlier catalog export is replaced whole
     assert json.loads((exported / "catalog.json").read_text())[0]["id"] == prompt.id
     assert not [p for p in tmp_path.rglob("*") if "partial" in p.name]
+
+
+def test_names_and_prompt_lengths_are_checked_on_every_way_in(tmp_path):
+    from studio.limits import MAX_NAME, MAX_PROMPT_TOKENS, parse_seeds
+
+    library = Library(tmp_path / "lib")
+    for bad in ("line\nbreak", "\x1b[31mred", "x" * (MAX_NAME + 1)):
+        with pytest.raises(StudioError, match="name"):
+            library.add("prompt", rand(), MODEL, name=bad)
+    item = library.add("prompt", rand(), MODEL, name="  fine  ")
+    assert item.name == "fine"
+    with pytest.raises(StudioError, match="line breaks"):
+        library.rename(item.id, "two\nlines")
+    with pytest.raises(StudioError, match="virtual tokens"):
+        library.add("prompt", torch.zeros(0, 32), MODEL)
+    with pytest.raises(StudioError, match="virtual tokens"):
+        library.add("prompt", torch.zeros(MAX_PROMPT_TOKENS + 1, 32), MODEL)
+    assert [i.id for i in library.items()] == [item.id]
+    # one seed parser for the CLI and the UI
+    assert parse_seeds("3, 1;3 0") == [3, 1, 0]
+    for bad, match in (("-1", "between 0"), (str(10**30), "between 0"), ("a", "whole numbers"), ("", "at least one")):
+        with pytest.raises(StudioError, match=match):
+            parse_seeds(bad)

@@ -305,6 +305,8 @@ def test_origin_errors(tiny):
         make_origin(tiny, 0, 4, method="xavier")
     with pytest.raises(StudioError, match="init text"):
         make_origin(tiny, 0, 4, method="text", text="  ")
-    with pytest.raises(StudioError, match="at least 1"):
+    with pytest.raises(StudioError, match="between 1 and 1000 virtual tokens"):
         make_origin(tiny, 0, 0)
+    with pytest.raises(StudioError, match="between 1 and 1000 virtual tokens"):
+        make_origin(tiny, 0, 100_000)
     assert set(INIT_METHODS) == {"top5000", "sample_vocab", "text", "normal"}

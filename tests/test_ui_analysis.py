@@ -138,6 +138,50 @@ def bars_of(figure) -> list[float]:
     return [float(v) for v in values(plot_data(figure)[0]["y"])]
 
 
+def test_live_evaluation_marks_the_origin_and_each_tasks_own_prompt(app, pair):
+    """The final chart carries reference marks: the origin alone and the task's own tuned prompt, scored on the
+    same validation sample (checked here against a direct evaluation)."""
+    from studio.analysis import evaluate_many
+
+    client, state = app
+    origin_id, vector_ids = pair
+    task = state.library.get(vector_ids[0]).task
+    job = client.submit(*arithmetic_args(origin_id, vector_ids[:1], [0.5], [task], limit=16),
+                        api_name="/arithmetic_eval")
+    final = job.result()
+    marks = {t["name"]: values(t["y"]) for t in plot_data(final[0]) if t["type"] == "scatter"}
+    assert set(marks) == {"origin alone", "own tuned prompt"}, marks
+    own_prompt = state.library.get(vector_ids[0]).prompt_id
+    expected = evaluate_many(state.backbone(), [state.library.tensor(origin_id), state.library.tensor(own_prompt)],
+                             [task], "validation", 16)["accuracy"][:, 0]
+    assert marks["origin alone"][0] == pytest.approx(expected[0]) and marks["own tuned prompt"][0] == pytest.approx(
+        expected[1])
+    assert "of its own tuned prompt" in final[1]
+
+
+def test_task_names_never_read_files_on_the_server(app, pair, tmp_path):
+    """A path typed where a task name goes is an unknown task: its rows never reach a response, and the message is
+    the same whether the file exists or not."""
+    client, _ = app
+    origin_id, vector_ids = pair
+    secret = tmp_path / "secret.csv"
+    secret.write_text("text,label\n" + "".join(f"TOPSECRET-{i},{'ab'[i % 2]}\n" for i in range(40)))
+    messages = []
+    for path in (str(secret), str(tmp_path / "absent.csv")):
+        for api_name, extra in (("/arithmetic_eval", ()), ("/arithmetic_save", ("x",)),
+                                ("/arithmetic_sweep", ("coefficient", 8))):
+            with pytest.raises(Exception) as raised:
+                client.predict(*arithmetic_args(origin_id, vector_ids, [1, 1], [path], limit=16), *extra,
+                               api_name=api_name)
+            message = str(raised.value)
+            assert "unknown task" in message and "TOPSECRET" not in message, message
+            messages.append(message.replace(path, "PATH"))
+        with pytest.raises(Exception) as raised:
+            client.predict(path, vector_ids, origin_id, "0, 2", 1, 0.03, 2, 8, 0, api_name="/fewshot_start")
+        assert "unknown task" in str(raised.value) and "TOPSECRET" not in str(raised.value)
+    assert messages[:3] == messages[3:]  # existing and missing paths answer alike
+
+
 def test_live_evaluation_streams_and_follows_the_sliders(app, pair):
     client, _ = app
     origin_id, vector_ids = pair
@@ -205,6 +249,9 @@ def test_cross_origin_table_has_own_and_other_rows(app, pair):
     kinds = {row[3] for row in table["data"]}
     assert kinds == {"own", "other"} and all(row[0] == task for row in table["data"])
     assert len(plot_data(figure)) == 2 and "own" in text
+    # each row says how far its TPV moved from its own origin, and the summary sets the gap beside it
+    assert table["headers"][-1] == "|tau|/|origin| of the TPV" and all(row[-1] > 0 for row in table["data"])
+    assert "gap" in text and "|tau|/|origin|" in text
     expect_error(client, [], "validation", 16, api_name="/cross_origin", match="at least one task")
 
 

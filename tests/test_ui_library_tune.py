@@ -94,6 +94,40 @@ def test_listing_shows_prebuilt_items_and_filters(app):
     assert details["task"] == task and isinstance(details["recipe"], dict) and "file" not in details
 
 
+def test_listing_shows_how_far_tuning_moved_each_prompt(app):
+    """|tau| / |origin| for every TPV and tuned prompt (none for origins), computed from the stored tensors."""
+    client, state = app
+    rows = listing(client, source="prebuilt")
+    if not rows:
+        pytest.skip("no prebuilt library attached")
+    for row in rows:
+        ratio = row["|tau|/|origin|"]
+        if row["kind"] == "origin":
+            assert ratio is None or ratio != ratio  # empty cell (None or NaN)
+            continue
+        item = state.library.get(row["id"])
+        tau = state.library.vector(item.id).delta
+        expected = float(tau.norm() / state.library.tensor(item.origin_id).norm())
+        assert ratio == pytest.approx(expected, abs=1e-3) and ratio > 0
+    # the validation accuracy column is filled for tuned prompts
+    assert all(r["val acc"] is not None for r in rows if r["kind"] == "prompt")
+
+
+def test_tune_form_starts_from_the_models_recipe(app_url):
+    """The Tune tab's fields show the model's default recipe (backbones.recipe_for), not a global constant."""
+    import urllib.request
+
+    from studio.backbones import recipe_for
+
+    url, state = app_url
+    config = json.loads(urllib.request.urlopen(url + "config", timeout=30).read())
+    by_label = {c["props"].get("label"): c["props"].get("value") for c in config["components"] if "props" in c}
+    recipe = recipe_for(state.model_name)
+    assert by_label["Steps"] == recipe.steps and by_label["Learning rate"] == recipe.lr
+    assert by_label["Batch size (per prompt)"] == recipe.batch_size
+    assert by_label["Prompt length (virtual tokens)"] == recipe.n_tokens
+
+
 def test_details_of_unknown_or_empty_id_is_an_error(app):
     client, _ = app
     with pytest.raises(AppError, match="no library item"):

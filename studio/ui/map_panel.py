@@ -151,11 +151,26 @@ def build(state: AppState) -> None:
         return gr.Dropdown(choices=choices, value=kept or default_ids()), gr.Dropdown(choices=item_choices(
             state, ("prompt", "origin", "vector")))
 
+    # the ids of the map drawn on its own (at start-up or on opening); None once the user draws
+    shown = gr.State(default_ids() if first else None)
+
+    @friendly
+    def on_open(current, shown_ids):
+        """Fresh choices; and while the tab shows the automatic map, redraw it if the library changed."""
+        ids = default_ids()
+        lists = on_refresh(current)
+        if shown_ids is None or ids == shown_ids or (drawn := first_view(state, ids)) is None:
+            return *lists, gr.skip(), gr.skip(), shown_ids
+        return gr.Dropdown(choices=item_choices(state, ("vector", "prompt", "origin")), value=ids), lists[1], \
+            drawn[0], drawn[1], ids
+
     gr.on([run.click, method.input, dims.input, colour.input, view.input], on_draw,
-          [items, method, dims, colour, view, seed], [plot, note, files, figure_json], api_name="map")
+          [items, method, dims, colour, view, seed], [plot, note, files, figure_json], api_name="map").success(
+        lambda: None, None, shown, api_name="map_drawn", api_visibility="private")
     gr.on([lookup.click, token_item.input], on_lookup, [token_item, top_k], [token_rows, token_note],
           api_name="nearest_tokens")
     refresh.click(on_refresh, items, [items, token_item], api_name="map_refresh")
     tab = enclosing_tab()
     if tab is not None:
-        tab.select(on_refresh, items, [items, token_item], api_name="map_on_open", api_visibility="private")
+        tab.select(on_open, [items, shown], [items, token_item, plot, note, shown], api_name="map_on_open",
+                   api_visibility="private")

@@ -113,9 +113,26 @@ def build(state: AppState) -> None:
         kept = [i for i in (current or []) if i in known]
         return gr.Dropdown(choices=choices, value=kept or default_ids())
 
+    # the ids of the heatmap drawn on its own (at start-up or on opening); None once the user draws
+    shown = gr.State(default_ids() if first else None)
+
+    @friendly
+    def on_open(current, shown_ids):
+        """Fresh choices; and while the tab shows the automatic heatmap, redraw it if the library changed."""
+        ids = default_ids()
+        if shown_ids is None or ids == shown_ids:
+            return on_refresh(current), gr.skip(), gr.skip(), shown_ids
+        drawn = first_view(state, ids)
+        if drawn is None:
+            return on_refresh(current), gr.skip(), gr.skip(), shown_ids
+        return gr.Dropdown(choices=item_choices(state, ("vector", "prompt", "origin")), value=ids), drawn[0], \
+            drawn[1], ids
+
     gr.on([run.click, view.input, measure.input, order.input], on_draw, [items, view, measure, order],
-          [plot, summary, files, figure_json], api_name="similarity")
+          [plot, summary, files, figure_json], api_name="similarity").success(
+        lambda: None, None, shown, api_name="similarity_drawn", api_visibility="private")
     refresh.click(on_refresh, items, items, api_name="similarity_refresh")
     tab = enclosing_tab()
     if tab is not None:
-        tab.select(on_refresh, items, items, api_name="similarity_on_open", api_visibility="private")
+        tab.select(on_open, [items, shown], [items, plot, summary, shown], api_name="similarity_on_open",
+                   api_visibility="private")

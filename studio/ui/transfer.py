@@ -6,7 +6,7 @@ import gradio as gr
 
 from studio import StudioError, analysis, plots, views
 from studio.jobs import Job
-from studio.tasks import BUNDLED_TASKS
+from studio.tasks import BUNDLED_TASKS, load_task
 from studio.tuning import TuneConfig
 from studio.ui.common import (
     AppState,
@@ -81,6 +81,7 @@ def start_few_shot(state: AppState, target: str | None, sources: list[str] | Non
                    shots_text: str, steps, lr, batch_size, eval_limit, multitask_steps=0) -> Job:
     if not target:
         raise StudioError("choose a target task")
+    load_task(target)  # an unknown target fails now, not inside the job (and a name is never read as a path)
     sources = [s for s in (sources or []) if s]
     if not sources:
         raise StudioError("choose at least one source task prompt vector")
@@ -271,8 +272,21 @@ def build(state: AppState) -> None:
                api_visibility="private", show_progress="hidden")
     cancel.click(on_cancel, job_id, few_text, api_name="fewshot_cancel")
     refresh.click(on_refresh, [tasks, sources, origin], [tasks, sources, origin], api_name="transfer_refresh")
+    # what the table shown on its own (the stored one) was computed from; None once the user computes one
+    shown = gr.State(views.cross_origin_key(state.library, state.model_name, default_tasks) if first else None)
+
+    @friendly
+    def on_open(current_tasks, current_sources, current_origin, shown_key):
+        """Fresh choices; and if the library changed under the stored table, say so (recomputing needs the model)."""
+        lists = on_refresh(current_tasks, current_sources, current_origin)
+        if shown_key is None or views.cross_origin_key(state.library, state.model_name, list(shown_key)) == shown_key:
+            return *lists, gr.skip(), shown_key
+        return *lists, ("The library has changed since this table was computed (new or removed prompts): press "
+                        "**Compare own vs other origin** to recompute it."), None
+
+    cross_button.click(lambda: None, None, shown, api_name="cross_origin_computed", api_visibility="private")
     tab = enclosing_tab()
     if tab is not None:
-        tab.select(on_refresh, [tasks, sources, origin], [tasks, sources, origin], api_name="transfer_on_open",
-                   api_visibility="private")
+        tab.select(on_open, [tasks, sources, origin, shown], [tasks, sources, origin, cross_text, shown],
+                   api_name="transfer_on_open", api_visibility="private")
 

@@ -17,6 +17,7 @@ from gradio.context import Context
 
 from studio import StudioError
 from studio.jobs import Job, run_tuning
+from studio.limits import MAX_PROMPT_TOKENS, MAX_STEPS, parse_seeds
 from studio.plots import curves
 from studio.tasks import TaskData, list_tasks, load_file_task, load_task
 from studio.tuning import TuneConfig
@@ -45,25 +46,6 @@ class TuneRequest:
 
 
 # ---- pure helpers (no gradio) -----------------------------------------------------------------------------------
-def parse_seeds(text: str | None) -> list[int]:
-    """'0, 1,2' -> [0, 1, 2] (order kept, duplicates dropped)."""
-    seeds: list[int] = []
-    for part in (text or "").replace(";", ",").replace(" ", ",").split(","):
-        if not part:
-            continue
-        try:
-            seed = int(part)
-        except ValueError:
-            raise StudioError(f"origin seeds must be whole numbers separated by commas, e.g. 0,1,2 (got {part!r})") from None
-        if seed < 0:
-            raise StudioError(f"origin seeds must be >= 0 (got {seed})")
-        if seed not in seeds:
-            seeds.append(seed)
-    if not seeds:
-        raise StudioError("give at least one origin seed, e.g. 0 or 0,1,2")
-    return seeds
-
-
 def _whole(value, what: str, low: int, high: int) -> int:
     if value is None or value == "":
         raise StudioError(f"{what} is empty: enter a number")
@@ -122,11 +104,11 @@ def make_request(task_names, path, text_columns, label_column, file_name, seeds_
     seeds = parse_seeds(seeds_text)
     if lr is None or lr == "":
         raise StudioError("learning rate is empty: enter a number such as 0.2")
-    config = TuneConfig(steps=_whole(steps, "steps", 1, 100_000), batch_size=_whole(batch_size, "batch size", 1, 512),
+    config = TuneConfig(steps=_whole(steps, "steps", 1, MAX_STEPS), batch_size=_whole(batch_size, "batch size", 1, 512),
                         lr=float(lr), eval_every=_whole(eval_every, "validate every", 1, 100_000),
                         val_limit=_whole(val_limit, "validation examples", 1, 100_000), schedule=schedule,
                         select_by=select_by)
-    n = _whole(n_tokens, "prompt length", 1, 1000)
+    n = _whole(n_tokens, "prompt length", 1, MAX_PROMPT_TOKENS)
     title = f"{', '.join(names)} x origin{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}: " \
             f"{config.steps} steps, {n} tokens"
     return TuneRequest(tasks, seeds, config, n, title)
