@@ -22,7 +22,11 @@ if [ ! -f "$stamp" ]; then
 fi
 export GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 .venv/bin/python -m studio data fetch >/dev/null
-.venv/bin/python -c "from studio.backbones import load_backbone; load_backbone()" 2>&1 | grep '\[studio\]' || true
+# convert the embedded model once; when its cache is there, skip the check (importing torch alone takes seconds)
+cache="${STUDIO_HOME:-$HOME/.cache/tpv-studio}/models/smollm2-135m-instruct/config.json"
+if [ ! -f "$cache" ]; then
+  .venv/bin/python -c "from studio.backbones import load_backbone; load_backbone()" 2>&1 | grep '\[studio\]' || true
+fi
 
 if [ $want_test = 1 ] && ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then

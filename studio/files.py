@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -87,12 +88,18 @@ def new_folder(target: Path) -> Iterator[Path]:
         raise
 
 
-def sweep_partials(folder: Path) -> list[Path]:
-    """Remove the temporaries a killed writer left in ``folder`` (only names this module makes)."""
+def sweep_partials(folder: Path, older_than_s: float = 600.0) -> list[Path]:
+    """Remove the temporaries a killed writer left in ``folder`` (only names this module makes, and only old ones:
+    a live writer in another process may be filling a fresh one right now)."""
     removed = []
+    now = time.time()
     for path in folder.glob(f".*{PARTIAL_SUFFIX}"):
-        _remove(path)
-        removed.append(path)
+        try:
+            if now - path.lstat().st_mtime >= older_than_s:
+                _remove(path)
+                removed.append(path)
+        except FileNotFoundError:  # its writer finished or removed it meanwhile
+            continue
     return removed
 
 

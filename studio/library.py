@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from studio import HEAVY_IMPORT_LOCK, StudioError
-from studio.files import atomic_write, check_export_target, new_folder
+from studio.files import atomic_write, check_export_target, new_folder, sweep_partials
 from studio.limits import check_name
 from studio.prompts import TaskPromptVector, check_prompt_tensor, scale_ratio
 
@@ -164,6 +164,7 @@ class Library:
                 )
         else:
             (self.root / "items").mkdir(parents=True, exist_ok=True)
+            sweep_partials(self.root / "items")  # what a killed writer left behind (never an item file)
             with self._connect() as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(SCHEMA)

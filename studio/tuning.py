@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from studio import StudioError
 from studio.backbones import Backbone, Row
 from studio.evaluation import MAX_INPUT_TOKENS, encode_task, results_from_scores, score_examples
+from studio.files import atomic_write, atomic_write_text
 from studio.limits import MAX_STEPS
 from studio.tasks import Example, TaskData
 
@@ -227,9 +227,9 @@ def tune(
                    "exp_avg_sq": adam.get("exp_avg_sq", torch.zeros_like(params)).detach().cpu().contiguous()}
         state = {"signature": signature, "step": step, "best_scores": best_scores, "best_steps": best_steps,
                  "best_metrics": best_metrics, "histories": histories, "train_losses": train_losses}
-        _atomic(checkpoint / "state.safetensors",
+        atomic_write(checkpoint / "state.safetensors",
                 lambda path: save_file(tensors, str(path), metadata={"state": json.dumps(state)}))
-        _atomic(checkpoint / "state.json", lambda path: path.write_text(json.dumps(state)))
+        atomic_write_text(checkpoint / "state.json", json.dumps(state))
 
     if step == 0:  # where each prompt starts: the curve's first point
         for j, metrics in enumerate(validate(0)):
@@ -321,14 +321,3 @@ def mixture_groups(jobs: list[PromptJob], starts: torch.Tensor) -> list[list[int
         if any(not torch.equal(starts[members[0]], starts[k]) for k in members[1:]):
             raise StudioError(f"the prompts of mixture {name!r} must start from the same tensor")
     return [members for members in groups.values() if len(members) > 1]
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write to a temporary file, then rename: a crash never leaves a half-written file behind."""
-    partial = path.with_name(path.name + ".partial")
-    try:
-        write(partial)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise

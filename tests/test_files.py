@@ -1,0 +1,49 @@
+"""Atomic writes and export targets: nothing half-written, nothing deleted that the studio did not write."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from studio import StudioError
+from studio.files import PARTIAL_SUFFIX, atomic_write, atomic_write_text, new_folder, sweep_partials
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
+    target = atomic_write_text(tmp_path / "a.json", "old")
+
+    def fails_half_way(partial):
+        partial.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(target, fails_half_way)
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+    assert atomic_write_text(target, "new").read_text() == "new"
+
+
+def test_new_folder_appears_whole_and_a_failure_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError), new_folder(tmp_path / "out") as partial:
+        (partial / "file").write_text("x")
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    with new_folder(tmp_path / "out") as partial:
+        (partial / "file").write_text("x")
+    assert (tmp_path / "out" / "file").read_text() == "x" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_sweep_removes_only_old_temporaries(tmp_path):
+    old, fresh, item = (tmp_path / f".a{PARTIAL_SUFFIX}", tmp_path / f".b{PARTIAL_SUFFIX}",
+                        tmp_path / "p-1.safetensors")
+    for path in (old, fresh, item):
+        path.write_text("x")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    assert sweep_partials(tmp_path) == [old]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, item.name])
+    with pytest.raises(StudioError):  # a failed export target check is a StudioError, not a traceback
+        from studio.files import check_export_target
+
+        check_export_target(tmp_path / "missing" / "x")
