@@ -93,8 +93,9 @@ def run_tuning(
         return [stored[prompt_id] for _, _, prompt_id in wanted], "done"
     jobs = [PromptJob(task, origins[seed][1], seed) for task, seed in todo]
     own_checkpoint_dir = checkpoint_dir is None
-    if checkpoint_dir is None:
-        key = repr((backbone.name, [(t.spec.name, t.data_hash, s) for t, s in todo], n_tokens, init, asdict(config)))
+    if checkpoint_dir is None:  # a checkpoint belongs to one job in one library
+        key = repr((str(library.root.resolve()), backbone.name, [(t.spec.name, t.data_hash, s) for t, s in todo],
+                    n_tokens, init, asdict(config)))
         checkpoint_dir = cache_dir("checkpoints") / hashlib.sha256(key.encode()).hexdigest()[:16]
     outcome = tune(backbone, jobs, config, on_progress, should_stop, checkpoint_dir)
     if outcome.status != "done" and not keep_partial:  # cancelled: the checkpoint stays for a resume

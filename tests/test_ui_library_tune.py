@@ -324,6 +324,8 @@ def test_cancel_a_running_and_a_queued_job_then_resume(app):
         client.predict(running_id, api_name="/tune_cancel")
 
     resumed_id, message, _ = client.predict(running_id, api_name="/tune_resume")
+    with pytest.raises(AppError, match="already resumed"):  # a second resume would queue the same work twice
+        client.predict(running_id, api_name="/tune_resume")
     resumed = state.runner.jobs[resumed_id]
     wait_for(lambda: resumed.events)
     assert resumed.events[0]["step"] == stopped_at + 1  # continued from the checkpoint, not from step 1

@@ -23,7 +23,8 @@ TABS = [
 
 
 def build_app(state: AppState) -> gr.Blocks:
-    with gr.Blocks(title=TITLE) as app:
+    # Gradio keeps a copy of every file it serves; drop copies older than an hour, checked every half hour
+    with gr.Blocks(title=TITLE, delete_cache=(1800, 3600)) as app:
         gr.Markdown(f"# {TITLE}\nTune soft prompts, compare **task prompt vectors** (tuned prompt minus its random "
                     f"origin) and do arithmetic on them. Model: `{state.model_name}`.")
         with gr.Tabs():

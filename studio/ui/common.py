@@ -137,11 +137,21 @@ def enclosing_tab():
     return block if isinstance(block, gr.Tab) else None
 
 
+EXPORTS_KEPT = 24  # download folders kept; older ones are removed when a new one is made
+
+
 def export_folder(stem: str) -> Path:
-    """A fresh temporary folder for downloads (Gradio serves files from the system temp folder)."""
+    """A fresh folder for one request's downloads, inside the studio's one export folder in the system temp folder
+    (where Gradio serves files from). Only the newest ``EXPORTS_KEPT`` are kept: figures do not pile up on disk."""
+    import shutil
     import tempfile
 
-    return Path(tempfile.mkdtemp(prefix=f"studio-{stem}-"))
+    root = Path(tempfile.gettempdir()) / "tpv-studio-exports"
+    root.mkdir(exist_ok=True)
+    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in folders[: max(0, len(folders) - EXPORTS_KEPT + 1)]:
+        shutil.rmtree(old, ignore_errors=True)  # only folders this function made, inside its own root
+    return Path(tempfile.mkdtemp(prefix=f"{stem}-", dir=root))
 
 
 def figure_exports(figure, stem: str, header: list[str], rows: list[list]) -> list[str]:

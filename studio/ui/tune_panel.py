@@ -212,6 +212,7 @@ def build(state: AppState) -> None:
             "prompt vector (prompt minus origin). Jobs run one at a time in the background while the rest wait in "
             "the queue; cancel one at any time and resume it later from its last checkpoint.")
     requests: dict[str, TuneRequest] = {}
+    resumed: dict[str, str] = {}  # cancelled or failed job id -> the job that resumed it
     recipe = state.recipe()  # its length is the prebuilt library's: tuning with it reuses the prebuilt origins
 
     with gr.Row():
@@ -325,9 +326,12 @@ def build(state: AppState) -> None:
             raise StudioError(f"job {job.id} is {job.status}: only a cancelled or failed job can be resumed")
         if job.id not in requests:
             raise StudioError(f"job {job.id} was not started from this tab: start it again with the same settings")
+        if job.id in resumed:  # one resume per job: a second would queue the same work again
+            raise StudioError(f"job {job.id} was already resumed as {resumed[job.id]}: watch that one")
         request = requests[job.id]
         again = submit(state, request)
         requests[again.id] = request
+        resumed[job.id] = again.id
         return again.id, f"**{again.id}** queued: resumes {job.id} from its checkpoint", jobs_table(state)
 
     @friendly
