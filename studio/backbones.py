@@ -327,8 +327,11 @@ def _load_weights(name: str):
         auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
         model = auto.from_pretrained(folder, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError) as error:
-        raise StudioError(f"could not load model {name!r}: {str(error).splitlines()[0]}") from error
+    except Exception as error:  # transformers and safetensors raise many kinds for a damaged or foreign folder
+        first = (str(error).splitlines() or [type(error).__name__])[0]
+        hint = (f": delete {folder} and run again (it is rebuilt from the embedded model)"
+                if name in KNOWN_BACKBONES else "")
+        raise StudioError(f"could not load model {name!r} ({first[:300]}){hint}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

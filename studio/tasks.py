@@ -458,13 +458,31 @@ def load_file_task(
     return register_task(_task_data(spec, *_split(examples)))
 
 
+MAX_CSV_FIELD = 10_000_000  # characters in one cell; Python's default (131,072) refuses long documents
+
+
+def _read_csv(path: Path) -> list[tuple[int, dict]]:
+    """CSV rows as (line, record); a row with more cells than the header is an error naming the row."""
+    csv.field_size_limit(MAX_CSV_FIELD)
+    records = []
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            for i, row in enumerate(csv.DictReader(handle)):
+                if None in row:  # DictReader puts extra cells under the key None
+                    raise StudioError(f"{path.name}: row {i + 2} has more cells than the header has columns: quote "
+                                      "cells that contain commas, or fix the row")
+                records.append((i + 2, row))
+    except csv.Error as error:
+        raise StudioError(f"{path.name} is not a readable CSV file ({error}): save it as UTF-8 CSV") from None
+    return records
+
+
 def _read_records(path: Path) -> list[tuple[int, dict]]:
     """(line number, record) pairs from a .csv or .jsonl/.json file."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            with path.open(encoding="utf-8-sig", newline="") as handle:
-                return [(i + 2, row) for i, row in enumerate(csv.DictReader(handle))]
+            return _read_csv(path)
         if suffix in (".jsonl", ".json"):
             records = []
             for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):

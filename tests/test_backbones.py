@@ -55,6 +55,20 @@ def test_unknown_model_errors(tmp_path):
         load_backbone(str(tmp_path))  # a folder without a model
 
 
+def test_a_damaged_model_folder_is_one_clear_error(tiny_llama_dir, tmp_path):
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_llama_dir, damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a truncated download or a full disk
+    with pytest.raises(StudioError, match="could not load model"):
+        load_backbone(str(damaged))
+    (damaged / "config.json").write_text("{not json")
+    with pytest.raises(StudioError, match="could not load model"):
+        load_backbone(str(damaged))
+
+
 # ---- decoder-only path -------------------------------------------------------------------------------------------------
 def _full_forward_logprobs(backbone: Backbone, prompt: torch.Tensor | None, row: Row) -> torch.Tensor:
     """Log-probabilities of the target tokens from the model's own full forward (logits at every position)."""

@@ -143,6 +143,17 @@ def _csv(path, header, rows):
 GOOD_ROWS = [(f"text number {i}", "yes" if i % 2 else "no") for i in range(20)]
 
 
+def test_csv_long_cells_and_ragged_rows(tmp_path):
+    long_text = "word " * 40_000  # 200,000 characters: over Python's default CSV cell limit
+    path = _csv(tmp_path / "long.csv", ["text", "label"], [(long_text if i == 3 else t, y)
+                                                         for i, (t, y) in enumerate(GOOD_ROWS)])
+    assert len(load_file_task(path).train) > 0
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("text,label\nhello, world,yes\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(20)))
+    with pytest.raises(StudioError, match="row 2 has more cells than the header"):
+        load_file_task(ragged)
+
+
 def test_csv_file_task(tmp_path):
     path = _csv(tmp_path / "mine.csv", ["text", "label"], GOOD_ROWS)
     data = load_file_task(path)
