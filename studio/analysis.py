@@ -39,8 +39,9 @@ def similarity_table(library: Library, ids: list[str], measure: str = "token_mea
 
     ``order``: "task" (task, then origin), "origin" (origin, then task) or "cluster" (hierarchical, average link).
     """
+    ids = list(dict.fromkeys(ids))  # an id named twice is one row, not a duplicate block
     if len(ids) < 2:
-        raise StudioError("choose at least two prompts or vectors to compare")
+        raise StudioError("choose at least two different prompts or vectors to compare")
     if order not in ("task", "origin", "cluster"):
         raise StudioError(f"unknown order {order!r}: use task, origin or cluster")
     items = [library.get(i) for i in ids]
@@ -174,6 +175,7 @@ def map_points(library: Library, ids: list[str], method: str = "umap", dims: int
     exactly these points (``studio.views``), used instead of projecting again."""
     from studio.projection import project
 
+    ids = list(dict.fromkeys(ids))  # an id named twice is one point
     if not ids:
         raise StudioError("choose at least one prompt or vector to draw")
     items = [library.get(i) for i in ids]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import shutil
 from collections.abc import Sequence
@@ -145,6 +146,8 @@ def save_figure(figure: go.Figure, path: str | Path) -> Path:
         browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
         if browser:
             os.environ.setdefault("BROWSER_PATH", browser)
+        if importlib.util.find_spec("kaleido") is None:
+            raise StudioError("PNG export needs the kaleido package: pip install kaleido (HTML and CSV work without it)")
         try:
             figure.write_image(str(path), width=1000, height=max(500, int(figure.layout.height or 500)))
         except Exception as error:  # kaleido raises its own types when no browser is found

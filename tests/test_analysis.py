@@ -66,3 +66,13 @@ def test_similarity_table_refuses_an_unknown_order(setup):
     assert similarity_table(library, vectors, order="origin").matrix.shape == (2, 2)
     with pytest.raises(StudioError, match="unknown order 'size'"):
         similarity_table(library, vectors, order="size")
+
+
+def test_an_id_named_twice_is_one_row_or_point(setup):
+    from studio.analysis import map_points, similarity_table
+
+    _, library, _, vectors = setup
+    assert similarity_table(library, vectors + vectors[:1]).matrix.shape == (2, 2)
+    with pytest.raises(StudioError, match="two different"):
+        similarity_table(library, [vectors[0]] * 300)
+    assert len(map_points(library, vectors * 3, "pca").records) == 2
