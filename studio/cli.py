@@ -252,6 +252,28 @@ def cmd_library(args) -> None:
         _print(args, item.to_json(), f"imported {item.id} ({item.kind}, {item.n_tokens} tokens)")
 
 
+def cmd_hub_push(args) -> None:
+    from studio.hub import push, require_online
+
+    require_online("push to")  # before the model loads
+    library, backbone = _library(args), _backbone(args)
+    print(f"pushing {'your library' if args.items is None else ', '.join(args.items)} to {args.repo_id} ...",
+          file=sys.stderr)
+    url = push(library, args.items, args.repo_id, backbone, private=args.private)
+    _print(args, {"repo_id": args.repo_id, "url": url}, f"pushed to {url}")
+
+
+def cmd_hub_pull(args) -> None:
+    from studio.hub import is_local_folder, pull, require_online
+
+    if not is_local_folder(args.source):
+        require_online("pull from")  # before the model loads
+    library, backbone = _library(args), _backbone(args)
+    items = pull(library, args.source, backbone, revision=args.revision, origin=args.origin)
+    _print(args, [i.to_json() for i in items], "\n".join(
+        f"{i.id:22} {i.kind:7} {i.task or '-':14} {i.name}" for i in items) + f"\npulled {len(items)} item(s)")
+
+
 def cmd_build_library(args) -> None:
     from studio.build import build_library
 
@@ -348,6 +370,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cascade", action="store_true", help="delete: also delete items derived from it")
     p.add_argument("--yes", action="store_true", help="delete: confirm")
     p.set_defaults(run=cmd_library)
+
+    p = sub.add_parser("hub", help="share items through the Hugging Face Hub (push, pull)",
+                       description="Push items (PEFT adapters, origins, task prompt vectors, catalog, model card) to a "
+                                   "Hugging Face model repository, or pull a repository (or a local snapshot folder) "
+                                   "into your library. Needs HF_HUB_OFFLINE=0 and `hf auth login` or HF_TOKEN.")
+    hub = p.add_subparsers(dest="hub_action", required=True)
+    p = hub.add_parser("push", parents=[common], help="upload items with their lineage to a model repository")
+    p.add_argument("repo_id", help="owner/name of the model repository (created if needed)")
+    p.add_argument("--items", nargs="+", default=None, help="item ids (default: your whole library of --model)")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.set_defaults(run=cmd_hub_push)
+    p = hub.add_parser("pull", parents=[common], help="store a repository's items in your library")
+    p.add_argument("source", help="owner/name of a model repository, or a local snapshot folder")
+    p.add_argument("--origin", help="without a studio catalog: the adapter folder (or library origin id) that is the "
+                                    "origin of the other adapters; their task prompt vectors are stored too")
+    p.add_argument("--revision", help="a branch, tag or commit of the repository")
+    p.set_defaults(run=cmd_hub_pull)
 
     p = sub.add_parser("build-library", parents=[common], help="(re)build the prebuilt library in assets/ (resumable)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "assets" / "library"))

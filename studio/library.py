@@ -404,21 +404,8 @@ class Library:
         path = Path(path)
         recipe: dict = {"imported_from": path.name}
         if path.is_dir():
-            config_path = path / "adapter_config.json"
-            if not config_path.exists():
-                raise StudioError(f"{path} is not a PEFT adapter folder (no adapter_config.json)")
-            config = _json_object(config_path, f"{config_path.name} in {path.name} is not valid JSON: re-export the "
-                                                "adapter")
-            if config.get("peft_type") != "PROMPT_TUNING":
-                raise StudioError(f"{path.name} is a {config.get('peft_type')} adapter; only PROMPT_TUNING imports")
-            tensor, metadata = read_prompt_file(path / "adapter_model.safetensors", backbone.hidden_size)
-            expected = config.get("num_virtual_tokens", tensor.shape[0]) * config.get("num_transformer_submodules", 1)
-            if tensor.shape[0] != expected:
-                raise StudioError(f"{path.name}: {tensor.shape[0]} prompt rows but the config says {expected}")
-            if config.get("num_transformer_submodules", 1) != 1:
-                tensor = tensor[: config["num_virtual_tokens"]]  # the encoder half: the only half predictions use
-            recipe["peft_base_model"] = config.get("base_model_name_or_path")
-            metadata = {**metadata, **_studio_item(path / "studio_item.json")}  # export_peft's kind, task, name, model
+            tensor, metadata, decisions = read_peft_adapter(path, backbone)
+            recipe.update(decisions)
             name = name or metadata.get("name", "")
         else:
             tensor, metadata = read_prompt_file(path, backbone.hidden_size)
@@ -434,6 +421,67 @@ class Library:
                                   f"{origin.n_tokens}: they cannot be combined")
         return self.add(kind, tensor, backbone.name, name=name or path.stem, task=task, origin_id=origin_id,
                         recipe=recipe)
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+PEFT_TASK_TYPES = {"SEQ_2_SEQ_LM": True, "CAUSAL_LM": False}  # PEFT task type -> made for an encoder-decoder model
+
+
+def read_peft_adapter(folder: str | Path, backbone, label: str | None = None) -> tuple[torch.Tensor, dict, dict]:
+    """The prompt of a PEFT prompt-tuning adapter folder, checked against ``backbone``, with the studio's metadata
+    (``studio_item.json``, if the studio exported it) and what the import decided, as recipe entries.
+
+    PEFT stores an encoder-decoder prompt as [2 n, d] (``num_transformer_submodules`` 2: encoder half, then decoder
+    half). Only the encoder half changes predictions (PEFT prepends it to the encoder input), so it is the prompt
+    kept, and the recipe says so. ``label`` names the folder in messages (default: its name)."""
+    folder = Path(folder)
+    label = label or folder.name
+    config_path = folder / "adapter_config.json"
+    if not config_path.exists():
+        raise StudioError(f"{folder} is not a PEFT adapter folder (no adapter_config.json)")
+    config = _json_object(config_path, f"{config_path.name} in {label} is not valid JSON: re-export the adapter")
+    if config.get("peft_type") != "PROMPT_TUNING":
+        raise StudioError(f"{label} is a {config.get('peft_type')} adapter; only PROMPT_TUNING imports")
+    _check_peft_task_type(config, backbone, label)
+    try:
+        tensor, metadata = read_prompt_file(_peft_weights(folder, label), backbone.hidden_size)
+    except StudioError as error:
+        raise StudioError(f"{label}: {error}") from None
+    n_tokens, halves = config.get("num_virtual_tokens", tensor.shape[0]), config.get("num_transformer_submodules") or 1
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (n_tokens, halves)):
+        raise StudioError(f"{label}: adapter_config.json has no valid num_virtual_tokens / num_transformer_submodules")
+    if tensor.shape[0] != n_tokens * halves:
+        raise StudioError(f"{label}: {tensor.shape[0]} prompt rows but the config says {n_tokens * halves}")
+    decisions = {"peft_base_model": config.get("base_model_name_or_path")}
+    if halves != 1:
+        tensor = tensor[:n_tokens]
+        decisions["peft_halves"] = (
+            f"kept the encoder half (rows 0..{n_tokens - 1} of {halves} x {n_tokens}), the half that drives "
+            "predictions; the decoder half was dropped")
+    return tensor, {**metadata, **_studio_item(folder / "studio_item.json")}, decisions
+
+
+def _peft_weights(folder: Path, label: str) -> Path:
+    """The adapter's safetensors weights; PEFT's older pickle weights are named as refused, never opened."""
+    weights = folder / "adapter_model.safetensors"
+    if weights.exists():
+        return weights
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickled:
+        raise StudioError(
+            f"{label}/{pickled[0]} holds pickle weights: they are refused, never loaded (pickles can run code). "
+            "Save the adapter with safetensors (PEFT's default, save_pretrained(..., safe_serialization=True))")
+    raise StudioError(f"{label} has no adapter_model.safetensors: it holds no prompt weights the studio reads "
+                      "(pickle weights such as adapter_model.bin are refused, never loaded)")
+
+
+def _check_peft_task_type(config: dict, backbone, label: str) -> None:
+    """An adapter for an encoder-decoder model does not fit a decoder-only one, and the other way round."""
+    seq2seq = PEFT_TASK_TYPES.get(config.get("task_type"))
+    if seq2seq is not None and seq2seq != bool(getattr(backbone, "is_seq2seq", seq2seq)):
+        wanted = "an encoder-decoder" if seq2seq else "a decoder-only"
+        raise StudioError(f"{label} is a {config['task_type']} adapter, made for {wanted} model, which "
+                          f"{backbone.name} is not: choose the model it was tuned on")
 
 
 def _json_object(path: Path, problem: str) -> dict:

@@ -1,0 +1,531 @@
+"""The Hugging Face Hub as a place to share a library: push items as a model repository, pull one back.
+
+A pushed repository is useful without the studio: one PEFT prompt-tuning adapter per prompt and origin under
+``adapters/<id>/`` (``PeftModel.from_pretrained(base, repo, subfolder="adapters/<id>")`` loads it), the origins
+and task prompt vectors as safetensors under ``items/``, ``studio_catalog.json`` (recipe, metrics, lineage) and a
+model card. A pull reads that catalog back with the same content ids (pulling twice stores nothing twice) or, in a
+repository the studio did not write (the paper authors' T5 adapters), every PEFT prompt-tuning adapter in it.
+Everything in a snapshot is checked before anything is stored, so a bad repository changes nothing.
+
+The studio is offline by default (``HF_HUB_OFFLINE=1``); both directions say so and how to go online. The token
+stays with ``huggingface_hub`` (``HF_TOKEN`` or ``hf auth login``): it is never written, printed or logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import tempfile
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from studio import StudioError
+from studio.files import check_export_target, new_folder
+from studio.library import KINDS, Item, Library, content_id, read_peft_adapter, read_prompt_file
+from studio.limits import MAX_NAME, check_name
+
+CATALOG = "studio_catalog.json"
+CATALOG_FORMAT = "tpv-studio-catalog"
+CATALOG_VERSION = 1
+TAGS = ["prompt-tuning", "task-prompt-vectors", "peft", "tpv-studio"]
+DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.md"]  # weights as safetensors only: pickles are never fetched
+STUDIO_FOLDERS = ["adapters/*", "items/*"]  # what a push replaces in the repository (its history keeps the rest)
+ITEM_ID = re.compile(r"[opv]-[0-9a-f]{8,64}")  # the studio's ids; nothing else may become a file name
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+OFFLINE_VALUES = {"1", "true", "yes", "on"}
+
+
+# ---- reaching the hub ---------------------------------------------------------------------------------------------
+def hub_offline() -> bool:
+    """The studio sets ``HF_HUB_OFFLINE=1`` unless the user chose otherwise (see ``studio/__init__.py``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() in OFFLINE_VALUES
+
+
+def require_online(action: str) -> None:
+    """Fail before any work (or model load) when the hub cannot be reached, saying how to reach it."""
+    if hub_offline():
+        raise StudioError(
+            f"the Hugging Face Hub is not reachable: the studio is offline by default (HF_HUB_OFFLINE=1). To {action} "
+            "the hub, set HF_HUB_OFFLINE=0 on a machine that reaches huggingface.co and log in with `hf auth login` "
+            "(`huggingface-cli login` in older versions) or set HF_TOKEN")
+
+
+def is_local_folder(source: str | Path) -> bool:
+    return Path(source).expanduser().is_dir()
+
+
+def _hub_call(what: str, token: str | None, call: Callable[[], object]) -> object:
+    """One network call; whatever the network, the login or the hub says becomes one line (never the token)."""
+    try:
+        return call()
+    except StudioError:
+        raise
+    except Exception as error:  # huggingface_hub and its HTTP client raise many types; all are the environment's
+        message = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        if token:
+            message = message.replace(token, "***")
+        hint = ""
+        if any(code in message for code in ("401", "403", "Unauthorized", "Forbidden")):
+            hint = " (log in with `hf auth login` or set HF_TOKEN to a token with write access)"
+        raise StudioError(f"could not {what}: {message[:300]}{hint}") from None
+
+
+def _check_repo_id(repo_id: str) -> str:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise StudioError(f"{repo_id[:100]!r} is not a Hugging Face repository id: use owner/name") from None
+    return repo_id
+
+
+# ---- the repository a push writes ---------------------------------------------------------------------------------
+def base_model_id(model: str) -> str | None:
+    """The hub id a model card's ``base_model`` names: a known model's hub id, or the name when it is a hub id
+    (a local folder is not one, and the hub refuses cards that name something that is not a model id)."""
+    from studio.backbones import KNOWN_BACKBONES
+
+    if model in KNOWN_BACKBONES:
+        return KNOWN_BACKBONES[model].hub_id
+    return model if HUB_ID.fullmatch(model) and not Path(model).expanduser().exists() else None
+
+
+def hub_layout(library: Library, item_ids: list[str] | None, backbone, folder: str | Path,
+               repo_id: str | None = None) -> Path:
+    """Write the repository content for ``item_ids`` (None: the whole user library of ``backbone``'s model) into
+    the new folder ``folder``: adapters/, items/, the catalog and the model card. Lineage is made complete: the
+    origins and prompts the chosen items derive from come along."""
+    items = _with_lineage(library, _chosen(library, item_ids, backbone.name))
+    folder = Path(folder)
+    check_export_target(folder, [lib.root for lib in (library, *library.parents)])
+    try:
+        with new_folder(folder) as partial:
+            (partial / "adapters").mkdir()
+            (partial / "items").mkdir()
+            for item in items:
+                if item.kind != "vector":  # a PEFT adapter holds a whole prompt, never a difference of prompts
+                    library.export_peft(item.id, partial / "adapters" / item.id, backbone)
+                if item.kind != "prompt":
+                    library.export_safetensors(item.id, partial / "items" / f"{item.id}.safetensors")
+            (partial / CATALOG).write_text(json.dumps(_catalog(items, backbone.name), indent=1))
+            (partial / "README.md").write_text(model_card(items, backbone.name, repo_id), encoding="utf-8")
+    except OSError as error:
+        raise StudioError(f"could not write {folder}: {error.strerror or error}") from None
+    return folder
+
+
+def _chosen(library: Library, item_ids: list[str] | None, model: str) -> list[Item]:
+    if item_ids is None:
+        items = [item for item in library.items(model=model) if item.source == "user"]
+        if not items:
+            raise StudioError(f"your library has no items for {model}: nothing to push (tune or import some first, "
+                              "or choose their model with --model)")
+        return items
+    if not item_ids:
+        raise StudioError("choose at least one item to push")
+    items = [library.get(item_id) for item_id in dict.fromkeys(item_ids)]
+    for item in items:
+        if item.model != model:
+            raise StudioError(f"{item.id} was made for {item.model}, not {model}: push one model's items at a time "
+                              f"(--model {item.model})")
+    return items
+
+
+def _with_lineage(library: Library, items: list[Item]) -> list[Item]:
+    """The items and every origin and prompt they derive from, parents first, each once."""
+    found: dict[str, Item] = {}
+
+    def visit(item: Item) -> None:
+        if item.id not in found:
+            for parent in (item.origin_id, item.prompt_id):
+                if parent:
+                    visit(library.get(parent))
+            found[item.id] = item
+
+    for item in items:
+        visit(item)
+    return list(found.values())
+
+
+def _repo_file(item: Item) -> str:
+    return f"adapters/{item.id}/adapter_model.safetensors" if item.kind == "prompt" else f"items/{item.id}.safetensors"
+
+
+def _catalog(items: list[Item], model: str) -> dict:
+    records = [{**{k: v for k, v in item.to_json().items() if k != "source"}, "file": _repo_file(item)}
+               for item in items]
+    return {"format": CATALOG_FORMAT, "version": CATALOG_VERSION, "model": model, "items": records}
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _metrics_text(metrics: dict) -> str:
+    """The headline numbers of an item (accuracies, F1), not their standard errors or counts."""
+    shown = [f"{key} {value:.3f}" for key, value in metrics.items()
+             if isinstance(value, float) and not key.endswith("_se") and "_se/" not in key]
+    return ", ".join(shown[:4]) + (" ..." if len(shown) > 4 else "") or "-"
+
+
+def _card_row(item: Item) -> str:
+    lineage = ", ".join(f"{k.split('_')[0]} `{v}`" for k, v in (("origin_id", item.origin_id),
+                                                                ("prompt_id", item.prompt_id)) if v) or "-"
+    return (f"| `{item.id}` | {item.kind} | {_cell(item.name)} | {_cell(item.task or '-')} | {lineage} | "
+            f"{_cell(_metrics_text(item.metrics))} |")
+
+
+def model_card(items: list[Item], model: str, repo_id: str | None = None) -> str:
+    """A model card: metadata the hub indexes (library, base model, tags), a table of the items, how to use them."""
+    from huggingface_hub import ModelCardData
+
+    base = base_model_id(model)
+    metadata = ModelCardData(library_name="peft", base_model=base, tags=list(TAGS)).to_yaml()
+    repo = repo_id or "OWNER/REPO"
+    adapter = next((i.id for i in items if i.kind != "vector"), "ID")
+    return "\n".join([
+        "---", metadata, "---", "", f"# Soft prompts and task prompt vectors for `{base or model}`", "",
+        f"{len(items)} items shared from Prompt Arithmetic Studio: tuned soft prompts (prompt tuning), their random "
+        "origins, and task prompt vectors (TPVs: tuned prompt minus its origin; Belanec et al., ECML PKDD 2025).", "",
+        "| id | kind | name | task | lineage | metrics |", "|---|---|---|---|---|---|",
+        *[_card_row(item) for item in items], "",
+        "## Files", "",
+        "- `adapters/<id>/`: a PEFT prompt-tuning adapter per prompt and origin",
+        "- `items/<id>.safetensors`: origins and task prompt vectors (tensor `prompt`, [virtual tokens, hidden])",
+        f"- `{CATALOG}`: every item's recipe, metrics and lineage", "",
+        "## Use", "", "```python", "from peft import PeftModel",
+        f"model = PeftModel.from_pretrained(base_model, \"{repo}\", subfolder=\"adapters/{adapter}\")", "```", "",
+        f"With the studio: `studio hub pull {repo}` (with `HF_HUB_OFFLINE=0`) brings every item back with its lineage.",
+        "",
+    ])
+
+
+def push(library: Library, item_ids: list[str] | None, repo_id: str, backbone, token: str | None = None,
+         private: bool = False, api=None) -> str:
+    """Upload ``item_ids`` (None: the whole user library of ``backbone``'s model) with their lineage to the model
+    repository ``repo_id`` (created if needed) and return its address. The push replaces the repository's studio
+    content (adapters/, items/, catalog, card) so that it is one consistent library; its history keeps older
+    pushes. ``api`` (an ``HfApi``) is for tests; the token goes only to it."""
+    require_online("push to")
+    _check_repo_id(repo_id)
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="studio-hub-") as tmp:
+        folder = hub_layout(library, item_ids, backbone, Path(tmp) / "repo", repo_id=repo_id)
+        count = len(json.loads((folder / CATALOG).read_text())["items"])
+        url = _hub_call(f"create {repo_id}", token,
+                        lambda: api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True))
+        _hub_call(f"upload to {repo_id}", token, lambda: api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), repo_type="model", delete_patterns=STUDIO_FOLDERS,
+            commit_message=f"Prompt Arithmetic Studio: {count} items"))
+    return str(url) if isinstance(url, str) and url else f"https://huggingface.co/{repo_id}"
+
+
+# ---- pulling ------------------------------------------------------------------------------------------------------
+@dataclass
+class _Entry:
+    """One item a pull will store, read and checked before anything is written."""
+
+    id: str
+    kind: str
+    tensor: torch.Tensor
+    name: str
+    task: str | None = None
+    origin: int | None = None
+    origin_id: str | None = None
+    prompt_id: str | None = None
+    recipe: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+    def parents(self) -> list[str]:
+        return [p for p in (self.origin_id, self.prompt_id) if p]
+
+
+@dataclass
+class _Adapter:
+    """A PEFT prompt-tuning adapter found in a snapshot without a catalog."""
+
+    rel: str  # its folder inside the snapshot ("." for the snapshot itself)
+    name: str
+    tensor: torch.Tensor
+    metadata: dict
+    recipe: dict
+
+
+def pull(library: Library, source: str | Path, backbone, revision: str | None = None, download=None,
+         origin: str | None = None) -> list[Item]:
+    """Store the items of a hub repository (or of a local snapshot folder) in ``library``; returns them.
+
+    With a studio catalog, every item keeps its id, kind, task, name, recipe, metrics and lineage. Without one,
+    every PEFT prompt-tuning adapter is a prompt; ``origin`` (an adapter's folder name, or an origin already in the
+    library) makes that one the origin of the others, which are then stored with their task prompt vectors.
+    ``download`` (``snapshot_download``) is for tests. Nothing is stored unless everything checks out."""
+    if library.read_only:
+        raise StudioError("this library is read-only (the prebuilt library): pull into your own library")
+    folder, label = _snapshot(str(source), revision, download)
+    if (folder / CATALOG).is_file():
+        if origin:
+            raise StudioError(f"{label} has a studio catalog, which states each item's origin: pull it without "
+                              "--origin")
+        entries = _catalog_entries(library, folder, backbone)
+    else:
+        entries = _adapter_entries(library, _read_adapters(folder, label, backbone), origin, backbone.name)
+    _check_against_library(library, entries)
+    return _store(library, entries, backbone.name)
+
+
+def _snapshot(source: str, revision: str | None, download) -> tuple[Path, str]:
+    """A local folder as it is, or a downloaded snapshot of a repository id; with a name for messages."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path, path.resolve().name
+    if path.exists():
+        raise StudioError(f"{source} is a file: pull takes a repository id (owner/name) or a snapshot folder")
+    if source.startswith((".", "/", "~")) or not HUB_ID.fullmatch(source):
+        raise StudioError(f"{source[:100]!r} is neither a folder nor a Hugging Face repository id (owner/name)")
+    require_online("pull from")
+    _check_repo_id(source)
+    if download is None:
+        from huggingface_hub import snapshot_download as download
+    where = _hub_call(f"download {source}", None, lambda: download(
+        repo_id=source, repo_type="model", revision=revision, allow_patterns=DOWNLOAD_PATTERNS))
+    return Path(str(where)), source.split("/")[-1]
+
+
+def _read_catalog(path: Path) -> list[dict]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict) or data.get("format") != CATALOG_FORMAT or not isinstance(data.get("items"), list):
+        raise StudioError(f"{CATALOG} is not a studio catalog (not JSON, or no 'items' list): the repository was "
+                          "not written by `studio hub push`; remove the file to pull its PEFT adapters instead")
+    if data.get("version") != CATALOG_VERSION:
+        raise StudioError(f"{CATALOG} has version {data.get('version')!r}; this studio reads version "
+                          f"{CATALOG_VERSION}: update the studio")
+    if not all(isinstance(record, dict) for record in data["items"]):
+        raise StudioError(f"{CATALOG} lists something that is not an item")
+    return data["items"]
+
+
+def _catalog_entries(library: Library, folder: Path, backbone) -> list[_Entry]:
+    records = _read_catalog(folder / CATALOG)
+    if not records:
+        raise StudioError(f"{CATALOG} lists no items: there is nothing to pull")
+    entries = [_catalog_entry(folder, record, backbone) for record in records]
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.id in seen:
+            raise StudioError(f"{CATALOG} lists {entry.id} twice: the repository is damaged")
+        seen.add(entry.id)
+    return _in_lineage_order(library, entries)
+
+
+def _catalog_entry(folder: Path, record: dict, backbone) -> _Entry:
+    item_id, kind = record.get("id"), record.get("kind")
+    if kind not in KINDS or not isinstance(item_id, str) or not ITEM_ID.fullmatch(item_id) or item_id[0] != kind[0]:
+        raise StudioError(f"{CATALOG} has an item with a bad id or kind ({str(item_id)[:40]!r}, {str(kind)[:20]!r})")
+    if record.get("model") != backbone.name:
+        raise StudioError(f"{item_id} was made for model {str(record.get('model'))[:100]}, not {backbone.name}: "
+                          "choose that model (--model) to pull it")
+    tensor = _catalog_tensor(folder, item_id, backbone)
+    if [record.get("n_tokens"), record.get("hidden")] != list(tensor.shape):
+        raise StudioError(f"{item_id}: its file holds a {tuple(tensor.shape)} prompt but the catalog says "
+                          f"({record.get('n_tokens')}, {record.get('hidden')}): the repository is damaged")
+    return _Entry(item_id, kind, tensor, **_catalog_fields(item_id, record))
+
+
+def _catalog_tensor(folder: Path, item_id: str, backbone) -> torch.Tensor:
+    """An item's tensor: ``items/<id>.safetensors`` (origins, vectors) or its adapter folder (prompts)."""
+    flat, adapter = folder / "items" / f"{item_id}.safetensors", folder / "adapters" / item_id
+    if flat.is_file():
+        try:
+            tensor, metadata = read_prompt_file(flat, backbone.hidden_size)
+        except StudioError as error:
+            raise StudioError(f"items/{item_id}.safetensors: {error}") from None
+    elif adapter.is_dir():
+        tensor, metadata, _ = read_peft_adapter(adapter, backbone, label=f"adapters/{item_id}")
+    else:
+        raise StudioError(f"{CATALOG} lists {item_id} but the repository has neither items/{item_id}.safetensors nor "
+                          f"adapters/{item_id}/ (weights are read from safetensors only)")
+    if metadata.get("model") and metadata["model"] != backbone.name:
+        raise StudioError(f"{item_id}'s file was made for model {metadata['model'][:100]}, not {backbone.name}")
+    return tensor
+
+
+def _catalog_fields(item_id: str, record: dict) -> dict:
+    """The catalog's description of an item, each field checked for its type (it is someone else's file)."""
+    def bad(what: str) -> StudioError:
+        return StudioError(f"{CATALOG}: item {item_id} has {what}: the repository is damaged")
+
+    name, task, origin = record.get("name") or item_id, record.get("task") or None, record.get("origin")
+    if not isinstance(name, str) or not (task is None or isinstance(task, str)):
+        raise bad("a name or task that is not text")
+    if origin is not None and (isinstance(origin, bool) or not isinstance(origin, int)):
+        raise bad("an origin seed that is not a whole number")
+    parents = {key: record.get(key) or None for key in ("origin_id", "prompt_id")}
+    if any(p is not None and not (isinstance(p, str) and ITEM_ID.fullmatch(p)) for p in parents.values()):
+        raise bad("a lineage id that is not a studio id")
+    recipe, metrics = record.get("recipe") or {}, record.get("metrics") or {}
+    if not isinstance(recipe, dict) or not isinstance(metrics, dict):
+        raise bad("a recipe or metrics that are not JSON objects")
+    return {"name": check_name(name, f"the name of {item_id}"), "task": task, "origin": origin, **parents,
+            "recipe": recipe, "metrics": metrics}
+
+
+def _find(library: Library, item_id: str) -> Item | None:
+    try:
+        return library.get(item_id)
+    except StudioError:
+        return None
+
+
+def _in_lineage_order(library: Library, entries: list[_Entry]) -> list[_Entry]:
+    """Parents before the items derived from them; every parent is in the snapshot or already in the library."""
+    pending = {entry.id: entry for entry in entries}
+    ordered: list[_Entry] = []
+    placed: set[str] = set()
+    while pending:
+        ready = [e for e in pending.values()
+                 if all(p not in pending and (p in placed or _find(library, p)) for p in e.parents())]
+        if not ready:
+            stuck = next(iter(pending.values()))
+            missing = next((p for p in stuck.parents() if p not in pending), stuck.parents()[0])
+            raise StudioError(f"the lineage of {stuck.id} is incomplete: {missing} is neither in the repository nor "
+                              "in your library (or the lineage loops)")
+        for entry in ready:
+            ordered.append(pending.pop(entry.id))
+            placed.add(entry.id)
+    return ordered
+
+
+def _read_adapters(folder: Path, label: str, backbone) -> list[_Adapter]:
+    """Every PEFT prompt-tuning adapter in the snapshot (any depth), each read and checked."""
+    paths = sorted({p.parent for p in folder.rglob("adapter_config.json")
+                    if not any(part.startswith(".") for part in p.relative_to(folder).parts)})
+    if not paths:
+        raise StudioError(f"{label} has no {CATALOG} and no PEFT adapter (adapter_config.json): there is nothing the "
+                          "studio can pull from it")
+    adapters = []
+    for path in paths:
+        rel = path.relative_to(folder).as_posix()
+        where = label if rel == "." else f"{label}/{rel}"
+        tensor, metadata, decisions = read_peft_adapter(path, backbone, label=where)
+        if metadata.get("model") and metadata["model"] != backbone.name:
+            raise StudioError(f"{where} was made for model {metadata['model'][:100]}, not {backbone.name}: "
+                              "choose that model (--model) to pull it")
+        name = metadata.get("name") or (label if rel == "." else path.name)
+        adapters.append(_Adapter(rel, name[:MAX_NAME], tensor, metadata, {"imported_from": where, **decisions}))
+    return adapters
+
+
+def _digest(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.detach().float().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def _as_entry(adapter: _Adapter, kind: str, model: str) -> _Entry:
+    """An adapter stored as it is: its content decides its id, so pulling it again stores nothing twice."""
+    return _Entry(content_id(kind, model, "peft", _digest(adapter.tensor)), kind, adapter.tensor, adapter.name,
+                  task=adapter.metadata.get("task") or None, recipe=adapter.recipe)
+
+
+def _adapter_entries(library: Library, adapters: list[_Adapter], origin: str | None, model: str) -> list[_Entry]:
+    """Each adapter as it says it is (a prompt unless the studio exported it as an origin); with ``origin``, that
+    adapter (or library origin) as the origin, and the others as its prompts with their task prompt vectors."""
+    if origin is None:
+        entries = [_as_entry(a, "origin" if a.metadata.get("kind") == "origin" else "prompt", model) for a in adapters]
+        return list({entry.id: entry for entry in entries}.values())
+    single = len(adapters) == 1  # then the repository's own name names its adapter too, wherever it lies
+    marked = [a for a in adapters if origin in (a.rel, a.name, Path(a.rel).name, a.recipe["imported_from"])
+              or (single and origin == a.recipe["imported_from"].split("/")[0])]
+    if len(marked) > 1:
+        raise StudioError(f"--origin {origin!r} names {len(marked)} adapters: give its folder ({marked[0].rel})")
+    if marked:
+        base = _as_entry(marked[0], "origin", model)
+        entries, seed = [base], None
+    else:
+        found = _library_origin(library, origin, model, [a.rel for a in adapters])
+        base = _Entry(found.id, "origin", library.tensor(found.id), found.name)
+        entries, seed = [], found.origin
+    for adapter in adapters:
+        if not marked or adapter is not marked[0]:
+            entries += _prompt_and_vector(adapter, base, seed)
+    return list({entry.id: entry for entry in entries}.values())
+
+
+def _library_origin(library: Library, origin: str, model: str, rels: list[str]) -> Item:
+    found = _find(library, origin)
+    if found is None:
+        names = ", ".join(rels[:10]) + (" ..." if len(rels) > 10 else "")
+        raise StudioError(f"--origin {origin[:100]!r} is neither an adapter folder in the repository ({names}) nor an "
+                          "item in your library")
+    if found.kind != "origin" or found.model != model:
+        raise StudioError(f"--origin {origin}: that is a {found.kind} for {found.model}, not an origin for {model}")
+    return found
+
+
+def _prompt_and_vector(adapter: _Adapter, origin: _Entry, seed: int | None) -> list[_Entry]:
+    """A prompt tuned from ``origin`` and its task prompt vector (prompt - origin), as ``run_tuning`` stores them."""
+    from studio.jobs import vector_id
+
+    if adapter.tensor.shape != origin.tensor.shape:
+        raise StudioError(f"{adapter.recipe['imported_from']} is a {tuple(adapter.tensor.shape)} prompt but the origin "
+                          f"is {tuple(origin.tensor.shape)}: it was not tuned from that origin")
+    prompt_id = content_id("prompt", origin.id, "peft", _digest(adapter.tensor))
+    task = adapter.metadata.get("task") or None
+    prompt = _Entry(prompt_id, "prompt", adapter.tensor, adapter.name, task=task, origin=seed, origin_id=origin.id,
+                    recipe=adapter.recipe)
+    vector = _Entry(vector_id(prompt_id), "vector", adapter.tensor - origin.tensor, f"TPV {adapter.name}"[:MAX_NAME],
+                    task=task, origin=seed, origin_id=origin.id, prompt_id=prompt_id, recipe={"from": prompt_id})
+    return [prompt, vector]
+
+
+def _check_against_library(library: Library, entries: list[_Entry]) -> None:
+    """Names are names; what the library already holds under an entry's id must be the same kind (then it is kept,
+    not stored again); a prompt or vector must have its origin's shape, or its vector could never be formed."""
+    shapes = {entry.id: tuple(entry.tensor.shape) for entry in entries}
+    for entry in entries:
+        check_name(entry.name, f"the name of {entry.id}")
+        existing = _find(library, entry.id)
+        if existing and existing.kind != entry.kind:
+            raise StudioError(f"your library has {entry.id} as a {existing.kind}, but the repository has it as a "
+                              f"{entry.kind}: the two cannot both be kept")
+        if entry.origin_id:
+            origin = shapes.get(entry.origin_id) or _shape(library.get(entry.origin_id))
+            if origin != tuple(entry.tensor.shape):
+                raise StudioError(f"{entry.id} is a {tuple(entry.tensor.shape)} {entry.kind} but its origin "
+                                  f"{entry.origin_id} is {origin}: the repository is damaged")
+
+
+def _shape(item: Item) -> tuple[int, int]:
+    return item.n_tokens, item.hidden
+
+
+def _store(library: Library, entries: list[_Entry], model: str) -> list[Item]:
+    """Write what was checked, parents first; if writing fails part-way (a full disk), what this pull added goes."""
+    added: list[str] = []
+    items: list[Item] = []
+    try:
+        for entry in entries:
+            new = _find(library, entry.id) is None
+            items.append(library.add(entry.kind, entry.tensor, model, name=entry.name, task=entry.task,
+                                     origin=entry.origin, origin_id=entry.origin_id, prompt_id=entry.prompt_id,
+                                     recipe=entry.recipe, metrics=entry.metrics, item_id=entry.id, exist_ok=True))
+            if new:
+                added.append(entry.id)
+    except BaseException:
+        for item_id in reversed(added):
+            with suppress(StudioError, OSError, sqlite3.Error):
+                library.delete(item_id, cascade=True)
+        raise
+    return items

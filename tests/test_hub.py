@@ -1,0 +1,366 @@
+"""Sharing through the Hugging Face Hub, with only the network replaced: the repository a push writes (PEFT loads
+every adapter, the card's metadata parses), pulls that round-trip a library, the paper authors' kind of T5 adapter
+([2 n, d], made by PEFT itself), and bad repositories that get one clear error and change nothing."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from studio import StudioError
+from studio.backbones import load_backbone
+from studio.cli import main
+from studio.hub import CATALOG, TAGS, base_model_id, hub_layout, model_card, pull, push
+from studio.library import Library, open_library
+
+FIELDS = ("id", "kind", "name", "model", "task", "origin", "origin_id", "prompt_id", "n_tokens", "hidden", "recipe",
+          "metrics")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llama_dir):
+    return load_backbone(str(tiny_llama_dir), dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def t5(tiny_t5_dir):
+    return load_backbone(str(tiny_t5_dir), dtype=torch.float32)
+
+
+@pytest.fixture
+def online(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+
+
+def rand(n=4, d=32, seed=0):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+def populate(library: Library, model: str) -> dict:
+    """Two tuned prompts on one origin with their vectors (as run_tuning stores them) and a combined prompt."""
+    origin = library.add("origin", rand(seed=1), model, name="origin 0", origin=0, recipe={"init": "top5000"})
+    items = {"origin": origin}
+    for seed, task in ((2, "mr"), (3, "tweets")):
+        prompt = library.add("prompt", rand(seed=seed), model, name=f"{task} / origin 0", task=task, origin=0,
+                             origin_id=origin.id, recipe={"lr": 0.2, "history": [{"step": 1, "loss": 0.5}]},
+                             metrics={"validation_accuracy": 0.8, f"test_accuracy/{task}": 0.75,
+                                      f"test_accuracy_se/{task}": 0.02})
+        items[task] = prompt
+        items[f"tpv {task}"] = library.add("vector", rand(seed=seed) - rand(seed=1), model, name=f"TPV {task}",
+                                           task=task, origin=0, origin_id=origin.id, prompt_id=prompt.id,
+                                           recipe={"from": prompt.id})
+    items["combined"] = library.add("prompt", rand(seed=1) + 0.5 * (rand(seed=2) - rand(seed=1)), model,
+                                    name="weighted_sum of mr | tweets", task="mr+tweets", origin=0,
+                                    origin_id=origin.id, recipe={"method": "weighted_sum"})
+    return items
+
+
+def described(library: Library) -> dict:
+    return {item.id: {f: getattr(item, f) for f in FIELDS} for item in library.items()}
+
+
+def snapshot(library: Library) -> tuple:
+    """Everything a failed pull must leave as it was: catalog rows and the items folder."""
+    db = sqlite3.connect(library.root / "catalog.sqlite")
+    rows = db.execute("SELECT * FROM items ORDER BY id").fetchall()
+    db.close()
+    return rows, sorted((p.name, p.read_bytes()) for p in (library.root / "items").iterdir())
+
+
+def tree(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+class FakeApi:
+    """Stands in for HfApi: records the calls and copies the uploaded folder (the hub's side) to ``target``."""
+
+    def __init__(self, target: Path):
+        self.target, self.calls = target, []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        self.calls.append(("upload_folder", repo_id, kwargs))
+        shutil.copytree(folder_path, self.target)
+
+
+# ---- push ---------------------------------------------------------------------------------------------------------
+def test_push_builds_the_repository(tiny, tiny_llama_dir, tmp_path, online):
+    from huggingface_hub import ModelCard
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    library = Library(tmp_path / "lib")
+    items = populate(library, tiny.name)
+    library.add("prompt", rand(seed=9), tiny.name, name="not chosen")
+    api = FakeApi(tmp_path / "hub")
+    chosen = [items["tpv mr"].id, items["combined"].id]
+    url = push(library, chosen, "someone/my-prompts", tiny, token="hf_NEVERWRITTEN", private=True, api=api)
+    assert url == "https://huggingface.co/someone/my-prompts"
+    assert [(name, repo) for name, repo, _ in api.calls] == [("create_repo", "someone/my-prompts"),
+                                                             ("upload_folder", "someone/my-prompts")]
+    assert api.calls[0][2]["exist_ok"] is True and api.calls[0][2]["private"] is True
+    assert api.calls[1][2]["delete_patterns"] == ["adapters/*", "items/*"]
+    repo = tmp_path / "hub"
+    # the chosen items and the lineage they need (origin, the vector's prompt), nothing else
+    origin, prompt, vector, combined = (items[k] for k in ("origin", "mr", "tpv mr", "combined"))
+    adapter_files = ("adapter_config.json", "adapter_model.safetensors", "studio_item.json")
+    assert tree(repo) == {"README.md", CATALOG, f"items/{origin.id}.safetensors", f"items/{vector.id}.safetensors",
+                          *(f"adapters/{i.id}/{f}" for i in (origin, prompt, combined) for f in adapter_files)}
+    assert not any("hf_NEVERWRITTEN" in p.read_text(errors="replace") for p in repo.rglob("*") if p.is_file())
+    catalog = json.loads((repo / CATALOG).read_text())
+    assert catalog["model"] == tiny.name and [r["id"] for r in catalog["items"]] == [
+        origin.id, prompt.id, vector.id, combined.id]  # parents first
+    for record in catalog["items"]:
+        assert {f: record[f] for f in FIELDS} == described(library)[record["id"]] and record["file"].endswith(
+            "adapter_model.safetensors" if record["kind"] == "prompt" else f"items/{record['id']}.safetensors")
+    for item in (origin, prompt, combined):  # each adapter loads in PEFT on a fresh base and holds the prompt
+        peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32),
+                                               str(repo / "adapters" / item.id))
+        torch.testing.assert_close(peft_model.get_prompt(1)[0].float(), library.tensor(item.id))
+    card = ModelCard.load(repo / "README.md")
+    assert card.data.library_name == "peft" and card.data.tags == TAGS
+    assert card.data.base_model is None  # a local folder is not a hub id: the hub would refuse the card
+    for item in (origin, prompt, vector, combined):
+        assert f"| `{item.id}` | {item.kind} |" in card.text
+    assert "weighted_sum of mr \\| tweets" in card.text and "test_accuracy/mr 0.750" in card.text
+    assert "someone/my-prompts" in card.text
+
+
+def test_card_names_the_hub_id_of_a_known_model(tmp_path):
+    from huggingface_hub import ModelCard
+
+    assert base_model_id("smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert base_model_id("google-t5/t5-base") == "google-t5/t5-base"
+    library = Library(tmp_path / "lib")
+    item = library.add("prompt", rand(), "smollm2-135m-instruct", task="mr")
+    (tmp_path / "README.md").write_text(model_card([item], item.model, "me/x"))
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.library_name == "peft"
+
+
+def test_push_of_the_whole_library_leaves_out_the_prebuilt_one(tiny, tmp_path, online):
+    source = Library(tmp_path / "build")
+    built = populate(source, tiny.name)
+    prebuilt = source.export_catalog(tmp_path / "prebuilt")
+    library = open_library(tmp_path / "user", prebuilt=prebuilt)
+    mine = library.add("prompt", rand(seed=7), tiny.name, name="mine", task="mr", origin_id=built["origin"].id)
+    push(library, None, "someone/all", tiny, api=FakeApi(tmp_path / "hub"))
+    catalog = json.loads((tmp_path / "hub" / CATALOG).read_text())
+    assert [r["id"] for r in catalog["items"]] == [built["origin"].id, mine.id]  # the user's item and its origin
+
+
+def test_offline_push_and_pull_say_the_hub_is_unreachable(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    library = Library(tmp_path / "lib")
+    items = populate(library, tiny.name)
+    api = FakeApi(tmp_path / "hub")
+    with pytest.raises(StudioError, match="not reachable.*HF_HUB_OFFLINE=0.*HF_TOKEN"):
+        push(library, [items["mr"].id], "someone/x", tiny, api=api)
+    assert api.calls == [] and not (tmp_path / "hub").exists()
+    before = snapshot(library)
+    with pytest.raises(StudioError, match="not reachable"):
+        pull(library, "rbelanec/t5-base-pt-origin0", tiny, download=lambda **kwargs: pytest.fail("downloaded"))
+    assert snapshot(library) == before
+    for command in (["hub", "push", "someone/x"], ["hub", "pull", "someone/x"]):
+        assert main([*command, "--library", str(tmp_path / "lib"), "--no-prebuilt"]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("error: the Hugging Face Hub is not reachable") and "\n" not in error
+    with pytest.raises(StudioError, match="neither a folder nor"):
+        pull(library, str(tmp_path / "no-such-folder"), tiny)
+
+
+# ---- pull ---------------------------------------------------------------------------------------------------------
+def test_pull_round_trips_a_library(tiny, tiny_llama_dir, tmp_path, online, capsys):
+    source = Library(tmp_path / "source")
+    populate(source, tiny.name)
+    push(source, None, "someone/lib", tiny, api=FakeApi(tmp_path / "snapshot"))
+    target = Library(tmp_path / "target")
+    calls = []
+
+    def download(**kwargs):  # snapshot_download, with the hub's side already on disk
+        calls.append(kwargs)
+        return str(tmp_path / "snapshot")
+
+    pulled = pull(target, "someone/lib", tiny, revision="main", download=download)
+    assert calls == [{"repo_id": "someone/lib", "repo_type": "model", "revision": "main",
+                      "allow_patterns": ["*.json", "*.safetensors", "*.md"]}]
+    assert described(target) == described(source) and sorted(i.id for i in pulled) == sorted(described(source))
+    for item in source.items():
+        torch.testing.assert_close(target.tensor(item.id), source.tensor(item.id))
+    before = snapshot(target)
+    pull(target, tmp_path / "snapshot", tiny)  # a local folder works offline too; twice stores nothing twice
+    pull(source, tmp_path / "snapshot", tiny)
+    assert snapshot(target) == before and described(source) == described(target)
+    # the command line: one line per item, or JSON
+    cli_library = tmp_path / "cli"
+    assert main(["hub", "pull", str(tmp_path / "snapshot"), "--model", str(tiny_llama_dir), "--library",
+                 str(cli_library), "--no-prebuilt", "--json"]) == 0
+    assert sorted(r["id"] for r in json.loads(capsys.readouterr().out)) == sorted(described(source))
+
+
+def make_peft_t5_adapter(t5_dir: Path, folder: Path, n: int, seed: int) -> torch.Tensor:
+    """A prompt-tuning adapter saved by PEFT itself for a T5 model: prompt_embeddings [2 n, d]."""
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSeq2SeqLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForSeq2SeqLM.from_pretrained(t5_dir, dtype=torch.float32)
+    model = get_peft_model(base, PromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=n))
+    model.save_pretrained(str(folder))
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["num_transformer_submodules"] == 2 and config["task_type"] == "SEQ_2_SEQ_LM"
+    from safetensors.torch import load_file
+
+    both = load_file(str(folder / "adapter_model.safetensors"))["prompt_embeddings"]
+    assert both.shape == (2 * n, 32)
+    return both
+
+
+@pytest.fixture(scope="module")
+def authors_repo(tiny_t5_dir, tmp_path_factory) -> tuple[Path, dict, int]:
+    """A repository like the paper authors': an origin and two task prompts, T5 adapters saved by PEFT."""
+    repo, n = tmp_path_factory.mktemp("hub") / "authors", 3
+    tensors = {name: make_peft_t5_adapter(tiny_t5_dir, repo / name, n, seed)
+               for seed, name in enumerate(("t5-pt-origin0", "t5-pt-mnli", "t5-pt-qnli"))}
+    return repo, tensors, n
+
+
+def test_peft_t5_adapters_import_as_their_encoder_half(t5, tiny_t5_dir, authors_repo, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForSeq2SeqLM
+
+    repo, tensors, n = authors_repo
+    library = Library(tmp_path / "plain")
+    items = {i.name: i for i in pull(library, repo, t5)}
+    assert sorted(items) == sorted(tensors) and {i.kind for i in items.values()} == {"prompt"}
+    for name, item in items.items():
+        torch.testing.assert_close(library.tensor(item.id), tensors[name][:n])
+        assert "kept the encoder half" in item.recipe["peft_halves"]
+        assert "decoder half was dropped" in item.recipe["peft_halves"]
+        assert item.recipe["imported_from"] == f"authors/{name}"
+    # it predicts as PEFT does: PEFT prepends only the encoder half to the encoder input
+    peft_model = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir, dtype=torch.float32),
+                                           str(repo / "t5-pt-mnli")).eval()
+    plain = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir, dtype=torch.float32).eval()
+    ids, labels = torch.tensor([[5, 6, 7, 8, 9]]), torch.tensor([[10, 11, 12]])
+    with torch.no_grad():
+        theirs = peft_model(input_ids=ids, labels=labels).logits
+        embeds = torch.cat([library.tensor(items["t5-pt-mnli"].id)[None], plain.get_input_embeddings()(ids)], dim=1)
+        ours = plain(inputs_embeds=embeds, labels=labels).logits
+    torch.testing.assert_close(theirs, ours)
+
+
+def test_marking_the_origin_forms_task_prompt_vectors(t5, tiny_t5_dir, authors_repo, tmp_path):
+    repo, tensors, n = authors_repo
+    marked = Library(tmp_path / "marked")
+    pulled = pull(marked, repo, t5, origin="t5-pt-origin0")
+    origin = next(i for i in pulled if i.kind == "origin")
+    prompts = [i for i in pulled if i.kind == "prompt"]
+    vectors = [i for i in pulled if i.kind == "vector"]
+    assert origin.name == "t5-pt-origin0" and len(prompts) == 2 and len(vectors) == 2
+    for prompt in prompts:
+        assert prompt.origin_id == origin.id
+        vector = next(v for v in vectors if v.prompt_id == prompt.id)
+        expected = tensors[prompt.name][:n] - tensors["t5-pt-origin0"][:n]
+        torch.testing.assert_close(marked.tensor(vector.id), expected)
+        torch.testing.assert_close(marked.vector(prompt.id).delta, expected)
+    before = snapshot(marked)
+    pull(marked, repo, t5, origin="t5-pt-origin0")
+    assert snapshot(marked) == before
+    # the authors publish origin and task prompts in separate repositories: an origin already pulled can be named
+    later = tmp_path / "later"
+    make_peft_t5_adapter(tiny_t5_dir, later, n, seed=1)  # the same prompt as t5-pt-mnli
+    again = pull(marked, later, t5, origin=origin.id)
+    assert [i.id for i in again] == [i.id for i in pulled if i.name in ("t5-pt-mnli", "TPV t5-pt-mnli")]
+    assert snapshot(marked) == before
+    # a repository holding only its origin adapter (at any depth) is marked by the repository's name
+    shutil.copytree(repo / "t5-pt-origin0", tmp_path / "t5-base-pt-origin0" / "nested")
+    alone = pull(Library(tmp_path / "alone"), tmp_path / "t5-base-pt-origin0", t5, origin="t5-base-pt-origin0")
+    assert [(i.kind, i.id) for i in alone] == [("origin", origin.id)]
+
+
+# ---- bad repositories ---------------------------------------------------------------------------------------------
+class Payload:
+    """Unpickling this would create a marker file: proof that a file was (or was not) loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _edit_catalog(repo: Path, edit) -> None:
+    catalog = json.loads((repo / CATALOG).read_text())
+    edit(catalog["items"])
+    (repo / CATALOG).write_text(json.dumps(catalog))
+
+
+def _bad_repo(kind: str, tmp_path: Path, tiny, tiny_t5_dir) -> Path:
+    """A repository with good items and one bad thing."""
+    source = Library(tmp_path / "source")
+    items = populate(source, tiny.name)
+    repo = hub_layout(source, None, tiny, tmp_path / "repo")
+    bad_adapter = repo / "adapters" / items["tweets"].id
+    if kind in ("nothing", "pickle", "other_hidden", "seq2seq"):
+        (repo / CATALOG).unlink()
+    if kind == "nothing":
+        shutil.rmtree(repo / "adapters")
+    elif kind in ("pickle", "pickle_in_catalog"):
+        (bad_adapter / "adapter_model.safetensors").unlink()
+        (bad_adapter / "adapter_model.bin").write_bytes(pickle.dumps({"prompt_embeddings": Payload(tmp_path / "pwned")}))
+    elif kind == "other_hidden":
+        save_file({"prompt_embeddings": rand(d=48)}, str(bad_adapter / "adapter_model.safetensors"))
+    elif kind == "seq2seq":
+        make_peft_t5_adapter(tiny_t5_dir, repo / "t5-adapter", 4, seed=0)
+    elif kind == "other_model":
+        _edit_catalog(repo, lambda records: records[-1].update(model="gemma3-270m"))
+    elif kind == "nan":
+        tensor = rand(seed=3) - rand(seed=1)
+        tensor[0, 0] = float("nan")
+        save_file({"prompt": tensor}, str(repo / "items" / f"{items['tpv tweets'].id}.safetensors"))
+    elif kind == "lineage":
+        _edit_catalog(repo, lambda records: records.pop(0))  # the origin
+    elif kind == "bad_id":
+        _edit_catalog(repo, lambda records: records[-1].update(id="p-../../../escape"))
+    elif kind == "shape":
+        _edit_catalog(repo, lambda records: records[1].update(n_tokens=5))
+    return repo
+
+
+BAD_REPOS = {
+    "nothing": "no studio_catalog.json and no PEFT adapter",
+    "pickle": "adapter_model.bin holds pickle weights: they are refused, never loaded",
+    "pickle_in_catalog": "adapter_model.bin holds pickle weights: they are refused, never loaded",
+    "other_hidden": "hidden size 48 but the model has 32",
+    "seq2seq": "SEQ_2_SEQ_LM adapter, made for an encoder-decoder model",
+    "other_model": "made for model gemma3-270m",
+    "nan": "1 NaN or infinite",
+    "lineage": "lineage of .* is incomplete",
+    "bad_id": "bad id or kind",
+    "shape": "the catalog says",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_REPOS))
+def test_bad_repository_is_refused_and_changes_nothing(kind, tiny, tiny_t5_dir, tmp_path):
+    repo = _bad_repo(kind, tmp_path, tiny, tiny_t5_dir)
+    library = Library(tmp_path / "lib")
+    library.add("prompt", rand(seed=11), tiny.name, name="already here")
+    before = snapshot(library)
+    with pytest.raises(StudioError, match=BAD_REPOS[kind]) as error:
+        pull(library, repo, tiny)
+    assert "\n" not in str(error.value)
+    assert snapshot(library) == before
+    assert not [p for p in (tmp_path / "lib").rglob("*") if "partial" in p.name]
+    assert not (tmp_path / "pwned").exists(), "a pickle was loaded"
