@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -163,25 +166,70 @@ class Library:
                     list(record.values()),
                 )
         else:
-            (self.root / "items").mkdir(parents=True, exist_ok=True)
-            sweep_partials(self.root / "items")  # what a killed writer left behind (never an item file)
-            with self._connect() as db:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute(SCHEMA)
+            self._open_folder()
+
+    def _open_folder(self) -> None:
+        """Create or check the library folder. A folder the user cannot write is opened for reading only: it can
+        be listed, shown, exported and evaluated, and writing to it says why it cannot."""
+        if self.root.exists() and not self.root.is_dir():
+            raise StudioError(f"{self.root} is a file, not a library folder: choose a folder with --library "
+                              "(or STUDIO_LIBRARY / STUDIO_HOME)")
+        self.writable = not self.root.exists() or os.access(self.root, os.W_OK)
+        try:
+            if self.writable:
+                (self.root / "items").mkdir(parents=True, exist_ok=True)
+                sweep_partials(self.root / "items")  # what a killed writer left behind (never an item file)
+            db = self._connect()
+            try:
+                with db:
+                    if self.writable:
+                        db.execute("PRAGMA journal_mode=WAL")
+                        db.execute(SCHEMA)
+                    db.execute("SELECT count(*) FROM items")
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as error:
+            raise StudioError(f"{self.root / 'catalog.sqlite'} is damaged or not a studio catalog ({error}): "
+                              "move it away to start an empty library there") from None
+        except OSError as error:
+            raise StudioError(f"cannot use {self.root} as a library folder: {error.strerror or error}") from None
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
             return self._memory
-        db = sqlite3.connect(self.root / "catalog.sqlite", timeout=30)
+        path = self.root / "catalog.sqlite"
+        if getattr(self, "writable", True):
+            db = sqlite3.connect(path, timeout=30)
+        else:  # read-only folder: no WAL files can be made, so open the database file itself read-only
+            db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=30)
         db.row_factory = sqlite3.Row
         return db
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A connection that commits on success, rolls back on error, and is always closed. A catalog that cannot
+        be read or written (deleted, damaged, disk full) is a StudioError; a duplicate id stays an IntegrityError
+        for ``add`` to handle."""
+        try:
+            db = self._connect()
+        except sqlite3.DatabaseError as error:
+            raise StudioError(f"cannot open the library catalog in {self.root}: {error}") from None
+        try:
+            with db:
+                yield db
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.DatabaseError as error:
+            raise StudioError(f"the library catalog in {self.root} could not be read or written ({error}): check "
+                              "that the folder still exists, is writable and has free space") from None
+        finally:
+            if not self.read_only:
+                db.close()
+
     # ---- reading -----------------------------------------------------------------------------------------
     def _own(self, item_id: str) -> Item | None:
-        db = self._connect()
-        row = db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
-        if not self.read_only:
-            db.close()
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
         return _row_to_item(row, self.source) if row else None
 
     def get(self, item_id: str) -> Item:
@@ -196,10 +244,8 @@ class Library:
         """All items (own first, then the read-only parents'), filtered."""
         found: list[Item] = []
         for library in (self, *self.parents):
-            db = library._connect()
-            rows = db.execute("SELECT * FROM items ORDER BY created, id").fetchall()
-            if not library.read_only:
-                db.close()
+            with library._transaction() as db:
+                rows = db.execute("SELECT * FROM items ORDER BY created, id").fetchall()
             found += [_row_to_item(row, library.source) for row in rows]
         def keep(item: Item) -> bool:
             return ((kind is None or item.kind == kind) and (model is None or item.model == model)
@@ -243,6 +289,9 @@ class Library:
     def _writable(self, item_id: str | None = None) -> None:
         if self.read_only:
             raise StudioError("this library is read-only (the prebuilt library): work in your own library")
+        if not getattr(self, "writable", True):
+            raise StudioError(f"the library folder {self.root} is read-only: it can be listed and exported, not "
+                              "changed; use a library folder you can write (--library)")
         if item_id is not None and self._own(item_id) is None:
             self.get(item_id)  # raises "no such item" if it is nowhere
             raise StudioError(f"{item_id} is part of the prebuilt library, which is read-only; export it to copy it")
@@ -271,9 +320,12 @@ class Library:
                     int(tensor.shape[0]), int(tensor.shape[1]), recipe or {}, metrics or {},
                     f"items/{item_id}.safetensors", time.strftime("%Y-%m-%dT%H:%M:%S"))
         path = self.root / item.file
-        _atomic_save(tensor, path, {"kind": kind, "model": model, "task": task or "", "studio_id": item_id})
         try:
-            with self._connect() as db:
+            _atomic_save(tensor, path, {"kind": kind, "model": model, "task": task or "", "studio_id": item_id})
+        except OSError as error:
+            raise StudioError(f"could not write {path}: {error.strerror or error}") from None
+        try:
+            with self._transaction() as db:
                 record = {k: v for k, v in item.to_json().items() if k != "source"}
                 record["recipe"], record["metrics"] = json.dumps(item.recipe), json.dumps(item.metrics)
                 db.execute(f"INSERT INTO items ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
@@ -282,9 +334,9 @@ class Library:
             if exist_ok and (existing := self._own(item_id)) and existing.kind == kind:
                 return existing
             raise StudioError(f"an item with id {item_id!r} already exists") from None
-        except sqlite3.Error as error:
+        except (sqlite3.Error, StudioError) as error:
             path.unlink(missing_ok=True)
-            raise StudioError(f"could not record {item_id} in the catalog: {error}") from error
+            raise StudioError(f"could not record {item_id} in the catalog: {error}") from None
         return item
 
     def find_origin(self, model: str, seed: int, n_tokens: int, init: str) -> Item | None:
@@ -296,14 +348,14 @@ class Library:
     def rename(self, item_id: str, name: str) -> Item:
         self._writable(item_id)
         name = check_name(name, "a name")
-        with self._connect() as db:
+        with self._transaction() as db:
             db.execute("UPDATE items SET name = ? WHERE id = ?", (name, item_id))
         return self.get(item_id)
 
     def update_metrics(self, item_id: str, metrics: dict) -> Item:
         self._writable(item_id)
         merged = {**self.get(item_id).metrics, **metrics}
-        with self._connect() as db:
+        with self._transaction() as db:
             db.execute("UPDATE items SET metrics = ? WHERE id = ?", (json.dumps(merged), item_id))
         return self.get(item_id)
 
@@ -319,7 +371,7 @@ class Library:
             if dependent.id not in deleted:  # a vector depends on its origin and its prompt: delete it once
                 deleted += self.delete(dependent.id, cascade=True)
         item = self.get(item_id)
-        with self._connect() as db:
+        with self._transaction() as db:
             db.execute("DELETE FROM items WHERE id = ?", (item_id,))
         (self.root / item.file).unlink(missing_ok=True)
         return deleted + [item_id]

@@ -440,3 +440,44 @@ def test_names_and_prompt_lengths_are_checked_on_every_way_in(tmp_path):
     for bad, match in (("-1", "between 0"), (str(10**30), "between 0"), ("a", "whole numbers"), ("", "at least one")):
         with pytest.raises(StudioError, match=match):
             parse_seeds(bad)
+
+
+def test_odd_library_folders_give_one_clear_error(tmp_path, monkeypatch):
+    import os
+
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    with pytest.raises(StudioError, match="is a file, not a library folder"):
+        Library(a_file)
+    damaged = tmp_path / "damaged"
+    (damaged / "items").mkdir(parents=True)
+    (damaged / "catalog.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StudioError, match="damaged or not a studio catalog"):
+        Library(damaged)
+    # a folder the user may read but not write (as root here, the answer of os.access is what is replaced): it is
+    # listed, read and exported without writing a byte; changes say why they cannot happen
+    library = Library(tmp_path / "shared")
+    origin, prompt, _ = populate(library)
+    before = sorted(p.name for p in library.root.rglob("*"))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK else real_access(path, mode))
+    shared = Library(tmp_path / "shared")
+    assert [i.id for i in shared.items()] == [i.id for i in library.items()]
+    torch.testing.assert_close(shared.tensor(prompt.id), rand(seed=2))
+    with pytest.raises(StudioError, match="read-only"):
+        shared.rename(prompt.id, "new name")
+    with pytest.raises(StudioError, match="read-only"):
+        shared.add("origin", rand(), MODEL)
+    assert sorted(p.name for p in library.root.rglob("*")) == before
+
+
+def test_a_library_deleted_while_in_use_is_a_clear_error(tmp_path):
+    import shutil
+
+    library = Library(tmp_path / "lib")
+    populate(library)
+    shutil.rmtree(library.root)
+    with pytest.raises(StudioError, match="library catalog"):
+        library.items()
+    with pytest.raises(StudioError):
+        library.add("origin", rand(), MODEL)
