@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -414,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+    except Exception as error:  # a fault nobody turned into a message yet: still one line, never a traceback dump
+        if os.environ.get("STUDIO_DEBUG"):
+            raise
+        print(f"error: unexpected {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} "
+              "(rerun with STUDIO_DEBUG=1 for the details, and please report it)", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -5,22 +5,30 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from studio import StudioError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREBUILT_LIBRARY = Path(os.environ.get("STUDIO_PREBUILT") or REPO_ROOT / "assets" / "library")
 
 
+def _folder(path: Path, what: str) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise StudioError(f"{what} {path} is a file, not a folder: point STUDIO_HOME at a folder") from None
+    except OSError as error:
+        raise StudioError(f"cannot create {what} {path}: {error.strerror or error}") from None
+    return path
+
+
 def studio_home() -> Path:
     """Root of everything the studio writes: ``$STUDIO_HOME`` or ``~/.cache/tpv-studio``."""
-    home = Path(os.environ.get("STUDIO_HOME") or Path.home() / ".cache" / "tpv-studio")
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+    return _folder(Path(os.environ.get("STUDIO_HOME") or Path.home() / ".cache" / "tpv-studio"), "the studio home")
 
 
 def cache_dir(kind: str) -> Path:
     """A writable cache folder (``models``, ``data``, ``checkpoints``...), never inside site-packages."""
-    path = studio_home() / kind
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _folder(studio_home() / kind, f"the {kind} cache")
 
 
 def user_library_dir() -> Path:

@@ -122,6 +122,19 @@ def test_more_errors_in_process(tmp_path, capsys):
     assert Library(tmp_path).items() == []
 
 
+def test_home_or_library_that_is_a_file_is_one_error_line(tmp_path, capsys, monkeypatch):
+    from studio.cli import main
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert main(["library", "list", "--library", str(a_file), "--no-prebuilt"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: ")
+    monkeypatch.setenv("STUDIO_HOME", str(a_file))
+    assert main(["library", "list", "--no-prebuilt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "is a file" in err and len(err.splitlines()) == 1
+
+
 # ---- with the embedded model ----------------------------------------------------------------------------------------
 def test_eval_template_json(tmp_path):
     data = json.loads(ok(studio("eval", "--template", "--task", "mr", "--split", "test", "--limit", "4", "--json",
