@@ -14,7 +14,7 @@ import torch
 from studio import StudioError
 from studio.backbones import Backbone
 from studio.evaluation import evaluate
-from studio.library import Item, Library
+from studio.library import Item, Library, content_id
 from studio.prompts import merge, scale_ratio, similarity_matrix
 from studio.tasks import load_task
 
@@ -90,6 +90,11 @@ def combine(library: Library, origin_id: str, vector_ids: list[str], weights: li
     recipe = {"combination": {"origin": origin_id, "vectors": vector_ids, "weights": [float(w) for w in weights],
                               "method": method, "density": density}}
     return prompt, recipe
+
+
+def combination_id(recipe: dict) -> str:
+    """The content id of a combined prompt: the same origin, vectors, weights and merge are the same prompt."""
+    return content_id("prompt", recipe["combination"])
 
 
 def is_single_task_prompt(item: Item) -> bool:
@@ -363,7 +368,7 @@ def multitask_prompt(library: Library, backbone: Backbone, origin_id: str, tasks
     return library.add("prompt", outcome.results[0].best_prompt, origin.model,
                        name=f"multi-task {name} / origin {origin.origin}", task=name, origin=origin.origin,
                        origin_id=origin_id, recipe={**recipe, "best_step": outcome.results[0].best_step},
-                       metrics=metrics)
+                       metrics=metrics, item_id=content_id("prompt", origin_id, recipe), exist_ok=True)
 
 
 def few_shot_inits(library: Library, origin_id: str, source_vector_ids: list[str],

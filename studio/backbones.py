@@ -22,6 +22,7 @@ import torch
 
 from studio import HEAVY_IMPORT_LOCK, StudioError
 from studio.config import cache_dir
+from studio.faults import kill_point
 from studio.files import atomic_write, new_folder
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -304,6 +305,7 @@ def load_backbone(name: str = DEFAULT_MODEL, device: str | None = None, dtype: t
         if key not in _LOADED:
             model, tokenizer = _load_weights(name)
             _LOADED[key] = Backbone(name, model, tokenizer, device, dtype)
+            kill_point("model:loaded")
         return _LOADED[key]
 
 

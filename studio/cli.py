@@ -171,7 +171,7 @@ def _parse_weighted(specs: list[str]) -> tuple[list[str], list[float]]:
 
 
 def cmd_combine(args) -> None:
-    from studio.analysis import combine
+    from studio.analysis import combination_id, combine
     from studio.evaluation import evaluate
     from studio.tasks import load_task
 
@@ -187,7 +187,8 @@ def cmd_combine(args) -> None:
             metrics.update({f"{args.split}_{k}/{task_name}": v for k, v in result.metrics.items()})
     tasks = sorted({library.get(i).task or "?" for i in ids})
     item = library.add("prompt", prompt, origin.model, name=args.name or f"{args.method} of {' + '.join(tasks)}",
-                       task="+".join(tasks), origin=origin.origin, origin_id=origin.id, recipe=recipe, metrics=metrics)
+                       task="+".join(tasks), origin=origin.origin, origin_id=origin.id, recipe=recipe, metrics=metrics,
+                       item_id=combination_id(recipe), exist_ok=True)  # the same combination twice is one item
     _print(args, item.to_json(), f"{item.id}  {item.name}  " + "  ".join(
         f"{k}={v:.3f}" for k, v in metrics.items() if "accuracy" in k and "_se" not in k))
 

@@ -15,24 +15,29 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from glob import escape as glob_escape
 from pathlib import Path
 
 from studio import StudioError
+from studio.faults import kill_point
 
 PARTIAL_SUFFIX = ".studio-partial"
 
 
 def partial_name(path: Path) -> Path:
-    """A unique temporary name beside ``path`` (unique, so two writers never share one)."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
+    """A unique temporary name beside ``path`` (unique, so two writers never share one), with the writer's process
+    id in it, so that ``sweep_partials`` can tell a dead writer's leftovers from a live writer's file."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(temporary_path)``, then rename the result over ``path``; on any failure remove the temporary."""
     path = Path(path)
+    _sweep_dead_partials_of(path)
     partial = partial_name(path)
     try:
         write(partial)
+        kill_point("atomic:before-rename")
         os.replace(partial, path)
     except BaseException:
         _remove(partial)
@@ -72,10 +77,12 @@ def check_export_target(target: Path, protected: Sequence[Path] = (), replaceabl
 def new_folder(target: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``target`` to fill; on success it replaces ``target`` (which was checked
     with ``check_export_target``: missing, empty, or an earlier export of the same kind)."""
+    _sweep_dead_partials_of(target)
     partial = partial_name(target)
     partial.mkdir()
     try:
         yield partial
+        kill_point("folder:before-rename")
         if target.is_dir():
             old = partial_name(target)
             target.rename(old)  # moved aside, removed only once the new folder is in place
@@ -89,18 +96,41 @@ def new_folder(target: Path) -> Iterator[Path]:
 
 
 def sweep_partials(folder: Path, older_than_s: float = 600.0) -> list[Path]:
-    """Remove the temporaries a killed writer left in ``folder`` (only names this module makes, and only old ones:
-    a live writer in another process may be filling a fresh one right now)."""
+    """Remove the temporaries a killed writer left in ``folder``: only names this module makes, and only those of a
+    process that is gone (or, if that cannot be told, old ones): a live writer may be filling one right now."""
     removed = []
     now = time.time()
     for path in folder.glob(f".*{PARTIAL_SUFFIX}"):
         try:
-            if now - path.lstat().st_mtime >= older_than_s:
+            if not _writer_alive(path) or now - path.lstat().st_mtime >= older_than_s:
                 _remove(path)
                 removed.append(path)
         except FileNotFoundError:  # its writer finished or removed it meanwhile
             continue
     return removed
+
+
+def _sweep_dead_partials_of(target: Path) -> None:
+    """Remove the temporaries of ``target`` that a killed writer left (so a rerun leaves nothing behind)."""
+    for path in target.parent.glob(f".{glob_escape(target.name)}.*{PARTIAL_SUFFIX}"):
+        if not _writer_alive(path):
+            _remove(path)
+
+
+def _writer_alive(path: Path) -> bool:
+    """Whether the process named in a temporary's name still runs (True when the name has no process id)."""
+    pid = path.name[: -len(PARTIAL_SUFFIX)].rsplit(".", 1)[-1].split("-", 1)[0]
+    if not pid.isdigit():
+        return True
+    if int(pid) == os.getpid():
+        return True  # this process: it may be writing it right now on another thread
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _remove(path: Path) -> None:

@@ -24,7 +24,8 @@ import torch
 from studio import StudioError
 from studio.backbones import Backbone
 from studio.config import cache_dir
-from studio.library import Item, Library, content_id
+from studio.faults import kill_point
+from studio.library import Item, Library, NewItem, content_id
 from studio.prompts import TaskPromptVector, make_origin
 from studio.tasks import TaskData
 from studio.tuning import PromptJob, TuneConfig, tune
@@ -89,38 +90,33 @@ def run_tuning(
     wanted = [(task, seed, tuned_prompt_id(origins[seed][0], task, config)) for task in tasks for seed in seeds]
     stored = {prompt_id: item for _, _, prompt_id in wanted if (item := _find(library, prompt_id))}
     todo = [(task, seed) for task, seed, prompt_id in wanted if prompt_id not in stored]
+    own_checkpoint_dir = checkpoint_dir is None
     if not todo:  # this exact job ran before: its results are in the library already
+        if own_checkpoint_dir:  # a run killed after storing them left its checkpoint behind
+            shutil.rmtree(_checkpoint_dir(library, backbone, [(t, s) for t, s, _ in wanted], n_tokens, init, config),
+                          ignore_errors=True)
         return [stored[prompt_id] for _, _, prompt_id in wanted], "done"
     jobs = [PromptJob(task, origins[seed][1], seed) for task, seed in todo]
-    own_checkpoint_dir = checkpoint_dir is None
-    if checkpoint_dir is None:  # a checkpoint belongs to one job in one library
-        key = repr((str(library.root.resolve()), backbone.name, [(t.spec.name, t.data_hash, s) for t, s in todo],
-                    n_tokens, init, asdict(config)))
-        checkpoint_dir = cache_dir("checkpoints") / hashlib.sha256(key.encode()).hexdigest()[:16]
+    if checkpoint_dir is None:
+        checkpoint_dir = _checkpoint_dir(library, backbone, todo, n_tokens, init, config)
     outcome = tune(backbone, jobs, config, on_progress, should_stop, checkpoint_dir)
     if outcome.status != "done" and not keep_partial:  # cancelled: the checkpoint stays for a resume
         return [], outcome.status
+    new: list[NewItem] = []  # the whole job is stored in one transaction: all of it or nothing, never half
+    for seed in dict.fromkeys(result.job.origin_seed for result in outcome.results):
+        origin, tensor = origins[seed]
+        new.append(NewItem("origin", tensor, backbone.name, f"origin {seed} ({n_tokens} tokens)", origin=seed,
+                           recipe={"init": init, "seed": seed, "n_tokens": n_tokens}, item_id=origin))
+    keys = {}
     for result in outcome.results:
-        task, seed = result.job.task, result.job.origin_seed
-        origin = origin_item(library, backbone, seed, n_tokens, init)  # stored with the first result that uses it
-        recipe = {"model": backbone.name, "task": task.spec.name, "data_hash": task.data_hash, "seed": seed,
-                  "init": init, "n_tokens": n_tokens, **asdict(config), "best_step": result.best_step,
-                  "steps_done": outcome.steps_done,
-                  "dtype": str(backbone.dtype).replace("torch.", ""), "device": backbone.device,
-                  "seconds": round(outcome.seconds, 1), "history": result.history}
-        metrics = {f"validation_{k[4:]}": v for k, v in result.best_metrics.items() if k.startswith("val_")}
-        label = f"{name_prefix}{task.spec.name} / origin {seed}"
-        prompt_id = tuned_prompt_id(origin.id, task, config)
-        if outcome.steps_done < config.steps:  # a partial result is not the finished job's result
-            prompt_id = content_id("prompt", prompt_id, outcome.steps_done)
-        prompt = library.add("prompt", result.best_prompt, backbone.name, name=label, task=task.spec.name,
-                             origin=seed, origin_id=origin.id, recipe=recipe, metrics=metrics,
-                             item_id=prompt_id, exist_ok=True)
-        vector = TaskPromptVector.between(result.best_prompt, result.job.origin, backbone.name)
-        library.add("vector", vector.delta, backbone.name, name=f"TPV {label}", task=task.spec.name, origin=seed,
-                    origin_id=origin.id, prompt_id=prompt.id, recipe={"from": prompt.id}, metrics=metrics,
-                    item_id=vector_id(prompt_id), exist_ok=True)
-        stored[tuned_prompt_id(origin.id, task, config)] = prompt
+        origin = origins[result.job.origin_seed][0]
+        prompt, vector = _result_items(result, origin, backbone, config, outcome, init, n_tokens, name_prefix)
+        keys[prompt.item_id] = tuned_prompt_id(origin, result.job.task, config)
+        new += [prompt, vector]
+    for item in library.add_together(new, exist_ok=True):
+        if item.id in keys:
+            stored[keys[item.id]] = item
+    kill_point("store:committed")
     items = [stored[prompt_id] for _, _, prompt_id in wanted]
     if own_checkpoint_dir:  # the job is in the library now
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
@@ -128,6 +124,34 @@ def run_tuning(
         for path in checkpoint_dir.glob("state.*"):
             path.unlink()
     return items, "done"
+
+
+def _checkpoint_dir(library: Library, backbone: Backbone, pairs: list[tuple[TaskData, int]], n_tokens: int, init: str,
+                    config: TuneConfig) -> Path:
+    """Where a job keeps its checkpoint: one folder per job (tasks x seeds, recipe) and library."""
+    key = repr((str(library.root.resolve()), backbone.name, [(t.spec.name, t.data_hash, s) for t, s in pairs],
+                n_tokens, init, asdict(config)))
+    return cache_dir("checkpoints") / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _result_items(result, origin: str, backbone: Backbone, config: TuneConfig, outcome, init: str, n_tokens: int,
+                  name_prefix: str) -> tuple[NewItem, NewItem]:
+    """A tuned prompt and its TPV, with the recipe, metrics and content ids they are stored under."""
+    task, seed, model = result.job.task, result.job.origin_seed, backbone.name
+    recipe = {"model": model, "task": task.spec.name, "data_hash": task.data_hash, "seed": seed, "init": init,
+              "n_tokens": n_tokens, **asdict(config), "best_step": result.best_step, "steps_done": outcome.steps_done,
+              "dtype": str(backbone.dtype).replace("torch.", ""), "device": backbone.device,
+              "seconds": round(outcome.seconds, 1), "history": result.history}
+    metrics = {f"validation_{k[4:]}": v for k, v in result.best_metrics.items() if k.startswith("val_")}
+    label = f"{name_prefix}{task.spec.name} / origin {seed}"
+    prompt_id = tuned_prompt_id(origin, task, config)
+    if outcome.steps_done < config.steps:  # a partial result is not the finished job's result
+        prompt_id = content_id("prompt", prompt_id, outcome.steps_done)
+    vector = TaskPromptVector.between(result.best_prompt, result.job.origin, model)
+    return (NewItem("prompt", result.best_prompt, model, label, task.spec.name, seed, origin, recipe=recipe,
+                    metrics=metrics, item_id=prompt_id),
+            NewItem("vector", vector.delta, model, f"TPV {label}", task.spec.name, seed, origin, prompt_id,
+                    recipe={"from": prompt_id}, metrics=metrics, item_id=vector_id(prompt_id)))
 
 
 @dataclass

@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from studio import HEAVY_IMPORT_LOCK, StudioError
+from studio.faults import kill_point
 from studio.files import atomic_write, check_export_target, new_folder, sweep_partials
 from studio.limits import check_name
 from studio.prompts import TaskPromptVector, check_prompt_tensor, scale_ratio
@@ -84,6 +85,28 @@ def content_id(kind: str, *identity) -> str:
         raise StudioError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
     return f"{kind[0]}-{digest[:12]}"
+
+
+@dataclass
+class NewItem:
+    """An item to store (``Library.add`` / ``add_together``): the tensor plus what the catalog records."""
+
+    kind: str
+    tensor: torch.Tensor
+    model: str
+    name: str = ""
+    task: str | None = None
+    origin: int | None = None
+    origin_id: str | None = None
+    prompt_id: str | None = None
+    recipe: dict | None = None
+    metrics: dict | None = None
+    item_id: str | None = None
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """A short hash of a tensor's values (fp32), for content ids of imported and combined prompts."""
+    return hashlib.sha256(tensor.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def _row_to_item(row: sqlite3.Row, source: str) -> Item:
@@ -185,14 +208,27 @@ class Library:
                     if self.writable:
                         db.execute("PRAGMA journal_mode=WAL")
                         db.execute(SCHEMA)
-                    db.execute("SELECT count(*) FROM items")
+                    ids = {row[0] for row in db.execute("SELECT id FROM items")}
             finally:
                 db.close()
+            if self.writable:
+                self._sweep_orphans(ids)
         except sqlite3.DatabaseError as error:
             raise StudioError(f"{self.root / 'catalog.sqlite'} is damaged or not a studio catalog ({error}): "
                               "move it away to start an empty library there") from None
         except OSError as error:
             raise StudioError(f"cannot use {self.root} as a library folder: {error.strerror or error}") from None
+
+    def _sweep_orphans(self, ids: set[str], older_than_s: float = 600.0) -> None:
+        """Remove item files with no catalog row: written by a store that was killed before its transaction.
+        Only old ones: a writer in another process may be between its file and its row right now."""
+        now = time.time()
+        for path in (self.root / "items").glob("*.safetensors"):
+            try:
+                if path.stem not in ids and now - path.stat().st_mtime >= older_than_s:
+                    path.unlink()
+            except FileNotFoundError:
+                continue
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
@@ -302,42 +338,65 @@ class Library:
             exist_ok: bool = False) -> Item:
         """Store a new item. With ``exist_ok``, an item that already has ``item_id`` (the same content id) is
         returned as it is instead of raising: rerunning the same job stores nothing twice."""
+        new = NewItem(kind, tensor, model, name, task, origin, origin_id, prompt_id, recipe, metrics, item_id)
+        return self.add_together([new], exist_ok)[0]
+
+    def add_together(self, new: list[NewItem], exist_ok: bool = False) -> list[Item]:
+        """Store several items as one: their files first (under temporary names, then renamed), then every catalog
+        row in one transaction. A crash leaves all of them or none in the catalog (a tuned prompt never without
+        its TPV); a leftover file without a row is rewritten by the rerun, or swept when the library opens."""
         self._writable()
-        if kind not in KINDS:
-            raise StudioError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
-        check_prompt_tensor(tensor, what=f"{kind} tensor")
-        name = check_name(name, "an item name") if name else ""
-        for parent in (origin_id, prompt_id):
-            if parent:
-                self.get(parent)
-        item_id = item_id or f"{kind[0]}-{uuid.uuid4().hex[:8]}"
-        existing = next((found for lib in (self, *self.parents) if (found := lib._own(item_id))), None)
-        if existing and exist_ok and existing.kind == kind:
-            return existing
-        if existing:
-            raise StudioError(f"an item with id {item_id!r} already exists")
-        item = Item(item_id, kind, name or item_id, model, task, origin, origin_id, prompt_id,
-                    int(tensor.shape[0]), int(tensor.shape[1]), recipe or {}, metrics or {},
-                    f"items/{item_id}.safetensors", time.strftime("%Y-%m-%dT%H:%M:%S"))
-        path = self.root / item.file
-        try:
-            _atomic_save(tensor, path, {"kind": kind, "model": model, "task": task or "", "studio_id": item_id})
-        except OSError as error:
-            raise StudioError(f"could not write {path}: {error.strerror or error}") from None
+        batch_ids = {n.item_id for n in new if n.item_id}
+        items, written = [], []
+        for entry in new:
+            item, existing = self._prepare(entry, batch_ids, exist_ok)
+            items.append(existing or item)
+            if existing is None:
+                written.append(self._write_file(item, entry.tensor))
+        kill_point("store:files-written")
         try:
             with self._transaction() as db:
-                record = {k: v for k, v in item.to_json().items() if k != "source"}
-                record["recipe"], record["metrics"] = json.dumps(item.recipe), json.dumps(item.metrics)
-                db.execute(f"INSERT INTO items ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
-                           list(record.values()))
-        except sqlite3.IntegrityError:  # another writer stored the same content id first: its file is this one
-            if exist_ok and (existing := self._own(item_id)) and existing.kind == kind:
-                return existing
-            raise StudioError(f"an item with id {item_id!r} already exists") from None
+                verb = "INSERT OR IGNORE" if exist_ok else "INSERT"
+                for item in items:
+                    if item.source == "user" and item.file:
+                        record = {k: v for k, v in item.to_json().items() if k != "source"}
+                        record["recipe"], record["metrics"] = json.dumps(item.recipe), json.dumps(item.metrics)
+                        db.execute(f"{verb} INTO items ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
+                                   list(record.values()))
+        except sqlite3.IntegrityError:  # another writer stored one of these ids first
+            raise StudioError(f"an item with id {items[0].id!r} already exists") from None
         except (sqlite3.Error, StudioError) as error:
-            path.unlink(missing_ok=True)
-            raise StudioError(f"could not record {item_id} in the catalog: {error}") from None
-        return item
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise StudioError(f"could not record {', '.join(i.id for i in items)} in the catalog: {error}") from None
+        return [self._own(item.id) or item for item in items] if exist_ok else items
+
+    def _prepare(self, entry: NewItem, batch_ids: set[str], exist_ok: bool) -> tuple[Item, Item | None]:
+        """The checked item to store, and the stored item with its id if there is one (``exist_ok``)."""
+        if entry.kind not in KINDS:
+            raise StudioError(f"unknown kind {entry.kind!r}: use one of {', '.join(KINDS)}")
+        check_prompt_tensor(entry.tensor, what=f"{entry.kind} tensor")
+        name = check_name(entry.name, "an item name") if entry.name else ""
+        for parent in (entry.origin_id, entry.prompt_id):
+            if parent and parent not in batch_ids:
+                self.get(parent)
+        item_id = entry.item_id or f"{entry.kind[0]}-{uuid.uuid4().hex[:8]}"
+        existing = next((found for lib in (self, *self.parents) if (found := lib._own(item_id))), None)
+        if existing and not (exist_ok and existing.kind == entry.kind):
+            raise StudioError(f"an item with id {item_id!r} already exists")
+        item = Item(item_id, entry.kind, name or item_id, entry.model, entry.task, entry.origin, entry.origin_id,
+                    entry.prompt_id, int(entry.tensor.shape[0]), int(entry.tensor.shape[1]), entry.recipe or {},
+                    entry.metrics or {}, f"items/{item_id}.safetensors", time.strftime("%Y-%m-%dT%H:%M:%S"))
+        return item, existing
+
+    def _write_file(self, item: Item, tensor: torch.Tensor) -> Path:
+        path = self.root / item.file
+        try:
+            _atomic_save(tensor, path, {"kind": item.kind, "model": item.model, "task": item.task or "",
+                                        "studio_id": item.id})
+        except OSError as error:
+            raise StudioError(f"could not write {path}: {error.strerror or error}") from None
+        return path
 
     def find_origin(self, model: str, seed: int, n_tokens: int, init: str) -> Item | None:
         for item in self.items(kind="origin", model=model):
@@ -471,8 +530,10 @@ class Library:
             if origin.n_tokens != tensor.shape[0]:
                 raise StudioError(f"{path.name} has {tensor.shape[0]} virtual tokens but origin {origin_id} has "
                                   f"{origin.n_tokens}: they cannot be combined")
+        # a content id: importing the same file again (or rerunning an import that was killed) adds nothing
+        item_id = content_id(kind, backbone.name, tensor_digest(tensor), task, origin_id)
         return self.add(kind, tensor, backbone.name, name=name or path.stem, task=task, origin_id=origin_id,
-                        recipe=recipe)
+                        recipe=recipe, item_id=item_id, exist_ok=True)
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")

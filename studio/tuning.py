@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from studio import StudioError
 from studio.backbones import Backbone, Row
 from studio.evaluation import MAX_INPUT_TOKENS, encode_task, results_from_scores, score_examples
+from studio.faults import kill_point
 from studio.files import atomic_write, atomic_write_text
 from studio.limits import MAX_STEPS
 from studio.tasks import Example, TaskData
@@ -275,6 +276,7 @@ def tune(
             raise StudioError(f"tuning diverged at step {step + 1} (NaN or infinite prompt values): "
                               "lower the learning rate")
         step += 1
+        kill_point("tune:step")
         window_examples += len(rows)
         train_losses = [a + float(b) for a, b in zip(train_losses, step_loss)]
 
@@ -297,6 +299,7 @@ def tune(
             train_losses = [0.0] * len(jobs)
             event["validation"] = validation
             save_checkpoint()
+            kill_point("tune:validated")
         if on_progress:
             on_progress(event)
     if status == "cancelled":

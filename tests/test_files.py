@@ -47,3 +47,22 @@ def test_sweep_removes_only_old_temporaries(tmp_path):
         from studio.files import check_export_target
 
         check_export_target(tmp_path / "missing" / "x")
+
+
+def test_a_dead_writers_temporaries_are_swept_at_once_a_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from studio.files import partial_name
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f".x.{int(gone.stdout)}-abcd1234{PARTIAL_SUFFIX}"
+    dead.write_text("left by a killed writer")
+    live = partial_name(tmp_path / "y")  # this process's: a writer that is still running
+    live.write_text("being written")
+    assert sweep_partials(tmp_path) == [dead] and live.exists()
+    # writing the same target again also clears what a killed writer of that target left
+    dead_of_x = tmp_path / f".x.{int(gone.stdout)}-ffff0000{PARTIAL_SUFFIX}"
+    dead_of_x.write_text("half")
+    atomic_write_text(tmp_path / "x", "whole")
+    assert not dead_of_x.exists() and (tmp_path / "x").read_text() == "whole"

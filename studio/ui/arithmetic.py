@@ -321,8 +321,12 @@ def save_combination(state: AppState, session: Session, choice: Choice, name: st
         metrics[f"validation_accuracy_se/{t}"] = m["accuracy_se"]
         metrics[f"validation_n/{t}"] = m["n"]
     recipe = {**recipe, "evaluation": {"split": "validation", "limit": limit, "tasks": list(metrics_by_task)}}
+    item_id = analysis.combination_id(recipe)
+    if (known := next((i for i in state.library.items(kind="prompt") if i.id == item_id), None)) is not None:
+        return f"This combination is already in the library as **{known.name}** (`{known.id}`).", known.id
     item = state.library.add("prompt", prompt, origin.model, name=(name or "").strip() or default_name, task=task,
-                             origin=origin.origin, origin_id=origin.id, recipe=recipe, metrics=metrics)
+                             origin=origin.origin, origin_id=origin.id, recipe=recipe, metrics=metrics,
+                             item_id=item_id, exist_ok=True)
     scores = ", ".join(f"{t} {m['accuracy']:.3f}" for t, m in metrics_by_task.items())
     return f"Saved **{item.name}** as `{item.id}` (validation accuracy: {scores}).", item.id
 

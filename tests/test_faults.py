@@ -1,0 +1,130 @@
+"""kill -9 anywhere: a tuning job, an import, a combination or an export killed at any instrumented point and then
+rerun ends with exactly one origin, prompt and TPV per task and seed, no temporary files, no leftover checkpoint,
+and an SQLite catalog that passes PRAGMA integrity_check.
+
+Each trial runs the real `studio` command in a subprocess (the tiny random Llama, so it takes seconds) with
+``STUDIO_KILL_AT=point:n``: the process sends itself SIGKILL the n-th time it passes that point (studio.faults).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TASKS, SEEDS = ["mr", "uncertainty"], [0, 1]
+TUNE = ["tune", "--task", "mr", "--task", "uncertainty", "--seeds", "0,1", "--steps", "4", "--eval-every", "2",
+        "--batch-size", "2", "--val-limit", "4", "--n-tokens", "4", "--lr", "0.05"]
+# (point, pass): 4 steps, 2 validations with their checkpoints (2 atomic writes each), then one store of
+# 2 origins + 4 prompts + 4 TPVs (10 atomic writes), then the commit
+TUNE_KILLS = ([("model:loaded", 1)] + [("tune:step", n) for n in (1, 2, 3, 4)]
+              + [("tune:validated", n) for n in (1, 2)]
+              + [("atomic:before-rename", n) for n in (1, 2, 3, 4, 5, 8, 12, 14)]
+              + [("store:files-written", 1), ("store:committed", 1)])
+pytestmark = pytest.mark.slow
+
+
+def studio(args: list[str], home: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "STUDIO_HOME": str(home), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("STUDIO_KILL_AT", None)
+    if kill_at:
+        env["STUDIO_KILL_AT"] = kill_at
+    return subprocess.run([sys.executable, "-m", "studio", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=600)
+
+
+def consistent(library: Path, home: Path) -> dict:
+    """What must hold after any kill and a rerun; returns the catalog rows by kind."""
+    db = sqlite3.connect(library / "catalog.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = db.execute("SELECT id, kind, task, origin, origin_id, prompt_id, file FROM items").fetchall()
+    db.close()
+    by_kind = {kind: [r for r in rows if r[1] == kind] for kind in ("origin", "prompt", "vector")}
+    files = {p.name for p in (library / "items").iterdir()}
+    assert files == {Path(r[6]).name for r in rows}, "every file has its row and every row its file, nothing else"
+    assert not [p for p in library.rglob("*") if "partial" in p.name]
+    assert not [p for p in (home / "checkpoints").glob("*/*")] if (home / "checkpoints").exists() else True
+    return by_kind
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_llama_dir, tmp_path_factory):
+    """The uninterrupted run: what every killed-and-rerun library must equal."""
+    home = tmp_path_factory.mktemp("reference")
+    result = studio([*TUNE, "--model", str(tiny_llama_dir), "--library", str(home / "lib"), "--no-prebuilt",
+                     "--json"], home)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return sorted((i["id"], i["kind"]) for i in _listing(tiny_llama_dir, home))
+
+
+def _listing(model: Path, home: Path) -> list[dict]:
+    result = studio(["library", "list", "--model", str(model), "--library", str(home / "lib"), "--no-prebuilt",
+                     "--json"], home)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("point,count", TUNE_KILLS, ids=[f"{p}:{n}" for p, n in TUNE_KILLS])
+def test_tuning_killed_anywhere_resumes_to_the_same_library(point, count, tiny_llama_dir, reference, tmp_path):
+    args = [*TUNE, "--model", str(tiny_llama_dir), "--library", str(tmp_path / "lib"), "--no-prebuilt"]
+    killed = studio(args, tmp_path, f"{point}:{count}")
+    assert killed.returncode == -signal.SIGKILL, (point, count, killed.returncode, killed.stderr[-1500:])
+    rerun = studio(args, tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    by_kind = consistent(tmp_path / "lib", tmp_path)
+    assert len(by_kind["origin"]) == len(SEEDS)
+    assert len(by_kind["prompt"]) == len(by_kind["vector"]) == len(TASKS) * len(SEEDS)
+    assert {(r[2], r[3]) for r in by_kind["prompt"]} == {(t, s) for t in TASKS for s in SEEDS}
+    assert {r[5] for r in by_kind["vector"]} == {r[0] for r in by_kind["prompt"]}  # each prompt has its TPV
+    # the same items as the run that was never killed (content ids: same job, same results)
+    assert sorted((i["id"], i["kind"]) for i in _listing(tiny_llama_dir, tmp_path)) == reference
+
+
+@pytest.mark.parametrize("point", ["atomic:before-rename", "store:files-written"])
+def test_import_and_combine_killed_mid_write_leave_one_item(point, tiny_llama_dir, reference, tmp_path):
+    home = tmp_path
+    library = ["--model", str(tiny_llama_dir), "--library", str(home / "lib"), "--no-prebuilt"]
+    assert studio([*TUNE, *library], home).returncode == 0
+    items = _listing(tiny_llama_dir, home)
+    prompt = next(i for i in items if i["kind"] == "prompt")
+    vectors = [i["id"] for i in items if i["kind"] == "vector" and i["origin_id"] == prompt["origin_id"]]
+    exported = studio(["library", "export", prompt["id"], "--format", "safetensors", "--out",
+                       str(home / "p.safetensors"), *library], home)
+    assert exported.returncode == 0, exported.stderr
+    for args in (["library", "import", str(home / "p.safetensors"), "--task", "mr", *library],
+                 ["combine", "--origin", prompt["origin_id"], *sum((["--vector", f"{v}:0.5"] for v in vectors), []),
+                  *library]):
+        before = len(_listing(tiny_llama_dir, home))
+        killed = studio(args, home, f"{point}:1")
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-1500:]
+        rerun = studio(args, home)
+        assert rerun.returncode == 0, rerun.stderr[-1500:]
+        again = studio(args, home)  # and once more: the same content is the same item
+        assert again.returncode == 0, again.stderr[-1500:]
+        consistent(home / "lib", home)
+        assert len(_listing(tiny_llama_dir, home)) == before + 1, args[0]
+
+
+def test_export_killed_mid_write_leaves_nothing_and_can_be_repeated(tiny_llama_dir, tmp_path):
+    home = tmp_path
+    library = ["--model", str(tiny_llama_dir), "--library", str(home / "lib"), "--no-prebuilt"]
+    assert studio([*TUNE, *library], home).returncode == 0
+    prompt = next(i for i in _listing(tiny_llama_dir, home) if i["kind"] == "prompt")
+    for fmt, out, point in (("peft", home / "adapter", "folder:before-rename:1"),
+                            ("safetensors", home / "p.safetensors", "atomic:before-rename:1")):
+        args = ["library", "export", prompt["id"], "--format", fmt, "--out", str(out), *library]
+        killed = studio(args, home, point)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-1500:]
+        assert not out.exists() and [p for p in home.iterdir() if "partial" in p.name]  # the kill left a temporary
+        rerun = studio(args, home)
+        assert rerun.returncode == 0, rerun.stderr[-1500:]
+        assert out.exists() and not [p for p in home.iterdir() if "partial" in p.name]
+    consistent(home / "lib", home)
