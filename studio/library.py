@@ -281,7 +281,7 @@ class Library:
         found: list[Item] = []
         for library in (self, *self.parents):
             with library._transaction() as db:
-                rows = db.execute("SELECT * FROM items ORDER BY created, id").fetchall()
+                rows = db.execute("SELECT * FROM items ORDER BY created, rowid").fetchall()  # as stored
             found += [_row_to_item(row, library.source) for row in rows]
         def keep(item: Item) -> bool:
             return ((kind is None or item.kind == kind) and (model is None or item.model == model)
