@@ -360,3 +360,14 @@ def test_guide_summarises_the_prebuilt_library(app):
         assert f"{len(prompts)} tuned prompts" in text and f"`{prompts[0].task}`" in text
     else:
         assert "No prebuilt library" in text
+    # the path's "expect" numbers are read from the library and its stored views, never written by hand
+    from studio.ui.guide import PATH, expectations
+
+    expected = expectations(state)
+    path = PATH.format(**expected)
+    if state.views.get("sweep"):
+        assert f"best c = {state.views['sweep']['best']:.2f}" in path
+    if state.views.get("cross_origin"):
+        assert "own vs" in expected["transfer"] and "largest gap" in expected["transfer"]
+    if prompts:
+        assert expected["same"].startswith("mean 0.") or expected["same"].startswith("mean -")

@@ -34,35 +34,31 @@ PATH = """
 ### A first path through the prebuilt library (about ten minutes)
 1. **Library**: set *Source* to `prebuilt`. There is one origin per seed, and for every task and seed a *prompt*
    and its *vector*. Click a prompt row: the details show its recipe, its validation and test accuracy, and its
-   lineage (`origin_id` is the origin it started from; the vector's `prompt_id` points back to its prompt).
-2. **Similarity**: keep the default items (every TPV), *Compare as* vectors, measure `token_mean_cosine`, order
-   *task, then origin*, and press **Draw heatmap**. *Expect* bright blocks on the diagonal: TPVs of the same task
-   from different origins are similar, and TPVs of different tasks much less so (close to zero for unrelated
-   tasks such as sentiment vs news topics). Switch *Compare as* to prompts and draw again: raw prompts that share
-   an origin now look alike whatever their task, because the random start dominates them. That is why we compare
-   vectors, not prompts.
-3. **Map**: **Draw map** with *Colour by* task, then by origin. *Expect* TPVs to group by task, not by origin.
-4. **Arithmetic**: choose origin 0 and the TPVs of two tasks (e.g. `mr` and `tweets`), leave both weights at 1
-   (or set 0.5 each) and press **Evaluate**. In the paper the sum is one multi-task prompt that does well on both
-   tasks. On the prebuilt library *expect* a partial result: MR stays clearly above its origin (about 72% against
-   67%, its own prompt 86%) while tweets falls back to about its origin's level; switch *Merge method* to TIES and
-   watch both rise a little. A weight of 0 removes a task; a negative weight pushes its behaviour away. The
-   coefficient **Sweep** repeats the paper's search for one shared weight. **Save to library** keeps the result as
-   a new prompt.
-5. **Transfer**: **Compare own vs other origin**. In the paper (T5-base, 8B decoders, long runs) a TPV tuned from
-   origin 1 and added to origin 0 keeps the accuracy of origin 0's own prompt. On the prebuilt library (a 135M
-   model, 80 steps) it keeps only part of it: MR about 74% against 86% (the origin alone: 67%), and on BBC topics
-   nothing. *Look for* that gap, then compare the Similarity tab's two cosines: the token-mean cosine of same-task
-   TPVs is high, the flattened one near zero, so what moves across origins is the average direction only (the
-   numbers and the reasoning are in `docs/findings.md`). In *Few-shot
-   initialisation*, *expect* the TPV start (origin + the sum of related TPVs) to beat the random start when only
-   a handful of examples is used.
+   lineage (`origin_id` is the origin it started from; the vector's `prompt_id` points back to its prompt). The
+   column *|tau|/|origin|* says how far tuning moved each prompt from its random start: {ratio}.
+2. **Similarity** opens on the heatmap of every TPV (token-mean cosine, ordered by task). *Expect* bright blocks
+   on the diagonal: TPVs of the same task from different origins are similar ({same}), TPVs of different tasks much
+   less so ({different}). Switch *Compare as* to prompts: raw prompts that share an origin look alike whatever their
+   task, because the random start dominates them. That is why we compare vectors, not prompts.
+3. **Map** opens on a UMAP of every prompt and TPV, coloured by task. *Expect* TPVs to group by task; colour by
+   origin to see that the origin does not decide where they land.
+4. **Arithmetic** opens on origin 0 with the TPVs of {pair}. Press **Evaluate** (or move a slider): the bars are
+   the combination's validation accuracy per task, the marks beside them the origin alone and each task's own tuned
+   prompt, so "keeps x% of its own prompt" is read off the chart. {addition} The **Sweep** accordion shows the
+   paper's search for one shared coefficient c (stored with the library: {sweep}). A weight of 0 removes a task; a
+   negative weight pushes its behaviour away. **Save to library** keeps the result as a new prompt.
+5. **Transfer** opens on the cross-origin table: each task's own tuned prompt against its TPV moved to another
+   origin (P0(A) + tau(B)). The paper finds TPVs independent of the random start. On the prebuilt library *expect*
+   the same: {transfer}. This holds because the library's recipe tunes far enough from the origin; at the earlier
+   recipe (80 steps, lr 0.03) the moved TPVs lost up to 30 points (`docs/findings.md`, "When does a TPV transfer?").
+   In *Few-shot initialisation*, compare starts for a new task: the random origin, single source TPVs, their sum,
+   and a prompt tuned on the sources mixed.
 6. **Tune**: train your own: choose a task (or upload a CSV/JSONL with a text and a label column and press
-   **Check file**), origin seeds `0` (or `0,1,2` to compare origins) and a small budget (e.g. 50 steps), then
-   **Start** and watch the curves. On a CPU this takes minutes; a GPU is used when there is one. The new prompt
-   and its TPV then appear in the Library and in every other tab (opening a tab refreshes its lists). With the
-   default length of 20 tokens your prompts start from the prebuilt origins, so their TPVs compare directly
-   with the prebuilt ones.
+   **Check file**), origin seeds `0` (or `0,1,2` to compare origins) and a budget: the form starts from the model's
+   recipe ({recipe}): about 5 minutes per prompt on a 2-core CPU (less each when several train together), seconds
+   on a GPU; for a quick look use 30 steps. Then **Start** and watch the curves. The new prompt and its TPV then appear in the Library and in
+   every other tab (opening a tab refreshes it). With the default length your prompts start from the prebuilt
+   origins, so their TPVs compare directly with the prebuilt ones.
 
 ### Good to know
 - The prebuilt library is read-only: renaming or deleting a prebuilt item is refused; export it to make a copy.
@@ -70,6 +66,45 @@ PATH = """
 - Imports are checked and never unpickled: a pickle, a wrong model width or NaN values are refused.
 - A cancelled or crashed job keeps its checkpoint: **Resume**, or **Start** with the same settings, continues it.
 """
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
+def expectations(state: AppState) -> dict[str, str]:
+    """The numbers the path tells a newcomer to expect, read from the prebuilt library and its stored views (so the
+    text never goes stale after a rebuild). Each falls back to a plain sentence when there is nothing to read."""
+    from statistics import mean
+
+    from studio import analysis
+
+    recipe = state.recipe()
+    found = {"ratio": "larger for tasks that moved further", "same": "high", "different": "near zero",
+             "pair": "two tasks", "addition": "", "sweep": "press Sweep to compute it", "transfer": "see the table",
+             "recipe": f"{recipe.steps} steps x batch {recipe.batch_size}, lr {recipe.lr}"}
+    vectors = [i for i in state.library.items(kind="vector") if i.source == "prebuilt"]
+    if vectors:
+        ratios = [state.library.scale_ratio(v.id) for v in vectors]
+        found["ratio"] = f"{min(ratios):.1f} to {max(ratios):.1f} in the prebuilt library (origins have none)"
+        stats = analysis.same_vs_different(analysis.similarity_table(state.library, [v.id for v in vectors]))
+        found["same"], found["different"] = f"mean {stats['same_task']:.2f}", f"mean {stats['different_task']:.2f}"
+    sweep = state.views.get("sweep")
+    if sweep:
+        tasks = sweep["tasks"]
+        found["pair"] = " and ".join(f"`{t}`" for t in tasks)
+        at_one = {t: sweep["accuracy"][t][sweep["coefficients"].index(1.0)] for t in tasks}
+        found["addition"] = ("With both weights at 1 the stored sweep scores " + ", ".join(
+            f"{t} {_percent(a)}" for t, a in at_one.items()) + f" on {sweep['limit']} validation examples per task.")
+        found["sweep"] = f"best c = {sweep['best']:.2f}, mean accuracy {_percent(sweep['best_mean'])}"
+    rows = state.views.get("cross_origin", {}).get("rows")
+    if rows:
+        summary = analysis.cross_origin_summary(rows)
+        found["transfer"] = "; ".join(f"{s['task']} {_percent(s['own_mean'])} own vs {_percent(s['other_mean'])} "
+                                      f"moved" for s in summary)
+        found["transfer"] += f" (largest gap {max(100 * s['gap'] for s in summary):.1f} points; mean |tau|/|origin| " \
+                             f"{mean(s['tau_ratio'] for s in summary):.1f})"
+    return found
 
 
 def prebuilt_summary(state: AppState) -> str:
@@ -92,5 +127,5 @@ def build(state: AppState) -> None:
             "to click through the prebuilt library with what you should expect to see at each step.")
     gr.Markdown(CONCEPTS)
     gr.Markdown(prebuilt_summary(state))
-    gr.Markdown(PATH)
+    gr.Markdown(PATH.format(**expectations(state)))
     gr.Markdown(TABS)
