@@ -38,8 +38,7 @@ PATH = """
    column *|tau|/|origin|* says how far tuning moved each prompt from its random start: {ratio}.
 2. **Similarity** opens on the heatmap of every TPV (token-mean cosine, ordered by task). *Expect* bright blocks
    on the diagonal: TPVs of the same task from different origins are similar ({same}), TPVs of different tasks much
-   less so ({different}). Switch *Compare as* to prompts: raw prompts that share an origin look alike whatever their
-   task, because the random start dominates them. That is why we compare vectors, not prompts.
+   less so ({different}). Switch *Compare as* to prompts: {prompts}
 3. **Map** opens on a UMAP of every prompt and TPV, coloured by task. *Expect* TPVs to group by task; colour by
    origin to see that the origin does not decide where they land.
 4. **Arithmetic** opens on origin 0 with the TPVs of {pair}. Press **Evaluate** (or move a slider): the bars are
@@ -81,14 +80,24 @@ def expectations(state: AppState) -> dict[str, str]:
 
     recipe = state.recipe()
     found = {"ratio": "larger for tasks that moved further", "same": "high", "different": "near zero",
+             "prompts": "compare how much the shared random start shows in raw prompts.",
              "pair": "two tasks", "addition": "", "sweep": "press Sweep to compute it", "transfer": "see the table",
              "recipe": f"{recipe.steps} steps x batch {recipe.batch_size}, lr {recipe.lr}"}
     vectors = [i for i in state.library.items(kind="vector") if i.source == "prebuilt"]
     if vectors:
         ratios = [state.library.scale_ratio(v.id) for v in vectors]
         found["ratio"] = f"{min(ratios):.1f} to {max(ratios):.1f} in the prebuilt library (origins have none)"
-        stats = analysis.same_vs_different(analysis.similarity_table(state.library, [v.id for v in vectors]))
+        ids = [v.id for v in vectors]
+        stats = analysis.same_vs_different(analysis.similarity_table(state.library, ids))
         found["same"], found["different"] = f"mean {stats['same_task']:.2f}", f"mean {stats['different_task']:.2f}"
+        raw = analysis.same_vs_different(analysis.similarity_table(state.library, ids, as_vectors=False))
+        found["prompts"] = (
+            f"here same-task prompts score {raw['same_task']:.2f} and different tasks {raw['different_task']:.2f}. "
+            + ("The shared random start dominates raw prompts, so they hardly separate tasks: that is why we compare "
+               "vectors, not prompts." if raw["same_task"] - raw["different_task"] < 0.1 else
+               f"Tuning moved these prompts about {mean(ratios):.0f}x their origin's size away from it, so the "
+               "tuned part dominates them too; after a short run (the paper's supplement, our earlier library) raw "
+               "prompts that share an origin look alike whatever their task, and only TPVs separate tasks."))
     sweep = state.views.get("sweep")
     if sweep:
         tasks = sweep["tasks"]
