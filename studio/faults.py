@@ -20,9 +20,11 @@ def kill_point(name: str) -> None:
     target = os.environ.get("STUDIO_KILL_AT")
     if not target:
         return
-    wanted, _, count = target.partition(":")
+    wanted, _, count = target.rpartition(":")
+    if not count.isdigit():  # "name" alone: its first pass
+        wanted, count = target, "1"
     if wanted != name:
         return
     _passed[name] += 1
-    if _passed[name] == int(count or 1):
+    if _passed[name] == int(count):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -32,6 +32,11 @@ pytestmark = pytest.mark.slow
 
 
 def studio(args: list[str], home: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    """The studio command with its own STUDIO_HOME (checkpoints, library), sharing the bundled corpora."""
+    from studio.config import cache_dir
+
+    if not (home / "data").exists():
+        (home / "data").symlink_to(cache_dir("data"), target_is_directory=True)
     env = {**os.environ, "STUDIO_HOME": str(home), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
            "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
     env.pop("STUDIO_KILL_AT", None)
