@@ -530,8 +530,9 @@ class Library:
             if origin.n_tokens != tensor.shape[0]:
                 raise StudioError(f"{path.name} has {tensor.shape[0]} virtual tokens but origin {origin_id} has "
                                   f"{origin.n_tokens}: they cannot be combined")
-        # a content id: importing the same file again (or rerunning an import that was killed) adds nothing
-        item_id = content_id(kind, backbone.name, tensor_digest(tensor), task, origin_id)
+        # a content id: importing the same file again (or rerunning an import that was killed) adds nothing; the same
+        # prompt from another file is another import, with its own name and recipe
+        item_id = content_id(kind, backbone.name, tensor_digest(tensor), task, origin_id, path.name)
         return self.add(kind, tensor, backbone.name, name=name or path.stem, task=task, origin_id=origin_id,
                         recipe=recipe, item_id=item_id, exist_ok=True)
 

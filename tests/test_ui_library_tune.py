@@ -306,19 +306,22 @@ def test_own_csv_file_preview_and_check(app, tmp_path):
         client.predict(handle_file(str(path)), ["review"], "missing", "", api_name="/tune_check_file")
 
 
-def test_a_server_path_in_place_of_an_upload_is_refused(app, tmp_path):
-    """Only files a visitor uploaded reach the studio: a path on the server sent as a file is refused by Gradio's
-    upload check, and none of the file's content comes back."""
-    client, _ = app
+def test_a_server_path_in_place_of_an_upload_is_refused(app_url, tmp_path):
+    """Only files a visitor uploaded reach the studio: a path on the server sent as a file in a raw API call (no
+    client that would upload it) is refused by Gradio's upload check, and none of the file's content comes back."""
+    import urllib.request
+
+    url, _ = app_url
     secret = tmp_path / "server-secret.csv"
     secret.write_text("text,label\n" + "".join(f"TOPSECRET-{i},{'ab'[i % 2]}\n" for i in range(30)))
     fake_upload = {"path": str(secret), "meta": {"_type": "gradio.FileData"}, "orig_name": "x.csv"}
-    for args, api_name in (((fake_upload,), "/tune_file_columns"),
-                           ((fake_upload, ["text"], "label", ""), "/tune_check_file")):
-        with pytest.raises(Exception) as raised:
-            client.predict(*args, api_name=api_name)
-        assert "TOPSECRET" not in str(raised.value)
-
+    for api_name, data in (("tune_file_columns", [fake_upload]),
+                           ("tune_check_file", [fake_upload, ["text"], "label", ""])):
+        request = urllib.request.Request(f"{url}gradio_api/call/{api_name}", json.dumps({"data": data}).encode(),
+                                         {"Content-Type": "application/json"})
+        event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
+        stream = urllib.request.urlopen(f"{url}gradio_api/call/{api_name}/{event_id}", timeout=60).read().decode()
+        assert "event: error" in stream and "TOPSECRET" not in stream, stream[:500]
 
 def test_cancel_a_running_and_a_queued_job_then_resume(app):
     client, state = app
