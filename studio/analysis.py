@@ -14,7 +14,7 @@ import torch
 from studio import StudioError
 from studio.backbones import Backbone
 from studio.evaluation import evaluate
-from studio.library import Item, Library, content_id
+from studio.library import Item, Library, content_id, metric_key
 from studio.prompts import merge, scale_ratio, similarity_matrix
 from studio.tasks import load_task
 
@@ -363,7 +363,7 @@ def multitask_prompt(library: Library, backbone: Backbone, origin_id: str, tasks
     outcome = tune(backbone, jobs, config, on_progress, should_stop)
     if outcome.status != "done":
         return None
-    metrics = {f"validation_accuracy/{r.job.task.spec.name}": r.best_metrics.get("val_accuracy")
+    metrics = {metric_key("validation", "accuracy", r.job.task.spec.name): r.best_metrics.get("val_accuracy")
                for r in outcome.results}
     return library.add("prompt", outcome.results[0].best_prompt, origin.model,
                        name=f"multi-task {name} / origin {origin.origin}", task=name, origin=origin.origin,
@@ -399,6 +399,31 @@ def few_shot_inits(library: Library, origin_id: str, source_vector_ids: list[str
                               "the origin to be compared")
         inits[f"multi-task prompt: {item.task or item.name}"] = library.tensor(multitask_id)
     return inits
+
+
+def few_shot_study(library: Library, backbone: Backbone, target: str, source_vector_ids: list[str], origin_id: str,
+                   shots: list[int], config, mixture_config=None, on_progress=None, should_stop=None,
+                   eval_limit: int | None = 200) -> list[dict] | None:
+    """``few_shot_experiment`` plus, with ``mixture_config``, SPoT's multi-task start: one prompt tuned from the
+    origin on the source vectors' tasks mixed (reused when stored), compared as one more init. None when
+    ``should_stop`` cancelled the multi-task tuning (nothing else ran)."""
+    multitask_id = None
+    if mixture_config is not None:
+        tasks = list(dict.fromkeys(t for t in (library.get(v).task for v in source_vector_ids) if t))
+        if len(tasks) < 2:
+            raise StudioError("a multi-task prompt needs source TPVs of two or more tasks")
+
+        def mixture_progress(event: dict) -> None:
+            if on_progress:
+                on_progress({"stage": "tuning the multi-task prompt", "step": event["step"], "steps": event["steps"]})
+
+        multitask = multitask_prompt(library, backbone, origin_id, tasks, mixture_config, mixture_progress,
+                                     should_stop)
+        if multitask is None:
+            return None
+        multitask_id = multitask.id
+    return few_shot_experiment(library, backbone, target, source_vector_ids, origin_id, shots, config, on_progress,
+                               should_stop, eval_limit, multitask_id=multitask_id)
 
 
 def few_shot_experiment(library: Library, backbone: Backbone, target: str, source_vector_ids: list[str],

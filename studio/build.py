@@ -19,7 +19,7 @@ from studio.config import studio_home
 from studio.evaluation import evaluate
 from studio.files import atomic_write_text
 from studio.jobs import origin_item, run_tuning
-from studio.library import Library
+from studio.library import Library, metric_key, split_metrics
 from studio.tasks import load_task
 from studio.tuning import TuneConfig
 from studio.views import compute_views, save_views
@@ -63,7 +63,7 @@ def build_library(out: Path, tasks: list[str], seeds: list[int], steps: int, bat
     origins = [origin_item(library, backbone, seed, n_tokens) for seed in seeds]
     for name in tqdm(tasks, desc="test evaluation", file=sys.stderr):
         task = task_data[name]
-        key = f"test_accuracy/{name}"
+        key = metric_key("test", "accuracy", name)
         if name not in baselines:
             baselines[name] = evaluate(backbone, None, task, "test", test_limit, keep_records=False)[0].metrics
             atomic_write_text(baselines_path, json.dumps(baselines, indent=1))
@@ -73,10 +73,10 @@ def build_library(out: Path, tasks: list[str], seeds: list[int], steps: int, bat
             results = evaluate(backbone, [library.tensor(i.id) for i in todo], task, "test", test_limit,
                                keep_records=False)
             for item, result in zip(todo, results):
-                library.update_metrics(item.id, {f"test_{k}/{name}": v for k, v in result.metrics.items()})
+                library.update_metrics(item.id, split_metrics("test", result.metrics, name))
                 for vector in library.dependents(item.id):
                     if vector.kind == "vector":
-                        library.update_metrics(vector.id, {f"test_{k}/{name}": v for k, v in result.metrics.items()})
+                        library.update_metrics(vector.id, split_metrics("test", result.metrics, name))
     library.export_catalog(out, extra_files={"baselines.json": json.dumps(
         {"model": backbone.name, "test_limit": test_limit, "template": baselines,
          "recipe": {"steps": steps, "batch_size": batch_size, "lr": lr, "n_tokens": n_tokens, "seeds": seeds}},

@@ -126,8 +126,8 @@ def cmd_tune(args) -> None:
                                    on_progress=update)
     finally:
         bar.close()
-    _print(args, [i.to_json() for i in items], "\n".join(
-        f"{i.id}  {i.name}  validation accuracy {i.metrics.get('validation_accuracy', float('nan')):.3f}"
+    _print(args, [i.to_dict() for i in items], "\n".join(
+        f"{i.id}  {i.name}  validation accuracy {i.accuracy('validation') or float('nan'):.3f}"
         for i in items) or status)
 
 
@@ -189,7 +189,7 @@ def cmd_combine(args) -> None:
     item = library.add("prompt", prompt, origin.model, name=args.name or f"{args.method} of {' + '.join(tasks)}",
                        task="+".join(tasks), origin=origin.origin, origin_id=origin.id, recipe=recipe, metrics=metrics,
                        item_id=combination_id(recipe), exist_ok=True)  # the same combination twice is one item
-    _print(args, item.to_json(), f"{item.id}  {item.name}  " + "  ".join(
+    _print(args, item.to_dict(), f"{item.id}  {item.name}  " + "  ".join(
         f"{k}={v:.3f}" for k, v in metrics.items() if "accuracy" in k and "_se" not in k))
 
 
@@ -222,16 +222,16 @@ def cmd_library(args) -> None:
     if args.action == "list":
         items = library.items(kind=args.kind, model=None if args.model == DEFAULT_MODEL and not args.only_model
                               else args.model, task=args.task, text=args.filter)
-        _print(args, [i.to_json() for i in items], "\n".join(
+        _print(args, [i.to_dict() for i in items], "\n".join(
             f"{i.id:22} {i.kind:7} {i.source:8} {i.task or '-':14} o{i.origin if i.origin is not None else '-':<3} "
             f"{i.name}" for i in items) or "(empty library)")
         return
     if not args.id:
         raise StudioError(f"library {args.action} needs an item id (or a path for import)")
     if args.action == "show":
-        item = library.get(args.id)
-        _print(args, {**item.to_json(), "dependents": [d.id for d in library.dependents(item.id)]},
-               json.dumps(item.to_json(), indent=1, default=str))
+        shown = library.describe(args.id)
+        shown["dependents"] = shown["lineage"]["dependents"]  # a top-level key scripts already read
+        _print(args, shown, json.dumps(shown, indent=1, default=str))
     elif args.action == "rename":
         if not args.name:
             raise StudioError("library rename needs --name")
@@ -251,7 +251,7 @@ def cmd_library(args) -> None:
     elif args.action == "import":
         item = library.import_file(args.id, _backbone(args), kind=args.kind or "prompt", task=args.task,
                                    name=args.name or "", origin_id=args.origin)
-        _print(args, item.to_json(), f"imported {item.id} ({item.kind}, {item.n_tokens} tokens)")
+        _print(args, item.to_dict(), f"imported {item.id} ({item.kind}, {item.n_tokens} tokens)")
 
 
 def cmd_hub_push(args) -> None:
@@ -272,7 +272,7 @@ def cmd_hub_pull(args) -> None:
         require_online("pull from")  # before the model loads
     library, backbone = _library(args), _backbone(args)
     items = pull(library, args.source, backbone, revision=args.revision, origin=args.origin)
-    _print(args, [i.to_json() for i in items], "\n".join(
+    _print(args, [i.to_dict() for i in items], "\n".join(
         f"{i.id:22} {i.kind:7} {i.task or '-':14} {i.name}" for i in items) + f"\npulled {len(items)} item(s)")
 
 

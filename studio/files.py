@@ -138,3 +138,26 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+MAX_ZIP_MEMBERS = 64
+MAX_ZIP_BYTES = 512 * 1024 * 1024  # a prompt adapter is kilobytes; this only stops zip bombs
+
+
+def safe_extract_zip(zip_path: str | Path, into: str | Path) -> None:
+    """Extract an uploaded zip into ``into``, refusing zip bombs and members that would land outside it."""
+    import zipfile
+
+    zip_path, into = Path(zip_path), Path(into)
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            members = archive.infolist()
+            if len(members) > MAX_ZIP_MEMBERS or sum(m.file_size for m in members) > MAX_ZIP_BYTES:
+                raise StudioError(f"{zip_path.name} is too large to be a prompt adapter")
+            for member in members:
+                target = (into / member.filename).resolve()
+                if member.filename.startswith("/") or not target.is_relative_to(into.resolve()):
+                    raise StudioError(f"{zip_path.name} has an unsafe path ({member.filename}): refused")
+            archive.extractall(into)
+    except zipfile.BadZipFile:
+        raise StudioError(f"{zip_path.name} is not a valid zip file: zip the PEFT adapter folder again") from None

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from studio import StudioError
 from studio.config import REPO_ROOT, studio_home
-from studio.library import Item, Library, open_library
+from studio.library import Item, Library, metric_key, open_library
 from studio.prompts import scale_ratio  # ||tau|| / ||P0||; re-exported: the transfer finding's measure
 
 DOCS = REPO_ROOT / "docs"
@@ -54,7 +54,7 @@ def finding_tuning(library: Library, baselines: dict) -> tuple[str, list[dict]]:
     rows = []
     origins = [i for i in library.items(kind="origin") if i.source == "prebuilt"]
     for task in prebuilt_tasks(library):
-        key = f"test_accuracy/{task}"
+        key = metric_key("test", "accuracy", task)
         prompts = [i for i in library.items(kind="prompt", task=task) if i.source == "prebuilt"]
         rows.append({"task": task, "template": baselines.get(task, {}).get("accuracy"),
                      "origins": [o.metrics.get(key) for o in origins],
@@ -133,7 +133,7 @@ def finding_addition(library: Library, val_limit: int, test_limit: int, fresh: b
         for a, b in PAIRS:
             for origin in origins:
                 va, vb = _prebuilt_vector(library, a, origin), _prebuilt_vector(library, b, origin)
-                single = {t: library.get(v.prompt_id).metrics.get(f"test_accuracy/{t}") for t, v in ((a, va), (b, vb))}
+                single = {t: library.get(v.prompt_id).metrics.get(metric_key("test", "accuracy", t)) for t, v in ((a, va), (b, vb))}
                 methods = [("weighted_sum", "shared c")] + ([("ties", "shared c"), ("dare_linear", "shared c"),
                                                             ("weighted_sum", "per-task")] if origin == origins[0] else [])
                 for method, search in methods:
@@ -172,7 +172,7 @@ def finding_fewshot(library: Library, target: str, sources: tuple[str, ...], sho
                     test_limit: int, fresh: bool, recipe: dict) -> tuple[str, list[dict]]:
     """Random origin vs each source's prompt vs the TPV sum vs a prompt tuned on the sources' mixture (tuned with
     the prebuilt library's own recipe), each tuned on k shots of the held-out target."""
-    from studio.analysis import few_shot_experiment, multitask_prompt
+    from studio.analysis import few_shot_study
     from studio.backbones import load_backbone
     from studio.plots import curves, save_figure
     from studio.tuning import TuneConfig
@@ -186,9 +186,8 @@ def finding_fewshot(library: Library, target: str, sources: tuple[str, ...], sho
         backbone = load_backbone()
         mixture_config = TuneConfig(steps=recipe["steps"], batch_size=recipe["batch_size"], lr=recipe["lr"],
                                     eval_every=max(1, recipe["steps"] // 4), val_limit=60)
-        multitask = multitask_prompt(library, backbone, origin.id, list(sources), mixture_config)
-        return few_shot_experiment(library, backbone, target, vectors, origin.id, shots, config,
-                                   eval_limit=test_limit, multitask_id=multitask.id)
+        return few_shot_study(library, backbone, target, vectors, origin.id, shots, config, mixture_config,
+                              eval_limit=test_limit)
 
     rows = _cached(f"fewshot_{target}", compute, fresh)
     inits = list(dict.fromkeys(r["init"] for r in rows))

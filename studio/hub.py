@@ -160,7 +160,7 @@ def _repo_file(item: Item) -> str:
 
 
 def _catalog(items: list[Item], model: str) -> dict:
-    records = [{**{k: v for k, v in item.to_json().items() if k != "source"}, "file": _repo_file(item)}
+    records = [{**{k: v for k, v in item.to_dict().items() if k != "source"}, "file": _repo_file(item)}
                for item in items]
     return {"format": CATALOG_FORMAT, "version": CATALOG_VERSION, "model": model, "items": records}
 

@@ -25,7 +25,7 @@ from studio import StudioError
 from studio.backbones import Backbone
 from studio.config import cache_dir
 from studio.faults import kill_point
-from studio.library import Item, Library, NewItem, content_id
+from studio.library import Item, Library, NewItem, content_id, split_metrics
 from studio.prompts import TaskPromptVector, make_origin
 from studio.tasks import TaskData
 from studio.tuning import PromptJob, TuneConfig, tune
@@ -142,7 +142,7 @@ def _result_items(result, origin: str, backbone: Backbone, config: TuneConfig, o
               "n_tokens": n_tokens, **asdict(config), "best_step": result.best_step, "steps_done": outcome.steps_done,
               "dtype": str(backbone.dtype).replace("torch.", ""), "device": backbone.device,
               "seconds": round(outcome.seconds, 1), "history": result.history}
-    metrics = {f"validation_{k[4:]}": v for k, v in result.best_metrics.items() if k.startswith("val_")}
+    metrics = split_metrics("validation", {k[4:]: v for k, v in result.best_metrics.items() if k.startswith("val_")})
     label = f"{name_prefix}{task.spec.name} / origin {seed}"
     prompt_id = tuned_prompt_id(origin, task, config)
     if outcome.steps_done < config.steps:  # a partial result is not the finished job's result

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import sqlite3
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from safetensors.torch import save_file
 
 from studio import HEAVY_IMPORT_LOCK, StudioError
 from studio.faults import kill_point
-from studio.files import atomic_write, check_export_target, new_folder, sweep_partials
+from studio.files import atomic_write, check_export_target, new_folder, safe_extract_zip, sweep_partials
 from studio.limits import check_name
 from studio.prompts import TaskPromptVector, check_prompt_tensor, scale_ratio
 
@@ -73,8 +74,32 @@ class Item:
     created: str = ""
     source: str = "user"  # "user" or "prebuilt"
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
+        """Every field, JSON-ready (the CLI's ``--json``, exports, the hub's catalog)."""
         return asdict(self)
+
+    def accuracy(self, split: str) -> float | None:
+        """Accuracy on ``split``: on its own task, else its single score, else the mean over the tasks a
+        combination was scored on (``metric_key``'s per-task entries)."""
+        value = self.metrics.get(metric_key(split, "accuracy", self.task)) if self.task else None
+        if value is None:
+            value = self.metrics.get(metric_key(split, "accuracy"))
+        if value is None:
+            prefix = metric_key(split, "accuracy") + "/"
+            per_task = [v for k, v in self.metrics.items() if k.startswith(prefix) and isinstance(v, (int, float))]
+            value = sum(per_task) / len(per_task) if per_task else None
+        return float(value) if isinstance(value, (int, float)) else None
+
+
+def metric_key(split: str, metric: str, task: str | None = None) -> str:
+    """The one spelling of a stored metric: ``validation_accuracy`` or, scored on one of several tasks,
+    ``validation_accuracy/mr``. Every writer and reader of ``Item.metrics`` builds its keys here."""
+    return f"{split}_{metric}" + (f"/{task}" if task else "")
+
+
+def split_metrics(split: str, metrics: dict, task: str | None = None) -> dict:
+    """An evaluation's metrics ({"accuracy": ..., "n": ...}) under their stored keys for ``split`` (and ``task``)."""
+    return {metric_key(split, name, task): value for name, value in metrics.items()}
 
 
 def content_id(kind: str, *identity) -> str:
@@ -318,6 +343,15 @@ class Library:
             self._ratios[item_id] = scale_ratio(self.vector(item_id).delta, self.tensor(item.origin_id))
         return self._ratios[item_id]
 
+    def describe(self, item_id: str) -> dict:
+        """The item with its recipe, metrics and lineage: what it was made from, and what was made from it."""
+        item = self.get(item_id)
+        data = item.to_dict()
+        data.pop("file", None)
+        data["lineage"] = {"origin_id": item.origin_id, "prompt_id": item.prompt_id,
+                           "dependents": [d.id for d in self.dependents(item.id)]}
+        return data
+
     def dependents(self, item_id: str) -> list[Item]:
         return [i for i in self.items() if item_id in (i.origin_id, i.prompt_id)]
 
@@ -359,7 +393,7 @@ class Library:
                 verb = "INSERT OR IGNORE" if exist_ok else "INSERT"
                 for item in items:
                     if item.source == "user" and item.file:
-                        record = {k: v for k, v in item.to_json().items() if k != "source"}
+                        record = {k: v for k, v in item.to_dict().items() if k != "source"}
                         record["recipe"], record["metrics"] = json.dumps(item.recipe), json.dumps(item.metrics)
                         db.execute(f"{verb} INTO items ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
                                    list(record.values()))
@@ -452,7 +486,7 @@ class Library:
                 records = []
                 for item in self.items():
                     shutil.copy2(self.path_of(item), partial / item.file)
-                    records.append({k: v for k, v in item.to_json().items() if k != "source"})
+                    records.append({k: v for k, v in item.to_dict().items() if k != "source"})
                 (partial / "catalog.json").write_text(json.dumps(records, indent=1))
                 for name, text in (extra_files or {}).items():
                     (partial / name).write_text(text)
@@ -467,6 +501,7 @@ class Library:
         try:
             _atomic_save(self.tensor(item_id), path, {"kind": item.kind, "model": item.model,
                                                       "task": item.task or "", "studio_id": item.id,
+                                                      "origin_id": item.origin_id or "",
                                                       "recipe": json.dumps(item.recipe)})
         except OSError as error:
             raise StudioError(f"could not write {path}: {error.strerror or error}") from None
@@ -503,38 +538,66 @@ class Library:
                 peft_config.save_pretrained(str(partial))
                 save_file({PEFT_KEY: tensor}, str(partial / "adapter_model.safetensors"),
                           metadata={"format": "pt", "studio_id": item.id, "task": item.task or ""})
-                (partial / "studio_item.json").write_text(json.dumps(item.to_json(), indent=1))
+                (partial / "studio_item.json").write_text(json.dumps(item.to_dict(), indent=1))
         except OSError as error:
             raise StudioError(f"could not write {out_dir}: {error.strerror or error}") from None
         return out_dir
 
     def import_file(self, path: str | Path, backbone, *, kind: str = "prompt", task: str | None = None,
                     name: str = "", origin_id: str | None = None) -> Item:
-        """Import a safetensors prompt/vector file or a PEFT adapter folder, checked against ``backbone``."""
+        """Import a safetensors prompt/vector file, a PEFT adapter folder or a zip of one, checked against
+        ``backbone``. An adapter this studio exported remembers its task, name and origin: when that origin is in
+        the library (and no other is given) the lineage is kept."""
         self._writable()
         path = Path(path)
-        recipe: dict = {"imported_from": path.name}
+        if path.suffix.lower() == ".zip" and path.is_file():
+            with tempfile.TemporaryDirectory(prefix="studio-import-") as tmp:
+                safe_extract_zip(path, tmp)
+                configs = sorted(Path(tmp).rglob("adapter_config.json"), key=lambda p: len(p.parts))
+                if not configs:
+                    raise StudioError(f"{path.name} holds no adapter_config.json: it is not a zipped PEFT adapter "
+                                      "folder")
+                return self._import(configs[0].parent, path.name, backbone, kind, task, name, origin_id)
+        if not path.exists():
+            raise StudioError(f"file {path} not found: give a .safetensors file, a PEFT adapter folder or a .zip of one")
+        return self._import(path, path.name, backbone, kind, task, name, origin_id)
+
+    def _import(self, path: Path, source_name: str, backbone, kind: str, task: str | None, name: str,
+                origin_id: str | None) -> Item:
+        recipe: dict = {"imported_from": source_name}
         if path.is_dir():
-            tensor, metadata, decisions = read_peft_adapter(path, backbone)
+            tensor, metadata, decisions = read_peft_adapter(path, backbone, label=source_name)
             recipe.update(decisions)
             name = name or metadata.get("name", "")
         else:
             tensor, metadata = read_prompt_file(path, backbone.hidden_size)
+        origin_id = origin_id or self._known(metadata.get("origin_id"))
         if metadata.get("model") and metadata["model"] != backbone.name:
-            raise StudioError(f"{path.name} was made for model {metadata['model']}, not {backbone.name}: "
+            raise StudioError(f"{source_name} was made for model {metadata['model']}, not {backbone.name}: "
                               "choose that model to import it")
         kind = metadata.get("kind") or kind
+        if kind not in KINDS:
+            raise StudioError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
         task = task or metadata.get("task") or None
         if origin_id:
             origin = self.get(origin_id)
             if origin.n_tokens != tensor.shape[0]:
-                raise StudioError(f"{path.name} has {tensor.shape[0]} virtual tokens but origin {origin_id} has "
+                raise StudioError(f"{source_name} has {tensor.shape[0]} virtual tokens but origin {origin_id} has "
                                   f"{origin.n_tokens}: they cannot be combined")
         # a content id: importing the same file again (or rerunning an import that was killed) adds nothing; the same
         # prompt from another file is another import, with its own name and recipe
-        item_id = content_id(kind, backbone.name, tensor_digest(tensor), task, origin_id, path.name)
-        return self.add(kind, tensor, backbone.name, name=name or path.stem, task=task, origin_id=origin_id,
-                        recipe=recipe, item_id=item_id, exist_ok=True)
+        item_id = content_id(kind, backbone.name, tensor_digest(tensor), task, origin_id, source_name)
+        return self.add(kind, tensor, backbone.name, name=name or Path(source_name).stem, task=task,
+                        origin_id=origin_id, recipe=recipe, item_id=item_id, exist_ok=True)
+
+    def _known(self, item_id: object) -> str | None:
+        """``item_id`` if it names an item of this library (or its parents), else None."""
+        if not isinstance(item_id, str) or not item_id:
+            return None
+        try:
+            return self.get(item_id).id
+        except StudioError:
+            return None
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -614,7 +677,7 @@ def _studio_item(path: Path) -> dict:
     if not path.exists():
         return {}
     data = _json_object(path, f"{path.name} in the adapter folder is not valid JSON: delete it or re-export")
-    keep = {k: data.get(k) for k in ("kind", "task", "name", "model") if isinstance(data.get(k), str) and data.get(k)}
+    keep = {k: data.get(k) for k in ("kind", "task", "name", "model", "origin_id") if isinstance(data.get(k), str) and data.get(k)}
     if keep.get("kind") == "vector":  # a PEFT adapter holds a whole prompt, never a difference of prompts
         keep.pop("kind")
     return keep

@@ -395,6 +395,28 @@ def _load_hub_task(task: HubTask, local_path: str | None) -> TaskData:
     return _task_data(spec, train[1000:], train[:1000], original_validation)
 
 
+TEXT_COLUMN_NAMES = ("text", "sentence", "review")  # the columns a text is usually in, most likely first
+
+
+def guess_columns(columns: list[str]) -> tuple[list[str], str | None]:
+    """A first guess at a file's text column(s) and label column, for people to confirm."""
+    text = [c for c in TEXT_COLUMN_NAMES if c in columns][:1] or columns[:1]
+    label = "label" if "label" in columns else (columns[-1] if columns else None)
+    return text, label
+
+
+def preview_file(path: str | Path, rows: int = 8) -> tuple[list[str], list[list[str]]]:
+    """The columns and first ``rows`` rows of a CSV / JSONL file (read as ``load_file_task`` reads it), so people
+    can choose the text and label columns before the whole file is checked."""
+    path = Path(path)
+    records = _read_records(path)
+    if not records:
+        raise StudioError(f"{path.name} has no data rows: add rows with a text and a label column")
+    columns = list(records[0][1].keys())
+    return columns, [["" if record.get(c) is None else str(record.get(c)) for c in columns]
+                     for _, record in records[:rows]]
+
+
 def load_file_task(
     path: str | Path,
     text_columns: tuple[str, ...] | list[str] | None = None,
@@ -411,7 +433,7 @@ def load_file_task(
     if not records:
         raise StudioError(f"{path.name} has no data rows: add rows with text and label columns")
     columns = list(records[0][1].keys())
-    text_columns = tuple(text_columns or [c for c in ("text", "sentence", "review") if c in columns][:1])
+    text_columns = tuple(text_columns or [c for c in TEXT_COLUMN_NAMES if c in columns][:1])
     if not text_columns:
         raise StudioError(f"{path.name}: say which column holds the text (--text-column); columns: {', '.join(columns)}")
     for column in (*text_columns, label_column):

@@ -481,3 +481,58 @@ def test_a_library_deleted_while_in_use_is_a_clear_error(tmp_path):
         library.items()
     with pytest.raises(StudioError):
         library.add("origin", rand(), MODEL)
+
+
+# ---- metric keys, lineage kept on import ------------------------------------------------------------------------
+def test_metric_keys_and_accuracy_of_every_kind_of_saved_prompt(tmp_path):
+    from studio.library import metric_key, split_metrics
+
+    assert metric_key("validation", "accuracy") == "validation_accuracy"
+    assert metric_key("test", "accuracy", "mr") == "test_accuracy/mr"
+    assert split_metrics("test", {"accuracy": 0.5, "n": 3}, "mr") == {"test_accuracy/mr": 0.5, "test_n/mr": 3}
+    library = Library(tmp_path / "lib")
+    origin, tuned, _ = populate(library)  # a tuned prompt: one validation score
+    combined = library.add("prompt", rand(seed=5), MODEL, task="mr+tweets", origin_id=origin.id,  # Arithmetic's save
+                           metrics={**split_metrics("validation", {"accuracy": 0.6}, "mr"),
+                                    **split_metrics("validation", {"accuracy": 0.8}, "tweets")})
+    scored = library.add("prompt", rand(seed=6), MODEL, task="mr", origin_id=origin.id,  # build-library's test scores
+                         metrics={**split_metrics("test", {"accuracy": 0.9}, "mr"),
+                                  **split_metrics("test", {"accuracy": 0.1}, "tweets")})
+    assert library.get(tuned.id).accuracy("validation") == 0.8
+    assert library.get(combined.id).accuracy("validation") == pytest.approx(0.7)  # the mean over its tasks
+    assert library.get(scored.id).accuracy("test") == 0.9  # its own task's, not the mean
+    assert library.get(scored.id).accuracy("validation") is None
+
+
+@pytest.mark.parametrize("form", ["safetensors", "peft folder", "peft zip"])
+def test_an_exported_item_imports_with_its_lineage(tmp_path, tiny, form):
+    import shutil
+
+    library = Library(tmp_path / "lib")
+    origin, _, _ = populate(library, tiny.name)
+    prompt = library.add("prompt", rand(seed=7), tiny.name, name="mr tuned", task="mr", origin_id=origin.id)
+    if form == "safetensors":
+        path = library.export_safetensors(prompt.id, tmp_path / "p.safetensors")
+    else:
+        path = library.export_peft(prompt.id, tmp_path / "adapter", tiny)
+        if form == "peft zip":
+            path = shutil.make_archive(str(tmp_path / "adapter"), "zip", root_dir=path)
+    imported = library.import_file(path, tiny)
+    assert imported.id != prompt.id and imported.origin_id == origin.id and imported.task == "mr"
+    assert library.describe(imported.id)["lineage"]["origin_id"] == origin.id
+    torch.testing.assert_close(library.tensor(imported.id), rand(seed=7))
+    # into a library without that origin the item still imports, without a dangling origin
+    other = Library(tmp_path / "other")
+    assert other.import_file(path, tiny).origin_id is None
+    # an explicit origin wins over the remembered one
+    second = library.add("origin", rand(seed=8), tiny.name, name="origin 1", origin=1)
+    assert library.import_file(path, tiny, origin_id=second.id).origin_id == second.id
+
+
+def test_describe_shows_lineage_both_ways(tmp_path):
+    library = Library(tmp_path / "lib")
+    origin, prompt, vector = populate(library)
+    shown = library.describe(prompt.id)
+    assert "file" not in shown and shown["lineage"] == {"origin_id": origin.id, "prompt_id": None,
+                                                        "dependents": [vector.id]}
+    assert library.describe(origin.id)["lineage"]["dependents"] == [prompt.id, vector.id]

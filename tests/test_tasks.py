@@ -283,3 +283,24 @@ def test_unreadable_files(tmp_path):
     other.write_bytes(b"PK\x03\x04")
     with pytest.raises(StudioError, match="unsupported file type"):
         load_file_task(other)
+
+
+def test_preview_and_column_guess_read_the_file_as_loading_does(tmp_path):
+    from studio.tasks import guess_columns, preview_file
+
+    csv_path = tmp_path / "mine.csv"
+    csv_path.write_text("id,review,label\n" + "".join(f"{i},\"text, {i}\",{'ab'[i % 2]}\n" for i in range(20)),
+                        encoding="utf-8-sig")
+    columns, rows = preview_file(csv_path, 3)
+    assert columns == ["id", "review", "label"] and rows == [["0", "text, 0", "a"], ["1", "text, 1", "b"],
+                                                            ["2", "text, 2", "a"]]
+    assert guess_columns(columns) == (["review"], "label")
+    assert guess_columns(["a", "b"]) == (["a"], "b")
+    jsonl = tmp_path / "mine.jsonl"
+    jsonl.write_text('{"sentence": "x", "y": 0}\n{"sentence": "z", "y": 1}\n')
+    assert preview_file(jsonl) == (["sentence", "y"], [["x", "0"], ["z", "1"]])
+    (tmp_path / "empty.csv").write_text("text,label\n")
+    with pytest.raises(StudioError, match="no data rows"):
+        preview_file(tmp_path / "empty.csv")
+    with pytest.raises(StudioError, match="unsupported file type"):
+        preview_file(tmp_path / "x.txt")

@@ -17,6 +17,7 @@ import gradio as gr
 
 from studio import StudioError, analysis, plots, views
 from studio.evaluation import encode_task, evaluate_progressively
+from studio.library import split_metrics
 from studio.prompts import MERGE_METHODS
 from studio.tasks import BUNDLED_TASKS, load_task
 from studio.ui.common import (
@@ -317,9 +318,7 @@ def save_combination(state: AppState, session: Session, choice: Choice, name: st
         f" ({choice.method})" if choice.method != "weighted_sum" else "")
     metrics = {}
     for t, m in metrics_by_task.items():
-        metrics[f"validation_accuracy/{t}"] = m["accuracy"]
-        metrics[f"validation_accuracy_se/{t}"] = m["accuracy_se"]
-        metrics[f"validation_n/{t}"] = m["n"]
+        metrics.update(split_metrics("validation", {k: m[k] for k in ("accuracy", "accuracy_se", "n")}, t))
     recipe = {**recipe, "evaluation": {"split": "validation", "limit": limit, "tasks": list(metrics_by_task)}}
     item_id = analysis.combination_id(recipe)
     if (known := next((i for i in state.library.items(kind="prompt") if i.id == item_id), None)) is not None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
-import zipfile
 from pathlib import Path
 
 import gradio as gr
@@ -25,8 +23,6 @@ ALL = "all"
 COLUMNS = ["id", "kind", "source", "task", "origin", "name", "tokens", "|tau|/|origin|", "val acc", "test acc",
            "created"]
 EXPORT_FORMATS = ["PEFT adapter (.zip)", "safetensors"]
-MAX_ZIP_MEMBERS = 64
-MAX_ZIP_BYTES = 512 * 1024 * 1024  # a prompt is kilobytes; this only stops zip bombs
 
 
 # ---- pure helpers (no gradio) -----------------------------------------------------------------------------------
@@ -34,23 +30,11 @@ def _metric(value) -> float | None:
     return round(float(value), 3) if isinstance(value, (int, float)) else None
 
 
-def _accuracy(item: Item, split: str) -> float | None:
-    """The item's accuracy on ``split``: its own task's, or the mean over the tasks a combination was scored on."""
-    metrics = item.metrics
-    value = metrics.get(f"{split}_accuracy/{item.task}") if item.task else None
-    if value is None:
-        value = metrics.get(f"{split}_accuracy")
-    if value is None:
-        per_task = [v for k, v in metrics.items() if k.startswith(f"{split}_accuracy/") and isinstance(v, (int, float))]
-        value = sum(per_task) / len(per_task) if per_task else None
-    return _metric(value)
-
-
 def item_row(item: Item, ratio: float | None = None) -> list:
     """One table row: identity, lineage at a glance, how far tuning moved it (|tau| / |origin|: a TPV transfers
     across origins when this is large), and the numbers people compare first."""
     return [item.id, item.kind, item.source, item.task or "", item.origin if item.origin is not None else "",
-            item.name, item.n_tokens, _metric(ratio), _accuracy(item, "validation"), _accuracy(item, "test"),
+            item.name, item.n_tokens, _metric(ratio), _metric(item.accuracy("validation")), _metric(item.accuracy("test")),
             item.created]
 
 
@@ -73,12 +57,7 @@ def items_table(items: list[Item], library: Library | None = None) -> pd.DataFra
 
 def item_details(state: AppState, item_id: str) -> dict:
     """The item with its recipe, metrics and lineage (what it was made from, what was made from it)."""
-    item = state.library.get(_clean_id(item_id))
-    data = item.to_json()
-    data.pop("file", None)
-    data["lineage"] = {"origin_id": item.origin_id, "prompt_id": item.prompt_id,
-                       "dependents": [d.id for d in state.library.dependents(item.id)]}
-    return data
+    return state.library.describe(_clean_id(item_id))
 
 
 def _clean_id(item_id: str | None) -> str:
@@ -105,62 +84,15 @@ def export_item(state: AppState, item_id: str, fmt: str) -> Path:
     return Path(shutil.make_archive(str(out / f"{stem}-peft"), "zip", root_dir=folder))
 
 
-def unzip_adapter(zip_path: Path, into: Path) -> Path:
-    """Extract a zipped PEFT adapter safely and return the folder that holds ``adapter_config.json``."""
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            members = archive.infolist()
-            if len(members) > MAX_ZIP_MEMBERS or sum(m.file_size for m in members) > MAX_ZIP_BYTES:
-                raise StudioError(f"{zip_path.name} is too large to be a prompt adapter")
-            for member in members:
-                target = (into / member.filename).resolve()
-                if member.filename.startswith("/") or not target.is_relative_to(into.resolve()):
-                    raise StudioError(f"{zip_path.name} has an unsafe path ({member.filename}): refused")
-            archive.extractall(into)
-    except zipfile.BadZipFile:
-        raise StudioError(f"{zip_path.name} is not a valid zip file: zip the PEFT adapter folder again") from None
-    configs = sorted(into.rglob("adapter_config.json"), key=lambda p: len(p.parts))
-    if not configs:
-        raise StudioError(f"{zip_path.name} holds no adapter_config.json: it is not a zipped PEFT adapter folder")
-    return configs[0].parent
-
-
-def _studio_item(folder: Path) -> dict:
-    """The studio's own description, present in adapters this studio exported (used only for defaults)."""
-    try:
-        data = json.loads((folder / "studio_item.json").read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
 def import_upload(state: AppState, path: str | None, kind: str, task: str | None, name: str | None,
                   origin_id: str | None) -> Item:
     """Import an uploaded .safetensors file or .zip of a PEFT adapter folder; the library checks the contents."""
     if not path:
         raise StudioError("choose a .safetensors file or a .zip of a PEFT adapter folder to import")
-    path = Path(path)
-    task, name, origin_id = (task or "").strip() or None, (name or "").strip(), (origin_id or "").strip() or None
-    if kind not in KINDS:
-        raise StudioError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        return state.library.import_file(path, state.backbone(), kind=kind, task=task, name=name or path.stem,
-                                         origin_id=origin_id)
-    if suffix != ".zip":
-        raise StudioError(f"{path.name}: upload a .safetensors file or a .zip of a PEFT adapter folder")
-    with tempfile.TemporaryDirectory(prefix="studio-import-") as tmp:
-        folder = unzip_adapter(path, Path(tmp))
-        described = _studio_item(folder)
-        if origin_id is None and isinstance(described.get("origin_id"), str):
-            try:  # an adapter exported from this studio remembers its origin: keep the lineage when we have it
-                origin_id = state.library.get(described["origin_id"]).id
-            except StudioError:
-                origin_id = None
-        if task is None and isinstance(described.get("task"), str):
-            task = described["task"]
-        return state.library.import_file(folder, state.backbone(), kind=kind, task=task,
-                                         name=name or str(described.get("name") or path.stem), origin_id=origin_id)
+    if Path(path).suffix.lower() not in (".safetensors", ".zip"):
+        raise StudioError(f"{Path(path).name}: upload a .safetensors file or a .zip of a PEFT adapter folder")
+    return state.library.import_file(path, state.backbone(), kind=kind, task=(task or "").strip() or None,
+                                     name=(name or "").strip(), origin_id=(origin_id or "").strip() or None)
 
 
 def _root():

@@ -112,30 +112,22 @@ def start_few_shot(state: AppState, target: str | None, sources: list[str] | Non
 
     def work(job: Job):
         def progress(event: dict) -> None:
-            index = shots.index(event["shots"]) if event["shots"] in shots else 0
+            index = shots.index(event["shots"]) if event.get("shots") in shots else 0
             within = event["step"] / event["steps"] if event.get("steps") else 0.0
             job.progress = min(1.0, (index + within) / len(shots))
             job.message = event["stage"] + (f", step {event['step']}/{event['steps']}" if event.get("steps") else "")
             if "step" not in event:
                 job.events.append({"stage": event["stage"], "rows": event["rows"]})
 
-        multitask_id = None
-        if multitask_steps:  # SPoT's multi-task start: tuned once on the sources' tasks mixed, then reused
-            def mixture_progress(event: dict) -> None:
-                job.message = f"tuning the multi-task prompt, step {event['step']}/{event['steps']}"
-
-            mixture = TuneConfig(steps=multitask_steps, batch_size=batch_size, lr=lr,
-                                 eval_every=max(1, multitask_steps // 4), val_limit=min(32, eval_limit))
-            multitask = analysis.multitask_prompt(state.library, state.backbone(), origin_id, source_tasks,
-                                                  mixture, mixture_progress, job.cancel.is_set)
-            if multitask is None:  # cancelled while tuning it: nothing else ran
-                job.message = "cancelled while tuning the multi-task prompt"
-                return []
-            multitask_id = multitask.id
-        rows = analysis.few_shot_experiment(state.library, state.backbone(), target, sources, origin_id, shots,
-                                            config, progress, job.cancel.is_set, eval_limit,
-                                            multitask_id=multitask_id)
-        expected = len(shots) * (len(inits) + (1 if multitask_id else 0))
+        mixture = TuneConfig(steps=multitask_steps, batch_size=batch_size, lr=lr,  # SPoT's multi-task start
+                             eval_every=max(1, multitask_steps // 4), val_limit=min(32, eval_limit)) \
+            if multitask_steps else None
+        rows = analysis.few_shot_study(state.library, state.backbone(), target, sources, origin_id, shots, config,
+                                       mixture, progress, job.cancel.is_set, eval_limit)
+        if rows is None:  # cancelled while tuning the multi-task prompt: nothing else ran
+            job.message = "cancelled while tuning the multi-task prompt"
+            return []
+        expected = len(shots) * (len(inits) + (1 if mixture else 0))
         job.progress, job.message = (1.0, "finished") if len(rows) == expected else (
             job.progress, f"stopped after {len({r['shots'] for r in rows})} of {len(shots)} shot counts")
         return rows

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -19,7 +18,7 @@ from studio import StudioError
 from studio.jobs import Job, run_tuning
 from studio.limits import MAX_PROMPT_TOKENS, MAX_STEPS, parse_seeds
 from studio.plots import curves
-from studio.tasks import TaskData, list_tasks, load_file_task, load_task
+from studio.tasks import TaskData, guess_columns, list_tasks, load_file_task, load_task, preview_file
 from studio.tuning import TuneConfig
 from studio.ui.common import AppState, explain, friendly, friendly_stream
 
@@ -63,21 +62,8 @@ def bundled_tasks() -> list[tuple[str, str]]:
 
 def read_preview(path: str) -> pd.DataFrame:
     """The first rows of a CSV / JSONL file, to choose the text and label columns from."""
-    suffix = Path(path).suffix.lower()
-    try:
-        if suffix == ".csv":
-            frame = pd.read_csv(path, nrows=PREVIEW_ROWS, dtype=str, encoding="utf-8-sig", keep_default_na=False)
-        elif suffix in (".jsonl", ".json"):
-            frame = pd.read_json(path, lines=True, nrows=PREVIEW_ROWS, dtype=False)
-        else:
-            raise StudioError(f"{Path(path).name}: unsupported file type {suffix!r}; use .csv or .jsonl")
-    except StudioError:
-        raise
-    except Exception as error:  # pandas raises many parser errors; the first line is what helps
-        raise StudioError(f"{Path(path).name} could not be read: {str(error).splitlines()[0]}") from None
-    if frame.empty or not len(frame.columns):
-        raise StudioError(f"{Path(path).name} has no data rows: add rows with a text and a label column")
-    return frame.astype(str)
+    columns, rows = preview_file(path, PREVIEW_ROWS)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def file_task(path: str | None, text_columns, label_column, name: str | None) -> TaskData:
@@ -270,8 +256,7 @@ def build(state: AppState) -> None:
             return gr.update(choices=[], value=[]), gr.update(choices=[], value=None), None, ""
         frame = read_preview(path)
         columns = list(frame.columns)
-        text_guess = [c for c in ("text", "sentence", "review") if c in columns][:1] or columns[:1]
-        label_guess = "label" if "label" in columns else columns[-1]
+        text_guess, label_guess = guess_columns(columns)
         return (gr.update(choices=columns, value=text_guess), gr.update(choices=columns, value=label_guess), frame,
                 "Choose the text and label columns, then **Check file**.")
 
