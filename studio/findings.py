@@ -22,6 +22,7 @@ from torch import Tensor
 
 from studio import StudioError
 from studio.config import REPO_ROOT, studio_home
+from studio.files import atomic_write_text
 from studio.library import Item, Library, metric_key, open_library
 from studio.prompts import scale_ratio  # ||tau|| / ||P0||; re-exported: the transfer finding's measure
 
@@ -34,7 +35,7 @@ def _cached(name: str, compute: Callable[[], object], fresh: bool) -> object:
     if path.exists() and not fresh:
         return json.loads(path.read_text())
     value = compute()
-    path.write_text(json.dumps(value, indent=1))
+    atomic_write_text(path, json.dumps(value, indent=1))
     return value
 
 
@@ -477,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     out = studio_home() / "findings" / "sections.json"
     old = json.loads(out.read_text()) if out.exists() else {}
     old.update(sections)
-    out.write_text(json.dumps(old, indent=1))
+    atomic_write_text(out, json.dumps(old, indent=1))
     for name, text in old.items():
         print(f"## {name}\n{text}\n")
     return 0

@@ -13,6 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from studio import StudioError
+from studio.files import atomic_write
 
 
 def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, measure: str, hover: Sequence[str] | None = None,
@@ -129,19 +130,21 @@ def scatter_map(coords: np.ndarray, records: Sequence[dict], color_by: str, titl
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence]) -> Path:
-    path = Path(path)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
+    """The numbers behind a figure, as CSV (written whole or not at all)."""
+    def write(partial: Path) -> None:
+        with partial.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+    return atomic_write(path, write)
 
 
 def save_figure(figure: go.Figure, path: str | Path) -> Path:
     """HTML (self-contained, offline) or PNG (kaleido with the system Chromium)."""
     path = Path(path)
     if path.suffix == ".html":
-        figure.write_html(str(path), include_plotlyjs=True)
+        atomic_write(path, lambda partial: figure.write_html(str(partial), include_plotlyjs=True))
     elif path.suffix == ".png":
         browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
         if browser:
@@ -149,7 +152,10 @@ def save_figure(figure: go.Figure, path: str | Path) -> Path:
         if importlib.util.find_spec("kaleido") is None:
             raise StudioError("PNG export needs the kaleido package: pip install kaleido (HTML and CSV work without it)")
         try:
-            figure.write_image(str(path), width=1000, height=max(500, int(figure.layout.height or 500)))
+            height = max(500, int(figure.layout.height or 500))
+            # kaleido picks the format from the file name: the temporary name keeps the .png ending
+            atomic_write(path, lambda partial: figure.write_image(str(partial), format="png", width=1000,
+                                                                  height=height))
         except Exception as error:  # kaleido raises its own types when no browser is found
             raise StudioError(f"PNG export needs Chromium (apt-get install chromium): {error}") from error
     else:

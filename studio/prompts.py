@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -133,13 +134,32 @@ def _peft_merge(name: str) -> Callable:
     return getattr(merge_utils, name)
 
 
-MERGE_METHODS: dict[str, str] = {
-    "weighted_sum": "sum of weight x vector (task arithmetic; the paper's method)",
-    "ties": "TIES: keep the top-density magnitudes per vector, elect a sign per entry, average the agreeing ones",
-    "dare_linear": "DARE: randomly drop (1 - density) of each vector's entries, rescale, weighted sum",
-    "dare_ties": "DARE pruning followed by TIES sign election",
-    "magnitude_prune": "keep the top-density magnitudes per vector, weighted sum",
+class Merge(NamedTuple):
+    """One merge method: ``function(tensors, weights, density) -> tensor`` and what it does, for people."""
+
+    function: Callable[[list[torch.Tensor], torch.Tensor, float], torch.Tensor]
+    description: str
+
+
+def _peft_method(name: str) -> Callable[[list[torch.Tensor], torch.Tensor, float], torch.Tensor]:
+    """PEFT's ``merge_utils.<name>``, imported on first use (PEFT is heavy); task arithmetic takes no density."""
+    if name == "task_arithmetic":
+        return lambda tensors, weights, density: _peft_merge(name)(tensors, weights)
+    return lambda tensors, weights, density: _peft_merge(name)(tensors, weights, density)
+
+
+# the registry: add a method here and it appears in the Arithmetic tab, the CLI and the findings
+MERGES: dict[str, Merge] = {
+    "weighted_sum": Merge(_peft_method("task_arithmetic"),
+                          "sum of weight x vector (task arithmetic; the paper's method)"),
+    "ties": Merge(_peft_method("ties"), "TIES: keep the top-density magnitudes per vector, elect a sign per entry, "
+                                        "average the agreeing ones"),
+    "dare_linear": Merge(_peft_method("dare_linear"),
+                         "DARE: randomly drop (1 - density) of each vector's entries, rescale, weighted sum"),
+    "dare_ties": Merge(_peft_method("dare_ties"), "DARE pruning followed by TIES sign election"),
+    "magnitude_prune": Merge(_peft_method("magnitude_prune"), "keep the top-density magnitudes per vector, weighted sum"),
 }
+MERGE_METHODS: dict[str, str] = {name: entry.description for name, entry in MERGES.items()}  # name -> description
 
 
 def merge(
@@ -151,8 +171,8 @@ def merge(
         raise StudioError("choose at least one task prompt vector to combine")
     if len(weights) != len(vectors):
         raise StudioError(f"got {len(weights)} weights for {len(vectors)} vectors")
-    if method not in MERGE_METHODS:
-        raise StudioError(f"unknown merge method {method!r}: use one of {', '.join(MERGE_METHODS)}")
+    if method not in MERGES:
+        raise StudioError(f"unknown merge method {method!r}: use one of {', '.join(MERGES)}")
     if not 0.0 < density <= 1.0:
         raise StudioError(f"density must be in (0, 1], got {density}")
     for other in vectors[1:]:
@@ -161,45 +181,62 @@ def merge(
     weight_tensor = torch.tensor([float(w) for w in weights])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if method == "weighted_sum":
-            merged = _peft_merge("task_arithmetic")(tensors, weight_tensor)
-        else:
-            merged = _peft_merge(method)(tensors, weight_tensor, density)
+        merged = MERGES[method].function(tensors, weight_tensor, density)
     return TaskPromptVector(merged, vectors[0].model)
 
 
 # ---- similarity -----------------------------------------------------------------------------------------------
-SIMILARITY_MEASURES = {
-    "token_mean_cosine": "cosine of the token-averaged matrices, cos(P1.mean(0), P2.mean(0)) (the paper's main one)",
-    "flat_cosine": "cosine of the flattened matrices",
-    "l2": "Euclidean distance of the flattened matrices",
-    "mean_abs_diff": "mean |P1 - P2| over all entries",
-    "norm_gap": "| ||P1|| - ||P2|| | of the flattened matrices",
+class Measure(NamedTuple):
+    """One similarity (or distance) measure: ``function(rows [k, m]) -> [k, k]``, on token means or flat rows."""
+
+    function: Callable[[torch.Tensor], torch.Tensor]
+    description: str
+    token_mean: bool = False  # compare the token-averaged matrices (any lengths) instead of the flattened ones
+
+
+def _cosine(rows: torch.Tensor) -> torch.Tensor:
+    unit = torch.nn.functional.normalize(rows, dim=1)
+    return (unit @ unit.T).clamp(-1, 1)
+
+
+def _l2(rows: torch.Tensor) -> torch.Tensor:
+    return torch.cdist(rows[None], rows[None])[0]
+
+
+def _mean_abs_diff(rows: torch.Tensor) -> torch.Tensor:
+    return (rows[:, None, :] - rows[None, :, :]).abs().mean(-1)
+
+
+def _norm_gap(rows: torch.Tensor) -> torch.Tensor:
+    norms = rows.norm(dim=1)
+    return (norms[:, None] - norms[None, :]).abs()
+
+
+MEASURES: dict[str, Measure] = {
+    "token_mean_cosine": Measure(_cosine, "cosine of the token-averaged matrices, cos(P1.mean(0), P2.mean(0)) "
+                                          "(the paper's main one)", token_mean=True),
+    "flat_cosine": Measure(_cosine, "cosine of the flattened matrices"),
+    "l2": Measure(_l2, "Euclidean distance of the flattened matrices"),
+    "mean_abs_diff": Measure(_mean_abs_diff, "mean |P1 - P2| over all entries"),
+    "norm_gap": Measure(_norm_gap, "| ||P1|| - ||P2|| | of the flattened matrices"),
 }
+SIMILARITY_MEASURES: dict[str, str] = {name: entry.description for name, entry in MEASURES.items()}
 
 
 def similarity_matrix(tensors: Sequence[torch.Tensor], measure: str = "token_mean_cosine") -> torch.Tensor:
     """Pairwise similarity (or distance) of prompts or vectors, [k, k]. All must share one shape for the flat ones."""
-    if measure not in SIMILARITY_MEASURES:
-        raise StudioError(f"unknown measure {measure!r}: use one of {', '.join(SIMILARITY_MEASURES)}")
+    if measure not in MEASURES:
+        raise StudioError(f"unknown measure {measure!r}: use one of {', '.join(MEASURES)}")
     if not tensors:
         raise StudioError("choose at least one prompt or vector")
-    if measure == "token_mean_cosine":
+    if MEASURES[measure].token_mean:
         rows = torch.stack([t.float().mean(0) for t in tensors])
     else:
         shapes = {tuple(t.shape) for t in tensors}
         if len(shapes) > 1:
             raise StudioError(f"{measure} needs prompts of one shape, got {sorted(shapes)}; use token_mean_cosine")
         rows = torch.stack([t.float().flatten() for t in tensors])
-    if measure in ("token_mean_cosine", "flat_cosine"):
-        unit = torch.nn.functional.normalize(rows, dim=1)
-        return (unit @ unit.T).clamp(-1, 1)
-    if measure == "l2":
-        return torch.cdist(rows[None], rows[None])[0]
-    if measure == "mean_abs_diff":
-        return (rows[:, None, :] - rows[None, :, :]).abs().mean(-1)
-    norms = rows.norm(dim=1)
-    return (norms[:, None] - norms[None, :]).abs()
+    return MEASURES[measure].function(rows)
 
 
 def nearest_tokens(backbone, prompt: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:

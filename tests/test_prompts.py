@@ -310,3 +310,22 @@ def test_origin_errors(tiny):
     with pytest.raises(StudioError, match="between 1 and 1000 virtual tokens"):
         make_origin(tiny, 0, 100_000)
     assert set(INIT_METHODS) == {"top5000", "sample_vocab", "text", "normal"}
+
+
+def test_merge_and_measure_registries_are_the_one_list():
+    """Every registered method runs through ``merge``/``similarity_matrix``; the UI's choices come from them."""
+    from studio.prompts import MEASURES, MERGE_METHODS, MERGES, SIMILARITY_MEASURES
+
+    assert list(MERGE_METHODS) == list(MERGES) and list(SIMILARITY_MEASURES) == list(MEASURES)
+    g = torch.Generator().manual_seed(0)
+    vectors = [TaskPromptVector(torch.randn(3, 8, generator=g), "m") for _ in range(2)]
+    for name, entry in MERGES.items():
+        merged = merge(vectors, [0.5, 1.0], name, density=1.0 if name.startswith("dare") else 0.5)
+        assert merged.delta.shape == (3, 8) and entry.description
+    # the paper's method is the plain weighted sum
+    assert torch.allclose(merge(vectors, [0.5, 1.0]).delta, 0.5 * vectors[0].delta + vectors[1].delta)
+    tensors = [v.delta for v in vectors]
+    for name in MEASURES:
+        assert similarity_matrix(tensors, name).shape == (2, 2)
+    with pytest.raises(StudioError, match="unknown merge method"):
+        merge(vectors, [1, 1], "nope")
