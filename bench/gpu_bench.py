@@ -6,7 +6,7 @@ tokenised by a whitespace stand-in tokenizer (the real one is not on the GPU mac
 line each (names select them: ``python bench/gpu_bench.py peft studio12``):
 
   peft           PEFT PromptTuningConfig CAUSAL_LM, fp32, batch 32, full logits (the reference setup, as in
-                 /work/shared/bench/peft_anchor_gpu_llama.py)
+                 ../shared/bench/peft_anchor_gpu_llama.py)
   studio1        studio ``tune``: 1 prompt x 32 per step, frozen bf16 backbone, TuneConfig defaults (micro_batch 16)
   studio1_mb32   the same with micro_batch=32 (the whole step in one forward)
   studio12       studio ``tune``: 12 prompts x 32 per step (384 rows), micro_batch 16 (the default)

@@ -1,7 +1,9 @@
 """Prompt Arithmetic Studio: tune soft prompts, compare task prompt vectors, do arithmetic on prompts.
 
-The data flows one way: ``tasks`` -> ``tuning`` -> ``library`` -> analysis (``prompts``, ``evaluation``,
-``projection``) -> ``ui``. Heavy libraries (torch, transformers, gradio) are imported where they are used.
+Imports point one way, down these layers (``tests/test_layers.py`` checks it): ``config``, ``limits``,
+``faults``, ``files`` -> ``backbones``, ``tasks``, ``prompts`` -> ``evaluation`` -> ``tuning``, ``library`` ->
+``jobs``, ``analysis``, ``projection``, ``plots`` -> ``views``, ``build``, ``hub``, ``findings`` -> ``cli``, ``ui``.
+Heavy libraries (torch, transformers, gradio) are imported where they are used.
 """
 
 import os
