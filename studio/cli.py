@@ -99,6 +99,30 @@ def cmd_data(args) -> None:
                + "\n".join(f"[{r['label']}] {r['input'][:150]}" for r in rows))
 
 
+RECIPE_SETTINGS = ("steps", "batch_size", "lr")  # left unset, these come from the model's recipe
+FLAGS = {"seed": "--data-seed"}  # a plain --seed would read as an origin seed
+
+
+def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``TuneConfig`` setting, with its help and choices: the config is the one place they are written."""
+    from studio.tuning import TuneConfig, config_fields
+
+    for setting in config_fields(TuneConfig):
+        from_recipe = setting.name in RECIPE_SETTINGS
+        default = "the model's recipe" if from_recipe else setting.default
+        flag = FLAGS.get(setting.name, "--" + setting.name.replace("_", "-"))
+        parser.add_argument(flag, dest=setting.name, type=setting.type, choices=setting.choices,
+                            default=None if from_recipe else setting.default, help=f"{setting.help} (default: {default})",
+                            metavar=None if setting.choices else flag[2:].replace("-", "_").upper())
+
+
+def tuning_config(args):
+    """The ``TuneConfig`` the parsed flags describe (after ``_with_recipe`` filled the recipe's settings)."""
+    from studio.tuning import TuneConfig, config_fields
+
+    return TuneConfig(**{setting.name: getattr(args, setting.name) for setting in config_fields(TuneConfig)})
+
+
 def _with_recipe(args) -> None:
     """Fill the tuning options left unset from the model's default recipe (``backbones.recipe_for``)."""
     from studio.backbones import recipe_for
@@ -112,12 +136,10 @@ def _with_recipe(args) -> None:
 def cmd_tune(args) -> None:
     from studio.jobs import run_tuning
     from studio.limits import check_prompt_length
-    from studio.tuning import TuneConfig
 
     _with_recipe(args)
     check_prompt_length(args.n_tokens, "--n-tokens: a prompt")
-    config = TuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
-                        val_limit=args.val_limit, seed=args.data_seed)
+    config = tuning_config(args)
     seeds, tasks = _seeds(args.seeds), _load_tasks(args)  # bad input fails before the model loads
     library, backbone = _library(args), _backbone(args)
     bar, update = _progress_bar(config.steps, f"tuning {len(tasks) * len(seeds)} prompt(s)")
@@ -288,6 +310,8 @@ def cmd_build_library(args) -> None:
 
 # ---- parser ----------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from studio.prompts import INIT_METHODS, MEASURES, MERGES  # the registries the choices and help come from
+
     parser = argparse.ArgumentParser(prog="studio", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
@@ -314,14 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "its origin and task prompt vector. Rerunning an interrupted job resumes it.")
     p.add_argument("--task", action="append", required=True, help="task name or CSV/JSONL file (repeatable)")
     p.add_argument("--seeds", default="0", help="origin seeds, e.g. 0,1,2")
-    p.add_argument("--steps", type=int, default=None, help="default: the model's recipe (150 for SmolLM2)")
-    p.add_argument("--batch-size", type=int, default=None, help="examples per prompt per step (default: recipe)")
-    p.add_argument("--lr", type=float, default=None, help="default: the model's recipe (0.2 for SmolLM2)")
-    p.add_argument("--n-tokens", type=int, default=None, help="virtual tokens per prompt (default: recipe)")
-    p.add_argument("--init", default="top5000", choices=["top5000", "sample_vocab", "normal"])
-    p.add_argument("--eval-every", type=int, default=50)
-    p.add_argument("--val-limit", type=int, default=100)
-    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--n-tokens", type=int, default=None, help="virtual tokens per prompt (default: the model's recipe)")
+    p.add_argument("--init", default="top5000", choices=[m for m in INIT_METHODS if m != "text"],
+                   help="how origins are drawn (default: top5000, the paper's)")
+    add_tuning_arguments(p)
     p.set_defaults(run=cmd_tune)
 
     p = sub.add_parser("eval", parents=[common, data_args], help="evaluate a prompt (or the template alone) on a task")
@@ -336,8 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("combine", parents=[common], help="origin + merge(weights x vectors) -> a new prompt")
     p.add_argument("--origin", required=True)
     p.add_argument("--vector", action="append", required=True, help="ID or ID:WEIGHT (repeatable)")
-    p.add_argument("--method", default="weighted_sum",
-                   choices=["weighted_sum", "ties", "dare_linear", "dare_ties", "magnitude_prune"])
+    p.add_argument("--method", default="weighted_sum", choices=list(MERGES),
+                   help="; ".join(f"{name}: {entry.description}" for name, entry in MERGES.items()))
     p.add_argument("--density", type=float, default=0.5)
     p.add_argument("--name")
     p.add_argument("--eval-task", action="append", help="evaluate the result on these tasks (repeatable)")
@@ -350,8 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", default="vector", choices=["prompt", "vector"])
     p.add_argument("--task")
     p.add_argument("--prompts", action="store_true", help="compare raw prompts instead of task prompt vectors")
-    p.add_argument("--measure", default="token_mean_cosine",
-                   choices=["token_mean_cosine", "flat_cosine", "l2", "mean_abs_diff", "norm_gap"])
+    p.add_argument("--measure", default="token_mean_cosine", choices=list(MEASURES),
+                   help="; ".join(f"{name}: {entry.description}" for name, entry in MEASURES.items()))
     p.add_argument("--order", default="task", choices=["task", "origin", "cluster"])
     p.add_argument("--out", help="file.csv, file.png or file.html")
     p.set_defaults(run=cmd_similarity)

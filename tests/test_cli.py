@@ -242,3 +242,31 @@ def test_rename_and_cascade_delete(tuned):
     assert deleted.startswith("deleted ") and item_id in deleted
     remaining = json.loads(ok(studio("library", "list", "--json", library=library)).stdout)
     assert item_id not in {i["id"] for i in remaining}
+
+
+def test_tune_flags_come_from_the_config_and_build_it():
+    """Every TuneConfig setting has a flag with its help and choices; unset recipe settings come from the model."""
+    from dataclasses import asdict
+
+    from studio.backbones import recipe_for
+    from studio.cli import _with_recipe, build_parser, tuning_config
+    from studio.tuning import TuneConfig, config_fields
+
+    parser = build_parser()
+    args = parser.parse_args(["tune", "--task", "mr", "--schedule", "linear", "--select-by", "accuracy",
+                              "--micro-batch", "4", "--data-seed", "3", "--warmup-ratio", "0.1"])
+    _with_recipe(args)
+    config = tuning_config(args)
+    recipe = recipe_for(args.model)
+    assert (config.steps, config.batch_size, config.lr) == (recipe.steps, recipe.batch_size, recipe.lr)
+    assert (config.schedule, config.select_by, config.micro_batch, config.seed, config.warmup_ratio) == (
+        "linear", "accuracy", 4, 3, 0.1)
+    untouched = {f.name for f in config_fields(TuneConfig)} - {"steps", "batch_size", "lr", "schedule", "select_by",
+                                                                "micro_batch", "seed", "warmup_ratio"}
+    assert {k: v for k, v in asdict(config).items() if k in untouched} == {
+        k: v for k, v in asdict(TuneConfig()).items() if k in untouched}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["tune", "--task", "mr", "--schedule", "sideways"])
+    help_text = parser._subparsers._group_actions[0].choices["tune"].format_help()
+    for setting in config_fields(TuneConfig):
+        assert setting.help.split(" (")[0][:20] in " ".join(help_text.split())
