@@ -50,3 +50,23 @@ def test_every_module_has_a_layer_and_imports_only_from_layers_above():
                     imported == module and module != "ui"):
                 wrong.append(f"{path.relative_to(STUDIO.parent)} imports {imported}")
     assert not wrong, "imports against the layering: " + "; ".join(wrong)
+
+
+def test_where_to_change_what_names_code_that_exists():
+    """docs/design.md's table points newcomers at functions: each named one must exist in the named file."""
+    import re
+
+    text = (STUDIO.parent / "docs" / "design.md").read_text()
+    section = text.split("## Where to change what", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`studio/" in line]
+    assert len(rows) >= 15
+    for row in rows:
+        _, _, file_cell, names_cell, _ = row.split("|")
+        path = STUDIO.parent / re.search(r"`([^`]+)`", file_cell).group(1)
+        tree = ast.parse(path.read_text())
+        defined = {node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        defined |= {target.id for node in ast.walk(tree) if isinstance(node, (ast.Assign, ast.AnnAssign))
+                    for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                    if isinstance(target, ast.Name)}
+        for name in re.findall(r"`([^`]+)`", names_cell):
+            assert name.split(".")[-1] in defined, f"{path.name} has no {name} (docs/design.md, where to change what)"
