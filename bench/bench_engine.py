@@ -59,7 +59,7 @@ from studio.backbones import (  # noqa: E402
 from studio.evaluation import MAX_INPUT_TOKENS, evaluate  # noqa: E402
 from studio.prompts import make_origin  # noqa: E402
 from studio.tasks import load_task  # noqa: E402
-from studio.tuning import PromptJob, TuneConfig, _epoch_order, batch_indices, tune  # noqa: E402
+from studio.tuning import PromptJob, TuneConfig, batch_indices, tune  # noqa: E402
 
 BATCH = 8
 N_VIRTUAL = 20
@@ -105,21 +105,6 @@ def loadavg() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "?"
-
-
-def aligned_examples(task, prompt_index: int, seed: int, n_rows: int):
-    """The task's train examples reordered so that a one-prompt job (prompt index 0) draws exactly the batches
-    prompt ``prompt_index`` draws in a multi-prompt job (``batch_indices`` is seeded per prompt index). Exact
-    within the first epoch, which every run here stays in."""
-    examples = task.train
-    n = len(examples)
-    if n_rows > n:
-        raise SystemExit(f"{n_rows} rows exceed one epoch of {task.spec.name} ({n} examples)")
-    order0, orderj = _epoch_order(seed, 0, 0, n), _epoch_order(seed, prompt_index, 0, n)
-    out = list(examples)
-    for p in range(n):
-        out[order0[p]] = examples[orderj[p]]
-    return out
 
 
 # ---- the studio engine ------------------------------------------------------------------------------------
@@ -172,7 +157,7 @@ def run_peft(peft_model, backbone, task, origin: torch.Tensor, steps: int, warmu
     losses = []
     for step in range(warmup + steps):
         sequences, labels = [], []
-        for index in batch_indices(seed, 0, step, BATCH, len(examples)):
+        for index in batch_indices(seed, step, BATCH, len(examples)):
             example = examples[index]
             text = backbone.render_input(task.spec.instruction, example.body())
             input_ids = tokenizer(text, add_special_tokens=False).input_ids[-MAX_INPUT_TOKENS:]
@@ -325,11 +310,10 @@ def main(argv=None) -> int:
     if {"c", "c1"} & sections and not args.sequential_first:  # c1: the one-job half of c only
         one_job()
     if "c" in sections:
-        rows_needed = (args.warmup + args.steps + 1) * BATCH
         parts = []
-        for j, job in enumerate(jobs):
-            alone = PromptJob(job.task, job.origin, job.origin_seed, label=job.label,
-                              train_examples=aligned_examples(job.task, j, 0, rows_needed))
+        for job in jobs:
+            # the data order does not depend on a prompt's place in a job: alone, it sees the same batches
+            alone = PromptJob(job.task, job.origin, job.origin_seed, label=job.label)
             parts.append(run_studio(bf16, [alone], args.steps, args.warmup))
         timed = sum(p["timed_s"] for p in parts)
         rows = sum(p["rows_timed"] for p in parts)

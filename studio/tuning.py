@@ -5,21 +5,27 @@ and all rows go through the frozen backbone together, each row behind its own pr
 [J, n, d] fp32 parameter; AdamW is element-wise and gradients are clipped per prompt, so each prompt learns
 exactly as it would alone, only J times cheaper in overhead.
 
-Read ``tune`` top to bottom: sample -> forward/backward in length-sorted micro-batches -> clip -> step ->
-validate and keep the best -> checkpoint. Sampling is a pure function of (seed, step), so a job resumed
-from its checkpoint continues exactly where it stopped, and a prompt sees the same batches alone or in a job.
+Read ``tune``'s loop top to bottom, as in nanoGPT: rows for the step -> forward/backward in length-sorted
+micro-batches -> clip per prompt -> optimizer step -> every ``eval_every`` steps validate, keep the best and save a
+checkpoint. Everything the loop changes is one ``TrainState`` plus the optimizer's ``state_dict()``, which is
+exactly what a checkpoint holds. Sampling is a pure function of (seed, step), so a job resumed from its checkpoint
+continues exactly where it stopped, and a prompt sees the same batches alone or in a job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 import random
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors import safe_open
@@ -27,31 +33,59 @@ from safetensors.torch import load_file, save_file
 
 from studio import StudioError
 from studio.backbones import Backbone, Row
-from studio.evaluation import MAX_INPUT_TOKENS, encode_task, results_from_scores, score_examples
+from studio.evaluation import MAX_INPUT_TOKENS, EncodedTask, encode_task, results_from_scores, score_examples
 from studio.faults import kill_point
 from studio.files import atomic_write, atomic_write_text
 from studio.limits import MAX_STEPS
 from studio.tasks import Example, TaskData
 
 
+# ---- the recipe -------------------------------------------------------------------------------------------------
+class Schedule(str, Enum):
+    """How the learning rate decays after warm-up."""
+
+    COSINE = "cosine"
+    LINEAR = "linear"
+    CONSTANT = "constant"
+
+
+class SelectBy(str, Enum):
+    """Which validation metric picks each prompt's best step."""
+
+    LOSS = "loss"
+    ACCURACY = "accuracy"
+
+
 @dataclass(frozen=True)
 class TuneConfig:
-    """The recipe. Defaults fit the embedded model on a CPU; the paper's values are in the comments."""
+    """The recipe, and the one place its settings are described (``config_fields`` reads the help and choices).
 
-    steps: int = 200
-    batch_size: int = 8  # examples per prompt per step (paper: 32 for T5, 4 for 8B decoders)
-    lr: float = 0.03  # paper: 0.3 for T5; SmolLM2 diverges there, 0.03 works
-    weight_decay: float = 1e-5
-    warmup_ratio: float = 0.03  # the decoder reference's 0.03
-    schedule: str = "cosine"  # cosine (decoder reference) | linear (T5 reference) | constant
-    eval_every: int = 50
-    val_limit: int = 100
-    select_by: str = "loss"  # best checkpoint by validation "loss" (reference) or "accuracy"
-    max_grad_norm: float = 1.0  # per prompt
-    micro_batch: int | None = None  # max rows per forward pass (None: the backbone's token budget decides)
-    seed: int = 0  # data order
+    Defaults fit the embedded model on a CPU. ``schedule`` and ``select_by`` accept a ``Schedule``/``SelectBy`` or
+    its string and are stored as the plain string, so ``asdict`` and ``repr`` (job signatures, checkpoint folders,
+    content ids) stay what they were."""
 
-    def __post_init__(self):
+    steps: int = field(default=200, metadata={"help": "training steps (optimizer updates)"})
+    batch_size: int = field(default=8, metadata={
+        "help": "examples per prompt per step (paper: 32 for T5, 4 for 8B decoders)"})
+    lr: float = field(default=0.03, metadata={
+        "help": "peak learning rate (paper: 0.3 for T5; SmolLM2 diverges there, 0.03 works)"})
+    weight_decay: float = field(default=1e-5, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(default=0.03, metadata={
+        "help": "share of the steps that warm the learning rate up linearly (the decoder reference's 0.03)"})
+    schedule: str = field(default=Schedule.COSINE.value, metadata={
+        "help": "learning-rate decay after warm-up: cosine (decoder reference), linear (T5 reference) or constant",
+        "choices": Schedule})
+    eval_every: int = field(default=50, metadata={"help": "validate, keep the best and checkpoint every N steps"})
+    val_limit: int = field(default=100, metadata={"help": "validation examples per task"})
+    select_by: str = field(default=SelectBy.LOSS.value, metadata={
+        "help": "keep each prompt's best step by validation loss (reference) or accuracy", "choices": SelectBy})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clip, per prompt"})
+    micro_batch: int | None = field(default=None, metadata={
+        "help": "max rows per forward pass (None: the backbone's token budget decides)"})
+    seed: int = field(default=0, metadata={"help": "seed of the data order"})
+
+    def __post_init__(self) -> None:
+        schedule, select_by = _choice(Schedule, self.schedule), _choice(SelectBy, self.select_by)
         problems = []
         if not 1 <= self.steps <= MAX_STEPS:
             problems.append(f"steps must be between 1 and {MAX_STEPS}")
@@ -59,27 +93,57 @@ class TuneConfig:
             problems.append("batch size must be >= 1")
         if not (0 < self.lr < 10):
             problems.append("learning rate must be in (0, 10)")
-        if self.schedule not in ("cosine", "linear", "constant"):
+        if schedule is None:
             problems.append("schedule must be cosine, linear or constant")
-        if self.select_by not in ("loss", "accuracy"):
+        if select_by is None:
             problems.append("select_by must be loss or accuracy")
         if self.eval_every < 1 or self.val_limit < 1 or (self.micro_batch is not None and self.micro_batch < 1):
             problems.append("eval_every, val_limit and micro_batch must be >= 1")
         if problems:
             raise StudioError("bad tuning settings: " + "; ".join(problems))
+        object.__setattr__(self, "schedule", schedule.value)  # frozen: the plain string, whatever was given
+        object.__setattr__(self, "select_by", select_by.value)
 
     def lr_at(self, step: int) -> float:
         warmup = max(1, round(self.warmup_ratio * self.steps))
         if step < warmup:
             return self.lr * (step + 1) / warmup
         progress = (step - warmup) / max(1, self.steps - warmup)
-        if self.schedule == "cosine":
+        if self.schedule == Schedule.COSINE:
             return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
-        if self.schedule == "linear":
+        if self.schedule == Schedule.LINEAR:
             return self.lr * (1 - progress)
         return self.lr
 
 
+def _choice(kind: type[Enum], value: object) -> Enum | None:
+    try:
+        return kind(value)
+    except (ValueError, TypeError):
+        return None
+
+
+class ConfigField(NamedTuple):
+    name: str
+    type: type  # what parses a value: int, float, str (an optional setting's type without its None)
+    default: object
+    help: str
+    choices: list[str] | None  # the allowed strings, for settings backed by an Enum
+
+
+def config_fields(cls: type = TuneConfig) -> list[ConfigField]:
+    """Every setting of a config dataclass, so command-line flags and UI controls are generated, not retyped."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for spec in dataclasses.fields(cls):
+        kind = next((a for a in typing.get_args(hints[spec.name]) if a is not type(None)), hints[spec.name])
+        choices = spec.metadata.get("choices")
+        out.append(ConfigField(spec.name, kind, spec.default, spec.metadata.get("help", ""),
+                               [c.value for c in choices] if choices else None))
+    return out
+
+
+# ---- the jobs -------------------------------------------------------------------------------------------------
 @dataclass
 class PromptJob:
     """One prompt to train: its task, its origin P0, where it starts (P0 unless given) and its examples."""
@@ -96,6 +160,9 @@ class PromptJob:
 
     def examples(self) -> list[Example]:
         return self.train_examples if self.train_examples is not None else self.task.train
+
+    def task_key(self) -> tuple[str, str]:
+        return self.task.spec.name, self.task.data_hash
 
 
 @dataclass
@@ -116,38 +183,7 @@ class TuneOutcome:
     seconds: float
 
 
-@functools.lru_cache(maxsize=64)
-def _epoch_order(seed: int, prompt: int, epoch: int, n: int) -> tuple[int, ...]:
-    order = list(range(n))
-    random.Random(f"{seed}/{prompt}/{epoch}").shuffle(order)
-    return tuple(order)
-
-
-def batch_indices(seed: int, prompt: int, step: int, batch_size: int, n: int) -> list[int]:
-    """Examples for (prompt, step): consecutive slices of seeded per-epoch permutations, stateless for resume."""
-    positions = range(step * batch_size, (step + 1) * batch_size)
-    return [_epoch_order(seed, prompt, p // n, n)[p % n] for p in positions]
-
-
-def _job_signature(jobs: list[PromptJob], config: TuneConfig) -> str:
-    return json.dumps(
-        {"config": asdict(config),
-         "jobs": [[j.task.spec.name, j.task.data_hash, j.origin_seed, len(j.examples()), list(j.origin.shape)]
-                  + ([j.mixture] if j.mixture else []) for j in jobs]},
-        sort_keys=True,
-    )
-
-
-def tune(
-    backbone: Backbone,
-    jobs: list[PromptJob],
-    config: TuneConfig = TuneConfig(),
-    on_progress: Callable[[dict], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    checkpoint_dir: str | Path | None = None,
-) -> TuneOutcome:
-    """Train all ``jobs`` together. With ``checkpoint_dir``, progress is saved at every validation and a later
-    call with the same jobs and config resumes from it. ``should_stop`` cancels cleanly (checkpoint kept)."""
+def _check_jobs(backbone: Backbone, jobs: list[PromptJob]) -> None:
     if not jobs:
         raise StudioError("nothing to tune: choose at least one task and origin")
     shapes = {tuple(j.origin.shape) for j in jobs}
@@ -158,160 +194,6 @@ def tune(
             raise StudioError(f"task {job.task.spec.name!r} has no training examples")
         if job.origin.shape[1] != backbone.hidden_size:
             raise StudioError(f"origin width {job.origin.shape[1]} does not match the model ({backbone.hidden_size})")
-    started = time.time()
-    start_tensor = torch.stack([(j.init if j.init is not None else j.origin).float() for j in jobs])
-    mixtures = mixture_groups(jobs, start_tensor)
-    params = torch.nn.Parameter(start_tensor.clone().to(backbone.device))
-    optimizer = torch.optim.AdamW([params], lr=config.lr, weight_decay=config.weight_decay)
-    best = params.detach().clone()
-    best_scores = [math.inf] * len(jobs)
-    best_steps = [0] * len(jobs)
-    best_metrics: list[dict] = [{} for _ in jobs]
-    histories: list[list[dict]] = [[] for _ in jobs]
-    step = 0
-    resumed_train_losses = None
-
-    checkpoint = Path(checkpoint_dir) if checkpoint_dir else None
-    signature = _job_signature(jobs, config)
-    if checkpoint and (checkpoint / "state.json").exists():
-        with safe_open(str(checkpoint / "state.safetensors"), framework="pt") as handle:
-            embedded_state = (handle.metadata() or {}).get("state")
-        # the tensors file carries its own copy of the state: a kill between the two writes cannot mismatch them
-        state = json.loads(embedded_state or (checkpoint / "state.json").read_text())
-        if state["signature"] != signature:
-            raise StudioError(f"checkpoint in {checkpoint} belongs to a different job; choose another folder")
-        tensors = load_file(checkpoint / "state.safetensors")
-        with torch.no_grad():
-            params.copy_(tensors["params"].to(backbone.device))
-        best = tensors["best"].to(backbone.device)
-        optimizer.state[params] = {"step": torch.tensor(float(state["step"])),
-                                   "exp_avg": tensors["exp_avg"].to(backbone.device),
-                                   "exp_avg_sq": tensors["exp_avg_sq"].to(backbone.device)}
-        step, best_scores, best_steps = state["step"], state["best_scores"], state["best_steps"]
-        best_metrics, histories = state["best_metrics"], state["histories"]
-        resumed_train_losses = state.get("train_losses")
-
-    encoded_tasks = {}
-    for job in jobs:
-        key = (job.task.spec.name, job.task.data_hash)
-        if key not in encoded_tasks:
-            encoded_tasks[key] = encode_task(backbone, job.task, "validation", config.val_limit)
-    train_cache: dict[tuple[int, int], list[int]] = {}
-
-    def encoded_train(j: int, index: int) -> tuple[list[int], list[int]]:
-        job = jobs[j]
-        if (j, index) not in train_cache:
-            example = job.examples()[index]
-            text = backbone.render_input(job.task.spec.instruction, example.body())
-            train_cache[(j, index)] = backbone.encode_input(text, MAX_INPUT_TOKENS)
-        target = encoded_tasks[(job.task.spec.name, job.task.data_hash)].target_ids[job.examples()[index].label]
-        return train_cache[(j, index)], target
-
-    def validate(at_step: int) -> list[dict]:
-        """Validation loss and accuracy for every prompt, grouped by task (one batched pass per task)."""
-        out: list[dict] = [{} for _ in jobs]
-        for key, encoded in encoded_tasks.items():
-            members = [j for j, job in enumerate(jobs) if (job.task.spec.name, job.task.data_hash) == key]
-            scores = score_examples(backbone, params.detach()[members], encoded, encoded.examples)
-            for j, result in zip(members, results_from_scores(encoded, encoded.examples, scores, False)):
-                out[j] = {"step": at_step, "val_loss": result.metrics["loss"],
-                          "val_accuracy": result.metrics["accuracy"], "val_macro_f1": result.metrics["macro_f1"]}
-        return out
-
-    def save_checkpoint() -> None:
-        if not checkpoint:
-            return
-        checkpoint.mkdir(parents=True, exist_ok=True)
-        adam = optimizer.state.get(params, {})
-        tensors = {"params": params.detach().cpu().contiguous(), "best": best.cpu().contiguous(),
-                   "exp_avg": adam.get("exp_avg", torch.zeros_like(params)).detach().cpu().contiguous(),
-                   "exp_avg_sq": adam.get("exp_avg_sq", torch.zeros_like(params)).detach().cpu().contiguous()}
-        state = {"signature": signature, "step": step, "best_scores": best_scores, "best_steps": best_steps,
-                 "best_metrics": best_metrics, "histories": histories, "train_losses": train_losses}
-        atomic_write(checkpoint / "state.safetensors",
-                lambda path: save_file(tensors, str(path), metadata={"state": json.dumps(state)}))
-        atomic_write_text(checkpoint / "state.json", json.dumps(state))
-
-    if step == 0:  # where each prompt starts: the curve's first point
-        for j, metrics in enumerate(validate(0)):
-            histories[j].append({"step": 0, "train_loss": None, **metrics})
-
-    status = "done"
-    window_started, window_examples = time.time(), 0
-    train_losses = resumed_train_losses or [0.0] * len(jobs)  # since the last validation, for the curves
-    while step < config.steps:
-        if should_stop and should_stop():
-            status = "cancelled"
-            break
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr_at(step)
-        rows = []
-        for j, job in enumerate(jobs):
-            # the data order does not depend on the prompt's place in the job: each prompt sees exactly the
-            # batches it would see tuned alone (and, like the reference, every origin sees the same order)
-            for index in batch_indices(config.seed, 0, step, config.batch_size, len(job.examples())):
-                input_ids, target_ids = encoded_train(j, index)
-                rows.append(Row(j, input_ids, target_ids))
-        tokens_per_prompt = torch.zeros(len(jobs))
-        for row in rows:
-            tokens_per_prompt[row.prompt_index] += len(row.target_ids)
-        rows.sort(key=lambda r: len(r.input_ids) + len(r.target_ids))
-        step_loss = torch.zeros(len(jobs))
-        lengths = [len(r.input_ids) + len(r.target_ids) + params.shape[1] for r in rows]
-        for group in backbone.batches(lengths, config.micro_batch):
-            micro = rows[group.start : group.stop]
-            logprobs, _ = backbone.target_logprobs(params, micro)
-            owner = torch.tensor([r.prompt_index for r in micro], device=logprobs.device)
-            row_loss = -logprobs.sum(1) / tokens_per_prompt.to(logprobs.device)[owner]
-            row_loss.sum().backward()  # sum over prompts: each prompt's gradient is its own mean loss's
-            step_loss.index_add_(0, owner.cpu(), row_loss.detach().float().cpu())
-        with torch.no_grad():  # clip each prompt's gradient on its own, as if it trained alone
-            for members in mixtures:  # a mixture's prompt follows the mean of its tasks' losses
-                params.grad[members] = params.grad[members].mean(0, keepdim=True)
-            norms = params.grad.flatten(1).norm(dim=1)
-            params.grad.mul_((config.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)[:, None, None])
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(params).all():  # stop at once; the last checkpoint keeps the last good state
-            raise StudioError(f"tuning diverged at step {step + 1} (NaN or infinite prompt values): "
-                              "lower the learning rate")
-        step += 1
-        kill_point("tune:step")
-        window_examples += len(rows)
-        train_losses = [a + float(b) for a, b in zip(train_losses, step_loss)]
-
-        event = {"step": step, "steps": config.steps, "train_loss": step_loss.tolist(),
-                 "examples_per_s": window_examples / max(time.time() - window_started, 1e-9)}
-        event["eta_s"] = (config.steps - step) * len(rows) / max(event["examples_per_s"], 1e-9)
-        if step % config.eval_every == 0 or step == config.steps:
-            validation = validate(step)
-            since = step - (histories[0][-1]["step"] if histories[0] else 0)
-            scores = [m["val_loss"] if config.select_by == "loss" else -m["val_accuracy"] for m in validation]
-            for members in mixtures:  # one prompt, one choice: the mean over the mixture's tasks
-                shared = sum(scores[k] for k in members) / len(members)
-                for j in members:
-                    scores[j] = shared
-            for j, (metrics, score) in enumerate(zip(validation, scores)):
-                histories[j].append({"step": step, "train_loss": train_losses[j] / max(since, 1), **metrics})
-                if score < best_scores[j]:
-                    best_scores[j], best_steps[j], best_metrics[j] = score, step, metrics
-                    best[j] = params.detach()[j]
-            train_losses = [0.0] * len(jobs)
-            event["validation"] = validation
-            save_checkpoint()
-            kill_point("tune:validated")
-        if on_progress:
-            on_progress(event)
-    if status == "cancelled":
-        save_checkpoint()
-    results = [
-        TuneResult(job, best[j].detach().cpu().clone(), params.detach()[j].cpu().clone(), best_steps[j],
-                   best_metrics[j], histories[j])
-        for j, job in enumerate(jobs)
-    ]
-    if any(not torch.isfinite(r.final_prompt).all() for r in results):
-        raise StudioError("tuning diverged (NaN or infinite prompt values): lower the learning rate")
-    return TuneOutcome(results, status, step, time.time() - started)
 
 
 def mixture_groups(jobs: list[PromptJob], starts: torch.Tensor) -> list[list[int]]:
@@ -324,3 +206,298 @@ def mixture_groups(jobs: list[PromptJob], starts: torch.Tensor) -> list[list[int
         if any(not torch.equal(starts[members[0]], starts[k]) for k in members[1:]):
             raise StudioError(f"the prompts of mixture {name!r} must start from the same tensor")
     return [members for members in groups.values() if len(members) > 1]
+
+
+def _job_signature(jobs: list[PromptJob], config: TuneConfig) -> str:
+    return json.dumps(
+        {"config": asdict(config),
+         "jobs": [[j.task.spec.name, j.task.data_hash, j.origin_seed, len(j.examples()), list(j.origin.shape)]
+                  + ([j.mixture] if j.mixture else []) for j in jobs]},
+        sort_keys=True,
+    )
+
+
+# ---- data -------------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _epoch_order(seed: int, epoch: int, n: int) -> tuple[int, ...]:
+    order = list(range(n))
+    # the "/0/" held a prompt index once; kept so that every data order, and so every stored result, stays the same
+    random.Random(f"{seed}/0/{epoch}").shuffle(order)
+    return tuple(order)
+
+
+def batch_indices(seed: int, step: int, batch_size: int, n: int) -> list[int]:
+    """Examples for ``step``: consecutive slices of seeded per-epoch permutations, stateless for resume. The order
+    does not depend on the prompt's place in the job: each prompt sees exactly the batches it would see tuned
+    alone (and, like the reference, every origin sees the same order)."""
+    positions = range(step * batch_size, (step + 1) * batch_size)
+    return [_epoch_order(seed, p // n, n)[p % n] for p in positions]
+
+
+class EncodedJobs:
+    """The jobs' token ids, encoded once: each task's validation split up front, train examples on first use."""
+
+    def __init__(self, backbone: Backbone, jobs: list[PromptJob], val_limit: int):
+        self.backbone, self.jobs = backbone, jobs
+        self.validation: dict[tuple[str, str], EncodedTask] = {}
+        for job in jobs:
+            if job.task_key() not in self.validation:
+                self.validation[job.task_key()] = encode_task(backbone, job.task, "validation", val_limit)
+        self._inputs: dict[tuple[int, int], list[int]] = {}
+
+    def members(self, key: tuple[str, str]) -> list[int]:
+        return [j for j, job in enumerate(self.jobs) if job.task_key() == key]
+
+    def rows(self, step: int, seed: int, batch_size: int) -> list[Row]:
+        """Every prompt's ``batch_size`` rows for ``step``, in job order."""
+        rows = []
+        for j, job in enumerate(self.jobs):
+            examples, targets = job.examples(), self.validation[job.task_key()].target_ids
+            for index in batch_indices(seed, step, batch_size, len(examples)):
+                rows.append(Row(j, self._input_ids(j, index), targets[examples[index].label]))
+        return rows
+
+    def _input_ids(self, j: int, index: int) -> list[int]:
+        if (j, index) not in self._inputs:
+            job = self.jobs[j]
+            text = self.backbone.render_input(job.task.spec.instruction, job.examples()[index].body())
+            self._inputs[(j, index)] = self.backbone.encode_input(text, MAX_INPUT_TOKENS)
+        return self._inputs[(j, index)]
+
+
+# ---- the state and one step ---------------------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    """Everything the loop changes besides the optimizer's own state; a checkpoint holds exactly this."""
+
+    step: int
+    params: torch.nn.Parameter  # [J, n, d] fp32: every job's prompt
+    best: torch.Tensor  # each prompt at its best validation so far
+    best_scores: list[float]  # lower is better: validation loss, or minus accuracy
+    best_steps: list[int]
+    best_metrics: list[dict]
+    histories: list[list[dict]]  # the curves: one point per validation
+    train_losses: list[float]  # summed since the last validation, for the curves
+
+    @classmethod
+    def start(cls, prompts: torch.Tensor) -> TrainState:
+        n = len(prompts)
+        params = torch.nn.Parameter(prompts.clone())
+        return cls(0, params, params.detach().clone(), [math.inf] * n, [0] * n, [{} for _ in range(n)],
+                   [[] for _ in range(n)], [0.0] * n)
+
+
+def forward_backward(backbone: Backbone, params: torch.nn.Parameter, rows: list[Row],
+                     micro_batch: int | None) -> torch.Tensor:
+    """Accumulate into ``params.grad`` the gradient of each prompt's own mean loss; return those losses, [J].
+
+    A row's loss is divided by its prompt's target-token count, so the sum over all rows is the sum of the prompts'
+    mean losses and no prompt's gradient depends on another's rows. Rows run in length-sorted micro-batches."""
+    tokens_per_prompt = torch.zeros(params.shape[0])
+    for row in rows:
+        tokens_per_prompt[row.prompt_index] += len(row.target_ids)
+    rows = sorted(rows, key=lambda r: len(r.input_ids) + len(r.target_ids))
+    losses = torch.zeros(params.shape[0])
+    lengths = [len(r.input_ids) + len(r.target_ids) + params.shape[1] for r in rows]
+    for group in backbone.batches(lengths, micro_batch):
+        micro = rows[group.start : group.stop]
+        logprobs, _ = backbone.target_logprobs(params, micro)
+        owner = torch.tensor([r.prompt_index for r in micro], device=logprobs.device)
+        row_loss = -logprobs.sum(1) / tokens_per_prompt.to(logprobs.device)[owner]
+        row_loss.sum().backward()
+        losses.index_add_(0, owner.cpu(), row_loss.detach().float().cpu())
+    return losses
+
+
+@torch.no_grad()
+def clip_per_prompt(grad: torch.Tensor, mixtures: list[list[int]], max_norm: float) -> None:
+    """Clip each prompt's gradient on its own, as if it trained alone; a mixture's prompt first takes the mean of
+    its tasks' gradients (it follows the mean of their losses)."""
+    for members in mixtures:
+        grad[members] = grad[members].mean(0, keepdim=True)
+    norms = grad.flatten(1).norm(dim=1)
+    grad.mul_((max_norm / (norms + 1e-6)).clamp(max=1.0)[:, None, None])
+
+
+def check_finite(params: torch.Tensor, step: int) -> None:
+    """Stop at once on NaN or inf, before anything is saved: the last checkpoint keeps the last good state."""
+    if not torch.isfinite(params).all():
+        raise StudioError(f"tuning diverged at step {step} (NaN or infinite prompt values): lower the learning rate")
+
+
+def validate(backbone: Backbone, params: torch.Tensor, encoded: EncodedJobs, step: int) -> list[dict]:
+    """Validation loss, accuracy and macro-F1 for every prompt, grouped by task (one batched pass per task)."""
+    out: list[dict] = [{} for _ in encoded.jobs]
+    for key, task in encoded.validation.items():
+        members = encoded.members(key)
+        scores = score_examples(backbone, params.detach()[members], task, task.examples)
+        for j, result in zip(members, results_from_scores(task, task.examples, scores, False)):
+            out[j] = {"step": step, "val_loss": result.metrics["loss"], "val_accuracy": result.metrics["accuracy"],
+                      "val_macro_f1": result.metrics["macro_f1"]}
+    return out
+
+
+def update_best(state: TrainState, validation: list[dict], mixtures: list[list[int]], select_by: str) -> None:
+    """Add a validation to the curves and keep each prompt's best; a mixture's prompts choose by their mean."""
+    since = state.step - (state.histories[0][-1]["step"] if state.histories[0] else 0)
+    scores = [m["val_loss"] if select_by == SelectBy.LOSS else -m["val_accuracy"] for m in validation]
+    for members in mixtures:  # one prompt, one choice
+        shared = sum(scores[k] for k in members) / len(members)
+        for j in members:
+            scores[j] = shared
+    for j, (metrics, score) in enumerate(zip(validation, scores)):
+        state.histories[j].append({"step": state.step, "train_loss": state.train_losses[j] / max(since, 1), **metrics})
+        if score < state.best_scores[j]:
+            state.best_scores[j], state.best_steps[j], state.best_metrics[j] = score, state.step, metrics
+            state.best[j] = state.params.detach()[j]
+    state.train_losses = [0.0] * len(validation)
+
+
+def _progress_event(step: int, config: TuneConfig, losses: torch.Tensor, rows_per_step: int,
+                    examples_per_s: float) -> dict:
+    return {"step": step, "steps": config.steps, "train_loss": losses.tolist(), "examples_per_s": examples_per_s,
+            "eta_s": (config.steps - step) * rows_per_step / max(examples_per_s, 1e-9)}
+
+
+# ---- checkpoints --------------------------------------------------------------------------------------------------
+# state.safetensors: params, best and the optimizer's tensors (flat keys "optimizer.state.<param id>.<name>"), with a
+# copy of state.json in its metadata; state.json: the rest of TrainState, the signature and the optimizer's
+# param_groups and non-tensor state. The tensors file is written first and wins: a kill between the two writes
+# cannot pair tensors with another step's state.
+TENSORS_FILE, STATE_FILE = "state.safetensors", "state.json"
+_OPTIMIZER_KEY = "optimizer.state."
+
+
+def save_checkpoint(folder: Path, signature: str, state: TrainState, optimizer: torch.optim.Optimizer) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    optimizer_tensors, optimizer_rest = _split_optimizer_state(optimizer.state_dict())
+    tensors = {"params": state.params.detach().cpu().contiguous(), "best": state.best.cpu().contiguous(),
+               **optimizer_tensors}
+    text = json.dumps({"signature": signature, "step": state.step, "best_scores": state.best_scores,
+                       "best_steps": state.best_steps, "best_metrics": state.best_metrics,
+                       "histories": state.histories, "train_losses": state.train_losses,
+                       "optimizer": optimizer_rest})
+    atomic_write(folder / TENSORS_FILE, lambda path: save_file(tensors, str(path), metadata={"state": text}))
+    atomic_write_text(folder / STATE_FILE, text)
+
+
+def resume(folder: Path, signature: str, state: TrainState, optimizer: torch.optim.Optimizer) -> None:
+    """Continue from the checkpoint in ``folder``, if there is one; refuse one that another job wrote."""
+    if not (folder / STATE_FILE).exists():
+        return
+    with safe_open(str(folder / TENSORS_FILE), framework="pt") as handle:
+        embedded = (handle.metadata() or {}).get("state")
+    saved = json.loads(embedded or (folder / STATE_FILE).read_text())
+    if saved["signature"] != signature:
+        raise StudioError(f"checkpoint in {folder} belongs to a different job; choose another folder")
+    tensors = load_file(folder / TENSORS_FILE)
+    with torch.no_grad():
+        state.params.copy_(tensors["params"].to(state.params.device))
+    state.best = tensors["best"].to(state.params.device)
+    state.step, state.best_scores, state.best_steps = saved["step"], saved["best_scores"], saved["best_steps"]
+    state.best_metrics, state.histories = saved["best_metrics"], saved["histories"]
+    state.train_losses = saved.get("train_losses") or [0.0] * len(state.best_scores)
+    if "optimizer" in saved:
+        optimizer.load_state_dict(_join_optimizer_state(saved["optimizer"], tensors))
+    else:
+        optimizer.load_state_dict(_first_format_optimizer_state(saved, tensors, optimizer))
+
+
+def _split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer's ``state_dict()`` as safetensors-ready tensors under flat keys and a JSON-ready rest."""
+    tensors: dict[str, torch.Tensor] = {}
+    rest: dict[str, dict] = {}
+    for param_id, entry in state_dict["state"].items():
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{_OPTIMIZER_KEY}{param_id}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                rest.setdefault(str(param_id), {})[name] = value
+    return tensors, {"state": rest, "param_groups": state_dict["param_groups"]}
+
+
+def _join_optimizer_state(rest: dict, tensors: dict[str, torch.Tensor]) -> dict:
+    """The inverse of ``_split_optimizer_state``: a state dict for ``optimizer.load_state_dict``."""
+    state = {int(param_id): dict(entry) for param_id, entry in rest["state"].items()}
+    for key, value in tensors.items():
+        if key.startswith(_OPTIMIZER_KEY):
+            param_id, name = key[len(_OPTIMIZER_KEY):].split(".", 1)
+            state.setdefault(int(param_id), {})[name] = value
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def _first_format_optimizer_state(saved: dict, tensors: dict[str, torch.Tensor],
+                                  optimizer: torch.optim.Optimizer) -> dict:
+    """Checkpoints written before the optimizer was saved whole kept AdamW's moments as "exp_avg"/"exp_avg_sq"
+    and its step count as the job's step; their groups are this optimizer's own, as the signature matched."""
+    adam = {"step": torch.tensor(float(saved["step"])), "exp_avg": tensors["exp_avg"],
+            "exp_avg_sq": tensors["exp_avg_sq"]}
+    return {"state": {0: adam}, "param_groups": optimizer.state_dict()["param_groups"]}
+
+
+# ---- the loop -------------------------------------------------------------------------------------------------------
+def _start(backbone: Backbone, jobs: list[PromptJob], config: TuneConfig, checkpoint: Path | None,
+           signature: str) -> tuple[TrainState, torch.optim.AdamW, list[list[int]], EncodedJobs]:
+    """Everything the loop starts from: the state (fresh, or the checkpoint's), AdamW, the mixtures, the encodings,
+    and on a fresh start the curves' first point: each prompt as it starts."""
+    _check_jobs(backbone, jobs)
+    prompts = torch.stack([(j.init if j.init is not None else j.origin).float() for j in jobs])
+    mixtures = mixture_groups(jobs, prompts)
+    state = TrainState.start(prompts.to(backbone.device))
+    optimizer = torch.optim.AdamW([state.params], lr=config.lr, weight_decay=config.weight_decay)
+    if checkpoint:
+        resume(checkpoint, signature, state, optimizer)
+    encoded = EncodedJobs(backbone, jobs, config.val_limit)
+    if not state.histories[0]:
+        for j, metrics in enumerate(validate(backbone, state.params, encoded, 0)):
+            state.histories[j].append({"step": 0, "train_loss": None, **metrics})
+    return state, optimizer, mixtures, encoded
+
+
+def tune(
+    backbone: Backbone,
+    jobs: list[PromptJob],
+    config: TuneConfig = TuneConfig(),
+    on_progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> TuneOutcome:
+    """Train all ``jobs`` together. With ``checkpoint_dir``, progress is saved at every validation and a later
+    call with the same jobs and config resumes from it. ``should_stop`` cancels cleanly (checkpoint kept)."""
+    started = time.time()
+    checkpoint, signature = Path(checkpoint_dir) if checkpoint_dir else None, _job_signature(jobs, config)
+    state, optimizer, mixtures, encoded = _start(backbone, jobs, config, checkpoint, signature)
+    status, window_started, window_examples = "done", time.time(), 0
+    while state.step < config.steps:
+        if should_stop and should_stop():
+            status = "cancelled"
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr_at(state.step)
+        rows = encoded.rows(state.step, config.seed, config.batch_size)
+        losses = forward_backward(backbone, state.params, rows, config.micro_batch)
+        clip_per_prompt(state.params.grad, mixtures, config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        check_finite(state.params, state.step + 1)
+        state.step += 1
+        kill_point("tune:step")
+        state.train_losses = [a + float(b) for a, b in zip(state.train_losses, losses)]
+        window_examples += len(rows)
+        event = _progress_event(state.step, config, losses, len(rows),
+                                window_examples / max(time.time() - window_started, 1e-9))
+        if state.step % config.eval_every == 0 or state.step == config.steps:
+            event["validation"] = validate(backbone, state.params, encoded, state.step)
+            update_best(state, event["validation"], mixtures, config.select_by)
+            if checkpoint:
+                save_checkpoint(checkpoint, signature, state, optimizer)
+            kill_point("tune:validated")
+        if on_progress:
+            on_progress(event)
+    if status == "cancelled" and checkpoint:
+        save_checkpoint(checkpoint, signature, state, optimizer)
+    # no end-of-run NaN check: check_finite ran after every step, and only checked states reach a checkpoint
+    results = [TuneResult(job, state.best[j].detach().cpu().clone(), state.params.detach()[j].cpu().clone(),
+                          state.best_steps[j], state.best_metrics[j], state.histories[j])
+               for j, job in enumerate(jobs)]
+    return TuneOutcome(results, status, state.step, time.time() - started)

@@ -13,7 +13,7 @@ LAYERS = [
     {"backbones", "tasks", "prompts"},
     {"evaluation"},
     {"tuning", "library"},
-    {"jobs", "analysis", "projection", "plots", "space"},
+    {"jobs", "analysis", "projection", "plots", "space", "live"},
     {"views", "build", "hub", "findings"},
     {"cli", "ui"},
 ]

@@ -8,15 +8,18 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
+from dataclasses import asdict
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from studio import StudioError
 from studio.backbones import load_backbone
 from studio.prompts import make_origin
 from studio.tasks import load_task
-from studio.tuning import PromptJob, TuneConfig, batch_indices, tune
+from studio.tuning import PromptJob, Schedule, SelectBy, TuneConfig, batch_indices, config_fields, tune
 
 SMALL = TuneConfig(steps=6, batch_size=3, lr=0.05, eval_every=2, val_limit=6, micro_batch=16)
 
@@ -72,10 +75,43 @@ def test_learning_rate_schedule_by_hand():
 
 def test_batches_cover_each_epoch_once():
     n, batch = 10, 4
-    drawn = [i for step in range(5) for i in batch_indices(0, 0, step, batch, n)]  # 20 draws = 2 epochs
+    drawn = [i for step in range(5) for i in batch_indices(0, step, batch, n)]  # 20 draws = 2 epochs
     assert Counter(drawn[:10]) == Counter(range(10)) and Counter(drawn[10:]) == Counter(range(10))
-    assert batch_indices(0, 0, 3, batch, n) == batch_indices(0, 0, 3, batch, n)
-    assert drawn != [i for step in range(5) for i in batch_indices(1, 0, step, batch, n)]  # the data seed matters
+    assert batch_indices(0, 3, batch, n) == batch_indices(0, 3, batch, n)
+    assert drawn != [i for step in range(5) for i in batch_indices(1, step, batch, n)]  # the data seed matters
+
+
+
+def test_enum_settings_accept_strings_and_store_strings():
+    from studio.tuning import _job_signature
+
+    assert TuneConfig(schedule=Schedule.LINEAR) == TuneConfig(schedule="linear")
+    config = TuneConfig(schedule="constant", select_by=SelectBy.ACCURACY)
+    assert type(config.schedule) is str and config.schedule == "constant" == Schedule.CONSTANT
+    assert type(config.select_by) is str and config.select_by == "accuracy"
+    # asdict, repr and JSON are what they were before the Enums: job signatures, checkpoint folders and content ids
+    # computed from them stay the same
+    assert asdict(TuneConfig(schedule=Schedule.COSINE, select_by=SelectBy.LOSS)) == asdict(TuneConfig())
+    assert repr(asdict(TuneConfig(schedule=Schedule.COSINE))) == repr(asdict(TuneConfig()))
+    assert json.loads(json.dumps(asdict(config)))["schedule"] == "constant"
+    assert json.loads(_job_signature([], TuneConfig()))["config"] == {
+        "steps": 200, "batch_size": 8, "lr": 0.03, "weight_decay": 1e-5, "warmup_ratio": 0.03, "schedule": "cosine",
+        "eval_every": 50, "val_limit": 100, "select_by": "loss", "max_grad_norm": 1.0, "micro_batch": None, "seed": 0}
+    with pytest.raises(StudioError, match=r"^bad tuning settings: schedule must be cosine, linear or constant$"):
+        TuneConfig(schedule="step")
+    with pytest.raises(StudioError, match=r"^bad tuning settings: select_by must be loss or accuracy$"):
+        TuneConfig(select_by=None)
+
+
+def test_config_fields_describe_every_setting():
+    fields = {f.name: f for f in config_fields(TuneConfig)}
+    assert list(fields) == list(asdict(TuneConfig()))
+    assert all(f.help for f in fields.values())
+    assert fields["schedule"].choices == ["cosine", "linear", "constant"] and fields["schedule"].default == "cosine"
+    assert fields["select_by"].choices == ["loss", "accuracy"] and fields["select_by"].type is str
+    assert fields["steps"] == ("steps", int, 200, fields["steps"].help, None)
+    assert fields["lr"].type is float and "0.3" in fields["lr"].help  # the paper's value
+    assert fields["micro_batch"].type is int and fields["micro_batch"].default is None  # optional: None stripped
 
 
 # ---- determinism and batching -------------------------------------------------------------------------------------
@@ -173,6 +209,76 @@ def test_stop_and_resume_equals_uninterrupted(tiny, tmp_path):
     resumed = tune(tiny, jobs_for(tiny, specs), SMALL, checkpoint_dir=tmp_path, on_progress=resumed_events.append)
     assert resumed_events[0]["step"] == 4  # picked up after step 3, did not start over
     assert_same_outcome(resumed, uninterrupted)
+
+
+
+def test_checkpoint_holds_the_optimizer_state_dict(tiny, tmp_path):
+    """The optimizer's state_dict is saved whole, its tensors in the safetensors file (flat keys) and the rest in
+    the JSON, and load_state_dict restores it: the resumed job ends exactly where the uninterrupted one does."""
+    jobs = jobs_for(tiny, [("mr", 0)])
+    tune(tiny, jobs, SMALL, should_stop=iter([False] * 3 + [True]).__next__, checkpoint_dir=tmp_path)
+    state = json.loads((tmp_path / "state.json").read_text())
+    with safe_open(str(tmp_path / "state.safetensors"), framework="pt") as handle:
+        assert json.loads(handle.metadata()["state"]) == state  # the tensors file carries its own copy
+        assert set(handle.keys()) == {"params", "best", "optimizer.state.0.exp_avg", "optimizer.state.0.exp_avg_sq",
+                                      "optimizer.state.0.step"}
+        assert float(handle.get_tensor("optimizer.state.0.step")) == state["step"] == 3
+    group = state["optimizer"]["param_groups"][0]
+    assert group["params"] == [0] and group["weight_decay"] == SMALL.weight_decay
+    assert_same_outcome(tune(tiny, jobs, SMALL, checkpoint_dir=tmp_path), tune(tiny, jobs, SMALL))
+
+
+def test_optimizer_state_round_trip_continues_exactly(tmp_path):
+    from studio.tuning import _join_optimizer_state, _split_optimizer_state
+
+    torch.manual_seed(0)
+    grads = [torch.randn(2, 3, 4) for _ in range(5)]
+    a = torch.nn.Parameter(torch.randn(2, 3, 4))
+    b = torch.nn.Parameter(a.detach().clone())
+    first = torch.optim.AdamW([a], lr=0.1, weight_decay=0.01)
+    for grad in grads[:3]:
+        a.grad = grad.clone()
+        first.step()
+    tensors, rest = _split_optimizer_state(first.state_dict())
+    save_file(tensors, str(tmp_path / "o.safetensors"))
+    second = torch.optim.AdamW([b], lr=0.5)  # the saved groups replace these settings
+    second.load_state_dict(_join_optimizer_state(json.loads(json.dumps(rest)), load_file(tmp_path / "o.safetensors")))
+    assert second.param_groups[0]["lr"] == 0.1 and second.param_groups[0]["weight_decay"] == 0.01
+    with torch.no_grad():
+        b.copy_(a)
+    for grad in grads[3:]:
+        for param, optimizer in ((a, first), (b, second)):
+            param.grad = grad.clone()
+            optimizer.step()
+    assert torch.equal(a, b)
+
+
+def test_first_format_checkpoint_still_resumes(tiny, tmp_path):
+    """Checkpoints written before the optimizer was saved whole held AdamW's moments as "exp_avg"/"exp_avg_sq" and
+    its step count as the job's step (no "optimizer" in the JSON); one written by hand resumes exactly."""
+    specs = [("mr", 0), ("uncertainty", 1)]
+    tune(tiny, jobs_for(tiny, specs), SMALL, should_stop=iter([False] * 3 + [True]).__next__, checkpoint_dir=tmp_path)
+    new = load_file(tmp_path / "state.safetensors")
+    state = json.loads((tmp_path / "state.json").read_text())
+    del state["optimizer"]
+    old = {"params": new["params"], "best": new["best"], "exp_avg": new["optimizer.state.0.exp_avg"],
+           "exp_avg_sq": new["optimizer.state.0.exp_avg_sq"]}
+    save_file(old, str(tmp_path / "state.safetensors"), metadata={"state": json.dumps(state)})
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    events = []
+    resumed = tune(tiny, jobs_for(tiny, specs), SMALL, checkpoint_dir=tmp_path, on_progress=events.append)
+    assert events[0]["step"] == 4
+    assert_same_outcome(resumed, tune(tiny, jobs_for(tiny, specs), SMALL))
+    assert "optimizer" in json.loads((tmp_path / "state.json").read_text())  # rewritten in the new format
+
+
+def test_cancel_before_the_first_step_resumes_with_one_start_point(tiny, tmp_path):
+    config = TuneConfig(steps=2, batch_size=2, eval_every=1, val_limit=4)
+    cancelled = tune(tiny, jobs_for(tiny, [("mr", 0)]), config, should_stop=lambda: True, checkpoint_dir=tmp_path)
+    assert cancelled.status == "cancelled" and cancelled.steps_done == 0
+    resumed = tune(tiny, jobs_for(tiny, [("mr", 0)]), config, checkpoint_dir=tmp_path)
+    assert [h["step"] for h in resumed.results[0].history] == [0, 1, 2]
+    assert_same_outcome(resumed, tune(tiny, jobs_for(tiny, [("mr", 0)]), config))
 
 
 def test_checkpoint_of_another_job_is_refused(tiny, tmp_path):

@@ -1,0 +1,175 @@
+"""Live evaluation for many visitors at once: one worker, newest position wins, fresh moves first.
+
+A slider move asks for the accuracy of one combined prompt on a few tasks, refined in rounds (16 examples, then
+twice as many, ... up to the sample size). With a classroom moving sliders, evaluations running side by side fight
+for the same cores and a stale position keeps computing after a newer one arrived. So every request goes to ONE
+worker thread that:
+
+- drops a visitor's older request the moment a newer one arrives (``submit`` supersedes it; its stream ends);
+- runs, each turn, the next chunk of the request that has the least done (a fresh move gets its first estimate
+  after at most one chunk of somebody else's work), batched with every other request whose next chunk covers the
+  same examples of the same task (their prompts go through the model together);
+- hands each request its refined results as they come (``stream``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from studio.backbones import Backbone
+from studio.evaluation import EncodedTask, EvalResult, encode_task, results_from_scores, score_examples
+from studio.tasks import load_task
+
+SUPERSEDED = "superseded"
+DONE = "done"
+
+
+@dataclass(eq=False)
+class LiveRequest:
+    """One visitor's evaluation of one prompt on some tasks, refined chunk by chunk."""
+
+    key: str  # the visitor (a browser session); a newer request with the same key supersedes this one
+    prompt: torch.Tensor
+    tasks: list[str]
+    limit: int
+    first: int = 16
+    growth: float = 2.0
+    submitted: float = field(default_factory=time.monotonic)
+    order: int = 0
+    done: dict[str, int] = field(default_factory=dict)  # task -> examples scored
+    scores: dict[str, torch.Tensor] = field(default_factory=dict)  # task -> [1, done, labels]
+    results: dict[str, EvalResult] = field(default_factory=dict)
+    updates: queue.Queue = field(default_factory=queue.Queue)
+    outcome: object = None  # DONE, SUPERSEDED or the exception that ended it; None while it runs
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome is not None
+
+    def progress(self) -> float:
+        return sum(self.done.get(t, 0) for t in self.tasks) / (self.limit * len(self.tasks))
+
+    def next_chunk(self, sizes: dict[str, int]) -> tuple[str, int, int] | None:
+        """(task, start, stop) of the next round to score, or None when every task is fully scored."""
+        for task in self.tasks:
+            done, total = self.done.get(task, 0), min(self.limit, sizes[task])
+            if done < total:
+                stop = self.first if done == 0 else int(done * self.growth)
+                return task, done, min(max(stop, done + 1), total)
+        return None
+
+
+class LiveEvaluator:
+    """The one worker that evaluates every visitor's slider positions (see the module docstring)."""
+
+    def __init__(self, backbone: Callable[[], Backbone], split: str = "validation"):
+        self._backbone = backbone
+        self._split = split
+        self._active: dict[str, LiveRequest] = {}  # visitor -> their newest unfinished request
+        self._encoded: dict[tuple[str, int], EncodedTask] = {}
+        self._wake = threading.Condition()
+        self._counter = itertools.count()
+        self.chunks_run = 0  # for tests and benchmarks: model calls made
+        self._thread = threading.Thread(target=self._work, daemon=True, name="live-evaluator")
+        self._thread.start()
+
+    def submit(self, key: str, prompt: torch.Tensor, tasks: list[str], limit: int, first: int = 16) -> LiveRequest:
+        """Queue an evaluation for visitor ``key``; an unfinished older one of theirs stops at once."""
+        for task in tasks:
+            load_task(task)  # an unknown task fails here, in the visitor's own call
+        request = LiveRequest(key, prompt.detach().float().cpu(), list(tasks), int(limit), first,
+                              order=next(self._counter))
+        with self._wake:
+            old = self._active.get(key)
+            if old is not None:
+                old.outcome = SUPERSEDED
+                old.updates.put(SUPERSEDED)
+            self._active[key] = request
+            self._wake.notify()
+        return request
+
+    def stream(self, request: LiveRequest, timeout: float = 600.0) -> Iterator[dict[str, EvalResult]]:
+        """The request's results after each chunk (all tasks seen so far); ends when it is complete
+        (``request.outcome`` DONE) or superseded (SUPERSEDED: its last results are not the final ones)."""
+        while True:
+            update = request.updates.get(timeout=timeout)
+            if update in (SUPERSEDED, DONE):
+                return
+            if isinstance(update, BaseException):
+                raise update
+            yield update
+
+    def _sizes(self, request: LiveRequest) -> dict[str, int]:
+        return {t: len(self._encoding(t, request.limit).examples) for t in request.tasks}
+
+    def _encoding(self, task: str, limit: int) -> EncodedTask:
+        if (task, limit) not in self._encoded:  # stratified: every prefix is class-balanced
+            self._encoded[(task, limit)] = encode_task(self._backbone(), load_task(task), self._split, limit,
+                                                       stratified=True)
+        return self._encoded[(task, limit)]
+
+    # ---- the worker -------------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while not self._active:
+                    self._wake.wait()
+                requests = list(self._active.values())
+            self._run_one_turn(requests)
+
+    def _run_one_turn(self, requests: list[LiveRequest]) -> None:
+        """Score one chunk: the least advanced request's next one, with every request that needs the same."""
+        chunks: dict[LiveRequest, tuple[str, int, int]] = {}
+        for request in requests:
+            try:
+                chunk = request.next_chunk(self._sizes(request))
+            except Exception as error:  # e.g. a task whose data went missing: that visitor gets the message
+                self._finish(request, error)
+                continue
+            if chunk is None:
+                self._finish(request, DONE)
+            else:
+                chunks[request] = chunk
+        if not chunks:
+            return
+        lead = min(chunks, key=lambda r: (r.progress(), r.order))  # the freshest move first
+        batch = [r for r in chunks if chunks[r] == chunks[lead] and r.limit == lead.limit
+                 and r.prompt.shape == lead.prompt.shape]
+        task, start, stop = chunks[lead]
+        try:
+            encoded = self._encoding(task, lead.limit)
+            scores = score_examples(self._backbone(), torch.stack([r.prompt for r in batch]), encoded,
+                                    encoded.examples[start:stop])
+        except Exception as error:  # one bad request must not stop the classroom: its batch gets the error
+            for request in batch:
+                self._finish(request, error)
+            return
+        self.chunks_run += 1
+        for request, row in zip(batch, scores):
+            self._record(request, task, row[None], encoded)
+
+    def _record(self, request: LiveRequest, task: str, scores: torch.Tensor, encoded: EncodedTask) -> None:
+        with self._wake:
+            if request.finished:  # superseded while its chunk ran: nobody reads it any more
+                return
+            previous = request.scores.get(task)
+            request.scores[task] = scores if previous is None else torch.cat([previous, scores], dim=1)
+            request.done[task] = request.scores[task].shape[1]
+            request.results[task] = results_from_scores(encoded, encoded.examples[:request.done[task]],
+                                                        request.scores[task])[0]
+            request.updates.put(dict(request.results))
+
+    def _finish(self, request: LiveRequest, outcome: object) -> None:
+        with self._wake:
+            if not request.finished:
+                request.outcome = outcome
+                request.updates.put(outcome)
+            if self._active.get(request.key) is request:
+                del self._active[request.key]

@@ -1,0 +1,108 @@
+"""The live evaluator a classroom shares: results equal a plain progressive evaluation, a newer move supersedes
+an older one at once, equal chunks of different visitors run as one batch, and fresh moves go first."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from studio import StudioError
+from studio.backbones import load_backbone
+from studio.evaluation import evaluate_progressively
+from studio.live import DONE, SUPERSEDED, LiveEvaluator
+from studio.tasks import load_task
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llama_dir):
+    return load_backbone(str(tiny_llama_dir), dtype=torch.float32)
+
+
+def prompt(seed: int, width: int) -> torch.Tensor:
+    return torch.randn(4, width, generator=torch.Generator().manual_seed(seed))
+
+
+def gated(backbone):
+    """A backbone getter that holds the worker until the test opens the gate (so requests queue up first)."""
+    gate = threading.Event()
+
+    def get():
+        gate.wait(60)
+        return backbone
+
+    return get, gate
+
+
+def test_results_equal_a_progressive_evaluation(tiny):
+    evaluator = LiveEvaluator(lambda: tiny)
+    p = prompt(0, tiny.hidden_size)
+    request = evaluator.submit("visitor", p, ["mr", "tweets"], 40)
+    updates = list(evaluator.stream(request))
+    assert request.outcome == DONE and set(updates[-1]) == {"mr", "tweets"}
+    for task in ("mr", "tweets"):
+        expected = list(evaluate_progressively(tiny, [p], load_task(task), "validation", 40))[-1][0]
+        got = updates[-1][task]
+        assert got.metrics["n"] == 40 and got.metrics["accuracy"] == pytest.approx(expected.metrics["accuracy"])
+        assert got.metrics["loss"] == pytest.approx(expected.metrics["loss"], rel=1e-4)
+    sizes = [u["mr"].metrics["n"] for u in updates if "mr" in u]
+    assert sizes[0] == 16 and sizes == sorted(sizes)  # a quick estimate first, then refinements
+
+
+def test_a_newer_move_supersedes_the_older_one_at_once(tiny):
+    get, gate = gated(tiny)
+    evaluator = LiveEvaluator(get)
+    old = evaluator.submit("visitor", prompt(1, tiny.hidden_size), ["mr"], 64)
+    new = evaluator.submit("visitor", prompt(2, tiny.hidden_size), ["mr"], 64)
+    assert old.outcome == SUPERSEDED and list(evaluator.stream(old)) == []  # ends before any model call
+    gate.set()
+    assert list(evaluator.stream(new))[-1]["mr"].metrics["n"] == 64 and new.outcome == DONE
+    other = evaluator.submit("someone else", prompt(3, tiny.hidden_size), ["mr"], 16)
+    list(evaluator.stream(other))
+    assert other.outcome == DONE and new.outcome == DONE  # another visitor's move supersedes nothing of theirs
+
+
+def test_equal_chunks_of_different_visitors_run_as_one_batch(tiny):
+    get, gate = gated(tiny)
+    evaluator = LiveEvaluator(get)
+    requests = [evaluator.submit(f"visitor {k}", prompt(10 + k, tiny.hidden_size), ["mr"], 64) for k in range(4)]
+    gate.set()
+    finals = [list(evaluator.stream(r))[-1]["mr"] for r in requests]
+    assert evaluator.chunks_run == 3  # 16, 32, 64: three model calls for four visitors, not twelve
+    alone = LiveEvaluator(lambda: tiny)
+    solo = alone.submit("solo", prompt(12, tiny.hidden_size), ["mr"], 64)
+    assert list(alone.stream(solo))[-1]["mr"].metrics["accuracy"] == finals[2].metrics["accuracy"]
+
+
+def test_a_fresh_move_gets_its_first_estimate_before_a_long_one_finishes(tiny):
+    evaluator = LiveEvaluator(lambda: tiny)
+    order: list[tuple[str, int]] = []
+    long = evaluator.submit("long", prompt(4, tiny.hidden_size), ["mr", "tweets"], 200, first=8)
+    stream = evaluator.stream(long)
+    next(stream)  # the long evaluation is under way
+    fresh = evaluator.submit("fresh", prompt(5, tiny.hidden_size), ["mr"], 16)
+
+    def read(name, request, updates):
+        for update in updates:
+            order.append((name, sum(r.metrics["n"] for r in update.values())))
+
+    readers = [threading.Thread(target=read, args=("long", long, stream)),
+               threading.Thread(target=read, args=("fresh", fresh, evaluator.stream(fresh)))]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(120)
+    assert long.outcome == DONE and fresh.outcome == DONE
+    assert order.index(("fresh", 16)) < len(order) - 3  # long still had several chunks to go
+
+
+def test_bad_requests_fail_alone(tiny):
+    evaluator = LiveEvaluator(lambda: tiny)
+    with pytest.raises(StudioError):
+        evaluator.submit("visitor", prompt(6, tiny.hidden_size), ["no-such-task"], 16)
+    wrong = evaluator.submit("a", torch.randn(4, tiny.hidden_size + 1), ["mr"], 16)
+    fine = evaluator.submit("b", prompt(7, tiny.hidden_size), ["mr"], 16)
+    with pytest.raises((RuntimeError, StudioError)):  # torch's shape error, passed to that visitor only
+        list(evaluator.stream(wrong))
+    assert list(evaluator.stream(fine))[-1]["mr"].metrics["n"] == 16 and fine.outcome == DONE
