@@ -68,7 +68,7 @@ class TuneConfig:
     batch_size: int = field(default=8, metadata={
         "help": "examples per prompt per step (paper: 32 for T5, 4 for 8B decoders)"})
     lr: float = field(default=0.03, metadata={
-        "help": "peak learning rate (paper: 0.3 for T5; SmolLM2 diverges there, 0.03 works)"})
+        "help": "peak learning rate (paper: 0.3 for T5; the model's recipe, backbones.recipe_for, sets 0.2 for SmolLM2)"})
     weight_decay: float = field(default=1e-5, metadata={"help": "AdamW weight decay"})
     warmup_ratio: float = field(default=0.03, metadata={
         "help": "share of the steps that warm the learning rate up linearly (the decoder reference's 0.03)"})
