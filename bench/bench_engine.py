@@ -59,7 +59,7 @@ from studio.backbones import (  # noqa: E402
 from studio.evaluation import MAX_INPUT_TOKENS, evaluate  # noqa: E402
 from studio.prompts import make_origin  # noqa: E402
 from studio.tasks import load_task  # noqa: E402
-from studio.tuning import PromptJob, TuneConfig, batch_indices, tune  # noqa: E402
+from studio.tuning import TrainingPrompt, TuneConfig, batch_indices, tune  # noqa: E402
 
 BATCH = 8
 N_VIRTUAL = 20
@@ -108,7 +108,7 @@ def loadavg() -> str:
 
 
 # ---- the studio engine ------------------------------------------------------------------------------------
-def run_studio(backbone, jobs: list[PromptJob], steps: int, warmup: int, seed: int = 0) -> dict:
+def run_studio(backbone, jobs: list[TrainingPrompt], steps: int, warmup: int, seed: int = 0) -> dict:
     """Time ``steps`` training steps of one ``tune`` call after ``warmup`` untimed ones."""
     stamps: dict[int, float] = {}
     first_loss: list[float] = []
@@ -192,7 +192,7 @@ def accuracy_check(bf16, fp32, task, origin, steps: int, test_limit: int, val_li
     for name, backbone in (("bf16", bf16), ("fp32", fp32)):
         config = TuneConfig(steps=steps, batch_size=BATCH, lr=LR, eval_every=steps, val_limit=val_limit, seed=0)
         started = time.perf_counter()
-        outcome = tune(backbone, [PromptJob(task, origin, 0)], config)
+        outcome = tune(backbone, [TrainingPrompt(task, origin, 0)], config)
         result = outcome.results[0]
         prompts[name] = result.final_prompt
         val[name] = (result.history[0], result.history[-1], time.perf_counter() - started)
@@ -277,7 +277,7 @@ def main(argv=None) -> int:
         for _ in range(args.repeats):
             if "a" in sections:
                 runs["studio_bf16_1p"].append(
-                    run_studio(bf16, [PromptJob(task, origin, 0)], args.steps, args.warmup))
+                    run_studio(bf16, [TrainingPrompt(task, origin, 0)], args.steps, args.warmup))
             if "b" in sections:
                 runs["peft_fp32_1p"].append(run_peft(peft_model, bf16, task, origin, args.steps, args.warmup))
         del peft_model
@@ -297,10 +297,10 @@ def main(argv=None) -> int:
     if "a1" in sections:
         summary["studio_fp32_1p"] = emit({
             "config": "studio_fp32_1p", "note": "studio tune, 1 prompt, frozen fp32 backbone, answer-only logits",
-            "prompts": 1, **common, **run_studio(fp32, [PromptJob(task, origin, 0)], args.steps, args.warmup)})
+            "prompts": 1, **common, **run_studio(fp32, [TrainingPrompt(task, origin, 0)], args.steps, args.warmup)})
     if {"c", "e"} & sections:
         tasks = [load_task(name) for name in args.multi_tasks.split(",")]
-        jobs = [PromptJob(t, make_origin(bf16, seed, N_VIRTUAL), seed, label=f"{t.spec.name}/{seed}")
+        jobs = [TrainingPrompt(t, make_origin(bf16, seed, N_VIRTUAL), seed, label=f"{t.spec.name}/{seed}")
                 for t in tasks for seed in range(6 // len(tasks))]
     def one_job() -> None:
         summary["studio_bf16_6p_one_job"] = emit({
@@ -313,7 +313,7 @@ def main(argv=None) -> int:
         parts = []
         for job in jobs:
             # the data order does not depend on a prompt's place in a job: alone, it sees the same batches
-            alone = PromptJob(job.task, job.origin, job.origin_seed, label=job.label)
+            alone = TrainingPrompt(job.task, job.origin, job.origin_seed, label=job.label)
             parts.append(run_studio(bf16, [alone], args.steps, args.warmup))
         timed = sum(p["timed_s"] for p in parts)
         rows = sum(p["rows_timed"] for p in parts)
@@ -331,7 +331,7 @@ def main(argv=None) -> int:
         eager = Backbone(DEFAULT_MODEL, model, tokenizer, bf16.device, bf16.dtype)
         summary["studio_bf16_eager_1p"] = emit({
             "config": "studio_bf16_eager_1p", "note": "as studio_bf16_1p, eager attention instead of SDPA (proposal)",
-            "prompts": 1, **common, **run_studio(eager, [PromptJob(task, origin, 0)], args.steps, args.warmup)})
+            "prompts": 1, **common, **run_studio(eager, [TrainingPrompt(task, origin, 0)], args.steps, args.warmup)})
         summary["studio_bf16_eager_6p_one_job"] = emit({
             "config": "studio_bf16_eager_6p_one_job", "note": "as studio_bf16_6p_one_job, eager attention "
             "(proposal)", "prompts": len(jobs), **common, **run_studio(eager, jobs, args.steps, args.warmup)})

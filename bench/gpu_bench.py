@@ -46,7 +46,7 @@ from studio.backbones import Backbone  # noqa: E402
 from studio.evaluation import evaluate  # noqa: E402
 from studio.prompts import make_origin  # noqa: E402
 from studio.tasks import Example, TaskData, TaskSpec  # noqa: E402
-from studio.tuning import PromptJob, TuneConfig, tune  # noqa: E402
+from studio.tuning import TrainingPrompt, TuneConfig, tune  # noqa: E402
 
 TINY = os.environ.get("TINY") == "1"
 SECS = float(os.environ.get("SECS", "6"))
@@ -130,7 +130,7 @@ def backbone(name: str) -> Backbone:
 def run_tune(n_prompts: int, per_prompt: int, micro_batch: int) -> dict:
     bb = backbone(f"bench-{n_prompts}-{micro_batch}")
     tasks = [synthetic_task("syn-a", 1), synthetic_task("syn-b", 2)]
-    jobs = [PromptJob(tasks[j % 2], make_origin(bb, j, P), j) for j in range(n_prompts)]
+    jobs = [TrainingPrompt(tasks[j % 2], make_origin(bb, j, P), j) for j in range(n_prompts)]
     stamps: list[float] = []
 
     def on_progress(event: dict) -> None:

@@ -16,7 +16,7 @@ from studio.backbones import load_backbone
 from studio.evaluation import evaluate
 from studio.prompts import make_origin
 from studio.tasks import load_task
-from studio.tuning import PromptJob, TuneConfig, tune
+from studio.tuning import TrainingPrompt, TuneConfig, tune
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
           "Gemma scales embeddings by sqrt(d) inside embed_tokens, and the origin is taken through it)")
     template = evaluate(backbone, None, task, "test", 64, keep_records=False)[0].metrics["accuracy"]
     at_origin = evaluate(backbone, [origin], task, "test", 64, keep_records=False)[0].metrics["accuracy"]
-    outcome = tune(backbone, [PromptJob(task, origin, 0)], TuneConfig(steps=30, batch_size=8, eval_every=10,
+    outcome = tune(backbone, [TrainingPrompt(task, origin, 0)], TuneConfig(steps=30, batch_size=8, eval_every=10,
                                                                       val_limit=64))
     for point in outcome.results[0].history:
         print({k: round(v, 3) if isinstance(v, float) else v for k, v in point.items()})

@@ -344,7 +344,7 @@ def multitask_prompt(library: Library, backbone: Backbone, origin_id: str, tasks
     origin, data and settings); None when ``should_stop`` cancelled the tuning."""
     from dataclasses import asdict
 
-    from studio.tuning import PromptJob, tune
+    from studio.tuning import TrainingPrompt, tune
 
     if len(tasks) < 2:
         raise StudioError("a multi-task prompt needs at least two tasks")
@@ -359,7 +359,7 @@ def multitask_prompt(library: Library, backbone: Backbone, origin_id: str, tasks
         if item.origin_id == origin_id and all(item.recipe.get(k) == v for k, v in recipe.items()):
             return item
     p0 = library.tensor(origin_id)
-    jobs = [PromptJob(task, p0, origin.origin or 0, mixture=name, label=task.spec.name) for task in data]
+    jobs = [TrainingPrompt(task, p0, origin.origin or 0, mixture=name, label=task.spec.name) for task in data]
     outcome = tune(backbone, jobs, config, on_progress, should_stop)
     if outcome.status != "done":
         return None
@@ -438,7 +438,7 @@ def few_shot_experiment(library: Library, backbone: Backbone, target: str, sourc
     from dataclasses import replace
 
     from studio.evaluation import evaluate, stratified_order
-    from studio.tuning import PromptJob, tune
+    from studio.tuning import TrainingPrompt, tune
 
     shots = sorted({int(k) for k in shots})
     if not shots or shots[0] < 0:
@@ -468,7 +468,7 @@ def few_shot_experiment(library: Library, backbone: Backbone, target: str, sourc
             prompts, steps = [inits[n] for n in names], [0] * len(names)
         else:
             report(f"tuning {len(names)} prompts on {k} shots", k)
-            jobs = [PromptJob(task, p0, origin_seed, init=inits[n], train_examples=train[:k], label=n)
+            jobs = [TrainingPrompt(task, p0, origin_seed, init=inits[n], train_examples=train[:k], label=n)
                     for n in names]
             outcome = tune(backbone, jobs, replace(config, batch_size=min(config.batch_size, k)),
                            lambda event, k=k: report(f"tuning on {k} shots", k, event), should_stop)

@@ -28,7 +28,7 @@ from studio.faults import kill_point
 from studio.library import Item, Library, NewItem, content_id, split_metrics
 from studio.prompts import TaskPromptVector, make_origin
 from studio.tasks import TaskData
-from studio.tuning import PromptJob, TuneConfig, tune
+from studio.tuning import TrainingPrompt, TuneConfig, tune
 
 
 def origin_item(library: Library, backbone: Backbone, seed: int, n_tokens: int, init: str = "top5000") -> Item:
@@ -96,7 +96,7 @@ def run_tuning(
             shutil.rmtree(_checkpoint_dir(library, backbone, [(t, s) for t, s, _ in wanted], n_tokens, init, config),
                           ignore_errors=True)
         return [stored[prompt_id] for _, _, prompt_id in wanted], "done"
-    jobs = [PromptJob(task, origins[seed][1], seed) for task, seed in todo]
+    jobs = [TrainingPrompt(task, origins[seed][1], seed) for task, seed in todo]
     if checkpoint_dir is None:
         checkpoint_dir = _checkpoint_dir(library, backbone, todo, n_tokens, init, config)
     outcome = tune(backbone, jobs, config, on_progress, should_stop, checkpoint_dir)

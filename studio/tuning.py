@@ -145,7 +145,7 @@ def config_fields(cls: type = TuneConfig) -> list[ConfigField]:
 
 # ---- the jobs -------------------------------------------------------------------------------------------------
 @dataclass
-class PromptJob:
+class TrainingPrompt:
     """One prompt to train: its task, its origin P0, where it starts (P0 unless given) and its examples."""
 
     task: TaskData
@@ -167,7 +167,7 @@ class PromptJob:
 
 @dataclass
 class TuneResult:
-    job: PromptJob
+    job: TrainingPrompt
     best_prompt: torch.Tensor
     final_prompt: torch.Tensor
     best_step: int
@@ -183,7 +183,7 @@ class TuneOutcome:
     seconds: float
 
 
-def _check_jobs(backbone: Backbone, jobs: list[PromptJob]) -> None:
+def _check_jobs(backbone: Backbone, jobs: list[TrainingPrompt]) -> None:
     if not jobs:
         raise StudioError("nothing to tune: choose at least one task and origin")
     shapes = {tuple(j.origin.shape) for j in jobs}
@@ -196,7 +196,7 @@ def _check_jobs(backbone: Backbone, jobs: list[PromptJob]) -> None:
             raise StudioError(f"origin width {job.origin.shape[1]} does not match the model ({backbone.hidden_size})")
 
 
-def mixture_groups(jobs: list[PromptJob], starts: torch.Tensor) -> list[list[int]]:
+def mixture_groups(jobs: list[TrainingPrompt], starts: torch.Tensor) -> list[list[int]]:
     """Indices of the jobs that share each mixture's prompt; their starts must be the same tensor."""
     groups: dict[str, list[int]] = {}
     for j, job in enumerate(jobs):
@@ -208,7 +208,7 @@ def mixture_groups(jobs: list[PromptJob], starts: torch.Tensor) -> list[list[int
     return [members for members in groups.values() if len(members) > 1]
 
 
-def _job_signature(jobs: list[PromptJob], config: TuneConfig) -> str:
+def _job_signature(jobs: list[TrainingPrompt], config: TuneConfig) -> str:
     return json.dumps(
         {"config": asdict(config),
          "jobs": [[j.task.spec.name, j.task.data_hash, j.origin_seed, len(j.examples()), list(j.origin.shape)]
@@ -237,7 +237,7 @@ def batch_indices(seed: int, step: int, batch_size: int, n: int) -> list[int]:
 class EncodedJobs:
     """The jobs' token ids, encoded once: each task's validation split up front, train examples on first use."""
 
-    def __init__(self, backbone: Backbone, jobs: list[PromptJob], val_limit: int):
+    def __init__(self, backbone: Backbone, jobs: list[TrainingPrompt], val_limit: int):
         self.backbone, self.jobs = backbone, jobs
         self.validation: dict[tuple[str, str], EncodedTask] = {}
         for job in jobs:
@@ -436,7 +436,7 @@ def _first_format_optimizer_state(saved: dict, tensors: dict[str, torch.Tensor],
 
 
 # ---- the loop -------------------------------------------------------------------------------------------------------
-def _start(backbone: Backbone, jobs: list[PromptJob], config: TuneConfig, checkpoint: Path | None,
+def _start(backbone: Backbone, jobs: list[TrainingPrompt], config: TuneConfig, checkpoint: Path | None,
            signature: str) -> tuple[TrainState, torch.optim.AdamW, list[list[int]], EncodedJobs]:
     """Everything the loop starts from: the state (fresh, or the checkpoint's), AdamW, the mixtures, the encodings,
     and on a fresh start the curves' first point: each prompt as it starts."""
@@ -456,7 +456,7 @@ def _start(backbone: Backbone, jobs: list[PromptJob], config: TuneConfig, checkp
 
 def tune(
     backbone: Backbone,
-    jobs: list[PromptJob],
+    jobs: list[TrainingPrompt],
     config: TuneConfig = TuneConfig(),
     on_progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,

@@ -213,14 +213,14 @@ def test_t5_evaluate_and_tune_run(t5):
     from studio.evaluation import evaluate
     from studio.prompts import make_origin
     from studio.tasks import load_task
-    from studio.tuning import PromptJob, TuneConfig, tune
+    from studio.tuning import TrainingPrompt, TuneConfig, tune
 
     task = load_task("mr")
     origin = make_origin(t5, 0, 4)
     result = evaluate(t5, [origin], task, "validation", limit=6)[0]
     assert result.metrics["n"] == 6 and len(result.records) == 6
     assert set(result.records[0]["scores"]) == {"negative", "positive"}
-    outcome = tune(t5, [PromptJob(task, origin, 0)], TuneConfig(steps=2, batch_size=2, val_limit=4, eval_every=1))
+    outcome = tune(t5, [TrainingPrompt(task, origin, 0)], TuneConfig(steps=2, batch_size=2, val_limit=4, eval_every=1))
     assert outcome.status == "done" and outcome.steps_done == 2
     assert not torch.equal(outcome.results[0].final_prompt, origin)
 

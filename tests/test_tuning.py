@@ -19,7 +19,7 @@ from studio import StudioError
 from studio.backbones import load_backbone
 from studio.prompts import make_origin
 from studio.tasks import load_task
-from studio.tuning import PromptJob, Schedule, SelectBy, TuneConfig, batch_indices, config_fields, tune
+from studio.tuning import Schedule, SelectBy, TrainingPrompt, TuneConfig, batch_indices, config_fields, tune
 
 SMALL = TuneConfig(steps=6, batch_size=3, lr=0.05, eval_every=2, val_limit=6, micro_batch=16)
 
@@ -31,7 +31,7 @@ def tiny(tiny_llama_dir):
 
 def jobs_for(tiny, specs):
     """PromptJobs from (task name, origin seed) pairs, 4 virtual tokens each."""
-    return [PromptJob(load_task(name), make_origin(tiny, seed, 4), seed) for name, seed in specs]
+    return [TrainingPrompt(load_task(name), make_origin(tiny, seed, 4), seed) for name, seed in specs]
 
 
 def assert_same_outcome(a, b, exact=True):
@@ -143,17 +143,17 @@ def test_multi_prompt_job_equals_single_prompt_jobs(tiny):
 
 def test_mixture_trains_one_prompt_on_both_tasks(tiny):
     origin = make_origin(tiny, 0, 4)
-    mixed = [PromptJob(load_task(name), origin, 0, mixture="mr+tweets") for name in ("mr", "tweets")]
+    mixed = [TrainingPrompt(load_task(name), origin, 0, mixture="mr+tweets") for name in ("mr", "tweets")]
     outcome = tune(tiny, mixed, SMALL)
     a, b = outcome.results
     assert torch.equal(a.final_prompt, b.final_prompt) and torch.equal(a.best_prompt, b.best_prompt)
     assert a.best_step == b.best_step
     assert not torch.equal(a.final_prompt, origin)
-    alone = tune(tiny, [PromptJob(load_task("mr"), origin, 0)], SMALL).results[0]
+    alone = tune(tiny, [TrainingPrompt(load_task("mr"), origin, 0)], SMALL).results[0]
     assert not torch.allclose(alone.final_prompt, a.final_prompt, atol=1e-4)  # the tweets half pulled it too
     with pytest.raises(StudioError, match="same tensor"):
-        tune(tiny, [PromptJob(load_task("mr"), origin, 0, mixture="m"),
-                    PromptJob(load_task("tweets"), make_origin(tiny, 1, 4), 1, mixture="m")], SMALL)
+        tune(tiny, [TrainingPrompt(load_task("mr"), origin, 0, mixture="m"),
+                    TrainingPrompt(load_task("tweets"), make_origin(tiny, 1, 4), 1, mixture="m")], SMALL)
 
 
 def test_progress_events(tiny):
@@ -169,12 +169,12 @@ def test_init_and_few_shot_examples(tiny):
     task = load_task("mr")
     origin = make_origin(tiny, 0, 4)
     start = origin + 0.1
-    outcome = tune(tiny, [PromptJob(task, origin, 0, init=start, train_examples=task.train[:5])],
+    outcome = tune(tiny, [TrainingPrompt(task, origin, 0, init=start, train_examples=task.train[:5])],
                    TuneConfig(steps=2, batch_size=5, eval_every=1, val_limit=4, lr=1e-6, warmup_ratio=0.0))
     result = outcome.results[0]
     torch.testing.assert_close(result.final_prompt, start, atol=1e-4, rtol=0)  # starts at init, not the origin
     with pytest.raises(StudioError, match="no training examples"):
-        tune(tiny, [PromptJob(task, origin, 0, train_examples=[])], SMALL)
+        tune(tiny, [TrainingPrompt(task, origin, 0, train_examples=[])], SMALL)
 
 
 def test_job_errors(tiny):
@@ -182,9 +182,9 @@ def test_job_errors(tiny):
         tune(tiny, [], SMALL)
     task = load_task("mr")
     with pytest.raises(StudioError, match="same shape"):
-        tune(tiny, [PromptJob(task, make_origin(tiny, 0, 4), 0), PromptJob(task, make_origin(tiny, 0, 5), 0)], SMALL)
+        tune(tiny, [TrainingPrompt(task, make_origin(tiny, 0, 4), 0), TrainingPrompt(task, make_origin(tiny, 0, 5), 0)], SMALL)
     with pytest.raises(StudioError, match="does not match the model"):
-        tune(tiny, [PromptJob(task, torch.zeros(4, 7), 0)], SMALL)
+        tune(tiny, [TrainingPrompt(task, torch.zeros(4, 7), 0)], SMALL)
 
 
 # ---- checkpoints ----------------------------------------------------------------------------------------------------
@@ -294,10 +294,10 @@ KILL_SCRIPT = textwrap.dedent("""
     from studio.backbones import load_backbone
     from studio.prompts import make_origin
     from studio.tasks import load_task
-    from studio.tuning import PromptJob, TuneConfig, tune
+    from studio.tuning import TrainingPrompt, TuneConfig, tune
 
     tiny = load_backbone(sys.argv[1], dtype=torch.float32)
-    jobs = [PromptJob(load_task(n), make_origin(tiny, s, 4), s) for n, s in (("mr", 0), ("uncertainty", 1))]
+    jobs = [TrainingPrompt(load_task(n), make_origin(tiny, s, 4), s) for n, s in (("mr", 0), ("uncertainty", 1))]
     config = TuneConfig(steps=6, batch_size=3, lr=0.05, eval_every=2, val_limit=6, micro_batch=16)
 
     def progress(event):
@@ -353,7 +353,7 @@ def test_divergence_raises(tiny, tmp_path):
     huge = torch.full_like(origin, 3e38)  # overflows inside the model: NaN loss and gradients
     events = []
     with pytest.raises(StudioError, match="diverged at step 1"):
-        tune(tiny, [PromptJob(task, origin, 0, init=huge)],
+        tune(tiny, [TrainingPrompt(task, origin, 0, init=huge)],
              TuneConfig(steps=50, batch_size=2, eval_every=1, val_limit=4), checkpoint_dir=tmp_path,
              on_progress=events.append)
     assert events == []  # stopped at once, not after 50 steps of NaN
@@ -364,7 +364,7 @@ def test_divergence_raises(tiny, tmp_path):
 @pytest.mark.slow
 def test_real_tuning_improves_validation_accuracy(embedded):
     task = load_task("mr")
-    jobs = [PromptJob(task, make_origin(embedded, 0, 20), 0)]
+    jobs = [TrainingPrompt(task, make_origin(embedded, 0, 20), 0)]
     # measured here: validation accuracy 0.625 (origin) -> 0.73 (step 15) -> 0.77 (step 30), loss 4.5 -> 0.58
     config = TuneConfig(steps=30, batch_size=8, lr=0.03, eval_every=30, val_limit=64)
     outcome = tune(embedded, jobs, config)
