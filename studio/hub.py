@@ -383,11 +383,6 @@ def _catalog_fields(item_id: str, record: dict) -> dict:
             "recipe": recipe, "metrics": metrics}
 
 
-def _find(library: Library, item_id: str) -> Item | None:
-    try:
-        return library.get(item_id)
-    except StudioError:
-        return None
 
 
 def _in_lineage_order(library: Library, entries: list[_Entry]) -> list[_Entry]:
@@ -397,7 +392,7 @@ def _in_lineage_order(library: Library, entries: list[_Entry]) -> list[_Entry]:
     placed: set[str] = set()
     while pending:
         ready = [e for e in pending.values()
-                 if all(p not in pending and (p in placed or _find(library, p)) for p in e.parents())]
+                 if all(p not in pending and (p in placed or library.find(p)) for p in e.parents())]
         if not ready:
             stuck = next(iter(pending.values()))
             missing = next((p for p in stuck.parents() if p not in pending), stuck.parents()[0])
@@ -464,7 +459,7 @@ def _adapter_entries(library: Library, adapters: list[_Adapter], origin: str | N
 
 
 def _library_origin(library: Library, origin: str, model: str, rels: list[str]) -> Item:
-    found = _find(library, origin)
+    found = library.find(origin)
     if found is None:
         names = ", ".join(rels[:10]) + (" ..." if len(rels) > 10 else "")
         raise StudioError(f"--origin {origin[:100]!r} is neither an adapter folder in the repository ({names}) nor an "
@@ -496,7 +491,7 @@ def _check_against_library(library: Library, entries: list[_Entry]) -> None:
     shapes = {entry.id: tuple(entry.tensor.shape) for entry in entries}
     for entry in entries:
         check_name(entry.name, f"the name of {entry.id}")
-        existing = _find(library, entry.id)
+        existing = library.find(entry.id)
         if existing and existing.kind != entry.kind:
             raise StudioError(f"your library has {entry.id} as a {existing.kind}, but the repository has it as a "
                               f"{entry.kind}: the two cannot both be kept")
@@ -517,7 +512,7 @@ def _store(library: Library, entries: list[_Entry], model: str) -> list[Item]:
     items: list[Item] = []
     try:
         for entry in entries:
-            new = _find(library, entry.id) is None
+            new = library.find(entry.id) is None
             items.append(library.add(entry.kind, entry.tensor, model, name=entry.name, task=entry.task,
                                      origin=entry.origin, origin_id=entry.origin_id, prompt_id=entry.prompt_id,
                                      recipe=entry.recipe, metrics=entry.metrics, item_id=entry.id, exist_ok=True))

@@ -31,15 +31,22 @@ from studio.tasks import TaskData
 from studio.tuning import TrainingPrompt, TuneConfig, tune
 
 
+def origin_entry(model: str, tensor: torch.Tensor, seed: int, n_tokens: int, init: str = "top5000",
+                 item_id: str | None = None) -> NewItem:
+    """How an origin is stored: its id (the content id unless the library already has it under another), name and
+    recipe, written once for ``origin_item`` and for tuning jobs."""
+    return NewItem("origin", tensor, model, f"origin {seed} ({n_tokens} tokens)", origin=seed,
+                   recipe={"init": init, "seed": seed, "n_tokens": n_tokens},
+                   item_id=item_id or origin_id(model, seed, n_tokens, init))
+
+
 def origin_item(library: Library, backbone: Backbone, seed: int, n_tokens: int, init: str = "top5000") -> Item:
     """The library's origin for (model, seed, length, init), created on first use so every TPV shares it."""
     found = library.find_origin(backbone.name, seed, n_tokens, init)
     if found:
         return found
-    tensor = make_origin(backbone, seed, n_tokens, init)
-    return library.add("origin", tensor, backbone.name, name=f"origin {seed} ({n_tokens} tokens)", origin=seed,
-                       recipe={"init": init, "seed": seed, "n_tokens": n_tokens},
-                       item_id=origin_id(backbone.name, seed, n_tokens, init), exist_ok=True)
+    entry = origin_entry(backbone.name, make_origin(backbone, seed, n_tokens, init), seed, n_tokens, init)
+    return library.add_together([entry], exist_ok=True)[0]
 
 
 def _origin(library: Library, backbone: Backbone, seed: int, n_tokens: int, init: str) -> tuple[str, torch.Tensor]:
@@ -48,13 +55,6 @@ def _origin(library: Library, backbone: Backbone, seed: int, n_tokens: int, init
     if found:
         return found.id, library.tensor(found.id)
     return origin_id(backbone.name, seed, n_tokens, init), make_origin(backbone, seed, n_tokens, init)
-
-
-def _find(library: Library, item_id: str) -> Item | None:
-    try:
-        return library.get(item_id)
-    except StudioError:
-        return None
 
 
 def origin_id(model: str, seed: int, n_tokens: int, init: str = "top5000") -> str:
@@ -88,7 +88,7 @@ def run_tuning(
     seeds = list(dict.fromkeys(int(s) for s in seeds))
     origins = {seed: _origin(library, backbone, seed, n_tokens, init) for seed in seeds}
     wanted = [(task, seed, tuned_prompt_id(origins[seed][0], task, config)) for task in tasks for seed in seeds]
-    stored = {prompt_id: item for _, _, prompt_id in wanted if (item := _find(library, prompt_id))}
+    stored = {prompt_id: item for _, _, prompt_id in wanted if (item := library.find(prompt_id))}
     todo = [(task, seed) for task, seed, prompt_id in wanted if prompt_id not in stored]
     own_checkpoint_dir = checkpoint_dir is None
     if not todo:  # this exact job ran before: its results are in the library already
@@ -105,8 +105,7 @@ def run_tuning(
     new: list[NewItem] = []  # the whole job is stored in one transaction: all of it or nothing, never half
     for seed in dict.fromkeys(result.job.origin_seed for result in outcome.results):
         origin, tensor = origins[seed]
-        new.append(NewItem("origin", tensor, backbone.name, f"origin {seed} ({n_tokens} tokens)", origin=seed,
-                           recipe={"init": init, "seed": seed, "n_tokens": n_tokens}, item_id=origin))
+        new.append(origin_entry(backbone.name, tensor, seed, n_tokens, init, item_id=origin))
     keys = {}
     for result in outcome.results:
         origin = origins[result.job.origin_seed][0]

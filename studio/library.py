@@ -571,7 +571,7 @@ class Library:
             name = name or metadata.get("name", "")
         else:
             tensor, metadata = read_prompt_file(path, backbone.hidden_size)
-        origin_id = origin_id or self._known(metadata.get("origin_id"))
+        origin_id = origin_id or getattr(self.find(metadata.get("origin_id")), "id", None)
         if metadata.get("model") and metadata["model"] != backbone.name:
             raise StudioError(f"{source_name} was made for model {metadata['model']}, not {backbone.name}: "
                               "choose that model to import it")
@@ -590,12 +590,12 @@ class Library:
         return self.add(kind, tensor, backbone.name, name=name or Path(source_name).stem, task=task,
                         origin_id=origin_id, recipe=recipe, item_id=item_id, exist_ok=True)
 
-    def _known(self, item_id: object) -> str | None:
-        """``item_id`` if it names an item of this library (or its parents), else None."""
+    def find(self, item_id: object) -> Item | None:
+        """The item ``item_id`` names in this library or its parents, or None (``get`` raises instead)."""
         if not isinstance(item_id, str) or not item_id:
             return None
         try:
-            return self.get(item_id).id
+            return self.get(item_id)
         except StudioError:
             return None
 
