@@ -1,0 +1,137 @@
+"""A classroom on one studio: N visitors each move the Arithmetic sliders M times, some seconds apart.
+
+Starts `python launch.py` on a free port (its own empty user library, the prebuilt one beneath), then runs N
+gradio_client sessions in threads. Each visitor submits `arithmetic_eval` with the default selection and a new
+weight every `--every` seconds (a newer move supersedes that visitor's older one, as a person dragging a slider
+does). Measured per move: seconds to its first update (the first estimate) and, for each visitor's LAST move,
+seconds to the final result. Prints JSON lines, then a summary line. Run from the repository root:
+
+    .venv/bin/python bench/ui_load.py --visitors 8 --moves 5 --every 20
+
+Compare runs only on the same machine (name the CPU: `lscpu | grep 'Model name'`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_page(url: str, started: float, limit_s: float = 240) -> float:
+    while True:
+        try:
+            with urllib.request.urlopen(url + "config", timeout=2) as response:
+                if response.status == 200:
+                    return time.perf_counter() - started
+        except OSError:
+            time.sleep(0.2)
+        if time.perf_counter() - started > limit_s:
+            raise SystemExit(f"the page did not come up within {limit_s} s")
+
+
+def visitor(url: str, index: int, moves: int, every: float, limit: int, out: list[dict], lock: threading.Lock,
+            deadline_s: float) -> None:
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/arithmetic_eval"]
+    defaults = [p.get("parameter_default") for p in info["parameters"]]
+    n_fixed = 6  # origin, vectors, method, density, tasks, limit; then one weight per slider
+    jobs = []
+    for move in range(moves):
+        weight = round(0.2 + 0.15 * ((index + move) % 6), 2)
+        args = defaults[:5] + [limit] + [weight] * (len(defaults) - n_fixed)
+        jobs.append((move, time.perf_counter(), client.submit(*args, api_name="/arithmetic_eval")))
+        if move < moves - 1:
+            time.sleep(every)
+    end = time.perf_counter() + deadline_s
+    for move, moved, job in jobs:
+        first = final = None
+        while time.perf_counter() < end:
+            if job.outputs() and first is None:
+                first = time.perf_counter() - moved
+            if job.done():
+                break
+            time.sleep(0.05)
+        last = move == moves - 1
+        status = str(job.outputs()[-1][1]) if job.outputs() else ""
+        if last and job.done() and status.startswith("Done"):
+            final = time.perf_counter() - moved
+        row = {"visitor": index, "move": move, "first_update_s": None if first is None else round(first, 2),
+               "final_s": None if final is None else round(final, 2), "last_move": last, "status": status[:80]}
+        with lock:
+            out.append(row)
+        print(json.dumps(row), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--visitors", type=int, default=8)
+    parser.add_argument("--moves", type=int, default=5)
+    parser.add_argument("--every", type=float, default=20.0, help="seconds between one visitor's moves")
+    parser.add_argument("--limit", type=int, default=128, help="validation examples per task (the default)")
+    parser.add_argument("--deadline", type=float, default=600.0, help="give up on a move after this many seconds")
+    args = parser.parse_args()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    port = free_port()
+    library = tempfile.mkdtemp(prefix="load-library-")
+    started = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "launch.py", "--port", str(port), "--library", library], cwd=ROOT,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        page_s = wait_for_page(url, started)
+        print(json.dumps({"measure": "launch_to_usable_page_s", "value": round(page_s, 2)}), flush=True)
+        rows: list[dict] = []
+        lock = threading.Lock()
+        threads = [threading.Thread(target=visitor, args=(url, k, args.moves, args.every, args.limit, rows, lock,
+                                                          args.deadline)) for k in range(args.visitors)]
+        for thread in threads:
+            thread.start()
+            time.sleep(args.every / max(1, args.visitors))  # visitors do not move in lockstep
+        for thread in threads:
+            thread.join()
+        firsts = [r["first_update_s"] for r in rows if r["first_update_s"] is not None]
+        finals = [r["final_s"] for r in rows if r["last_move"]]
+        superseded_silent = sum(1 for r in rows if not r["last_move"] and r["first_update_s"] is None)
+        summary = {"measure": "classroom", "visitors": args.visitors, "moves_each": args.moves, "every_s": args.every,
+                   "limit": args.limit, "moves_with_an_update": len(firsts), "moves": len(rows),
+                   "first_update_median_s": round(statistics.median(firsts), 2) if firsts else None,
+                   "first_update_max_s": round(max(firsts), 2) if firsts else None,
+                   "last_moves_finished": sum(f is not None for f in finals), "last_moves": len(finals),
+                   "final_max_s": max((f for f in finals if f is not None), default=None),
+                   "superseded_without_an_update": superseded_silent, "cpu": _cpu()}
+        print(json.dumps(summary), flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _cpu() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "?"
+
+
+if __name__ == "__main__":
+    main()
