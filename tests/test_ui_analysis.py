@@ -204,6 +204,53 @@ def test_live_evaluation_streams_and_follows_the_sliders(app, pair):
     assert all("<|im_start|>" not in row[1] for row in finals[1][2]["data"])  # people read the example, not the template
 
 
+def test_two_sessions_keep_their_own_arithmetic_state(app, pair):
+    """Each visitor's Session lives in its page's gr.State: what one client evaluated is the other's "previous
+    evaluation" in no way (only an evaluation that follows one in the same session reports flips)."""
+    client, state = app
+    origin_id, vector_ids = pair
+    first, second = Client(client.src, verbose=False), Client(client.src, verbose=False)
+    task = state.library.get(vector_ids[0]).task
+    one = first.predict(*arithmetic_args(origin_id, vector_ids[:1], [1.0], [task], limit=16), api_name="/arithmetic_eval")
+    assert one[1].startswith("Done") and "flipped" not in one[1], one[1]
+    two = second.predict(*arithmetic_args(origin_id, vector_ids[:1], [-1.5], [task], limit=16),
+                         api_name="/arithmetic_eval")
+    assert two[1].startswith("Done") and "flipped" not in two[1], two[1]  # a fresh session: nothing to compare
+    again = first.predict(*arithmetic_args(origin_id, vector_ids[:1], [-1.5], [task], limit=16),
+                          api_name="/arithmetic_eval")
+    assert "flipped since the previous evaluation" in again[1], again[1]
+
+
+def test_a_newer_position_stops_the_older_evaluation_of_the_same_session(app, pair):
+    """The generation counter in the session's State: a second evaluation in the same session makes the first,
+    still refining, stop at its next round without ever reporting Done; the second finishes."""
+    client, _ = app
+    origin_id, vector_ids = pair
+    session = Client(client.src, verbose=False)
+    slow = session.submit(*arithmetic_args(origin_id, vector_ids, [1, 1], limit=512), api_name="/arithmetic_eval")
+    deadline = time.time() + 120
+    while not slow.outputs() and time.time() < deadline:  # the slow one is refining before the next one starts
+        time.sleep(0.1)
+    assert slow.outputs() and not slow.done()
+    fast = session.submit(*arithmetic_args(origin_id, vector_ids, [0.5, 0.5], limit=16), api_name="/arithmetic_eval")
+    assert fast.result()[1].startswith("Done")
+    slow.result(timeout=120)
+    assert not any(str(o[1]).startswith("Done") for o in slow.outputs()), [o[1] for o in slow.outputs()]
+
+
+def test_a_session_survives_gradios_deep_copy_and_pickling():
+    import copy
+    import pickle
+
+    from studio.ui.arithmetic import Session
+
+    session = Session()
+    session.generation, session.accuracy = 3, {"mr": 0.5}
+    for twin in (copy.deepcopy(session), pickle.loads(pickle.dumps(session))):
+        assert twin.accuracy == {"mr": 0.5} and twin.lock is not session.lock
+        assert twin.bump() == 4 and session.generation == 3
+
+
 def test_live_evaluation_rejects_bad_input(app, pair):
     client, state = app
     origin_id, vector_ids = pair

@@ -23,6 +23,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 ALL = "all"
 TINY = {"n_tokens": 4, "batch": 2, "val_limit": 8}
+FINAL = ("done", "cancelled", "failed")
 CANCEL_LR = 0.0123  # a learning rate no real job uses: marks this file's checkpoints for clean-up
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")  # gradio's own pandas use
 
@@ -194,6 +195,8 @@ def test_export_peft_zip_and_import_it_back(app, tmp_path):
 
     with pytest.raises(AppError, match="task prompt vector"):  # a TPV is not a prompt: PEFT refuses it
         client.predict(state.library.dependents(prompt.id)[0].id, "PEFT adapter (.zip)", api_name="/library_export")
+    state.library.delete(origin.id, cascade=True)  # its 4-token mr prompts would join the cross-origin table
+    assert not {origin.id, prompt.id, new_id, again.id} & set(ids(state))
 
 
 def _bad_files(folder: Path, width: int) -> dict[str, Path]:
@@ -261,18 +264,21 @@ def test_tiny_tune_job_runs_to_done_and_lands_in_the_library(app):
     client, state = app
     job_id, message, jobs = start(client)
     assert job_id in message and any(row[0] == job_id for row in jobs["data"])
-    updates = list(client.submit(job_id, api_name="/tune_watch"))
-    status, bar, loss_plot, accuracy_plot, _ = updates[-1]
-    assert bar.startswith("done: step 2 of 2")
+    job = state.runner.jobs[job_id]
+    wait_for(lambda: job.status in FINAL)
+    status, bar, loss_plot, accuracy_plot, _ = client.predict(job_id, api_name="/tune_watch")  # the job as it is now
+    assert bar.startswith("done: step 2 of 2 (100%)")
     assert "**done**" in status and "added 1 prompt" in status
     assert loss_plot is not None and accuracy_plot is not None
-    job = state.runner.jobs[job_id]
     assert job.status == "done" and job.progress == 1.0 and [e["step"] for e in job.events] == [1, 2]
     (prompt_id,) = job.result
     row = next(r for r in listing(client, kind="prompt", task="mr", source="user") if r["id"] == prompt_id)
     assert row["tokens"] == TINY["n_tokens"] and row["val acc"] is not None
     vector = state.library.dependents(prompt_id)
     assert [v.kind for v in vector] == ["vector"]
+    # leave the shared app as the analysis tests expect it: a 4-token prompt beside the prebuilt 20-token ones of
+    # the same task breaks the cross-origin table (analysis.cross_origin_table pairs origins of any length)
+    state.library.delete(prompt_id, cascade=True)
 
 
 def test_bad_tune_settings_are_errors_and_queue_nothing(app):
@@ -347,9 +353,77 @@ def test_cancel_a_running_and_a_queued_job_then_resume(app):
     wait_for(lambda: resumed.events)
     assert resumed.events[0]["step"] == stopped_at + 1  # continued from the checkpoint, not from step 1
     client.predict(resumed_id, api_name="/tune_cancel")
-    updates = list(client.submit(resumed_id, api_name="/tune_watch"))
-    assert "**cancelled**" in updates[-1][0]
+    wait_for(lambda: resumed.status in FINAL)
+    status = client.predict(resumed_id, api_name="/tune_watch")[0]
+    assert "**cancelled**" in status
     assert {i.id for i in state.library.items(kind="prompt")} == prompts_before
+
+
+def ticks_until_finished(client, job, timeout=120.0) -> tuple:
+    """Tick this session's watch timer (what the page's gr.Timer does every POLL_S) until a tick shows the job
+    finished; that tick's outputs."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        outputs = client.predict(api_name="/tune_poll")
+        if isinstance(outputs[0], str) and f"**{job.status}**" in outputs[0] and job.status in FINAL:
+            return outputs
+        time.sleep(0.3)
+    raise AssertionError(f"no tick showed job {job.id} finished ({job.status})")
+
+
+def test_the_watch_timer_shows_a_finished_job_at_100_percent(app):
+    """Start puts the job in this session's watch State; the timer's ticks draw it until it is done (then the last
+    tick switches the timer off); a later tick with nothing new sends nothing."""
+    client, state = app
+    watcher = Client(client.src, verbose=False)  # a page of its own: its State watches only its own job
+    job_id, _, _ = start(watcher, lr=0.05)  # not the first Tune test's settings: this one tunes for real
+    job = state.runner.jobs[job_id]
+    status, bar, loss_plot, accuracy_plot, *_ = ticks_until_finished(watcher, job)
+    assert job.status == "done", job.message
+    assert bar.startswith("done: step 2 of 2 (100%)") and "█" * 30 in bar, bar
+    assert f"**{job_id}**" in status and "added 1 prompt" in status and loss_plot and accuracy_plot
+    again = watcher.predict(api_name="/tune_poll")
+    assert not (isinstance(again[0], str) and job_id in again[0]), again[0]  # nothing new: nothing sent
+    for prompt_id in job.result:
+        state.library.delete(prompt_id, cascade=True)
+
+
+def test_progress_text_shows_steps_percent_speed_and_eta():
+    from studio.jobs import Job
+    from studio.ui.tune_panel import progress_text, text_bar
+
+    job = Job("j1", "mr", status="running", progress=0.25)
+    assert progress_text(job).startswith("running: preparing")
+    job.events.append({"step": 5, "steps": 20, "examples_per_s": 12.5, "eta_s": 75, "train_loss": [0.7]})
+    text = progress_text(job)
+    assert text.startswith("running: step 5 of 20 (25%)") and "12.5 examples/s" in text and "ETA 1m 15s" in text
+    assert text_bar(0.25, 8) == "██░░░░░░" and text_bar(1.0, 4) == "████" and text_bar(-1, 2) == "░░"
+
+
+# ---- the app: tabs refresh when opened, public Gradio API only ------------------------------------------------------
+def test_every_tab_refreshes_when_opened(app_url):
+    """app.py hands each panel its gr.Tab: every tab but the Guide has a select event (its refresh), and the
+    Library and Tune tabs also refresh on page load."""
+    import urllib.request
+
+    url, _ = app_url
+    config = json.loads(urllib.request.urlopen(f"{url}config", timeout=30).read())
+    tabs = {c["id"]: c["props"].get("id") for c in config["components"] if c["type"] == "tabitem"}
+    on_select = {tabs[target[0]]: dep["api_name"] for dep in config["dependencies"]
+                 for target in dep["targets"] if target[1] == "select" and target[0] in tabs}
+    assert on_select == {name: f"{name}_on_open" for name in
+                         ("library", "tune", "similarity", "map", "arithmetic", "transfer")}, on_select
+    on_load = {dep["api_name"] for dep in config["dependencies"] if any(t[1] == "load" for t in dep["targets"])}
+    assert {"library_on_load", "tune_on_load"} <= on_load, on_load
+
+
+def test_the_ui_uses_public_gradio_api_only():
+    import studio.ui
+
+    for path in Path(studio.ui.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        for private in ("gradio.context", "get_render_context", "root_block", "time.sleep"):
+            assert private not in text, f"{path.name} uses {private}"
 
 
 # ---- Guide ----------------------------------------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Arithmetic tab: origin + weighted task prompt vectors, evaluated live as the weight sliders move.
 
 Moving a slider starts a streaming evaluation: a first estimate on 16 class-balanced validation examples per task,
-then 32, 64... up to the chosen sample, each drawn as it arrives. Every session has a generation counter: a newer
-slider position bumps it, and the stale evaluation stops at its next round. A sweep draws the accuracy landscape.
+then 32, 64... up to the chosen sample, each drawn as it arrives. Each visitor has a ``Session`` in the page's
+``gr.State`` (the last evaluation, for flips and for saving, and a generation counter): a newer slider position
+bumps the counter, and the stale evaluation stops at its next round. A sweep draws the accuracy landscape.
+``layout_*`` make the components, ``wire_*`` attach the events; the math is in ``studio.analysis`` and
+``studio.evaluation``.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 
 import gradio as gr
 
@@ -23,7 +26,6 @@ from studio.tasks import BUNDLED_TASKS, load_task
 from studio.ui.common import (
     AppState,
     default_vectors,
-    enclosing_tab,
     explain,
     export_row,
     figure_exports,
@@ -40,35 +42,37 @@ SWEEP_MODES = [("one shared coefficient c = 0, 0.05 ... 1 (the paper's search)",
                ("landscape over the first two weights, 0 ... 1 step 0.25", "grid")]
 
 
-@dataclass
 class Session:
-    """What one browser session (or API client) remembers between events."""
+    """What one browser session (or API client) remembers between events. The page's ``gr.State`` holds it, so it
+    lives where Gradio keeps per-visitor state and is dropped with the session (``SESSION_TTL_S`` after its last
+    evaluation, or an hour after the page closed). ``generation`` lets a newer slider position stop an older
+    evaluation that is still running in the same session. A plain class, not a dataclass: Gradio writes a
+    dataclass State value into the page's config, and a lock cannot be written."""
 
-    generation: int = 0
-    records: dict[str, list[dict]] = field(default_factory=dict)  # task -> records of the last full evaluation
-    accuracy: dict[str, float] = field(default_factory=dict)
-    evaluated: dict | None = None  # recipe + tasks + limit of that evaluation, and its metrics
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self) -> None:
+        self.generation = 0
+        self.records: dict[str, list[dict]] = {}  # task -> records of the last full evaluation
+        self.accuracy: dict[str, float] = {}
+        self.evaluated: dict | None = None  # recipe + tasks + limit of that evaluation, and its metrics
+        self.lock = threading.Lock()
 
     def bump(self) -> int:
+        """Start a new evaluation: every older one of this session is stale from now on."""
         with self.lock:
             self.generation += 1
             return self.generation
 
+    def __getstate__(self) -> dict:
+        """Gradio deep-copies the State's value for each new visitor (and ZeroGPU pickles a GPU call's arguments):
+        a lock can be neither, so copies leave it out and get a fresh one."""
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
 
-_SESSIONS: OrderedDict[str, Session] = OrderedDict()
-_SESSIONS_LOCK = threading.Lock()
+    def __setstate__(self, values: dict) -> None:
+        self.__dict__.update(values)
+        self.lock = threading.Lock()
 
 
-def session_for(request: gr.Request | None) -> Session:
-    key = getattr(request, "session_hash", None) or "local"
-    with _SESSIONS_LOCK:
-        if key not in _SESSIONS:
-            _SESSIONS[key] = Session()
-            while len(_SESSIONS) > 256:
-                _SESSIONS.popitem(last=False)
-        _SESSIONS.move_to_end(key)
-        return _SESSIONS[key]
+SESSION_TTL_S = 6 * 3600  # a visitor's Session is dropped this long after its last evaluation
 
 
 @dataclass
@@ -354,18 +358,88 @@ def slider_label(state: AppState, vector_ids: list[str], k: int) -> str:
     return f"weight of {item.task or item.name} (TPV from origin {item.origin}) · {item.id}"
 
 
-def build(state: AppState) -> None:
-    explain("Build a new prompt as origin + a weighted merge of task prompt vectors; each slider is one vector's "
-            "weight (negative pushes that task away). Accuracy on the chosen datasets updates live as you move a "
-            "slider, a first rough estimate at once and sharper ones after; the sweep shows the whole landscape.")
+def task_choices(state: AppState) -> list[str]:
+    """Single tasks of the model's library items, then the bundled tasks."""
+    in_library = [i.task for i in state.library.items(model=state.model_name) if i.task and "+" not in i.task]
+    return list(dict.fromkeys([*in_library, *BUNDLED_TASKS]))
 
-    def task_choices() -> list[str]:
-        in_library = [i.task for i in state.library.items(model=state.model_name) if i.task and "+" not in i.task]
-        return list(dict.fromkeys([*in_library, *BUNDLED_TASKS]))
 
+# ---- event handlers: ``state`` first, bound with functools.partial when wired --------------------------------------
+@friendly
+def on_vectors(state: AppState, vector_ids, current_tasks) -> tuple:
+    """One visible slider per chosen vector, labelled by its task; the evaluated tasks follow the vectors'."""
+    vector_ids = [v for v in (vector_ids or []) if v]
+    if len(vector_ids) > MAX_VECTORS:
+        raise StudioError(f"choose at most {MAX_VECTORS} task prompt vectors")
+    items = [state.library.get(v) for v in vector_ids]
+    updates = [gr.Slider(visible=k < len(items), label=slider_label(state, vector_ids, k)) for k in range(MAX_VECTORS)]
+    own_tasks = list(dict.fromkeys(i.task for i in items if i.task))
+    return *updates, gr.Dropdown(value=own_tasks or (current_tasks or []))
+
+
+@friendly
+def on_save(state: AppState, origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5, w6, name,
+            session: Session) -> tuple[str, str]:
+    choice = parse(state, origin_id, vector_ids, method, density, tasks, limit, [w1, w2, w3, w4, w5, w6])
+    return save_combination(state, session, choice, name)
+
+
+@friendly
+def on_refresh(state: AppState, current_origin, current_vectors, current_tasks) -> tuple:
+    """Fresh choices; the selection is kept where its items still exist."""
+    origin_list = item_choices(state, ("origin",))
+    vector_list = item_choices(state, ("vector",))
+    known = {v for _, v in origin_list + vector_list}
+    kept_origin = current_origin if current_origin in known else (origin_list[0][1] if origin_list else None)
+    return (gr.Dropdown(choices=origin_list, value=kept_origin),
+            gr.Dropdown(choices=vector_list, value=[v for v in (current_vectors or []) if v in known]),
+            gr.Dropdown(choices=task_choices(state), value=current_tasks or []))
+
+
+# ---- layout -------------------------------------------------------------------------------------------------------
+@dataclass
+class Controls:
+    """What to combine and where to evaluate it: the inputs every arithmetic event shares (``inputs``)."""
+
+    origin: gr.Dropdown
+    vectors: gr.Dropdown
+    refresh: gr.Button
+    method: gr.Dropdown
+    density: gr.Slider
+    tasks: gr.Dropdown
+    limit: gr.Slider
+    sliders: list[gr.Slider]
+    session: gr.State  # this visitor's ``Session``
+
+    @property
+    def inputs(self) -> list:
+        """``parse``'s arguments, weights last."""
+        return [self.origin, self.vectors, self.method, self.density, self.tasks, self.limit, *self.sliders]
+
+
+@dataclass
+class Results:
+    """The live evaluation, the sweep and saving."""
+
+    evaluate: gr.Button
+    status: gr.Markdown
+    plot: gr.Plot
+    flips: gr.Dataframe
+    sweep_mode: gr.Radio
+    sweep_limit: gr.Slider
+    sweep: gr.Button
+    sweep_text: gr.Markdown
+    sweep_plot: gr.Plot
+    sweep_files: gr.File
+    sweep_json: gr.State
+    save_name: gr.Textbox
+    save: gr.Button
+    save_text: gr.Markdown
+    saved_id: gr.Textbox
+
+
+def layout_controls(state: AppState, first_origin: str | None, first_vectors: list[str]) -> Controls:
     origins = item_choices(state, ("origin",))
-    first_origin = origins[0][1] if origins else None
-    first_vectors = default_vectors(state, first_origin)
     with gr.Row():
         origin = gr.Dropdown(origins, value=first_origin, allow_custom_value=True, label="Origin P0", scale=2)
         vectors = gr.Dropdown(item_choices(state, ("vector",)), value=first_vectors, multiselect=True,
@@ -377,94 +451,100 @@ def build(state: AppState) -> None:
                              label="Merge method")
         density = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="Density (TIES / DARE / prune keep this share)")
     with gr.Row():
-        tasks = gr.Dropdown(task_choices(), value=[state.library.get(v).task for v in first_vectors],
+        tasks = gr.Dropdown(task_choices(state), value=[state.library.get(v).task for v in first_vectors],
                             multiselect=True, allow_custom_value=True,
                             label="Evaluate on (default: the chosen vectors' tasks)", scale=4)
         limit = gr.Slider(16, 512, value=128, step=16, label="Validation examples per task")
     sliders = [gr.Slider(-1.5, 1.5, value=1.0, step=0.05, label=slider_label(state, first_vectors, k),
                          visible=k < len(first_vectors)) for k in range(MAX_VECTORS)]
-    evaluate_button = gr.Button("Evaluate", variant="primary")
+    session = gr.State(Session(), time_to_live=SESSION_TTL_S)  # Gradio gives each visitor a deep copy
+    return Controls(origin, vectors, refresh, method, density, tasks, limit, sliders, session)
+
+
+def layout_sweep(state: AppState, first_origin: str | None, first_vectors: list[str]) -> tuple:
+    """The sweep accordion, opened on the prebuilt library's stored sweep of the default pair when there is one."""
+    with gr.Accordion("Sweep: accuracy landscape", open=False):
+        with gr.Row():
+            mode = gr.Radio(SWEEP_MODES, value="coefficient", label="Sweep")
+            limit = gr.Slider(8, 256, value=32, step=8, label="Validation examples per task (keep it small)")
+        button = gr.Button("Sweep")
+        first_tasks = list(dict.fromkeys(state.library.get(v).task for v in first_vectors))
+        stored = views.stored_sweep(state.views, first_origin, first_vectors, [1.0] * len(first_vectors),
+                                    first_tasks, "weighted_sum", views.SWEEP_LIMIT) if first_vectors else None
+        first = sweep_view(stored, first_tasks, views.SWEEP_LIMIT, 1.0) if stored else None
+        text = gr.Markdown(first[1] + " (stored with the prebuilt library)" if first else "")
+        plot = gr.Plot(first[0] if first else None, label="Landscape", elem_id="sweep-plot")
+        files, figure_json = export_row("sweep", "arithmetic_png")
+    return mode, limit, button, text, plot, files, figure_json
+
+
+def layout_results(state: AppState, first_origin: str | None, first_vectors: list[str]) -> Results:
+    evaluate = gr.Button("Evaluate", variant="primary")
     status = gr.Markdown("Choose an origin and one or more vectors, then move a slider.", elem_id="arithmetic-status")
     plot = gr.Plot(label="Live evaluation", elem_id="arithmetic-plot")
     flips = gr.Dataframe(headers=FLIP_HEADERS, label="Predictions that flipped since the previous full evaluation",
                          interactive=False, wrap=True, max_height=300)
-    with gr.Accordion("Sweep: accuracy landscape", open=False):
-        with gr.Row():
-            sweep_mode = gr.Radio(SWEEP_MODES, value="coefficient", label="Sweep")
-            sweep_limit = gr.Slider(8, 256, value=32, step=8, label="Validation examples per task (keep it small)")
-        sweep_button = gr.Button("Sweep")
-        # the prebuilt library's stored sweep of the default pair, so the accordion opens on the landscape
-        first_tasks = list(dict.fromkeys(state.library.get(v).task for v in first_vectors))
-        stored = views.stored_sweep(state.views, first_origin, first_vectors, [1.0] * len(first_vectors),
-                                    first_tasks, "weighted_sum", views.SWEEP_LIMIT) if first_vectors else None
-        first_sweep = sweep_view(stored, first_tasks, views.SWEEP_LIMIT, 1.0) if stored else None
-        sweep_text = gr.Markdown(first_sweep[1] + " (stored with the prebuilt library)" if first_sweep else "")
-        sweep_plot = gr.Plot(first_sweep[0] if first_sweep else None, label="Landscape", elem_id="sweep-plot")
-        sweep_files, sweep_json = export_row("sweep", "arithmetic_png")
+    sweep = layout_sweep(state, first_origin, first_vectors)
     with gr.Row():
         save_name = gr.Textbox(label="Name (optional)", placeholder="e.g. mr + tweets, 0.5 each", scale=3)
-        save_button = gr.Button("Save to library", scale=1)
+        save = gr.Button("Save to library", scale=1)
     save_text = gr.Markdown()
     saved_id = gr.Textbox(label="Saved item id", interactive=False, visible=False)
+    return Results(evaluate, status, plot, flips, *sweep, save_name, save, save_text, saved_id)
 
-    inputs = [origin, vectors, method, density, tasks, limit, *sliders]
-    prepare(state, [state.library.get(v).task for v in first_vectors if state.library.get(v).task], 128)
 
-    @friendly
-    def on_vectors(vector_ids, current_tasks):
-        vector_ids = [v for v in (vector_ids or []) if v]
-        if len(vector_ids) > MAX_VECTORS:
-            raise StudioError(f"choose at most {MAX_VECTORS} task prompt vectors")
-        items = [state.library.get(v) for v in vector_ids]
-        updates = [gr.Slider(visible=k < len(items), label=slider_label(state, vector_ids, k))
-                   for k in range(MAX_VECTORS)]
-        own_tasks = list(dict.fromkeys(i.task for i in items if i.task))
-        return *updates, gr.Dropdown(value=own_tasks or (current_tasks or []))
+# ---- wiring -------------------------------------------------------------------------------------------------------
+def wire_evaluation(state: AppState, controls: Controls, results: Results) -> None:
+    """Live evaluation and the sweep. Both are closures, not partials: on ZeroGPU a @gpu function's arguments are
+    pickled to the GPU process, and the app state is not picklable."""
 
     @friendly_stream
     @gpu(duration=60)
-    def on_evaluate(origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4,
-                    w5, w6, request: gr.Request):
-        choice = parse(state, origin_id, vector_ids, method, density, tasks, limit,
-                       [w1, w2, w3, w4, w5, w6])
-        yield from live_evaluation(state, session_for(request), choice)
+    def on_evaluate(origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5, w6, session: Session):
+        choice = parse(state, origin_id, vector_ids, method, density, tasks, limit, [w1, w2, w3, w4, w5, w6])
+        for outputs in live_evaluation(state, session, choice):
+            yield *outputs, session  # handing the Session back starts its time to live
 
     @friendly
     @gpu(duration=120)
-    def on_sweep(origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5,
-                 w6, sweep, sweep_examples, progress=gr.Progress()):
-        choice = parse(state, origin_id, vector_ids, method, density, tasks, limit,
-                       [w1, w2, w3, w4, w5, w6])
+    def on_sweep(origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5, w6, sweep,
+                 sweep_examples, progress=gr.Progress()):
+        choice = parse(state, origin_id, vector_ids, method, density, tasks, limit, [w1, w2, w3, w4, w5, w6])
         return run_sweep(state, choice, sweep, sweep_examples, progress)
 
-    @friendly
-    def on_save(origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5,
-                w6, name, request: gr.Request):
-        choice = parse(state, origin_id, vector_ids, method, density, tasks, limit,
-                       [w1, w2, w3, w4, w5, w6])
-        return save_combination(state, session_for(request), choice, name)
-
-    @friendly
-    def on_refresh(current_origin, current_vectors, current_tasks):
-        origin_list = item_choices(state, ("origin",))
-        vector_list = item_choices(state, ("vector",))
-        known = {v for _, v in origin_list + vector_list}
-        kept_origin = current_origin if current_origin in known else (origin_list[0][1] if origin_list else None)
-        return (gr.Dropdown(choices=origin_list, value=kept_origin),
-                gr.Dropdown(choices=vector_list, value=[v for v in (current_vectors or []) if v in known]),
-                gr.Dropdown(choices=task_choices(), value=current_tasks or []))
-
-    vectors.change(on_vectors, [vectors, tasks], [*sliders, tasks], api_name="arithmetic_vectors")
     # every slider release (and the button, and the merge settings) starts a new live evaluation; "multiple" lets
-    # the new one start at once, and it makes the stale one stop at its next round (generation counter)
-    gr.on([evaluate_button.click, *(s.release for s in sliders), method.input, density.release], on_evaluate,
-          inputs, [plot, status, flips], api_name="arithmetic_eval", trigger_mode="multiple",
-          show_progress="minimal")
-    sweep_button.click(on_sweep, [*inputs, sweep_mode, sweep_limit], [sweep_plot, sweep_text, sweep_files, sweep_json],
-                       api_name="arithmetic_sweep")
-    save_button.click(on_save, [*inputs, save_name], [save_text, saved_id], api_name="arithmetic_save")
-    refresh.click(on_refresh, [origin, vectors, tasks], [origin, vectors, tasks], api_name="arithmetic_refresh")
-    tab = enclosing_tab()
-    if tab is not None:
-        tab.select(on_refresh, [origin, vectors, tasks], [origin, vectors, tasks], api_name="arithmetic_on_open",
-                   api_visibility="private")
+    # the new one start at once, and it makes the stale one stop at its next round (the Session's generation)
+    gr.on([results.evaluate.click, *(s.release for s in controls.sliders), controls.method.input,
+           controls.density.release], on_evaluate, [*controls.inputs, controls.session],
+          [results.plot, results.status, results.flips, controls.session], api_name="arithmetic_eval",
+          trigger_mode="multiple", show_progress="minimal")
+    results.sweep.click(on_sweep, [*controls.inputs, results.sweep_mode, results.sweep_limit],
+                        [results.sweep_plot, results.sweep_text, results.sweep_files, results.sweep_json],
+                        api_name="arithmetic_sweep")
+
+
+def wire_choices(state: AppState, controls: Controls, results: Results, tab: gr.Tab) -> None:
+    """The vector choice drives the sliders; Refresh and opening the tab renew the lists; Save keeps the result."""
+    controls.vectors.change(partial(on_vectors, state), [controls.vectors, controls.tasks],
+                            [*controls.sliders, controls.tasks], api_name="arithmetic_vectors")
+    results.save.click(partial(on_save, state), [*controls.inputs, results.save_name, controls.session],
+                       [results.save_text, results.saved_id], api_name="arithmetic_save")
+    lists = [controls.origin, controls.vectors, controls.tasks]
+    refresh = partial(on_refresh, state)
+    controls.refresh.click(refresh, lists, lists, api_name="arithmetic_refresh")
+    tab.select(refresh, lists, lists, api_name="arithmetic_on_open", api_visibility="private")
+
+
+def build(state: AppState, tab: gr.Tab, app: gr.Blocks) -> None:
+    """The Arithmetic tab inside ``tab``, opened on origin 0 and one TPV per task (``default_vectors``)."""
+    explain("Build a new prompt as origin + a weighted merge of task prompt vectors; each slider is one vector's "
+            "weight (negative pushes that task away). Accuracy on the chosen datasets updates live as you move a "
+            "slider, a first rough estimate at once and sharper ones after; the sweep shows the whole landscape.")
+    origins = item_choices(state, ("origin",))
+    first_origin = origins[0][1] if origins else None
+    first_vectors = default_vectors(state, first_origin)
+    controls = layout_controls(state, first_origin, first_vectors)
+    results = layout_results(state, first_origin, first_vectors)
+    wire_evaluation(state, controls, results)
+    wire_choices(state, controls, results, tab)
+    prepare(state, [state.library.get(v).task for v in first_vectors if state.library.get(v).task], 128)

@@ -1,4 +1,11 @@
-"""What every panel shares: the app state, error handling, and the optional ZeroGPU decorator."""
+"""What every panel shares: the app state, error handling, the optional ZeroGPU decorator, dropdown choices and
+the figure download row.
+
+A panel is a module with ``build(state, tab, app)``: it lays out its components inside ``tab`` (``app.py`` makes the
+``gr.Tab``), refreshes them with ``tab.select`` and attaches page-load events with ``app.load``. Handlers take the
+``AppState`` first and are bound with ``functools.partial``; the few that Gradio must inspect by type hint
+(``gr.SelectData``) or that run under ``@gpu`` (their arguments are pickled on ZeroGPU) are closures instead.
+"""
 
 from __future__ import annotations
 
@@ -127,14 +134,6 @@ def item_choices(state: AppState, kinds: tuple[str, ...] = ("vector",)) -> list[
 
     return [(f"{item_label(item)} · {item.id}", item.id) for kind in kinds
             for item in sorted(state.library.items(kind=kind, model=state.model_name), key=order)]
-
-
-def enclosing_tab():
-    """The gr.Tab being built (so a panel can refresh its choices when the tab is opened), or None."""
-    from gradio.context import get_render_context
-
-    block = get_render_context()
-    return block if isinstance(block, gr.Tab) else None
 
 
 EXPORTS_KEPT = 24  # download folders kept; older ones are removed when a new one is made

@@ -131,7 +131,8 @@ def prebuilt_summary(state: AppState) -> str:
             f"the tasks {', '.join(f'`{t}`' for t in tasks) or '-'}.")
 
 
-def build(state: AppState) -> None:
+def build(state: AppState, tab: gr.Tab, app: gr.Blocks) -> None:
+    """The Guide tab: static text with numbers read at start-up, so it has no events to wire."""
     explain("A short tour: what soft prompts, origins and task prompt vectors are, what each tab shows, and a path "
             "to click through the prebuilt library with what you should expect to see at each step.")
     gr.Markdown(CONCEPTS)

@@ -2,6 +2,9 @@
 
 Thin wiring over ``studio.library.Library``: every rule (prebuilt items are read-only, imports are checked for
 pickles, width, NaN...) lives there; this module only turns uploads into folders and results into tables.
+``layout`` makes the components (three sections: the browser, the selected item, export / import) and the
+``wire_*`` functions attach their events; the table refreshes when the page loads, when the tab opens, and every
+few seconds while the catalog changes underneath (a finished job, another tab's save).
 """
 
 from __future__ import annotations
@@ -9,15 +12,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
-from gradio.context import Context
 
 from studio import StudioError
 from studio.library import KINDS, Item, Library
-from studio.ui.common import AppState, enclosing_tab, explain, export_folder, friendly
+from studio.ui.common import AppState, explain, export_folder, friendly
 
 ALL = "all"
 COLUMNS = ["id", "kind", "source", "task", "origin", "name", "tokens", "|tau|/|origin|", "val acc", "test acc",
@@ -95,33 +99,135 @@ def import_upload(state: AppState, path: str | None, kind: str, task: str | None
                                      name=(name or "").strip(), origin_id=(origin_id or "").strip() or None)
 
 
-def _root():
-    root = Context.root_block
-    return root if isinstance(root, gr.Blocks) else None
+def task_choices(state: AppState) -> list[str]:
+    return [ALL] + sorted({i.task for i in state.library.items() if i.task})
 
 
-# ---- the tab ------------------------------------------------------------------------------------------------------
-def build(state: AppState) -> None:
-    explain("Everything you have made or imported, and the read-only prebuilt library, with its recipe and lineage: "
-            "origins are random initialisations, prompts are tuned soft prompts and vectors (TPVs) are prompt minus "
-            "origin. Click a row to see its details, then rename, delete or export it, or import a PEFT adapter or "
-            "safetensors file.")
+def origin_choices(state: AppState) -> list[tuple[str, str]]:
+    return [(f"{i.id} - {i.name}", i.id) for i in state.library.items(kind="origin")]
 
-    def task_choices() -> list[str]:
-        return [ALL] + sorted({i.task for i in state.library.items() if i.task})
 
-    def origin_choices() -> list[tuple[str, str]]:
-        return [(f"{i.id} - {i.name}", i.id) for i in state.library.items(kind="origin")]
+def listing(state: AppState, kind: str | None, task: str | None, text: str | None, source: str | None) -> pd.DataFrame:
+    return items_table(filtered_items(state, kind, task, text, source), state.library)
 
+
+def catalog_signature(state: AppState) -> str:
+    """What the auto refresh compares: ids and names of every item (a new, removed or renamed item changes it)."""
+    return json.dumps([[i.id, i.name] for i in state.library.items()])
+
+
+# ---- event handlers: ``state`` first, bound with functools.partial when wired --------------------------------------
+@friendly
+def on_list(state: AppState, kind_value: str, task_value: str, text_value: str, source_value: str) -> tuple:
+    """The table plus fresh choices for the task filter and the origin picker."""
+    return (listing(state, kind_value, task_value, text_value, source_value), gr.update(choices=task_choices(state)),
+            gr.update(choices=origin_choices(state)))
+
+
+@friendly
+def on_poll(state: AppState, kind_value: str, task_value: str, text_value: str, source_value: str, last: str) -> tuple:
+    """Auto refresh: redraw only when the catalog changed (a job finished, an import...)."""
+    now = catalog_signature(state)
+    if now == last:
+        return gr.skip(), gr.skip(), gr.skip(), last
+    return (*on_list(state, kind_value, task_value, text_value, source_value), now)
+
+
+@friendly
+def on_details(state: AppState, item_value: str) -> tuple[dict, str]:
+    data = item_details(state, item_value)
+    return data, data["name"]
+
+
+@friendly
+def on_rename(state: AppState, item_value: str, name_value: str, *filter_values) -> tuple:
+    item = state.library.rename(_clean_id(item_value), name_value or "")
+    return listing(state, *filter_values), item_details(state, item.id), f"Renamed **{item.id}** to *{item.name}*."
+
+
+@friendly
+def on_delete(state: AppState, item_value: str, confirmed: bool, with_cascade: bool, *filter_values) -> tuple:
+    item_value = _clean_id(item_value)
+    if not confirmed:
+        raise StudioError(f"tick 'I understand' to delete {item_value}: deleting cannot be undone")
+    deleted = state.library.delete(item_value, cascade=bool(with_cascade))
+    return listing(state, *filter_values), None, f"Deleted {', '.join(f'**{d}**' for d in deleted)}.", False, ""
+
+
+@friendly
+def on_export(state: AppState, item_value: str, fmt: str) -> str:
+    return str(export_item(state, item_value, fmt))
+
+
+@friendly
+def on_import(state: AppState, path: str | None, kind_value: str, task_value: str, name_value: str,
+              origin_value: str, *filter_values) -> tuple:
+    item = import_upload(state, path, kind_value, task_value, name_value, origin_value)
+    return (*on_list(state, *filter_values), item_details(state, item.id), item.id,
+            f"Imported **{item.id}** ({item.kind}, {item.n_tokens} tokens).", None)
+
+
+# ---- layout -------------------------------------------------------------------------------------------------------
+@dataclass
+class Browser:
+    """The filters and the table."""
+
+    kind: gr.Dropdown
+    task: gr.Dropdown
+    source: gr.Dropdown
+    text: gr.Textbox
+    refresh: gr.Button
+    table: gr.Dataframe
+    signature: gr.State  # the catalog the table shows (``catalog_signature``), for the auto refresh
+
+    @property
+    def filters(self) -> list:
+        return [self.kind, self.task, self.text, self.source]
+
+
+@dataclass
+class Selection:
+    """The selected item: its id, details, rename and delete."""
+
+    item_id: gr.Textbox
+    show: gr.Button
+    new_name: gr.Textbox
+    rename: gr.Button
+    confirm: gr.Checkbox
+    cascade: gr.Checkbox
+    delete: gr.Button
+    message: gr.Markdown
+    details: gr.JSON
+
+
+@dataclass
+class Files:
+    """Export of the selected item and import of a file."""
+
+    export_format: gr.Radio
+    export: gr.Button
+    exported: gr.File
+    upload: gr.File
+    kind: gr.Dropdown
+    task: gr.Textbox
+    name: gr.Textbox
+    origin: gr.Dropdown
+    start: gr.Button
+
+
+def layout_browser(state: AppState) -> Browser:
     with gr.Row():
         kind = gr.Dropdown([ALL, *KINDS], value=ALL, label="Kind", scale=1)
-        task = gr.Dropdown(task_choices(), value=ALL, label="Task", allow_custom_value=True, scale=1)
+        task = gr.Dropdown(task_choices(state), value=ALL, label="Task", allow_custom_value=True, scale=1)
         source = gr.Dropdown([ALL, "user", "prebuilt"], value=ALL, label="Source", scale=1)
         text = gr.Textbox(label="Search id / name / task", placeholder="e.g. mr", scale=2)
         refresh = gr.Button("Refresh", scale=0, min_width=100)
-    table = gr.Dataframe(items_table(filtered_items(state, ALL, ALL, ""), state.library), headers=COLUMNS, interactive=False,
+    table = gr.Dataframe(listing(state, ALL, ALL, "", ALL), headers=COLUMNS, interactive=False,
                          label="Library (click a row to select it)", max_height=420, wrap=True)
-    signature = gr.State("")
+    return Browser(kind, task, source, text, refresh, table, gr.State(""))
+
+
+def layout_selection() -> Selection:
     with gr.Row():
         with gr.Column(scale=1):
             item_id = gr.Textbox(label="Selected item id", placeholder="click a row, or type an id")
@@ -136,6 +242,10 @@ def build(state: AppState) -> None:
             message = gr.Markdown()
         with gr.Column(scale=2):
             details = gr.JSON(label="Details: recipe, metrics, lineage")
+    return Selection(item_id, show, new_name, rename, confirm, cascade, delete, message, details)
+
+
+def layout_files(state: AppState) -> Files:
     with gr.Row():
         with gr.Column():
             gr.Markdown("**Export** the selected item (a prompt or origin as a PEFT prompt-tuning adapter that "
@@ -148,97 +258,74 @@ def build(state: AppState) -> None:
                         "folder. Files are checked (never unpickled): model width, shape, finite values.")
             upload = gr.File(label="File to import", file_types=[".safetensors", ".zip"], type="filepath")
             with gr.Row():
-                import_kind = gr.Dropdown(list(KINDS), value="prompt", label="Kind (if the file does not say)")
-                import_task = gr.Textbox(label="Task (optional)", placeholder="e.g. mr")
+                kind = gr.Dropdown(list(KINDS), value="prompt", label="Kind (if the file does not say)")
+                task = gr.Textbox(label="Task (optional)", placeholder="e.g. mr")
             with gr.Row():
-                import_name = gr.Textbox(label="Name (optional)")
-                import_origin = gr.Dropdown(origin_choices(), value=None, label="Origin id (optional, for its TPV)",
-                                            allow_custom_value=True)
-            import_button = gr.Button("Import", variant="primary")
+                name = gr.Textbox(label="Name (optional)")
+                origin = gr.Dropdown(origin_choices(state), value=None, label="Origin id (optional, for its TPV)",
+                                     allow_custom_value=True)
+            start = gr.Button("Import", variant="primary")
+    return Files(export_format, export, exported, upload, kind, task, name, origin, start)
 
-    filters = [kind, task, text, source]
 
-    def listing(kind_value, task_value, text_value, source_value):
-        items = filtered_items(state, kind_value, task_value, text_value, source_value)
-        return items_table(items, state.library)
+# ---- wiring -------------------------------------------------------------------------------------------------------
+def wire_browser(state: AppState, browser: Browser, files: Files, tab: gr.Tab, app: gr.Blocks) -> None:
+    """Listing: the Refresh button, the filters, a page load, opening the tab, and a 5 s poll of the catalog."""
+    filters, outputs = browser.filters, [browser.table, browser.task, files.origin]
+    listed = partial(on_list, state)
+    browser.refresh.click(listed, filters, outputs, api_name="library_list")
+    for control in (browser.kind, browser.task, browser.source):
+        control.input(listed, filters, outputs, api_name=f"library_filter_{control.label.lower()}",
+                      api_visibility="private", show_progress="hidden")
+    browser.text.submit(listed, filters, outputs, api_name="library_search", api_visibility="private")
+    # a reloaded page shows the catalog as it is now, not as it was at start-up
+    app.load(listed, filters, outputs, api_name="library_on_load", api_visibility="private", show_progress="hidden")
+    # opening the tab shows what other tabs (Tune, Arithmetic...) added meanwhile
+    tab.select(listed, filters, outputs, api_name="library_on_open", api_visibility="private", show_progress="hidden")
+    gr.Timer(5).tick(partial(on_poll, state), [*filters, browser.signature], [*outputs, browser.signature],
+                     api_name="library_poll", api_visibility="private", show_progress="hidden")
 
-    def refreshed(kind_value, task_value, text_value, source_value):
-        """The table plus fresh choices for the task filter and the origin picker."""
-        return (listing(kind_value, task_value, text_value, source_value),
-                gr.update(choices=task_choices()), gr.update(choices=origin_choices()))
+
+def wire_selection(state: AppState, browser: Browser, selection: Selection) -> None:
+    """Picking a row, details, rename and delete."""
+    item_id, details, name = selection.item_id, selection.details, selection.new_name
 
     @friendly
-    def list_items(kind_value, task_value, text_value, source_value):
-        return refreshed(kind_value, task_value, text_value, source_value)
-
-    @friendly
-    def poll(kind_value, task_value, text_value, source_value, last):
-        """Auto refresh: redraw only when the catalog changed (a job finished, an import...)."""
-        now = json.dumps([[i.id, i.name] for i in state.library.items()])
-        if now == last:
-            return gr.skip(), gr.skip(), gr.skip(), last
-        return (*refreshed(kind_value, task_value, text_value, source_value), now)
-
-    @friendly
-    def pick(evt: gr.SelectData):
+    def on_pick(evt: gr.SelectData):  # a closure: Gradio finds the SelectData by its type hint, which a partial hides
         row = evt.row_value or []
         if not row or not row[0]:
             return gr.skip(), gr.skip(), gr.skip()
         data = item_details(state, str(row[0]))
         return data["id"], data, data["name"]
 
-    @friendly
-    def show_details(item_value):
-        data = item_details(state, item_value)
-        return data, data["name"]
+    browser.table.select(on_pick, None, [item_id, details, name], api_name="library_pick", api_visibility="private")
+    shown = partial(on_details, state)
+    selection.show.click(shown, item_id, [details, name], api_name="library_details")
+    item_id.submit(shown, item_id, [details, name], api_name="library_details_enter", api_visibility="private")
+    selection.rename.click(partial(on_rename, state), [item_id, name, *browser.filters],
+                           [browser.table, details, selection.message], api_name="library_rename")
+    selection.delete.click(partial(on_delete, state), [item_id, selection.confirm, selection.cascade, *browser.filters],
+                           [browser.table, details, selection.message, selection.confirm, item_id],
+                           api_name="library_delete")
 
-    @friendly
-    def do_rename(item_value, name_value, *filter_values):
-        item = state.library.rename(_clean_id(item_value), name_value or "")
-        return (listing(*filter_values), item_details(state, item.id),
-                f"Renamed **{item.id}** to *{item.name}*.")
 
-    @friendly
-    def do_delete(item_value, confirmed, with_cascade, *filter_values):
-        item_value = _clean_id(item_value)
-        if not confirmed:
-            raise StudioError(f"tick 'I understand' to delete {item_value}: deleting cannot be undone")
-        deleted = state.library.delete(item_value, cascade=bool(with_cascade))
-        return (listing(*filter_values), None, f"Deleted {', '.join(f'**{d}**' for d in deleted)}.", False, "")
+def wire_files(state: AppState, browser: Browser, selection: Selection, files: Files) -> None:
+    """Export the selected item; import a file (the table, the choices and the selection follow)."""
+    files.export.click(partial(on_export, state), [selection.item_id, files.export_format], files.exported,
+                       api_name="library_export")
+    files.start.click(partial(on_import, state), [files.upload, files.kind, files.task, files.name, files.origin,
+                                                  *browser.filters],
+                      [browser.table, browser.task, files.origin, selection.details, selection.item_id,
+                       selection.message, files.upload], api_name="library_import")
 
-    @friendly
-    def do_export(item_value, fmt):
-        return str(export_item(state, item_value, fmt))
 
-    @friendly
-    def do_import(path, kind_value, task_value, name_value, origin_value, *filter_values):
-        item = import_upload(state, path, kind_value, task_value, name_value, origin_value)
-        return (*refreshed(*filter_values), item_details(state, item.id), item.id,
-                f"Imported **{item.id}** ({item.kind}, {item.n_tokens} tokens).", None)
-
-    list_outputs = [table, task, import_origin]
-    refresh.click(list_items, filters, list_outputs, api_name="library_list")
-    for control in (kind, task, source):
-        control.input(list_items, filters, list_outputs, api_name=f"library_filter_{control.label.lower()}",
-                      api_visibility="private", show_progress="hidden")
-    text.submit(list_items, filters, list_outputs, api_name="library_search", api_visibility="private")
-    root = _root()
-    if root is not None:  # a reloaded page shows the catalog as it is now, not as it was at start-up
-        root.load(list_items, filters, list_outputs, api_name="library_on_load", api_visibility="private",
-                  show_progress="hidden")
-    tab = enclosing_tab()
-    if tab is not None:  # opening the tab shows what other tabs (Tune, Arithmetic...) added meanwhile
-        tab.select(list_items, filters, list_outputs, api_name="library_on_open", api_visibility="private",
-                   show_progress="hidden")
-    gr.Timer(5).tick(poll, [*filters, signature], [*list_outputs, signature], api_name="library_poll",
-                     api_visibility="private", show_progress="hidden")
-    table.select(pick, None, [item_id, details, new_name], api_name="library_pick", api_visibility="private")
-    show.click(show_details, item_id, [details, new_name], api_name="library_details")
-    item_id.submit(show_details, item_id, [details, new_name], api_name="library_details_enter",
-                   api_visibility="private")
-    rename.click(do_rename, [item_id, new_name, *filters], [table, details, message], api_name="library_rename")
-    delete.click(do_delete, [item_id, confirm, cascade, *filters], [table, details, message, confirm, item_id],
-                 api_name="library_delete")
-    export.click(do_export, [item_id, export_format], exported, api_name="library_export")
-    import_button.click(do_import, [upload, import_kind, import_task, import_name, import_origin, *filters],
-                    [*list_outputs, details, item_id, message, upload], api_name="library_import")
+def build(state: AppState, tab: gr.Tab, app: gr.Blocks) -> None:
+    """The Library tab inside ``tab``; ``app`` gets the page-load refresh."""
+    explain("Everything you have made or imported, and the read-only prebuilt library, with its recipe and lineage: "
+            "origins are random initialisations, prompts are tuned soft prompts and vectors (TPVs) are prompt minus "
+            "origin. Click a row to see its details, then rename, delete or export it, or import a PEFT adapter or "
+            "safetensors file.")
+    browser, selection, files = layout_browser(state), layout_selection(), layout_files(state)
+    wire_browser(state, browser, files, tab, app)
+    wire_selection(state, browser, selection)
+    wire_files(state, browser, selection, files)

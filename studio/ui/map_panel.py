@@ -1,6 +1,13 @@
-"""Map tab: UMAP / PCA projections of prompts and task prompt vectors, and the nearest vocabulary tokens."""
+"""Map tab: UMAP / PCA projections of prompts and task prompt vectors, and the nearest vocabulary tokens.
+
+The tab opens on a map drawn at start-up (the prebuilt library's stored UMAP when the items are its own); opening
+the tab again renews the choices and, while the map shown is that automatic one, redraws it if the library changed.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
 
 import gradio as gr
 
@@ -9,7 +16,6 @@ from studio.projection import umap_problem, umap_ready, warm_umap
 from studio.prompts import nearest_tokens
 from studio.ui.common import (
     AppState,
-    enclosing_tab,
     explain,
     export_row,
     figure_exports,
@@ -93,19 +99,81 @@ def first_view(state: AppState, ids: list[str]) -> tuple | None:
         return None
 
 
-def build(state: AppState) -> None:
-    explain("Each point is a prompt or a task prompt vector (or one virtual token of it), placed by UMAP or PCA so "
-            "that similar ones sit close together; hover a point for its details. Colour by task to see TPVs group "
-            "by task, and by origin to see that raw prompts group by their random start instead.")
-    # compile UMAP in the background once the model is warm (both at once doubled the model's warm-up on 2 cores);
-    # PCA is shown until it is ready, and asking for UMAP earlier starts it at once
-    state.after_warm_up(warm_umap)
+def default_ids(state: AppState) -> list[str]:
+    """Every prompt and TPV of the model (``views.map_ids``)."""
+    return views.map_ids(state.library, state.model_name)
 
-    def default_ids() -> list[str]:
-        return views.map_ids(state.library, state.model_name)
 
+# ---- event handlers: ``state`` first, bound with functools.partial when wired --------------------------------------
+@friendly
+def on_draw(state: AppState, ids, method, dims, colour, view, seed) -> tuple:
+    figure, text, rows = draw(state, ids, method, dims, colour, view, seed)
+    return figure, text, figure_exports(figure, "map", CSV_HEADER, rows), figure.to_json()
+
+
+@friendly
+def on_lookup(state: AppState, item_id, k) -> tuple:
+    import pandas as pd
+
+    rows, text = tokens_table(state, item_id, k)
+    return pd.DataFrame(rows, columns=["virtual token", *(f"#{n + 1}" for n in range(int(k)))]), text
+
+
+@friendly
+def on_refresh(state: AppState, current) -> tuple:
+    """Fresh choices for both pickers; the map's selection is kept where its items still exist."""
+    choices = item_choices(state, ("vector", "prompt", "origin"))
+    known = {value for _, value in choices}
+    kept = [i for i in (current or []) if i in known]
+    return (gr.Dropdown(choices=choices, value=kept or default_ids(state)),
+            gr.Dropdown(choices=item_choices(state, ("prompt", "origin", "vector"))))
+
+
+@friendly
+def on_open(state: AppState, current, shown_ids) -> tuple:
+    """Fresh choices; and while the tab shows the automatic map, redraw it if the library changed."""
+    ids = default_ids(state)
+    lists = on_refresh(state, current)
+    if shown_ids is None or ids == shown_ids or (drawn := first_view(state, ids)) is None:
+        return *lists, gr.skip(), gr.skip(), shown_ids
+    return gr.Dropdown(choices=item_choices(state, ("vector", "prompt", "origin")), value=ids), lists[1], \
+        drawn[0], drawn[1], ids
+
+
+# ---- layout -------------------------------------------------------------------------------------------------------
+@dataclass
+class MapView:
+    """The map's settings and figure, and the nearest-token lookup."""
+
+    items: gr.Dropdown
+    refresh: gr.Button
+    method: gr.Radio
+    dims: gr.Radio
+    colour: gr.Radio
+    view: gr.Radio
+    seed: gr.Number
+    run: gr.Button
+    note: gr.Markdown
+    plot: gr.Plot
+    files: gr.File
+    figure_json: gr.State
+    shown: gr.State  # the ids of the map drawn on its own (at start-up or on opening); None once the user draws
+    token_item: gr.Dropdown
+    top_k: gr.Slider
+    lookup: gr.Button
+    token_note: gr.Markdown
+    token_rows: gr.Dataframe
+
+    @property
+    def settings(self) -> list:
+        """``draw``'s arguments after the state."""
+        return [self.items, self.method, self.dims, self.colour, self.view, self.seed]
+
+
+def layout_map(state: AppState) -> tuple:
+    """The map's pickers and its first figure (``first_view``)."""
     with gr.Row():
-        items = gr.Dropdown(item_choices(state, ("vector", "prompt", "origin")), value=default_ids(),
+        items = gr.Dropdown(item_choices(state, ("vector", "prompt", "origin")), value=default_ids(state),
                             multiselect=True, allow_custom_value=True,
                             label="Items (default: every prompt and TPV of the model)", scale=5)
         refresh = gr.Button("Refresh list", scale=0, size="sm")
@@ -116,11 +184,16 @@ def build(state: AppState) -> None:
         view = gr.Radio(VIEWS, value="items", label="Points")
         seed = gr.Number(0, precision=0, label="Seed", minimum=0)
     run = gr.Button("Draw map", variant="primary")
-    first = first_view(state, default_ids())
+    first = first_view(state, default_ids(state))
     note = gr.Markdown(first[1] if first else "")
     plot = gr.Plot(first[0] if first else None, label="Map", elem_id="map-plot")
     files, figure_json = export_row("map", "map_png")
+    shown = gr.State(default_ids(state) if first else None)
+    return items, refresh, method, dims, colour, view, seed, run, note, plot, files, figure_json, shown
 
+
+def layout(state: AppState) -> MapView:
+    drawn = layout_map(state)
     gr.Markdown("### Nearest vocabulary tokens\nWhich real tokens each virtual token of a prompt is closest to "
                 "(cosine in the input-embedding space). Tuned prompts usually drift away from every real token.")
     with gr.Row():
@@ -130,47 +203,28 @@ def build(state: AppState) -> None:
         lookup = gr.Button("Look up", scale=0)
     token_note = gr.Markdown()
     token_rows = gr.Dataframe(headers=["virtual token", "nearest"], interactive=False, wrap=True)
+    return MapView(*drawn, token_item, top_k, lookup, token_note, token_rows)
 
-    @friendly
-    def on_draw(ids, method, dims, colour, view, seed):
-        figure, text, rows = draw(state, ids, method, dims, colour, view, seed)
-        return figure, text, figure_exports(figure, "map", CSV_HEADER, rows), figure.to_json()
 
-    @friendly
-    def on_lookup(item_id, k):
-        import pandas as pd
+# ---- wiring -------------------------------------------------------------------------------------------------------
+def wire(state: AppState, ui: MapView, tab: gr.Tab) -> None:
+    """Drawing (the button and every setting), the lookup, Refresh, and opening the tab."""
+    gr.on([ui.run.click, ui.method.input, ui.dims.input, ui.colour.input, ui.view.input], partial(on_draw, state),
+          ui.settings, [ui.plot, ui.note, ui.files, ui.figure_json], api_name="map").success(
+        lambda: None, None, ui.shown, api_name="map_drawn", api_visibility="private")
+    gr.on([ui.lookup.click, ui.token_item.input], partial(on_lookup, state), [ui.token_item, ui.top_k],
+          [ui.token_rows, ui.token_note], api_name="nearest_tokens")
+    ui.refresh.click(partial(on_refresh, state), ui.items, [ui.items, ui.token_item], api_name="map_refresh")
+    tab.select(partial(on_open, state), [ui.items, ui.shown], [ui.items, ui.token_item, ui.plot, ui.note, ui.shown],
+               api_name="map_on_open", api_visibility="private")
 
-        rows, text = tokens_table(state, item_id, k)
-        return pd.DataFrame(rows, columns=["virtual token", *(f"#{n + 1}" for n in range(int(k)))]), text
 
-    @friendly
-    def on_refresh(current):
-        choices = item_choices(state, ("vector", "prompt", "origin"))
-        known = {value for _, value in choices}
-        kept = [i for i in (current or []) if i in known]
-        return gr.Dropdown(choices=choices, value=kept or default_ids()), gr.Dropdown(choices=item_choices(
-            state, ("prompt", "origin", "vector")))
-
-    # the ids of the map drawn on its own (at start-up or on opening); None once the user draws
-    shown = gr.State(default_ids() if first else None)
-
-    @friendly
-    def on_open(current, shown_ids):
-        """Fresh choices; and while the tab shows the automatic map, redraw it if the library changed."""
-        ids = default_ids()
-        lists = on_refresh(current)
-        if shown_ids is None or ids == shown_ids or (drawn := first_view(state, ids)) is None:
-            return *lists, gr.skip(), gr.skip(), shown_ids
-        return gr.Dropdown(choices=item_choices(state, ("vector", "prompt", "origin")), value=ids), lists[1], \
-            drawn[0], drawn[1], ids
-
-    gr.on([run.click, method.input, dims.input, colour.input, view.input], on_draw,
-          [items, method, dims, colour, view, seed], [plot, note, files, figure_json], api_name="map").success(
-        lambda: None, None, shown, api_name="map_drawn", api_visibility="private")
-    gr.on([lookup.click, token_item.input], on_lookup, [token_item, top_k], [token_rows, token_note],
-          api_name="nearest_tokens")
-    refresh.click(on_refresh, items, [items, token_item], api_name="map_refresh")
-    tab = enclosing_tab()
-    if tab is not None:
-        tab.select(on_open, [items, shown], [items, token_item, plot, note, shown], api_name="map_on_open",
-                   api_visibility="private")
+def build(state: AppState, tab: gr.Tab, app: gr.Blocks) -> None:
+    """The Map tab inside ``tab``."""
+    explain("Each point is a prompt or a task prompt vector (or one virtual token of it), placed by UMAP or PCA so "
+            "that similar ones sit close together; hover a point for its details. Colour by task to see TPVs group "
+            "by task, and by origin to see that raw prompts group by their random start instead.")
+    # compile UMAP in the background once the model is warm (both at once doubled the model's warm-up on 2 cores);
+    # PCA is shown until it is ready, and asking for UMAP earlier starts it at once
+    state.after_warm_up(warm_umap)
+    wire(state, layout(state), tab)

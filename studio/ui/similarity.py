@@ -1,8 +1,14 @@
-"""Similarity tab: a heatmap of how alike task prompt vectors (or raw prompts) are, across tasks and origins."""
+"""Similarity tab: a heatmap of how alike task prompt vectors (or raw prompts) are, across tasks and origins.
+
+The tab opens on the heatmap of every TPV drawn at start-up; opening the tab again renews the choices and, while the
+heatmap shown is that automatic one, redraws it if the library changed.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import partial
 
 import gradio as gr
 
@@ -10,7 +16,6 @@ from studio import StudioError, analysis, plots
 from studio.prompts import SIMILARITY_MEASURES
 from studio.ui.common import (
     AppState,
-    enclosing_tab,
     explain,
     export_row,
     figure_exports,
@@ -77,16 +82,56 @@ def first_view(state: AppState, ids: list[str]) -> tuple | None:
         return None
 
 
-def build(state: AppState) -> None:
-    explain("Each cell is the similarity of two task prompt vectors (tau = tuned prompt - its random origin) or of two "
-            "raw prompts; hover a cell for the number. TPVs of the same task agree across origins while different "
-            "tasks do not, whereas raw prompts that share an origin look alike whatever their task.")
+def default_ids(state: AppState) -> list[str]:
+    """Every TPV of the model."""
+    return [item.id for item in state.library.items(kind="vector", model=state.model_name)]
 
-    def default_ids() -> list[str]:
-        return [item.id for item in state.library.items(kind="vector", model=state.model_name)]
 
+# ---- event handlers: ``state`` first, bound with functools.partial when wired --------------------------------------
+@friendly
+def on_draw(state: AppState, ids, view, measure, order) -> tuple:
+    figure, text, header, rows = draw(state, ids, view, measure, order)
+    return figure, text, figure_exports(figure, "similarity", header, rows), figure.to_json()
+
+
+@friendly
+def on_refresh(state: AppState, current) -> gr.Dropdown:
+    """Fresh choices; the selection is kept where its items still exist."""
+    choices = item_choices(state, ("vector", "prompt", "origin"))
+    known = {value for _, value in choices}
+    kept = [i for i in (current or []) if i in known]
+    return gr.Dropdown(choices=choices, value=kept or default_ids(state))
+
+
+@friendly
+def on_open(state: AppState, current, shown_ids) -> tuple:
+    """Fresh choices; and while the tab shows the automatic heatmap, redraw it if the library changed."""
+    ids = default_ids(state)
+    if shown_ids is None or ids == shown_ids or (drawn := first_view(state, ids)) is None:
+        return on_refresh(state, current), gr.skip(), gr.skip(), shown_ids
+    return gr.Dropdown(choices=item_choices(state, ("vector", "prompt", "origin")), value=ids), drawn[0], \
+        drawn[1], ids
+
+
+# ---- layout and wiring --------------------------------------------------------------------------------------------
+@dataclass
+class SimilarityView:
+    items: gr.Dropdown
+    refresh: gr.Button
+    view: gr.Radio
+    measure: gr.Dropdown
+    order: gr.Radio
+    run: gr.Button
+    summary: gr.Markdown
+    plot: gr.Plot
+    files: gr.File
+    figure_json: gr.State
+    shown: gr.State  # the ids of the heatmap drawn on its own (at start-up or on opening); None once the user draws
+
+
+def layout(state: AppState) -> SimilarityView:
     with gr.Row():
-        items = gr.Dropdown(item_choices(state, ("vector", "prompt", "origin")), value=default_ids(),
+        items = gr.Dropdown(item_choices(state, ("vector", "prompt", "origin")), value=default_ids(state),
                             multiselect=True, allow_custom_value=True, label="Items (default: every TPV of the model)",
                             scale=5)
         refresh = gr.Button("Refresh list", scale=0, size="sm")
@@ -96,43 +141,28 @@ def build(state: AppState) -> None:
                               value="token_mean_cosine", label="Measure")
         order = gr.Radio(ORDERS, value="task", label="Order")
     run = gr.Button("Draw heatmap", variant="primary")
-    first = first_view(state, default_ids())
+    first = first_view(state, default_ids(state))
     summary = gr.Markdown(first[1] if first else "")
     plot = gr.Plot(first[0] if first else None, label="Similarity", elem_id="similarity-plot")
     files, figure_json = export_row("similarity", "similarity_png")
+    shown = gr.State(default_ids(state) if first else None)
+    return SimilarityView(items, refresh, view, measure, order, run, summary, plot, files, figure_json, shown)
 
-    @friendly
-    def on_draw(ids, view, measure, order):
-        figure, text, header, rows = draw(state, ids, view, measure, order)
-        return figure, text, figure_exports(figure, "similarity", header, rows), figure.to_json()
 
-    @friendly
-    def on_refresh(current):
-        choices = item_choices(state, ("vector", "prompt", "origin"))
-        known = {value for _, value in choices}
-        kept = [i for i in (current or []) if i in known]
-        return gr.Dropdown(choices=choices, value=kept or default_ids())
+def wire(state: AppState, ui: SimilarityView, tab: gr.Tab) -> None:
+    """Drawing (the button and every setting), Refresh, and opening the tab."""
+    gr.on([ui.run.click, ui.view.input, ui.measure.input, ui.order.input], partial(on_draw, state),
+          [ui.items, ui.view, ui.measure, ui.order], [ui.plot, ui.summary, ui.files, ui.figure_json],
+          api_name="similarity").success(lambda: None, None, ui.shown, api_name="similarity_drawn",
+                                         api_visibility="private")
+    ui.refresh.click(partial(on_refresh, state), ui.items, ui.items, api_name="similarity_refresh")
+    tab.select(partial(on_open, state), [ui.items, ui.shown], [ui.items, ui.plot, ui.summary, ui.shown],
+               api_name="similarity_on_open", api_visibility="private")
 
-    # the ids of the heatmap drawn on its own (at start-up or on opening); None once the user draws
-    shown = gr.State(default_ids() if first else None)
 
-    @friendly
-    def on_open(current, shown_ids):
-        """Fresh choices; and while the tab shows the automatic heatmap, redraw it if the library changed."""
-        ids = default_ids()
-        if shown_ids is None or ids == shown_ids:
-            return on_refresh(current), gr.skip(), gr.skip(), shown_ids
-        drawn = first_view(state, ids)
-        if drawn is None:
-            return on_refresh(current), gr.skip(), gr.skip(), shown_ids
-        return gr.Dropdown(choices=item_choices(state, ("vector", "prompt", "origin")), value=ids), drawn[0], \
-            drawn[1], ids
-
-    gr.on([run.click, view.input, measure.input, order.input], on_draw, [items, view, measure, order],
-          [plot, summary, files, figure_json], api_name="similarity").success(
-        lambda: None, None, shown, api_name="similarity_drawn", api_visibility="private")
-    refresh.click(on_refresh, items, items, api_name="similarity_refresh")
-    tab = enclosing_tab()
-    if tab is not None:
-        tab.select(on_open, [items, shown], [items, plot, summary, shown], api_name="similarity_on_open",
-                   api_visibility="private")
+def build(state: AppState, tab: gr.Tab, app: gr.Blocks) -> None:
+    """The Similarity tab inside ``tab``."""
+    explain("Each cell is the similarity of two task prompt vectors (tau = tuned prompt - its random origin) or of two "
+            "raw prompts; hover a cell for the number. TPVs of the same task agree across origins while different "
+            "tasks do not, whereas raw prompts that share an origin look alike whatever their task.")
+    wire(state, layout(state), tab)

@@ -1,6 +1,14 @@
-"""Transfer tab: TPVs moved to another origin (cross-origin), and TPVs as the starting point of few-shot tuning."""
+"""Transfer tab: TPVs moved to another origin (cross-origin), and TPVs as the starting point of few-shot tuning.
+
+The cross-origin table opens on the prebuilt library's stored results; the few-shot study runs as a background job
+(``studio.analysis.few_shot_study`` on the ``JobRunner``) that a ``gr.Timer`` follows while it runs: Start switches
+the timer on, and the tick that finds the job finished switches it off.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
 
 import gradio as gr
 
@@ -11,7 +19,6 @@ from studio.tuning import TuneConfig
 from studio.ui.common import (
     AppState,
     default_vectors,
-    enclosing_tab,
     explain,
     export_row,
     figure_exports,
@@ -23,6 +30,7 @@ from studio.ui.common import (
 CROSS_HEADERS = ["task", "origin", "vector from", "own", "accuracy", "macro F1", "n", "|tau|/|origin| of the TPV"]
 FEW_SHOT_HEADERS = ["shots", "init", "accuracy", "± se", "macro F1", "n", "best step"]
 FINISHED = ("done", "failed", "cancelled")
+POLL_S = 2.0  # seconds between two ticks of the few-shot job timer
 
 
 def cross_origin_tasks(state: AppState) -> list[str]:
@@ -158,12 +166,106 @@ def few_shot_view(state: AppState, job_id: str | None) -> tuple:
     return text, figure, table, files
 
 
-def build(state: AppState) -> None:
-    explain("Cross-origin: a TPV learned from origin B is added to a different origin A and compared with A's own "
-            "tuned prompt, which tests the paper's claim that TPVs do not depend on the random start. Few-shot: a new "
-            "task is tuned from a random origin, from one source TPV, from the sum of source TPVs or (optionally) from a "
-            "prompt tuned on the source tasks mixed, with only a few examples, to see which start learns fastest.")
+# ---- event handlers: ``state`` first, bound with functools.partial when wired --------------------------------------
+@friendly
+def on_start(state: AppState, target, sources, origin_id, shots, steps, lr, batch_size, test_examples,
+             mixture_steps) -> tuple:
+    job = start_few_shot(state, target, sources, origin_id, shots, steps, lr, batch_size, test_examples, mixture_steps)
+    return job.id, f"Job `{job.id}` queued: {job.title}", gr.Timer(active=True)
 
+
+@friendly
+def on_status(state: AppState, job_id: str | None) -> tuple:
+    return few_shot_view(state, job_id)
+
+
+@friendly
+def on_poll(state: AppState, job_value: str | None) -> tuple:
+    """One tick of the few-shot timer: the job's view, and the timer off once it finished."""
+    job = state.runner.jobs.get((job_value or "").strip())
+    if job is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)
+    return *few_shot_view(state, job_value), gr.Timer(active=job.status not in FINISHED)
+
+
+@friendly
+def on_cancel(state: AppState, job_value: str | None) -> str:
+    job = state.runner.cancel((job_value or "").strip())
+    return f"Job `{job.id}`: cancel requested ({job.status}); finished shot counts are kept."
+
+
+@friendly
+def on_refresh(state: AppState, current_tasks, current_sources, current_origin) -> tuple:
+    """Fresh choices; the selection is kept where its items still exist."""
+    task_list = cross_origin_tasks(state)
+    vector_list = item_choices(state, ("vector",))
+    origin_list = item_choices(state, ("origin",))
+    known = {v for _, v in vector_list + origin_list}
+    kept_origin = current_origin if current_origin in known else (origin_list[0][1] if origin_list else None)
+    return (gr.Dropdown(choices=task_list, value=[t for t in (current_tasks or []) if t in task_list] or task_list),
+            gr.Dropdown(choices=vector_list, value=[s for s in (current_sources or []) if s in known]),
+            gr.Dropdown(choices=origin_list, value=kept_origin))
+
+
+@friendly
+def on_open(state: AppState, current_tasks, current_sources, current_origin, shown_key) -> tuple:
+    """Fresh choices; and if the library changed under the stored table, say so (recomputing needs the model)."""
+    lists = on_refresh(state, current_tasks, current_sources, current_origin)
+    if shown_key is None or views.cross_origin_key(state.library, state.model_name, list(shown_key)) == shown_key:
+        return *lists, gr.skip(), shown_key
+    return *lists, ("The library has changed since this table was computed (new or removed prompts): press "
+                    "**Compare own vs other origin** to recompute it."), None
+
+
+# ---- layout -------------------------------------------------------------------------------------------------------
+@dataclass
+class Cross:
+    """The cross-origin table and chart."""
+
+    tasks: gr.Dropdown
+    split: gr.Radio
+    limit: gr.Slider
+    compare: gr.Button
+    text: gr.Markdown
+    plot: gr.Plot
+    table: gr.Dataframe
+    files: gr.File
+    figure_json: gr.State
+    shown: gr.State  # what the table shown on its own (the stored one) was computed from; None once computed here
+
+
+@dataclass
+class FewShot:
+    """The few-shot study: its settings, the job and its results."""
+
+    target: gr.Dropdown
+    sources: gr.Dropdown
+    origin: gr.Dropdown
+    shots: gr.Textbox
+    steps: gr.Number
+    lr: gr.Number
+    batch: gr.Number
+    eval_limit: gr.Number
+    multitask_steps: gr.Number
+    start: gr.Button
+    check: gr.Button
+    cancel: gr.Button
+    job_id: gr.Textbox
+    text: gr.Markdown
+    plot: gr.Plot
+    table: gr.Dataframe
+    files: gr.File
+    timer: gr.Timer  # ticks while the started job runs
+    refresh: gr.Button
+
+    @property
+    def settings(self) -> list:
+        """``start_few_shot``'s arguments after the state, in its order."""
+        return [self.target, self.sources, self.origin, self.shots, self.steps, self.lr, self.batch, self.eval_limit,
+                self.multitask_steps]
+
+
+def layout_cross(state: AppState) -> Cross:
     gr.Markdown("### Cross-origin table")
     default_tasks = cross_origin_tasks(state)
     # the prebuilt library's stored table, so the tab opens on results (None when the library has changed)
@@ -174,15 +276,17 @@ def build(state: AppState) -> None:
                             allow_custom_value=True, label="Tasks (with prompts tuned on two or more origins)", scale=4)
         split = gr.Radio(["validation", "test"], value="test", label="Split")
         limit = gr.Slider(8, 500, value=views.CROSS_ORIGIN_LIMIT, step=4, label="Examples per task")
-    cross_button = gr.Button("Compare own vs other origin", variant="primary")
-    cross_text = gr.Markdown(first[2] if first else "")
-    cross_plot = gr.Plot(first[1] if first else None, label="Own vs other origin", elem_id="cross-origin-plot")
-    cross_table = gr.Dataframe(first[0] if first else None, headers=CROSS_HEADERS, interactive=False,
-                               max_height=320)
-    cross_files, cross_json = export_row("cross-origin", "cross_origin_png")
+    compare = gr.Button("Compare own vs other origin", variant="primary")
+    text = gr.Markdown(first[2] if first else "")
+    plot = gr.Plot(first[1] if first else None, label="Own vs other origin", elem_id="cross-origin-plot")
+    table = gr.Dataframe(first[0] if first else None, headers=CROSS_HEADERS, interactive=False, max_height=320)
+    files, figure_json = export_row("cross-origin", "cross_origin_png")
+    shown = gr.State(views.cross_origin_key(state.library, state.model_name, default_tasks) if first else None)
+    return Cross(tasks, split, limit, compare, text, plot, table, files, figure_json, shown)
 
-    gr.Markdown("### Few-shot initialisation\nTune the target task on its first k class-balanced training examples "
-                "from each start, then test; 0 shots evaluates each start as it is. Runs as a background job.")
+
+def layout_few_shot_settings(state: AppState) -> tuple:
+    """Target, sources, origin and the budget (the model's recipe for the learning rate and batch size)."""
     origins = item_choices(state, ("origin",))
     with gr.Row():
         target = gr.Dropdown(list(BUNDLED_TASKS), value="movie-reviews" if "movie-reviews" in BUNDLED_TASKS else None,
@@ -202,18 +306,31 @@ def build(state: AppState) -> None:
         eval_limit = gr.Number(100, precision=0, minimum=1, label="Test examples")
         multitask_steps = gr.Number(0, precision=0, minimum=0, label="Multi-task prompt steps (0 = leave out)",
                                     info="SPoT's start: one prompt tuned on the source tasks mixed; tuned once")
+    return target, sources, origin, shots, steps, lr, batch, eval_limit, multitask_steps
+
+
+def layout_few_shot(state: AppState) -> FewShot:
+    gr.Markdown("### Few-shot initialisation\nTune the target task on its first k class-balanced training examples "
+                "from each start, then test; 0 shots evaluates each start as it is. Runs as a background job.")
+    settings = layout_few_shot_settings(state)
     with gr.Row():
         start = gr.Button("Start experiment", variant="primary")
         check = gr.Button("Refresh status")
         cancel = gr.Button("Cancel", variant="stop")
     job_id = gr.Textbox(label="Job id", interactive=True)
-    few_text = gr.Markdown()
-    few_plot = gr.Plot(label="Learning curves")
-    few_table = gr.Dataframe(headers=FEW_SHOT_HEADERS, interactive=False, max_height=320)
-    few_files = gr.File(label="Download: interactive HTML and CSV", file_count="multiple", interactive=False,
-                        height=120)
-    timer = gr.Timer(2.0, active=False)
+    text = gr.Markdown()
+    plot = gr.Plot(label="Learning curves")
+    table = gr.Dataframe(headers=FEW_SHOT_HEADERS, interactive=False, max_height=320)
+    files = gr.File(label="Download: interactive HTML and CSV", file_count="multiple", interactive=False, height=120)
+    timer = gr.Timer(POLL_S, active=False)
     refresh = gr.Button("Refresh lists", size="sm")
+    return FewShot(*settings, start, check, cancel, job_id, text, plot, table, files, timer, refresh)
+
+
+# ---- wiring -------------------------------------------------------------------------------------------------------
+def wire_cross(state: AppState, cross: Cross) -> None:
+    """Compare: evaluate the table now (a closure, not a partial: on ZeroGPU a @gpu function's arguments are pickled
+    to the GPU process, and the app state is not picklable)."""
 
     @friendly
     @gpu(duration=120)
@@ -221,64 +338,32 @@ def build(state: AppState) -> None:
         table, figure, text = cross_origin(state, tasks, split, limit)
         return table, figure, text, figure_exports(figure, "cross-origin", CROSS_HEADERS, table), figure.to_json()
 
-    @friendly
-    def on_start(target, sources, origin_id, shots, steps, lr, batch_size, test_examples, mixture_steps):
-        job = start_few_shot(state, target, sources, origin_id, shots, steps, lr, batch_size, test_examples,
-                             mixture_steps)
-        return job.id, f"Job `{job.id}` queued: {job.title}", gr.Timer(active=True)
+    cross.compare.click(on_cross, [cross.tasks, cross.split, cross.limit],
+                        [cross.table, cross.plot, cross.text, cross.files, cross.figure_json], api_name="cross_origin")
+    cross.compare.click(lambda: None, None, cross.shown, api_name="cross_origin_computed", api_visibility="private")
 
-    @friendly
-    def on_status(job_id):
-        return few_shot_view(state, job_id)
 
-    @friendly
-    def on_poll(job_value):
-        job = state.runner.jobs.get((job_value or "").strip())
-        if job is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)
-        return *few_shot_view(state, job_value), gr.Timer(active=job.status not in FINISHED)
+def wire_few_shot(state: AppState, cross: Cross, few: FewShot, tab: gr.Tab) -> None:
+    """Start (the timer follows the job), status, cancel; Refresh and opening the tab renew the lists."""
+    view = [few.text, few.plot, few.table, few.files]
+    few.start.click(partial(on_start, state), few.settings, [few.job_id, few.text, few.timer], api_name="fewshot_start")
+    few.check.click(partial(on_status, state), few.job_id, view, api_name="fewshot_status")
+    few.timer.tick(partial(on_poll, state), few.job_id, [*view, few.timer], api_name="fewshot_poll",
+                   api_visibility="private", show_progress="hidden")
+    few.cancel.click(partial(on_cancel, state), few.job_id, few.text, api_name="fewshot_cancel")
+    lists = [cross.tasks, few.sources, few.origin]
+    few.refresh.click(partial(on_refresh, state), lists, lists, api_name="transfer_refresh")
+    tab.select(partial(on_open, state), [*lists, cross.shown], [*lists, cross.text, cross.shown],
+               api_name="transfer_on_open", api_visibility="private")
 
-    @friendly
-    def on_cancel(job_value):
-        job = state.runner.cancel((job_value or "").strip())
-        return f"Job `{job.id}`: cancel requested ({job.status}); finished shot counts are kept."
 
-    @friendly
-    def on_refresh(current_tasks, current_sources, current_origin):
-        task_list = cross_origin_tasks(state)
-        vector_list = item_choices(state, ("vector",))
-        origin_list = item_choices(state, ("origin",))
-        known = {v for _, v in vector_list + origin_list}
-        kept_origin = current_origin if current_origin in known else (origin_list[0][1] if origin_list else None)
-        return (gr.Dropdown(choices=task_list, value=[t for t in (current_tasks or []) if t in task_list] or task_list),
-                gr.Dropdown(choices=vector_list, value=[s for s in (current_sources or []) if s in known]),
-                gr.Dropdown(choices=origin_list, value=kept_origin))
-
-    cross_button.click(on_cross, [tasks, split, limit], [cross_table, cross_plot, cross_text, cross_files, cross_json],
-                       api_name="cross_origin")
-    start.click(on_start, [target, sources, origin, shots, steps, lr, batch, eval_limit, multitask_steps],
-                [job_id, few_text, timer],
-                api_name="fewshot_start")
-    check.click(on_status, job_id, [few_text, few_plot, few_table, few_files], api_name="fewshot_status")
-    timer.tick(on_poll, job_id, [few_text, few_plot, few_table, few_files, timer], api_name="fewshot_poll",
-               api_visibility="private", show_progress="hidden")
-    cancel.click(on_cancel, job_id, few_text, api_name="fewshot_cancel")
-    refresh.click(on_refresh, [tasks, sources, origin], [tasks, sources, origin], api_name="transfer_refresh")
-    # what the table shown on its own (the stored one) was computed from; None once the user computes one
-    shown = gr.State(views.cross_origin_key(state.library, state.model_name, default_tasks) if first else None)
-
-    @friendly
-    def on_open(current_tasks, current_sources, current_origin, shown_key):
-        """Fresh choices; and if the library changed under the stored table, say so (recomputing needs the model)."""
-        lists = on_refresh(current_tasks, current_sources, current_origin)
-        if shown_key is None or views.cross_origin_key(state.library, state.model_name, list(shown_key)) == shown_key:
-            return *lists, gr.skip(), shown_key
-        return *lists, ("The library has changed since this table was computed (new or removed prompts): press "
-                        "**Compare own vs other origin** to recompute it."), None
-
-    cross_button.click(lambda: None, None, shown, api_name="cross_origin_computed", api_visibility="private")
-    tab = enclosing_tab()
-    if tab is not None:
-        tab.select(on_open, [tasks, sources, origin, shown], [tasks, sources, origin, cross_text, shown],
-                   api_name="transfer_on_open", api_visibility="private")
-
+def build(state: AppState, tab: gr.Tab, app: gr.Blocks) -> None:
+    """The Transfer tab inside ``tab``."""
+    explain("Cross-origin: a TPV learned from origin B is added to a different origin A and compared with A's own "
+            "tuned prompt, which tests the paper's claim that TPVs do not depend on the random start. Few-shot: a new "
+            "task is tuned from a random origin, from one source TPV, from the sum of source TPVs or (optionally) from a "
+            "prompt tuned on the source tasks mixed, with only a few examples, to see which start learns fastest.")
+    cross = layout_cross(state)
+    few = layout_few_shot(state)
+    wire_cross(state, cross)
+    wire_few_shot(state, cross, few, tab)

@@ -3,16 +3,20 @@
 Thin wiring over ``studio.jobs``: ``run_tuning`` does the work on the ``JobRunner`` worker thread (one job at a
 time, the rest queue), reports each step into ``job.events``, stores origin, prompt and TPV in the library, and
 resumes from its checkpoint when the same job runs again after a crash or a cancel.
+
+Watching is a ``gr.Timer``: Start, Resume and Watch remember the job in the page's ``gr.State`` and switch the timer
+on; each tick redraws the status, the text progress bar (percent, steps, ETA) and, when new steps arrived, the loss
+and accuracy curves; the tick that sees the job finished switches the timer off. No handler sleeps or holds a
+worker while a job runs.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import gradio as gr
 import pandas as pd
-from gradio.context import Context
 
 from studio import StudioError
 from studio.jobs import Job, run_tuning
@@ -20,13 +24,13 @@ from studio.limits import MAX_PROMPT_TOKENS, MAX_STEPS, parse_seeds
 from studio.plots import curves
 from studio.tasks import TaskData, guess_columns, list_tasks, load_file_task, load_task, preview_file
 from studio.tuning import TuneConfig
-from studio.ui.common import AppState, explain, friendly, friendly_stream
+from studio.ui.common import AppState, explain, friendly
 
 FINAL = ("done", "cancelled", "failed")
 JOB_COLUMNS = ["id", "title", "status", "progress", "message"]
 PREVIEW_ROWS = 10
-POLL_S = 1.0
-MAX_WATCH_S = 12 * 3600
+POLL_S = 1.0  # seconds between two ticks of the watch timer
+BAR_WIDTH = 30
 DEFAULTS = TuneConfig()
 
 
@@ -128,11 +132,23 @@ def status_line(job: Job) -> str:
     return head
 
 
+def text_bar(fraction: float, width: int = BAR_WIDTH) -> str:
+    """A progress bar in text, so it shows in a Markdown (and in an API client) without any Gradio progress API."""
+    filled = round(min(max(fraction, 0.0), 1.0) * width)
+    return "█" * filled + "░" * (width - filled)
+
+
 def progress_text(job: Job) -> str:
-    if not job.events:
-        return f"{job.status}"
+    """The progress bar of a watched job: status, step of steps, percent, speed and ETA while it runs, then the bar."""
+    if not job.events:  # queued, preparing, or finished without a step (e.g. its prompts were already stored)
+        if job.status in FINAL:
+            return f"{job.status} ({100 * job.progress:.0f}%)  \n`{text_bar(job.progress)}`"
+        return job.status + (": preparing (loading the model and data)" if job.status == "running" else "")
     event = job.events[-1]
-    return f"{job.status}: step {event['step']} of {event['steps']} ({100 * job.progress:.0f}%)"
+    line = f"{job.status}: step {event['step']} of {event['steps']} ({100 * job.progress:.0f}%)"
+    if job.status == "running":
+        line += f" · {event['examples_per_s']:.1f} examples/s · ETA {_duration(event['eta_s'])}"
+    return f"{line}  \n`{text_bar(job.progress)}`"
 
 
 def job_curves(job: Job, labels: list[str]):
@@ -191,46 +207,239 @@ def _job(state: AppState, job_id: str | None) -> Job:
     return state.runner.jobs[job_id]
 
 
-# ---- the tab ------------------------------------------------------------------------------------------------------
-def build(state: AppState) -> None:
-    explain("Train soft prompts for one or more tasks from one or more random origins and watch the training loss "
-            "and validation accuracy live; each finished prompt lands in the Library with its origin and its task "
-            "prompt vector (prompt minus origin). Jobs run one at a time in the background while the rest wait in "
-            "the queue; cancel one at any time and resume it later from its last checkpoint.")
-    requests: dict[str, TuneRequest] = {}
-    resumed: dict[str, str] = {}  # cancelled or failed job id -> the job that resumed it
-    recipe = state.recipe()  # its length is the prebuilt library's: tuning with it reuses the prebuilt origins
+@dataclass
+class Started:
+    """The settings of every job started from this tab (app-wide, like the runner's jobs), so that a cancelled or
+    failed job can be resumed, once, and its curves are labelled by task and origin."""
 
+    requests: dict[str, TuneRequest] = field(default_factory=dict)
+    resumed: dict[str, str] = field(default_factory=dict)  # cancelled or failed job id -> the job that resumed it
+
+    def labels(self, job_id: str) -> list[str]:
+        return self.requests[job_id].labels() if job_id in self.requests else []
+
+
+@dataclass(frozen=True)
+class Watched:
+    """The job a page watches (its ``gr.State``) and what the page shows of it, so that a tick that finds nothing
+    new sends nothing, and the curves are redrawn only when new steps arrived."""
+
+    job_id: str
+    steps: int = -1  # job events in the curves shown
+    status: str = ""
+    message: str = ""
+
+    @classmethod
+    def now(cls, job: Job) -> Watched:
+        return cls(job.id, len(job.events), job.status, job.message)
+
+
+def job_view(state: AppState, started: Started, job: Job, curves_too: bool = True) -> tuple:
+    """Status, progress bar, loss and accuracy curves (gr.skip() unless ``curves_too``) and the jobs table."""
+    plots = job_curves(job, started.labels(job.id)) if curves_too else (gr.skip(), gr.skip())
+    return status_line(job), progress_text(job), *plots, jobs_table(state)
+
+
+# ---- event handlers: ``state`` (and ``started``) first, bound with functools.partial when wired --------------------
+@friendly
+def on_file_columns(path: str | None) -> tuple:
+    if not path:
+        return gr.update(choices=[], value=[]), gr.update(choices=[], value=None), None, ""
+    frame = read_preview(path)
+    columns = list(frame.columns)
+    text_guess, label_guess = guess_columns(columns)
+    return (gr.update(choices=columns, value=text_guess), gr.update(choices=columns, value=label_guess), frame,
+            "Choose the text and label columns, then **Check file**.")
+
+
+@friendly
+def on_check_file(path: str | None, text_value, label_value, name_value) -> tuple[str, pd.DataFrame]:
+    task = file_task(path, text_value, label_value, name_value)
+    rows = [[example.body(), task.spec.label_words[example.label]] for example in task.train[:PREVIEW_ROWS]]
+    summary = (f"**{task.spec.name}**: {len(task.train)} train / {len(task.validation)} validation / "
+               f"{len(task.test)} test examples; labels: {', '.join(task.spec.label_words)}.")
+    return summary, pd.DataFrame(rows, columns=["input", "label"])
+
+
+@friendly
+def on_start(state: AppState, started: Started, *values) -> tuple:
+    """Queue a job; the page then watches it (the returned ``Watched`` goes to its State, the timer follows)."""
+    request = make_request(*values)
+    job = submit(state, request)
+    started.requests[job.id] = request
+    queued = sum(j.status in ("queued", "running") for j in state.runner.jobs.values()) - 1
+    note = f" ({queued} job(s) ahead of it)" if queued > 0 else ""
+    return job.id, f"**{job.id}** queued{note}: {job.title}", jobs_table(state), Watched(job.id)
+
+
+@friendly
+def on_watch(state: AppState, started: Started, job_value: str | None) -> tuple:
+    """The job as it is now (once); the page keeps watching it through the timer while it is not finished."""
+    job = _job(state, job_value)
+    now = Watched.now(job)  # before drawing: a step that lands meanwhile is drawn by the next tick
+    return *job_view(state, started, job), now
+
+
+@friendly
+def on_follow(state: AppState, watched: Watched | None) -> gr.Timer:
+    """Switch the watch timer on while the watched job is queued or running."""
+    job = state.runner.jobs.get(watched.job_id) if watched else None
+    return gr.Timer(active=job is not None and job.status not in FINAL)
+
+
+@friendly
+def on_tick(state: AppState, started: Started, watched: Watched | None) -> tuple:
+    """One tick of the watch timer: what changed since the last one, and the timer off once the job finished."""
+    job = state.runner.jobs.get(watched.job_id) if watched else None
+    if job is None:
+        return *(gr.skip(),) * 5, watched, gr.Timer(active=False)
+    now = Watched.now(job)  # before drawing: a step that lands meanwhile is drawn by the next tick
+    timer = gr.Timer(active=False) if now.status in FINAL else gr.skip()
+    if now == watched:
+        return *(gr.skip(),) * 5, watched, timer
+    return *job_view(state, started, job, curves_too=now.steps != watched.steps), now, timer
+
+
+@friendly
+def on_cancel(state: AppState, job_value: str | None) -> tuple[str, pd.DataFrame]:
+    job = _job(state, job_value)
+    if job.status in FINAL:
+        raise StudioError(f"job {job.id} already finished ({job.status}): nothing to cancel")
+    state.runner.cancel(job.id)
+    when = "before it started" if job.status == "cancelled" else "after the current step (checkpoint kept)"
+    return f"Cancelling **{job.id}**: it stops {when}.", jobs_table(state)
+
+
+@friendly
+def on_resume(state: AppState, started: Started, job_value: str | None) -> tuple:
+    job = _job(state, job_value)
+    if job.status not in ("cancelled", "failed"):
+        raise StudioError(f"job {job.id} is {job.status}: only a cancelled or failed job can be resumed")
+    if job.id not in started.requests:
+        raise StudioError(f"job {job.id} was not started from this tab: start it again with the same settings")
+    if job.id in started.resumed:  # one resume per job: a second would queue the same work again
+        raise StudioError(f"job {job.id} was already resumed as {started.resumed[job.id]}: watch that one")
+    request = started.requests[job.id]
+    again = submit(state, request)
+    started.requests[again.id] = request
+    started.resumed[job.id] = again.id
+    return again.id, f"**{again.id}** queued: resumes {job.id} from its checkpoint", jobs_table(state), Watched(again.id)
+
+
+@friendly
+def on_list_jobs(state: AppState) -> pd.DataFrame:
+    return jobs_table(state)
+
+
+def on_pick(evt: gr.SelectData) -> str | dict:
+    row = evt.row_value or []
+    return row[0] if row and row[0] else gr.skip()
+
+
+# ---- layout -------------------------------------------------------------------------------------------------------
+@dataclass
+class TuneForm:
+    """What to tune: tasks (bundled or a file), origin seeds and the budget."""
+
+    task_names: gr.Dropdown
+    data_file: gr.File
+    text_columns: gr.Dropdown
+    label_column: gr.Dropdown
+    file_name: gr.Textbox
+    check: gr.Button
+    file_summary: gr.Markdown
+    preview: gr.Dataframe
+    seeds: gr.Textbox
+    n_tokens: gr.Number
+    steps: gr.Number
+    lr: gr.Number
+    batch_size: gr.Number
+    eval_every: gr.Number
+    val_limit: gr.Number
+    schedule: gr.Dropdown
+    select_by: gr.Dropdown
+    start: gr.Button
+
+    @property
+    def settings(self) -> list:
+        """``make_request``'s arguments, in its order."""
+        return [self.task_names, self.data_file, self.text_columns, self.label_column, self.file_name, self.seeds,
+                self.n_tokens, self.steps, self.lr, self.batch_size, self.eval_every, self.val_limit, self.schedule,
+                self.select_by]
+
+
+@dataclass
+class JobView:
+    """The watched job and the job queue."""
+
+    job_id: gr.Textbox
+    watch: gr.Button
+    cancel: gr.Button
+    resume: gr.Button
+    refresh: gr.Button
+    status: gr.Markdown
+    bar: gr.Markdown
+    loss_plot: gr.Plot
+    accuracy_plot: gr.Plot
+    jobs: gr.Dataframe
+    timer: gr.Timer  # ticks while the watched job is queued or running
+    watched: gr.State  # this page's ``Watched``
+
+    @property
+    def view(self) -> list:
+        """``job_view``'s outputs."""
+        return [self.status, self.bar, self.loss_plot, self.accuracy_plot, self.jobs]
+
+
+def layout_data() -> tuple:
+    """The task pickers: bundled tasks, and your own CSV / JSONL with its column choices and preview."""
+    task_names = gr.Dropdown(bundled_tasks(), value=["mr"], multiselect=True, label="Bundled tasks")
+    with gr.Accordion("Your own data (CSV / JSONL)", open=False):
+        data_file = gr.File(label="Data file", file_types=[".csv", ".jsonl", ".json"], type="filepath")
+        with gr.Row():
+            text_columns = gr.Dropdown([], multiselect=True, label="Text column(s)", allow_custom_value=True)
+            label_column = gr.Dropdown([], label="Label column", allow_custom_value=True)
+            file_name = gr.Textbox(label="Task name (optional)", placeholder="file:<file name>")
+        check = gr.Button("Check file")
+        file_summary = gr.Markdown()
+        preview = gr.Dataframe(label="Preview", interactive=False, max_height=300, wrap=True)
+    return task_names, data_file, text_columns, label_column, file_name, check, file_summary, preview
+
+
+def layout_budget(state: AppState) -> tuple:
+    """Seeds and the budget, starting from the model's recipe (its length is the prebuilt library's: tuning with
+    it reuses the prebuilt origins; its budget is the one at which the model's TPVs transfer across origins)."""
+    recipe = state.recipe()
+    with gr.Row():
+        seeds = gr.Textbox("0", label="Origin seeds", placeholder="0,1,2",
+                           info="one prompt per task and seed; same seed = same origin")
+        n_tokens = gr.Number(recipe.n_tokens, label="Prompt length (virtual tokens)", precision=0)
+    with gr.Row():
+        steps = gr.Number(recipe.steps, label="Steps", precision=0, info=recipe.why)
+        lr = gr.Number(recipe.lr, label="Learning rate")
+        batch_size = gr.Number(recipe.batch_size, label="Batch size (per prompt)", precision=0)
+    with gr.Row():
+        eval_every = gr.Number(DEFAULTS.eval_every, label="Validate every (steps)", precision=0)
+        val_limit = gr.Number(DEFAULTS.val_limit, label="Validation examples", precision=0)
+    with gr.Accordion("More settings", open=False):
+        schedule = gr.Dropdown(["cosine", "linear", "constant"], value=DEFAULTS.schedule,
+                               label="Learning-rate schedule")
+        select_by = gr.Dropdown(["loss", "accuracy"], value=DEFAULTS.select_by,
+                                label="Keep the best prompt by validation")
+    return seeds, n_tokens, steps, lr, batch_size, eval_every, val_limit, schedule, select_by
+
+
+def layout_form(state: AppState) -> TuneForm:
     with gr.Row():
         with gr.Column(scale=3):
-            task_names = gr.Dropdown(bundled_tasks(), value=["mr"], multiselect=True, label="Bundled tasks")
-            with gr.Accordion("Your own data (CSV / JSONL)", open=False):
-                data_file = gr.File(label="Data file", file_types=[".csv", ".jsonl", ".json"], type="filepath")
-                with gr.Row():
-                    text_columns = gr.Dropdown([], multiselect=True, label="Text column(s)", allow_custom_value=True)
-                    label_column = gr.Dropdown([], label="Label column", allow_custom_value=True)
-                    file_name = gr.Textbox(label="Task name (optional)", placeholder="file:<file name>")
-                check = gr.Button("Check file")
-                file_summary = gr.Markdown()
-                preview = gr.Dataframe(label="Preview", interactive=False, max_height=300, wrap=True)
+            data = layout_data()
         with gr.Column(scale=2):
-            with gr.Row():
-                seeds = gr.Textbox("0", label="Origin seeds", placeholder="0,1,2",
-                                   info="one prompt per task and seed; same seed = same origin")
-                n_tokens = gr.Number(recipe.n_tokens, label="Prompt length (virtual tokens)", precision=0)
-            with gr.Row():  # the model's default recipe: the budget at which its TPVs transfer across origins
-                steps = gr.Number(recipe.steps, label="Steps", precision=0, info=recipe.why)
-                lr = gr.Number(recipe.lr, label="Learning rate")
-                batch_size = gr.Number(recipe.batch_size, label="Batch size (per prompt)", precision=0)
-            with gr.Row():
-                eval_every = gr.Number(DEFAULTS.eval_every, label="Validate every (steps)", precision=0)
-                val_limit = gr.Number(DEFAULTS.val_limit, label="Validation examples", precision=0)
-            with gr.Accordion("More settings", open=False):
-                schedule = gr.Dropdown(["cosine", "linear", "constant"], value=DEFAULTS.schedule,
-                                       label="Learning-rate schedule")
-                select_by = gr.Dropdown(["loss", "accuracy"], value=DEFAULTS.select_by,
-                                        label="Keep the best prompt by validation")
+            budget = layout_budget(state)
             start = gr.Button("Start", variant="primary")
+    return TuneForm(*data, *budget, start)
+
+
+def layout_jobs(state: AppState) -> JobView:
     gr.Markdown("If the studio stopped in the middle of a job, start the same settings again: the job resumes from "
                 "its last checkpoint.")
     with gr.Row():
@@ -240,109 +449,59 @@ def build(state: AppState) -> None:
         resume = gr.Button("Resume", scale=1)
         refresh = gr.Button("Refresh jobs", scale=1)
     status = gr.Markdown("No job watched yet.", elem_id="tune-status")
-    bar = gr.Markdown(min_height=60, padding=True)  # the progress bar of a watched job shows here
+    bar = gr.Markdown(min_height=60, padding=True, elem_id="tune-progress")  # the watched job's progress bar
     with gr.Row():
         loss_plot = gr.Plot(label="Training loss", elem_id="tune-loss")
         accuracy_plot = gr.Plot(label="Validation accuracy")
     jobs = gr.Dataframe(jobs_table(state), headers=JOB_COLUMNS, interactive=False, label="Jobs (newest first)",
                         max_height=300, wrap=True)
+    return JobView(job_id, watch, cancel, resume, refresh, status, bar, loss_plot, accuracy_plot, jobs,
+                   gr.Timer(POLL_S, active=False), gr.State(None))
 
-    settings = [task_names, data_file, text_columns, label_column, file_name, seeds, n_tokens, steps, lr,
-                batch_size, eval_every, val_limit, schedule, select_by]
 
-    @friendly
-    def file_columns(path):
-        if not path:
-            return gr.update(choices=[], value=[]), gr.update(choices=[], value=None), None, ""
-        frame = read_preview(path)
-        columns = list(frame.columns)
-        text_guess, label_guess = guess_columns(columns)
-        return (gr.update(choices=columns, value=text_guess), gr.update(choices=columns, value=label_guess), frame,
-                "Choose the text and label columns, then **Check file**.")
+# ---- wiring -------------------------------------------------------------------------------------------------------
+def wire_form(state: AppState, started: Started, form: TuneForm, view: JobView) -> None:
+    """The file checks, and Start: queue the job, watch it, switch the timer on."""
+    form.data_file.change(on_file_columns, form.data_file,
+                          [form.text_columns, form.label_column, form.preview, form.file_summary],
+                          api_name="tune_file_columns")
+    form.check.click(on_check_file, [form.data_file, form.text_columns, form.label_column, form.file_name],
+                     [form.file_summary, form.preview], api_name="tune_check_file")
+    form.start.click(partial(on_start, state, started), form.settings,
+                     [view.job_id, view.status, view.jobs, view.watched], api_name="tune_start").success(
+        partial(on_follow, state), view.watched, view.timer, api_name="tune_start_watch", api_visibility="private")
 
-    @friendly
-    def check_file(path, text_value, label_value, name_value):
-        task = file_task(path, text_value, label_value, name_value)
-        rows = [[example.body(), task.spec.label_words[example.label]] for example in task.train[:PREVIEW_ROWS]]
-        summary = (f"**{task.spec.name}**: {len(task.train)} train / {len(task.validation)} validation / "
-                   f"{len(task.test)} test examples; labels: {', '.join(task.spec.label_words)}.")
-        return summary, pd.DataFrame(rows, columns=["input", "label"])
 
-    @friendly
-    def start_job(*values):
-        request = make_request(*values)
-        job = submit(state, request)
-        requests[job.id] = request
-        queued = sum(j.status in ("queued", "running") for j in state.runner.jobs.values()) - 1
-        note = f" ({queued} job(s) ahead of it)" if queued > 0 else ""
-        return job.id, f"**{job.id}** queued{note}: {job.title}", jobs_table(state)
+def wire_jobs(state: AppState, started: Started, view: JobView, tab: gr.Tab, app: gr.Blocks) -> None:
+    """Watch, Cancel, Resume, the timer's ticks, and the jobs table (refreshed on page load and on opening)."""
+    follow = partial(on_follow, state)
+    view.watch.click(partial(on_watch, state, started), view.job_id, [*view.view, view.watched],
+                     api_name="tune_watch", show_progress="minimal").success(
+        follow, view.watched, view.timer, api_name="tune_watch_follow", api_visibility="private")
+    # "undocumented": a client (and the tests) can read what the timer shows this session
+    view.timer.tick(partial(on_tick, state, started), view.watched, [*view.view, view.watched, view.timer],
+                    api_name="tune_poll", api_visibility="undocumented", show_progress="hidden",
+                    concurrency_limit=16)
+    view.cancel.click(partial(on_cancel, state), view.job_id, [view.status, view.jobs], api_name="tune_cancel")
+    view.resume.click(partial(on_resume, state, started), view.job_id,
+                      [view.job_id, view.status, view.jobs, view.watched], api_name="tune_resume").success(
+        follow, view.watched, view.timer, api_name="tune_resume_watch", api_visibility="private")
+    listed = partial(on_list_jobs, state)
+    view.refresh.click(listed, None, view.jobs, api_name="tune_jobs")
+    # a reloaded page, and an opened tab, list the jobs as they are now
+    app.load(listed, None, view.jobs, api_name="tune_on_load", api_visibility="private", show_progress="hidden")
+    tab.select(listed, None, view.jobs, api_name="tune_on_open", api_visibility="private", show_progress="hidden")
+    view.jobs.select(on_pick, None, view.job_id, api_name="tune_pick_job", api_visibility="private")
 
-    @friendly_stream
-    def watch_job(job_value, progress=gr.Progress()):
-        job = _job(state, job_value)
-        labels = requests[job.id].labels() if job.id in requests else []
-        shown, deadline = -1, time.time() + MAX_WATCH_S
-        while True:
-            final = job.status in FINAL
-            if job.status == "queued":
-                progress(None)
-            else:
-                progress(job.progress, desc=f"{job.status}: step {job.events[-1]['step'] if job.events else 0}")
-            plots = job_curves(job, labels) if len(job.events) != shown else (gr.skip(), gr.skip())
-            shown = len(job.events)
-            yield status_line(job), progress_text(job), *plots, jobs_table(state)
-            if final or time.time() > deadline:
-                return
-            time.sleep(POLL_S)
 
-    @friendly
-    def cancel_job(job_value):
-        job = _job(state, job_value)
-        if job.status in FINAL:
-            raise StudioError(f"job {job.id} already finished ({job.status}): nothing to cancel")
-        state.runner.cancel(job.id)
-        when = "before it started" if job.status == "cancelled" else "after the current step (checkpoint kept)"
-        return f"Cancelling **{job.id}**: it stops {when}.", jobs_table(state)
-
-    @friendly
-    def resume_job(job_value):
-        job = _job(state, job_value)
-        if job.status not in ("cancelled", "failed"):
-            raise StudioError(f"job {job.id} is {job.status}: only a cancelled or failed job can be resumed")
-        if job.id not in requests:
-            raise StudioError(f"job {job.id} was not started from this tab: start it again with the same settings")
-        if job.id in resumed:  # one resume per job: a second would queue the same work again
-            raise StudioError(f"job {job.id} was already resumed as {resumed[job.id]}: watch that one")
-        request = requests[job.id]
-        again = submit(state, request)
-        requests[again.id] = request
-        resumed[job.id] = again.id
-        return again.id, f"**{again.id}** queued: resumes {job.id} from its checkpoint", jobs_table(state)
-
-    @friendly
-    def list_jobs():
-        return jobs_table(state)
-
-    def pick(evt: gr.SelectData):
-        row = evt.row_value or []
-        return row[0] if row and row[0] else gr.skip()
-
-    watch_outputs = [status, bar, loss_plot, accuracy_plot, jobs]
-    data_file.change(file_columns, data_file, [text_columns, label_column, preview, file_summary],
-                     api_name="tune_file_columns")
-    check.click(check_file, [data_file, text_columns, label_column, file_name], [file_summary, preview],
-                api_name="tune_check_file")
-    start.click(start_job, settings, [job_id, status, jobs], api_name="tune_start").success(
-        watch_job, job_id, watch_outputs, api_name="tune_start_watch", api_visibility="private",
-        concurrency_limit=16, show_progress_on=[bar])
-    watch.click(watch_job, job_id, watch_outputs, api_name="tune_watch", concurrency_limit=16,
-                show_progress_on=[bar])
-    cancel.click(cancel_job, job_id, [status, jobs], api_name="tune_cancel")
-    resume.click(resume_job, job_id, [job_id, status, jobs], api_name="tune_resume").success(
-        watch_job, job_id, watch_outputs, api_name="tune_resume_watch", api_visibility="private",
-        concurrency_limit=16, show_progress_on=[bar])
-    refresh.click(list_jobs, None, jobs, api_name="tune_jobs")
-    if isinstance(Context.root_block, gr.Blocks):  # a reloaded page lists the jobs as they are now
-        Context.root_block.load(list_jobs, None, jobs, api_name="tune_on_load", api_visibility="private",
-                                show_progress="hidden")
-    jobs.select(pick, None, job_id, api_name="tune_pick_job", api_visibility="private")
+def build(state: AppState, tab: gr.Tab, app: gr.Blocks) -> None:
+    """The Tune tab inside ``tab``; ``app`` gets the page-load refresh of the jobs table."""
+    explain("Train soft prompts for one or more tasks from one or more random origins and watch the training loss "
+            "and validation accuracy live; each finished prompt lands in the Library with its origin and its task "
+            "prompt vector (prompt minus origin). Jobs run one at a time in the background while the rest wait in "
+            "the queue; cancel one at any time and resume it later from its last checkpoint.")
+    started = Started()
+    form = layout_form(state)
+    view = layout_jobs(state)
+    wire_form(state, started, form, view)
+    wire_jobs(state, started, view, tab, app)
