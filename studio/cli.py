@@ -310,8 +310,6 @@ def cmd_build_library(args) -> None:
 
 # ---- parser ----------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from studio.prompts import INIT_METHODS, MEASURES, MERGES  # the registries the choices and help come from
-
     parser = argparse.ArgumentParser(prog="studio", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
@@ -324,6 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
     data_args.add_argument("--text-column", action="append", default=None, help="for CSV/JSONL files (repeatable)")
     data_args.add_argument("--label-column", default="label", help="for CSV/JSONL files")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub, common, data_args)
+    _add_prompt_commands(sub, common)
+    _add_sharing_commands(sub, common)
+    return parser
+
+
+def _add_data_commands(sub, common: argparse.ArgumentParser, data_args: argparse.ArgumentParser) -> None:
+    """data, tune, eval: commands that read tasks."""
+    from studio.prompts import INIT_METHODS
 
     p = sub.add_parser("data", parents=[common, data_args], help="list, preview and fetch tasks")
     p.add_argument("action", choices=["list", "preview", "fetch"])
@@ -352,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--save", action="store_true", help="store the metrics on the item")
     p.set_defaults(run=cmd_eval)
+
+
+def _add_prompt_commands(sub, common: argparse.ArgumentParser) -> None:
+    """combine, similarity, library: commands on stored prompts."""
+    from studio.prompts import MEASURES, MERGES  # the registries the choices and help come from
 
     p = sub.add_parser("combine", parents=[common], help="origin + merge(weights x vectors) -> a new prompt")
     p.add_argument("--origin", required=True)
@@ -393,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="delete: confirm")
     p.set_defaults(run=cmd_library)
 
+
+def _add_sharing_commands(sub, common: argparse.ArgumentParser) -> None:
+    """hub push/pull and build-library: commands that move libraries."""
     p = sub.add_parser("hub", help="share items through the Hugging Face Hub (push, pull)",
                        description="Push items (PEFT adapters, origins, task prompt vectors, catalog, model card) to a "
                                    "Hugging Face model repository, or pull a repository (or a local snapshot folder) "
@@ -423,7 +438,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=int, default=None,
                    help="end tuning at this step and keep the best prompts so far (resumes a checkpoint first)")
     p.set_defaults(run=cmd_build_library)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
