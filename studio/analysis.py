@@ -104,12 +104,17 @@ def is_single_task_prompt(item: Item) -> bool:
 
 
 def tuned_prompts_by_origin(library: Library, model: str, task: str) -> dict[str, Item]:
-    """The tuned prompt per origin id that a cross-origin table uses for ``task``: the first stored per origin."""
-    by_origin: dict[str, Item] = {}
+    """The tuned prompt per origin id that a cross-origin table uses for ``task``: the first stored per origin,
+    among prompts of one length (a TPV only moves to an origin of its own shape): the length tuned on the most
+    origins, and on a tie the one the prebuilt library uses."""
+    by_length: dict[int, dict[str, Item]] = {}
     for prompt in library.items(kind="prompt", model=model, task=task):
         if is_single_task_prompt(prompt):
-            by_origin.setdefault(prompt.origin_id, prompt)
-    return by_origin
+            by_length.setdefault(prompt.n_tokens, {}).setdefault(prompt.origin_id, prompt)
+    if not by_length:
+        return {}
+    return max(by_length.values(),
+               key=lambda group: (len(group), sum(p.source == "prebuilt" for p in group.values())))
 
 
 def cross_origin_table(library: Library, backbone: Backbone, tasks: list[str], split: str = "test",

@@ -76,3 +76,17 @@ def test_an_id_named_twice_is_one_row_or_point(setup):
     with pytest.raises(StudioError, match="two different"):
         similarity_table(library, [vectors[0]] * 300)
     assert len(map_points(library, vectors * 3, "pca").records) == 2
+
+
+def test_cross_origin_uses_prompts_of_one_length(setup, tmp_path):
+    """Short prompts of a task beside longer ones (on other origins) never meet in one cross-origin table."""
+    from studio.analysis import cross_origin_table, tuned_prompts_by_origin
+
+    tiny = setup[0]
+    library = Library(tmp_path / "lib")
+    run_tuning(library, tiny, [load_task("mr")], [0, 1], SMALL, n_tokens=4)  # two origins at 4 tokens
+    run_tuning(library, tiny, [load_task("mr")], [2], SMALL, n_tokens=6)  # one more at 6: fewer origins
+    chosen = tuned_prompts_by_origin(library, tiny.name, "mr")
+    assert len(chosen) == 2 and {p.n_tokens for p in chosen.values()} == {4}
+    rows = cross_origin_table(library, tiny, ["mr"], "validation", 8)
+    assert len(rows) == 4 and {(r["own"]) for r in rows} == {True, False}
