@@ -57,13 +57,15 @@ class LiveRequest:
         return sum(self.done.get(t, 0) for t in self.tasks) / (self.limit * len(self.tasks))
 
     def next_chunk(self, sizes: dict[str, int]) -> tuple[str, int, int] | None:
-        """(task, start, stop) of the next round to score, or None when every task is fully scored."""
-        for task in self.tasks:
-            done, total = self.done.get(task, 0), min(self.limit, sizes[task])
-            if done < total:
-                stop = self.first if done == 0 else int(done * self.growth)
-                return task, done, min(max(stop, done + 1), total)
-        return None
+        """(task, start, stop) of the next round to score (the task with the fewest examples scored, so every
+        task gets its first estimate early), or None when every task is fully scored."""
+        open_tasks = [(self.done.get(t, 0), k, t) for k, t in enumerate(self.tasks)
+                      if self.done.get(t, 0) < min(self.limit, sizes[t])]
+        if not open_tasks:
+            return None
+        done, _, task = min(open_tasks)
+        stop = self.first if done == 0 else int(done * self.growth)
+        return task, done, min(max(stop, done + 1), self.limit, sizes[task])
 
 
 class LiveEvaluator:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -22,6 +24,7 @@ from studio import StudioError, analysis, plots, views
 from studio.evaluation import encode_task, evaluate_progressively
 from studio.library import split_metrics
 from studio.prompts import MERGE_METHODS
+from studio.space import on_zero_gpu
 from studio.tasks import BUNDLED_TASKS, load_task
 from studio.ui.common import (
     AppState,
@@ -55,6 +58,7 @@ class Session:
         self.accuracy: dict[str, float] = {}
         self.evaluated: dict | None = None  # recipe + tasks + limit of that evaluation, and its metrics
         self.lock = threading.Lock()
+        self.key = uuid.uuid4().hex  # this visitor, for the shared live evaluator
 
     def bump(self) -> int:
         """Start a new evaluation: every older one of this session is stale from now on."""
@@ -70,6 +74,7 @@ class Session:
     def __setstate__(self, values: dict) -> None:
         self.__dict__.update(values)
         self.lock = threading.Lock()
+        self.key = uuid.uuid4().hex  # each copy is another visitor
 
 
 SESSION_TTL_S = 6 * 3600  # a visitor's Session is dropped this long after its last evaluation
@@ -190,6 +195,24 @@ def flip_rows(session: Session, results: dict) -> list[list]:
     return rows[:100]
 
 
+def refinements(state: AppState, session: Session, backbone, prompt, choice: Choice, stale) -> Iterator[dict]:
+    """The combination's results per task, refined round by round. Served by the one live evaluator that every
+    visitor shares (``studio.live``: a newer move of this session supersedes this one at once); on ZeroGPU this
+    call already holds a GPU in its own process, so it evaluates directly."""
+    if on_zero_gpu():
+        results: dict = {}
+        for name in choice.tasks:
+            for step in evaluate_progressively(backbone, [prompt], load_task(name), "validation", choice.limit,
+                                               first=FIRST_ROUND, should_stop=stale):
+                results[name] = step[0]
+                yield dict(results)
+        return
+    request = state.live.submit(session.key, prompt, choice.tasks, choice.limit, first=FIRST_ROUND)
+    yield from state.live.stream(request)
+    if isinstance(request.outcome, BaseException):
+        raise request.outcome
+
+
 def live_evaluation(state: AppState, session: Session, choice: Choice):
     """Yield (figure, status, flips) after every round of every task; stop when a newer position arrives."""
     mine = session.bump()
@@ -203,32 +226,21 @@ def live_evaluation(state: AppState, session: Session, choice: Choice):
     backbone = state.backbone()
     if state.library.get(choice.origin_id).model != backbone.name:
         raise StudioError(f"{choice.origin_id} was made for another model than {backbone.name}")
-    streams = [(name, evaluate_progressively(backbone, [prompt], load_task(name), "validation", choice.limit,
-                                             first=FIRST_ROUND, should_stop=stale)) for name in choice.tasks]
     marks = reference_marks(state, choice, compute=False)  # cached ones at once; the rest after the estimate
     results: dict = {}
     first_at = None
     previous = dict(session.accuracy)
-    rounds = 0
-    while streams:
-        for entry in list(streams):
-            name, stream = entry
-            step = next(stream, None)
-            if stale():  # a newer position took over: leave the outputs to it
-                yield gr.skip(), gr.skip(), gr.skip()
-                return
-            if step is None:
-                streams.remove(entry)
-                continue
-            results[name] = step[0]
-            rounds += 1
-            first_at = first_at if first_at is not None else time.time() - started
-            sizes = ", ".join(f"{t} {r.metrics['accuracy']:.3f} ± {r.metrics['accuracy_se']:.3f} "
-                              f"(n={r.metrics['n']})" for t, r in results.items())
-            status = (f"Refining (round {rounds}) · {sizes} · first estimate after {first_at:.1f} s")
-            yield (chart(choice.tasks, results, previous, "Validation accuracy (refining)", marks), status,
-                   flip_rows(session, results))
-    if stale():
+    for rounds, results in enumerate(refinements(state, session, backbone, prompt, choice, stale), start=1):
+        if stale():  # a newer position took over: leave the outputs to it
+            yield gr.skip(), gr.skip(), gr.skip()
+            return
+        first_at = first_at if first_at is not None else time.time() - started
+        sizes = ", ".join(f"{t} {r.metrics['accuracy']:.3f} ± {r.metrics['accuracy_se']:.3f} "
+                          f"(n={r.metrics['n']})" for t, r in results.items())
+        status = (f"Refining (round {rounds}) · {sizes} · first estimate after {first_at:.1f} s")
+        yield (chart(choice.tasks, results, previous, "Validation accuracy (refining)", marks), status,
+               flip_rows(session, results))
+    if stale() or set(results) != set(choice.tasks):
         yield gr.skip(), gr.skip(), gr.skip()
         return
     marks = reference_marks(state, choice, compute=True)
@@ -494,19 +506,27 @@ def layout_results(state: AppState, first_origin: str | None, first_vectors: lis
 
 
 # ---- wiring -------------------------------------------------------------------------------------------------------
+def _int(value, default: int = 128) -> int:
+    """A number from a form field for sizing a GPU call (the handler itself reports a bad value)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
 def wire_evaluation(state: AppState, controls: Controls, results: Results) -> None:
     """Live evaluation and the sweep. Both are closures, not partials: on ZeroGPU a @gpu function's arguments are
     pickled to the GPU process, and the app state is not picklable."""
 
     @friendly_stream
-    @gpu(duration=60)
+    @gpu(lambda *args, **kwargs: 10 + 0.02 * _int(args[5]) * max(1, len(args[4] or [2, 2])))
     def on_evaluate(origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5, w6, session: Session):
         choice = parse(state, origin_id, vector_ids, method, density, tasks, limit, [w1, w2, w3, w4, w5, w6])
         for outputs in live_evaluation(state, session, choice):
             yield *outputs, session  # handing the Session back starts its time to live
 
     @friendly
-    @gpu(duration=120)
+    @gpu(lambda *args, **kwargs: 15 + 0.01 * 25 * _int(args[13]) * max(1, len(args[4] or [2, 2])))
     def on_sweep(origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5, w6, sweep,
                  sweep_examples, progress=gr.Progress()):
         choice = parse(state, origin_id, vector_ids, method, density, tasks, limit, [w1, w2, w3, w4, w5, w6])

@@ -21,16 +21,7 @@ from studio import HEAVY_IMPORT_LOCK, StudioError
 from studio.backbones import DEFAULT_MODEL, load_backbone
 from studio.jobs import JobRunner
 from studio.library import Library
-
-try:  # on Hugging Face ZeroGPU Spaces this requests a GPU for the call; elsewhere it is a no-op
-    import spaces
-
-    def gpu(duration: int = 60) -> Callable:
-        return spaces.GPU(duration=duration)
-except ImportError:  # pragma: no cover - depends on the environment
-
-    def gpu(duration: int = 60) -> Callable:
-        return lambda fn: fn
+from studio.space import on_gpu as gpu  # noqa: F401 - ZeroGPU's spaces.GPU, sized per call; a no-op elsewhere
 
 
 @dataclass
@@ -41,6 +32,13 @@ class AppState:
     model_name: str = DEFAULT_MODEL
     runner: JobRunner = field(default_factory=JobRunner)
     _warm: threading.Thread | None = None
+
+    @functools.cached_property
+    def live(self):
+        """The one worker that evaluates every visitor's slider positions (``studio.live``)."""
+        from studio.live import LiveEvaluator
+
+        return LiveEvaluator(self.backbone)
 
     @functools.cached_property
     def views(self) -> dict:

@@ -328,12 +328,19 @@ def layout_few_shot(state: AppState) -> FewShot:
 
 
 # ---- wiring -------------------------------------------------------------------------------------------------------
+def _int(value, default: int = 200) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
 def wire_cross(state: AppState, cross: Cross) -> None:
     """Compare: evaluate the table now (a closure, not a partial: on ZeroGPU a @gpu function's arguments are pickled
     to the GPU process, and the app state is not picklable)."""
 
     @friendly
-    @gpu(duration=120)
+    @gpu(lambda tasks, split, limit: 10 + 0.02 * 9 * _int(limit) * max(1, len(tasks or [])))  # 3 origins: 9 cells
     def on_cross(tasks, split, limit):
         table, figure, text = cross_origin(state, tasks, split, limit)
         return table, figure, text, figure_exports(figure, "cross-origin", CROSS_HEADERS, table), figure.to_json()

@@ -23,7 +23,7 @@ from studio.jobs import Job, run_tuning
 from studio.limits import MAX_PROMPT_TOKENS, MAX_STEPS, parse_seeds
 from studio.plots import curves
 from studio.tasks import TaskData, guess_columns, list_tasks, load_file_task, load_task, preview_file
-from studio.tuning import TuneConfig
+from studio.tuning import TuneConfig, config_fields
 from studio.ui.common import AppState, explain, friendly
 
 FINAL = ("done", "cancelled", "failed")
@@ -422,10 +422,11 @@ def layout_budget(state: AppState) -> tuple:
         eval_every = gr.Number(DEFAULTS.eval_every, label="Validate every (steps)", precision=0)
         val_limit = gr.Number(DEFAULTS.val_limit, label="Validation examples", precision=0)
     with gr.Accordion("More settings", open=False):
-        schedule = gr.Dropdown(["cosine", "linear", "constant"], value=DEFAULTS.schedule,
-                               label="Learning-rate schedule")
-        select_by = gr.Dropdown(["loss", "accuracy"], value=DEFAULTS.select_by,
-                                label="Keep the best prompt by validation")
+        fields = {f.name: f for f in config_fields(TuneConfig)}  # choices and help from the config itself
+        schedule = gr.Dropdown(fields["schedule"].choices, value=DEFAULTS.schedule, label="Learning-rate schedule",
+                               info=fields["schedule"].help)
+        select_by = gr.Dropdown(fields["select_by"].choices, value=DEFAULTS.select_by,
+                                label="Keep the best prompt by validation", info=fields["select_by"].help)
     return seeds, n_tokens, steps, lr, batch_size, eval_every, val_limit, schedule, select_by
 
 
