@@ -325,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(sub, common, data_args)
     _add_prompt_commands(sub, common)
     _add_sharing_commands(sub, common)
+    from studio import sweep
+
+    sweep.add_parser(sub)  # studio sweep SPEC [--ray ADDRESS] [--dry-run]
     return parser
 
 

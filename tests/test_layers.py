@@ -14,7 +14,7 @@ LAYERS = [
     {"evaluation"},
     {"tuning", "library"},
     {"jobs", "analysis", "projection", "plots", "space", "live"},
-    {"views", "build", "hub", "findings"},
+    {"views", "build", "hub", "findings", "sweep"},
     {"cli", "ui"},
 ]
 

@@ -134,3 +134,24 @@ def test_prepare_fetches_only_what_is_missing(monkeypatch):
     calls.clear()
     space.prepare(said.append)
     assert calls == ["smollm2-135m-instruct"]
+
+
+def test_the_app_decorates_its_gpu_handlers_with_growing_durations(tmp_path):
+    """Building the app registers every handler that runs the model on a GPU, each sized from its arguments."""
+    from studio.library import open_library
+    from studio.ui.app import build_app
+    from studio.ui.common import AppState
+
+    build_app(AppState(open_library(tmp_path / "lib")))
+    by_name = {name.rsplit(".", 1)[-1]: (name, duration) for name, duration in space.GPU_TASKS.items()}
+    for handler in ("on_evaluate", "on_sweep", "on_cross"):
+        assert handler in by_name, f"{handler} is not decorated for ZeroGPU"
+    _, evaluate = by_name["on_evaluate"]
+    small = evaluate("o", ["v"], "weighted_sum", 0.5, ["mr"], 16, *[1.0] * 6, None)
+    large = evaluate("o", ["v"], "weighted_sum", 0.5, ["mr", "tweets"], 1000, *[1.0] * 6, None)
+    assert 5 <= small < large <= space.MAX_GPU_SECONDS
+    _, cross = by_name["on_cross"]
+    assert cross(["mr"], "test", 8) < cross(["mr", "bbc"], "test", 200)
+    _, sweep = by_name["on_sweep"]
+    assert sweep("o", ["v"], "weighted_sum", 0.5, [], 16, *[1.0] * 6, "coefficient", 8) < \
+        sweep("o", ["v"], "weighted_sum", 0.5, [], 16, *[1.0] * 6, "coefficient", 200)
