@@ -76,24 +76,29 @@ def _read_spec(path: Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise StudioError(f"cannot read the sweep spec {path}: {getattr(error, 'strerror', None) or error}") from None
-    if suffix == ".toml":
+    return spec_data(text, "toml" if suffix == ".toml" else "yaml", path.name)
+
+
+def spec_data(text: str, syntax: str, name: str = "the spec") -> dict:
+    """The table a spec's text describes (``syntax`` "toml" or "yaml"); the Tune tab's editor uses it too."""
+    if syntax == "toml":
         try:
             import tomllib
         except ModuleNotFoundError:  # Python 3.10
-            raise StudioError(f"{path.name}: TOML specs need Python 3.11 or later; write the spec as YAML") from None
+            raise StudioError(f"{name}: TOML specs need Python 3.11 or later; write the spec as YAML") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
-            raise StudioError(f"{path.name} is not valid TOML: {error}") from None
+            raise StudioError(f"{name} is not valid TOML: {error}") from None
     else:
         import yaml
 
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as error:
-            raise StudioError(f"{path.name} is not valid YAML: {' '.join(str(error).split())}") from None
+            raise StudioError(f"{name} is not valid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(data, dict):
-        raise StudioError(f"{path.name}: a sweep spec is a table of keys ({', '.join(SPEC_KEYS[:4])}, ...)")
+        raise StudioError(f"{name}: a sweep spec is a table of keys ({', '.join(SPEC_KEYS[:4])}, ...)")
     return data
 
 

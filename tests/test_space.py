@@ -155,3 +155,21 @@ def test_the_app_decorates_its_gpu_handlers_with_growing_durations(tmp_path):
     _, sweep = by_name["on_sweep"]
     assert sweep("o", ["v"], "weighted_sum", 0.5, [], 16, *[1.0] * 6, "coefficient", 8) < \
         sweep("o", ["v"], "weighted_sum", 0.5, [], 16, *[1.0] * 6, "coefficient", 200)
+
+
+def test_a_space_without_mounted_storage_says_the_library_is_temporary(tmp_path, monkeypatch):
+    from studio.library import open_library
+    from studio.ui.app import TEMPORARY_BANNER, build_app
+    from studio.ui.common import AppState
+
+    def page_text() -> str:
+        app = build_app(AppState(open_library(tmp_path / "lib")))
+        return str(app.config)
+
+    monkeypatch.delenv("STUDIO_LIBRARY", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert "disk is temporary" not in page_text()  # off a Space: nothing to warn about
+    monkeypatch.setenv("SPACE_ID", "someone/studio")
+    assert TEMPORARY_BANNER[:40] in page_text()
+    monkeypatch.setenv("STUDIO_LIBRARY", str(tmp_path / "bucket" / "library"))
+    assert "disk is temporary" not in page_text()  # a mounted bucket keeps it

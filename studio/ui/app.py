@@ -13,7 +13,21 @@ from studio.ui import arithmetic, guide, library_panel, map_panel, similarity, t
 from studio.ui.common import AppState
 
 TITLE = "Prompt Arithmetic Studio"
-CSS = ".explain {font-size: 0.95rem; opacity: 0.85; margin-bottom: 0.4rem}"
+CSS = (".explain {font-size: 0.95rem; opacity: 0.85; margin-bottom: 0.4rem} "
+       ".banner {border-left: 4px solid #d97706; padding: 0.3rem 0.8rem; background: rgba(217, 119, 6, 0.08)}")
+TEMPORARY_BANNER = (
+    "**This Space's disk is temporary**: what you tune, import or save lives until the Space restarts. Keep it with "
+    "**Library → Your whole library → Download my library** (and restore it there later), or ask the Space's owner "
+    "to mount a storage bucket and set `STUDIO_LIBRARY` (docs: README, Hosting as a Hugging Face Space).")
+
+
+def temporary_library() -> bool:
+    """On a Space whose library is not on mounted storage (``STUDIO_LIBRARY``), the visitor must be told."""
+    import os
+
+    from studio.space import on_space
+
+    return on_space() and not os.environ.get("STUDIO_LIBRARY")
 
 TABS = [
     ("Guide", guide),
@@ -32,6 +46,8 @@ def build_app(state: AppState) -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=(1800, 3600)) as app:
         gr.Markdown(f"# {TITLE}\nTune soft prompts, compare **task prompt vectors** (tuned prompt minus its random "
                     f"origin) and do arithmetic on them. Model: `{state.model_name}`.")
+        if temporary_library():
+            gr.Markdown(TEMPORARY_BANNER, elem_classes="banner")
         with gr.Tabs():
             for name, module in TABS:
                 with gr.Tab(name, id=name.lower()) as tab:

@@ -268,6 +268,79 @@ def layout_files(state: AppState) -> Files:
     return Files(export_format, export, exported, upload, kind, task, name, origin, start)
 
 
+# ---- the whole library: download and restore ------------------------------------------------------------------
+@dataclass
+class Backup:
+    """Your whole library as one zip (the Hub repository layout), and back: what keeps it across a Space restart."""
+
+    download: gr.Button
+    downloaded: gr.File
+    upload: gr.File
+    restore: gr.Button
+    message: gr.Markdown
+
+
+def download_library(state: AppState) -> str:
+    """A zip of your items with their lineage: PEFT adapters, origins and TPVs, the catalog and a model card (the
+    same layout ``studio hub push`` uploads, so ``studio hub pull`` and Restore read it back)."""
+    from studio.hub import hub_layout
+
+    folder = hub_layout(state.library, None, state.backbone(), export_folder("library") / "my-library")
+    return shutil.make_archive(str(folder), "zip", root_dir=folder)
+
+
+def restore_library(state: AppState, path: str | None) -> list[Item]:
+    """Store the items of a downloaded library zip (checked as a hub pull is: nothing stored unless all is good)."""
+    import tempfile
+
+    from studio.files import safe_extract_zip
+    from studio.hub import CATALOG, pull
+
+    if not path:
+        raise StudioError("choose a library .zip made by Download my library (or a zipped hub repository)")
+    with tempfile.TemporaryDirectory(prefix="studio-restore-") as tmp:
+        safe_extract_zip(path, tmp)
+        catalogs = sorted(Path(tmp).rglob(CATALOG), key=lambda p: len(p.parts))
+        if not catalogs:
+            raise StudioError(f"{Path(path).name} holds no {CATALOG}: it is not a library made by this studio")
+        return pull(state.library, catalogs[0].parent, state.backbone())
+
+
+@friendly
+def on_download(state: AppState) -> str:
+    return download_library(state)
+
+
+@friendly
+def on_restore(state: AppState, path: str | None, *filter_values) -> tuple:
+    items = restore_library(state, path)
+    return (*on_list(state, *filter_values), f"Restored **{len(items)}** item(s) with their lineage.", None)
+
+
+def layout_backup() -> Backup:
+    with gr.Accordion("Your whole library: download it, restore it", open=False):
+        gr.Markdown("One zip of every item you made or imported, with lineage, recipes and metrics (the Hub "
+                    "repository layout: PEFT adapters, safetensors, a catalog, a model card). Restore it here later, "
+                    "or on another machine, or with `studio hub pull FOLDER`.")
+        with gr.Row():
+            with gr.Column():
+                download = gr.Button("Download my library")
+                downloaded = gr.File(label="Library zip", interactive=False, height=110)
+            with gr.Column():
+                upload = gr.File(label="Library zip to restore", file_types=[".zip"], type="filepath", height=110)
+                restore = gr.Button("Restore")
+        message = gr.Markdown()
+    return Backup(download, downloaded, upload, restore, message)
+
+
+def wire_backup(state: AppState, browser: Browser, files: Files, backup: Backup) -> None:
+    """Download the whole library; restore one (the table and the choices follow)."""
+    backup.download.click(partial(on_download, state), None, backup.downloaded, api_name="library_download")
+    backup.restore.click(partial(on_restore, state), [backup.upload, *browser.filters],
+                         [browser.table, browser.task, files.origin, backup.message, backup.upload],
+                         api_name="library_restore")
+
+
 # ---- wiring -------------------------------------------------------------------------------------------------------
 def wire_browser(state: AppState, browser: Browser, files: Files, tab: gr.Tab, app: gr.Blocks) -> None:
     """Listing: the Refresh button, the filters, a page load, opening the tab, and a 5 s poll of the catalog."""
@@ -326,6 +399,8 @@ def build(state: AppState, tab: gr.Tab, app: gr.Blocks) -> None:
             "origin. Click a row to see its details, then rename, delete or export it, or import a PEFT adapter or "
             "safetensors file.")
     browser, selection, files = layout_browser(state), layout_selection(), layout_files(state)
+    backup = layout_backup()
     wire_browser(state, browser, files, tab, app)
     wire_selection(state, browser, selection)
     wire_files(state, browser, selection, files)
+    wire_backup(state, browser, files, backup)

@@ -24,6 +24,7 @@ from studio.limits import MAX_PROMPT_TOKENS, MAX_STEPS, parse_seeds
 from studio.plots import curves
 from studio.tasks import TaskData, guess_columns, list_tasks, load_file_task, load_task, preview_file
 from studio.tuning import TuneConfig, config_fields
+from studio.ui import sweep_panel
 from studio.ui.common import AppState, explain, friendly
 
 FINAL = ("done", "cancelled", "failed")
@@ -504,5 +505,7 @@ def build(state: AppState, tab: gr.Tab, app: gr.Blocks) -> None:
     started = Started()
     form = layout_form(state)
     view = layout_jobs(state)
+    sweep = sweep_panel.layout_sweep()
     wire_form(state, started, form, view)
     wire_jobs(state, started, view, tab, app)
+    sweep_panel.wire_sweep(state, sweep)
