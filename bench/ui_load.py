@@ -82,6 +82,29 @@ def visitor(url: str, index: int, moves: int, every: float, limit: int, out: lis
         print(json.dumps(row), flush=True)
 
 
+def start_tuning(url: str, steps: int) -> str:
+    """A small tuning job in the same queue (mr, origin seed 11, 20 tokens, batch 4): it must still finish."""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    return client.predict(["mr"], None, [], None, "", "11", 20, steps, 0.2, 4, steps, 32, "cosine", "loss",
+                          api_name="/tune_start")[0]
+
+
+def finish_tuning(url: str, job_id: str, deadline_s: float) -> str:
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    end = time.perf_counter() + deadline_s
+    status = ""
+    while time.perf_counter() < end:
+        status = str(client.predict(job_id, api_name="/tune_watch")[0])
+        if any(f"**{word}**" in status for word in ("done", "failed", "cancelled")):
+            break
+        time.sleep(3)
+    return status.splitlines()[0][:120] if status else "no status"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--visitors", type=int, default=8)
@@ -89,6 +112,8 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=20.0, help="seconds between one visitor's moves")
     parser.add_argument("--limit", type=int, default=128, help="validation examples per task (the default)")
     parser.add_argument("--deadline", type=float, default=600.0, help="give up on a move after this many seconds")
+    parser.add_argument("--tune-steps", type=int, default=10,
+                        help="a small tuning job (mr, one origin) started beside the visitors; 0: none")
     args = parser.parse_args()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     port = free_port()
@@ -102,6 +127,7 @@ def main() -> None:
         print(json.dumps({"measure": "launch_to_usable_page_s", "value": round(page_s, 2)}), flush=True)
         rows: list[dict] = []
         lock = threading.Lock()
+        tuning = start_tuning(url, args.tune_steps) if args.tune_steps else None
         threads = [threading.Thread(target=visitor, args=(url, k, args.moves, args.every, args.limit, rows, lock,
                                                           args.deadline)) for k in range(args.visitors)]
         for thread in threads:
@@ -109,6 +135,7 @@ def main() -> None:
             time.sleep(args.every / max(1, args.visitors))  # visitors do not move in lockstep
         for thread in threads:
             thread.join()
+        tune_status = finish_tuning(url, tuning, args.deadline) if tuning else None
         firsts = [r["first_update_s"] for r in rows if r["first_update_s"] is not None]
         finals = [r["final_s"] for r in rows if r["last_move"]]
         superseded_silent = sum(1 for r in rows if not r["last_move"] and r["first_update_s"] is None)
@@ -118,7 +145,7 @@ def main() -> None:
                    "first_update_max_s": round(max(firsts), 2) if firsts else None,
                    "last_moves_finished": sum(f is not None for f in finals), "last_moves": len(finals),
                    "final_max_s": max((f for f in finals if f is not None), default=None),
-                   "superseded_without_an_update": superseded_silent, "cpu": _cpu()}
+                   "superseded_without_an_update": superseded_silent, "tuning_job": tune_status, "cpu": _cpu()}
         print(json.dumps(summary), flush=True)
     finally:
         server.terminate()
