@@ -515,3 +515,12 @@ def test_download_my_library_and_restore_it(app):
             archive.writestr("hello.txt", "hi")
         client.predict(handle_file(str(empty)), ALL, ALL, "", ALL, api_name="/library_restore")
     assert ids(state) == before
+
+
+@pytest.mark.parametrize("steps", [1.5, "lots"])
+def test_whole_number_fields_answer_with_the_studios_message(app, steps):
+    client, state = app
+    before = dict(state.runner.jobs)
+    with pytest.raises(Exception, match="Steps must be a whole number"):
+        start(client, steps=steps)
+    assert state.runner.jobs == before  # nothing queued

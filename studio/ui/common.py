@@ -117,6 +117,26 @@ def friendly_stream(fn: Callable) -> Callable:
     return wrapper
 
 
+class WholeNumber(gr.Number):
+    """A ``gr.Number`` for counts (steps, examples, seeds): a fraction or text gets the studio's one-line message
+    instead of Gradio's rounding (1.5 -> 2) or its raw preprocess error. Shown as a plain number field."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "number"  # the browser draws it as Gradio's own number field
+
+    def preprocess(self, payload: float | None) -> int | None:
+        if payload is None:
+            return None
+        try:
+            value = float(payload)
+        except (TypeError, ValueError):
+            raise gr.Error(f"{self.label or 'this field'} must be a whole number (got {payload!r})") from None
+        if not value.is_integer():
+            raise gr.Error(f"{self.label or 'this field'} must be a whole number (got {payload})")
+        return int(value)
+
+
 def explain(text: str) -> gr.Markdown:
     """The two-sentence explanation at the top of every panel."""
     return gr.Markdown(f"<div class='explain'>{text}</div>")

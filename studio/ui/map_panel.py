@@ -16,6 +16,7 @@ from studio.projection import umap_problem, umap_ready, warm_umap
 from studio.prompts import nearest_tokens
 from studio.ui.common import (
     AppState,
+    WholeNumber,
     explain,
     export_row,
     figure_exports,
@@ -182,7 +183,7 @@ def layout_map(state: AppState) -> tuple:
         dims = gr.Radio([2, 3], value=2, label="Dimensions")
         colour = gr.Radio(list(COLOURS), value="task", label="Colour by")
         view = gr.Radio(VIEWS, value="items", label="Points")
-        seed = gr.Number(0, precision=0, label="Seed", minimum=0)
+        seed = WholeNumber(0, label="Seed", minimum=0)
     run = gr.Button("Draw map", variant="primary")
     first = first_view(state, default_ids(state))
     note = gr.Markdown(first[1] if first else "")

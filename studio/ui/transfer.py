@@ -18,6 +18,7 @@ from studio.tasks import BUNDLED_TASKS, load_task
 from studio.tuning import TuneConfig
 from studio.ui.common import (
     AppState,
+    WholeNumber,
     default_vectors,
     explain,
     export_row,
@@ -300,11 +301,11 @@ def layout_few_shot_settings(state: AppState) -> tuple:
     with gr.Row():
         shots = gr.Textbox("0, 10, 50", label="Shots")
         recipe = state.recipe()
-        steps = gr.Number(30, precision=0, minimum=1, label="Steps per run")
+        steps = WholeNumber(30, minimum=1, label="Steps per run")
         lr = gr.Number(recipe.lr, minimum=0.0001, label="Learning rate", info="the model's recipe")
-        batch = gr.Number(recipe.batch_size, precision=0, minimum=1, label="Batch size (capped at k)")
-        eval_limit = gr.Number(100, precision=0, minimum=1, label="Test examples")
-        multitask_steps = gr.Number(0, precision=0, minimum=0, label="Multi-task prompt steps (0 = leave out)",
+        batch = WholeNumber(recipe.batch_size, minimum=1, label="Batch size (capped at k)")
+        eval_limit = WholeNumber(100, minimum=1, label="Test examples")
+        multitask_steps = WholeNumber(0, minimum=0, label="Multi-task prompt steps (0 = leave out)",
                                     info="SPoT's start: one prompt tuned on the source tasks mixed; tuned once")
     return target, sources, origin, shots, steps, lr, batch, eval_limit, multitask_steps
 

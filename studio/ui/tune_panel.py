@@ -25,7 +25,7 @@ from studio.plots import curves
 from studio.tasks import TaskData, guess_columns, list_tasks, load_file_task, load_task, preview_file
 from studio.tuning import TuneConfig, config_fields
 from studio.ui import sweep_panel
-from studio.ui.common import AppState, explain, friendly
+from studio.ui.common import AppState, WholeNumber, explain, friendly
 
 FINAL = ("done", "cancelled", "failed")
 JOB_COLUMNS = ["id", "title", "status", "progress", "message"]
@@ -414,14 +414,14 @@ def layout_budget(state: AppState) -> tuple:
     with gr.Row():
         seeds = gr.Textbox("0", label="Origin seeds", placeholder="0,1,2",
                            info="one prompt per task and seed; same seed = same origin")
-        n_tokens = gr.Number(recipe.n_tokens, label="Prompt length (virtual tokens)", precision=0)
+        n_tokens = WholeNumber(recipe.n_tokens, label="Prompt length (virtual tokens)")
     with gr.Row():
-        steps = gr.Number(recipe.steps, label="Steps", precision=0, info=recipe.why)
+        steps = WholeNumber(recipe.steps, label="Steps", info=recipe.why)
         lr = gr.Number(recipe.lr, label="Learning rate")
-        batch_size = gr.Number(recipe.batch_size, label="Batch size (per prompt)", precision=0)
+        batch_size = WholeNumber(recipe.batch_size, label="Batch size (per prompt)")
     with gr.Row():
-        eval_every = gr.Number(DEFAULTS.eval_every, label="Validate every (steps)", precision=0)
-        val_limit = gr.Number(DEFAULTS.val_limit, label="Validation examples", precision=0)
+        eval_every = WholeNumber(DEFAULTS.eval_every, label="Validate every (steps)")
+        val_limit = WholeNumber(DEFAULTS.val_limit, label="Validation examples")
     with gr.Accordion("More settings", open=False):
         fields = {f.name: f for f in config_fields(TuneConfig)}  # choices and help from the config itself
         schedule = gr.Dropdown(fields["schedule"].choices, value=DEFAULTS.schedule, label="Learning-rate schedule",

@@ -1,0 +1,223 @@
+"""What every panel shares: the app state, error handling, the optional ZeroGPU decorator, dropdown choices and
+the figure download row.
+
+A panel is a module with ``build(state, tab, app)``: it lays out its components inside ``tab`` (``app.py`` makes the
+``gr.Tab``), refreshes them with ``tab.select`` and attaches page-load events with ``app.load``. Handlers take the
+``AppState`` first and are bound with ``functools.partial``; the few that Gradio must inspect by type hint
+(``gr.SelectData``) or that run under ``@gpu`` (their arguments are pickled on ZeroGPU) are closures instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+
+from studio import HEAVY_IMPORT_LOCK, StudioError
+from studio.backbones import DEFAULT_MODEL, load_backbone
+from studio.jobs import JobRunner
+from studio.library import Library
+from studio.space import on_gpu as gpu  # noqa: F401 - ZeroGPU's spaces.GPU, sized per call; a no-op elsewhere
+
+
+@dataclass
+class AppState:
+    """Shared by all panels: the library (user's, with the prebuilt one beneath), the model, the job queue."""
+
+    library: Library
+    model_name: str = DEFAULT_MODEL
+    runner: JobRunner = field(default_factory=JobRunner)
+    _warm: threading.Thread | None = None
+
+    @functools.cached_property
+    def live(self):
+        """The one worker that evaluates every visitor's slider positions (``studio.live``)."""
+        from studio.live import LiveEvaluator
+
+        return LiveEvaluator(self.backbone)
+
+    @functools.cached_property
+    def views(self) -> dict:
+        """The prebuilt library's stored first-view results (``studio.views``); {} without a prebuilt library."""
+        from studio.views import load_views
+
+        prebuilt = next((lib for lib in self.library.parents if lib.source == "prebuilt"), None)
+        return load_views(prebuilt.root) if prebuilt else {}
+
+    def recipe(self):
+        """The current model's default tuning recipe (``backbones.recipe_for``)."""
+        from studio.backbones import recipe_for
+
+        return recipe_for(self.model_name)
+
+    def backbone(self):
+        return load_backbone(self.model_name)
+
+    def warm_up(self) -> None:
+        """Load the model and PEFT's merges, and run one tiny evaluation, on a background thread: the first slider
+        move then pays only for its own forward passes (`launch.py` serves the page once this is over)."""
+
+        def work() -> None:
+            try:
+                backbone = self.backbone()
+                with HEAVY_IMPORT_LOCK:
+                    import peft.utils.merge_utils  # noqa: F401
+                from studio.evaluation import evaluate
+                from studio.tasks import load_task
+
+                # one tiny real evaluation: the first forward pass of a process is several times slower than the next
+                evaluate(backbone, None, load_task("mr"), "validation", 4, keep_records=False)
+            except Exception:  # the first real use reports the same problem with a clear message
+                pass
+
+        self._warm = threading.Thread(target=work, daemon=True, name="warm-model")
+        self._warm.start()
+
+    def wait_warm_up(self, timeout: float | None = None) -> None:
+        """Block until the warm-up is over (or ``timeout`` seconds passed)."""
+        if self._warm is not None:
+            self._warm.join(timeout)
+
+    def after_warm_up(self, task: Callable[[], object]) -> None:
+        """Run ``task`` on a daemon thread once the model's warm-up is over (at once if there is none)."""
+        def work() -> None:
+            self.wait_warm_up()
+            task()
+
+        threading.Thread(target=work, daemon=True, name="after-warm-up").start()
+
+
+def friendly(fn: Callable) -> Callable:
+    """Turn a StudioError into a gr.Error with its one-line message (no traceback in the UI)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except StudioError as error:
+            raise gr.Error(str(error)) from None
+
+    return wrapper
+
+
+def friendly_stream(fn: Callable) -> Callable:
+    """Same as ``friendly`` for generator handlers (streaming outputs)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            yield from fn(*args, **kwargs)
+        except StudioError as error:
+            raise gr.Error(str(error)) from None
+
+    return wrapper
+
+from gradio.events import Dependency
+
+class WholeNumber(gr.Number):
+    """A ``gr.Number`` for counts (steps, examples, seeds): a fraction or text gets the studio's one-line message
+    instead of Gradio's rounding (1.5 -> 2) or its raw preprocess error. Shown as a plain number field."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "number"  # the browser draws it as Gradio's own number field
+
+    def preprocess(self, payload: float | None) -> int | None:
+        if payload is None:
+            return None
+        try:
+            value = float(payload)
+        except (TypeError, ValueError):
+            raise gr.Error(f"{self.label or 'this field'} must be a whole number (got {payload!r})") from None
+        if not value.is_integer():
+            raise gr.Error(f"{self.label or 'this field'} must be a whole number (got {payload})")
+        return int(value)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def explain(text: str) -> gr.Markdown:
+    """The two-sentence explanation at the top of every panel."""
+    return gr.Markdown(f"<div class='explain'>{text}</div>")
+
+
+# ---- shared by the analysis panels (similarity, map, arithmetic, transfer) --------------------------------------
+def item_choices(state: AppState, kinds: tuple[str, ...] = ("vector",)) -> list[tuple[str, str]]:
+    """(label, id) dropdown choices for the current model's items of the given kinds, labelled for humans."""
+    from studio.analysis import item_label
+
+    def order(item) -> tuple:
+        return item.task or "", -1 if item.origin is None else item.origin, item.created, item.id
+
+    return [(f"{item_label(item)} · {item.id}", item.id) for kind in kinds
+            for item in sorted(state.library.items(kind=kind, model=state.model_name), key=order)]
+
+
+EXPORTS_KEPT = 24  # download folders kept; older ones are removed when a new one is made
+
+
+def export_folder(stem: str) -> Path:
+    """A fresh folder for one request's downloads, inside the studio's one export folder in the system temp folder
+    (where Gradio serves files from). Only the newest ``EXPORTS_KEPT`` are kept: figures do not pile up on disk."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.gettempdir()) / "tpv-studio-exports"
+    root.mkdir(exist_ok=True)
+    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in folders[: max(0, len(folders) - EXPORTS_KEPT + 1)]:
+        shutil.rmtree(old, ignore_errors=True)  # only folders this function made, inside its own root
+    return Path(tempfile.mkdtemp(prefix=f"{stem}-", dir=root))
+
+
+def figure_exports(figure, stem: str, header: list[str], rows: list[list]) -> list[str]:
+    """HTML (interactive, offline) and CSV (the numbers) of a figure; PNG is a separate, slower button."""
+    from studio.plots import save_figure, write_csv
+
+    folder = export_folder(stem)
+    return [str(save_figure(figure, folder / f"{stem}.html")), str(write_csv(folder / f"{stem}.csv", header, rows))]
+
+
+def png_export(figure_json: str | None, stem: str) -> str:
+    """A PNG of the last figure (kaleido + the system Chromium); a StudioError says what to install if it fails."""
+    import plotly.io
+
+    from studio.plots import save_figure
+
+    if not figure_json:
+        raise StudioError("draw something first, then export it")
+    return str(save_figure(plotly.io.from_json(figure_json), export_folder(stem) / f"{stem}.png"))
+
+
+def export_row(stem: str, api_name: str) -> tuple[gr.File, gr.State]:
+    """The download row under a figure: HTML + CSV files (the draw event fills them and the returned State with
+    the figure's JSON) and an "Export PNG" button that renders that figure on demand."""
+    with gr.Row():
+        files = gr.File(label="Download: interactive HTML and CSV", file_count="multiple", interactive=False,
+                        height=120)
+        with gr.Column(scale=0, min_width=160):
+            png_button = gr.Button("Export PNG", size="sm")
+            png_file = gr.File(label="PNG", interactive=False, height=120)
+    figure_json = gr.State(None)
+
+    @friendly
+    def on_png(value):
+        return png_export(value, stem)
+
+    png_button.click(on_png, figure_json, png_file, api_name=api_name)
+    return files, figure_json
+
+
+def default_vectors(state: AppState, origin_id: str | None, count: int = 2,
+                    exclude_task: str | None = None) -> list[str]:
+    """A sensible first selection: one vector per task (up to ``count`` tasks) tuned from ``origin_id``."""
+    from studio.views import vectors_from
+
+    return vectors_from(state.library, state.model_name, origin_id, count, exclude_task)
