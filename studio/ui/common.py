@@ -117,24 +117,25 @@ def friendly_stream(fn: Callable) -> Callable:
     return wrapper
 
 
-class WholeNumber(gr.Number):
+def _whole_preprocess(component: gr.Number, payload: float | None) -> int | None:
+    if payload is None:
+        return None
+    try:
+        value = float(payload)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{component.label or 'this field'} must be a whole number (got {payload!r})") from None
+    if not value.is_integer():
+        raise gr.Error(f"{component.label or 'this field'} must be a whole number (got {payload})")
+    return int(value)
+
+
+def WholeNumber(value: float | None = None, **kwargs) -> gr.Number:  # noqa: N802 - reads like the component it is
     """A ``gr.Number`` for counts (steps, examples, seeds): a fraction or text gets the studio's one-line message
-    instead of Gradio's rounding (1.5 -> 2) or its raw preprocess error. Shown as a plain number field."""
-
-    @classmethod
-    def get_block_name(cls) -> str:
-        return "number"  # the browser draws it as Gradio's own number field
-
-    def preprocess(self, payload: float | None) -> int | None:
-        if payload is None:
-            return None
-        try:
-            value = float(payload)
-        except (TypeError, ValueError):
-            raise gr.Error(f"{self.label or 'this field'} must be a whole number (got {payload!r})") from None
-        if not value.is_integer():
-            raise gr.Error(f"{self.label or 'this field'} must be a whole number (got {payload})")
-        return int(value)
+    instead of Gradio's rounding (1.5 -> 2) or its raw preprocess error. (Not a subclass: Gradio writes a .pyi stub
+    beside the source of every Component subclass, which an installed package must not do.)"""
+    number = gr.Number(value, step=1, **kwargs)
+    number.preprocess = functools.partial(_whole_preprocess, number)
+    return number
 
 
 def explain(text: str) -> gr.Markdown:
