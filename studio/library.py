@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -134,6 +134,11 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
+def _copy(item: Item) -> Item:
+    """A copy whose recipe and metrics a caller may change without changing the (read-only) catalog's."""
+    return replace(item, recipe=dict(item.recipe), metrics=dict(item.metrics))
+
+
 def _row_to_item(row: sqlite3.Row, source: str) -> Item:
     data = dict(row)
     data["recipe"] = json.loads(data["recipe"])
@@ -213,6 +218,10 @@ class Library:
                     f"INSERT INTO items ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
                     list(record.values()),
                 )
+            # it never changes: read once, so that the UI's many look-ups at start-up cost no SQL
+            rows = self._memory.execute("SELECT * FROM items ORDER BY created, rowid").fetchall()
+            self._frozen = [_row_to_item(row, self.source) for row in rows]
+            self._by_id = {item.id: item for item in self._frozen}
         else:
             self._open_folder()
 
@@ -289,6 +298,9 @@ class Library:
 
     # ---- reading -----------------------------------------------------------------------------------------
     def _own(self, item_id: str) -> Item | None:
+        if self.read_only:
+            item = self._by_id.get(item_id)
+            return _copy(item) if item else None
         with self._transaction() as db:
             row = db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
         return _row_to_item(row, self.source) if row else None
@@ -305,6 +317,9 @@ class Library:
         """All items (own first, then the read-only parents'), filtered."""
         found: list[Item] = []
         for library in (self, *self.parents):
+            if library.read_only:
+                found += [_copy(item) for item in library._frozen]
+                continue
             with library._transaction() as db:
                 rows = db.execute("SELECT * FROM items ORDER BY created, rowid").fetchall()  # as stored
             found += [_row_to_item(row, library.source) for row in rows]

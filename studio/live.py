@@ -68,6 +68,30 @@ class LiveRequest:
         return task, done, min(max(stop, done + 1), self.limit, sizes[task])
 
 
+def warm_up_model(model: str) -> None:
+    """Load the model and PEFT's merges and run one tiny evaluation, so that the first slider move pays only for its
+    own forward passes (the first forward pass of a process is several times slower than the next). Problems are
+    left for the first real use, which reports them with a clear message."""
+    from studio import HEAVY_IMPORT_LOCK
+    from studio.backbones import load_backbone
+
+    try:
+        backbone = load_backbone(model)
+        with HEAVY_IMPORT_LOCK:
+            import peft.utils.merge_utils  # noqa: F401
+        encoded = encode_task(backbone, load_task("mr"), "validation", 4)
+        score_examples(backbone, None, encoded, encoded.examples)
+    except Exception:  # see the docstring
+        pass
+
+
+def start_warm_up(model: str) -> threading.Thread:
+    """``warm_up_model`` on a background thread (``launch.py`` starts it before Gradio is even imported)."""
+    thread = threading.Thread(target=warm_up_model, args=(model,), daemon=True, name="warm-model")
+    thread.start()
+    return thread
+
+
 class LiveEvaluator:
     """The one worker that evaluates every visitor's slider positions (see the module docstring)."""
 

@@ -55,10 +55,12 @@ def build_app(state: AppState) -> gr.Blocks:
     return app
 
 
-def create(library_dir: str | None = None, model: str | None = None, prebuilt: bool = True) -> tuple[gr.Blocks, AppState]:
-    """The app over the library in ``library_dir`` (the prebuilt one beneath it), its model warming up meanwhile."""
+def create(library_dir: str | None = None, model: str | None = None, prebuilt: bool = True,
+           warming=None) -> tuple[gr.Blocks, AppState]:
+    """The app over the library in ``library_dir`` (the prebuilt one beneath it), its model warming up meanwhile
+    (``warming``: a warm-up thread already started, ``studio.live.start_warm_up``)."""
     state = AppState(open_library(library_dir, prebuilt=prebuilt))
     if model:
         state.model_name = model
-    state.warm_up()
+    state.warm_up(warming)
     return build_app(state), state

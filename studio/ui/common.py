@@ -17,7 +17,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio import HEAVY_IMPORT_LOCK, StudioError
+from studio import StudioError
 from studio.backbones import DEFAULT_MODEL, load_backbone
 from studio.jobs import JobRunner
 from studio.library import Library
@@ -57,25 +57,12 @@ class AppState:
     def backbone(self):
         return load_backbone(self.model_name)
 
-    def warm_up(self) -> None:
-        """Load the model and PEFT's merges, and run one tiny evaluation, on a background thread: the first slider
-        move then pays only for its own forward passes (`launch.py` serves the page once this is over)."""
+    def warm_up(self, started: threading.Thread | None = None) -> None:
+        """Warm the model up on a background thread (``studio.live.warm_up_model``), or adopt the warm-up that
+        ``launch.py`` started before Gradio was imported (``started``); ``launch.py`` serves the page once it is over."""
+        from studio.live import start_warm_up
 
-        def work() -> None:
-            try:
-                backbone = self.backbone()
-                with HEAVY_IMPORT_LOCK:
-                    import peft.utils.merge_utils  # noqa: F401
-                from studio.evaluation import evaluate
-                from studio.tasks import load_task
-
-                # one tiny real evaluation: the first forward pass of a process is several times slower than the next
-                evaluate(backbone, None, load_task("mr"), "validation", 4, keep_records=False)
-            except Exception:  # the first real use reports the same problem with a clear message
-                pass
-
-        self._warm = threading.Thread(target=work, daemon=True, name="warm-model")
-        self._warm.start()
+        self._warm = started or start_warm_up(self.model_name)
 
     def wait_warm_up(self, timeout: float | None = None) -> None:
         """Block until the warm-up is over (or ``timeout`` seconds passed)."""
