@@ -285,6 +285,10 @@ def test_save_adds_the_combination_to_the_library(app, pair):
     assert len(state.library.items()) == before + 1 and item.kind == "prompt" and item.name == "my mix"
     assert item.recipe["combination"]["weights"] == [0.5, 1.0] and item.origin_id == origin_id
     assert any(k.startswith("validation_accuracy/") for k in item.metrics) and item_id in text
+    # the Library's "val acc" column is filled for a saved combination too (its mean over the evaluated tasks)
+    table, _, _ = client.predict("prompt", "all", item_id, "user", api_name="/library_list")
+    row = dict(zip(table["headers"], table["data"][0]))
+    assert row["id"] == item_id and row["val acc"] is not None and 0 <= row["val acc"] <= 1
     state.library.delete(item_id)
 
 
