@@ -55,31 +55,40 @@ def visitor(url: str, index: int, moves: int, every: float, limit: int, out: lis
     info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/arithmetic_eval"]
     defaults = [p.get("parameter_default") for p in info["parameters"]]
     n_fixed = 6  # origin, vectors, method, density, tasks, limit; then one weight per slider
-    jobs = []
+    monitors = []
     for move in range(moves):
         weight = round(0.2 + 0.15 * ((index + move) % 6), 2)
         args = defaults[:5] + [limit] + [weight] * (len(defaults) - n_fixed)
-        jobs.append((move, time.perf_counter(), client.submit(*args, api_name="/arithmetic_eval")))
+        job = client.submit(*args, api_name="/arithmetic_eval")
+        monitor = threading.Thread(target=watch, args=(index, move, move == moves - 1, time.perf_counter(), job,
+                                                       out, lock, deadline_s))
+        monitor.start()
+        monitors.append(monitor)
         if move < moves - 1:
             time.sleep(every)
-    end = time.perf_counter() + deadline_s
-    for move, moved, job in jobs:
-        first = final = None
-        while time.perf_counter() < end:
-            if job.outputs() and first is None:
-                first = time.perf_counter() - moved
-            if job.done():
-                break
-            time.sleep(0.05)
-        last = move == moves - 1
-        status = str(job.outputs()[-1][1]) if job.outputs() else ""
-        if last and job.done() and status.startswith("Done"):
-            final = time.perf_counter() - moved
-        row = {"visitor": index, "move": move, "first_update_s": None if first is None else round(first, 2),
-               "final_s": None if final is None else round(final, 2), "last_move": last, "status": status[:80]}
-        with lock:
-            out.append(row)
-        print(json.dumps(row), flush=True)
+    for monitor in monitors:
+        monitor.join()
+
+
+def watch(index: int, move: int, last: bool, moved: float, job, out: list[dict], lock: threading.Lock,
+          deadline_s: float) -> None:
+    """From the moment of the move: when its first update arrives, and (for a visitor's last move) when it is done."""
+    first = final = None
+    end = moved + deadline_s
+    while time.perf_counter() < end:
+        if job.outputs() and first is None:
+            first = time.perf_counter() - moved
+        if job.done():
+            break
+        time.sleep(0.05)
+    status = str(job.outputs()[-1][1]) if job.outputs() else ""
+    if last and job.done() and status.startswith("Done"):
+        final = time.perf_counter() - moved
+    row = {"visitor": index, "move": move, "first_update_s": None if first is None else round(first, 2),
+           "final_s": None if final is None else round(final, 2), "last_move": last, "status": status[:80]}
+    with lock:
+        out.append(row)
+    print(json.dumps(row), flush=True)
 
 
 def start_tuning(url: str, steps: int) -> str:
