@@ -141,7 +141,8 @@ def bars_of(figure) -> list[float]:
 def test_live_evaluation_marks_the_origin_and_each_tasks_own_prompt(app, pair):
     """The final chart carries reference marks: the origin alone and the task's own tuned prompt, scored on the
     same validation sample (checked here against a direct evaluation)."""
-    from studio.analysis import evaluate_many
+    from studio.evaluation import evaluate_progressively
+    from studio.tasks import load_task
 
     client, state = app
     origin_id, vector_ids = pair
@@ -152,8 +153,9 @@ def test_live_evaluation_marks_the_origin_and_each_tasks_own_prompt(app, pair):
     marks = {t["name"]: values(t["y"]) for t in plot_data(final[0]) if t["type"] == "scatter"}
     assert set(marks) == {"origin alone", "own tuned prompt"}, marks
     own_prompt = state.library.get(vector_ids[0]).prompt_id
-    expected = evaluate_many(state.backbone(), [state.library.tensor(origin_id), state.library.tensor(own_prompt)],
-                             [task], "validation", 16)["accuracy"][:, 0]
+    # the live chart's own sample: the first 16 validation examples in class-balanced (stratified) order
+    expected = [list(evaluate_progressively(state.backbone(), [state.library.tensor(i)], load_task(task),
+                                            "validation", 16))[-1][0].metrics["accuracy"] for i in (origin_id, own_prompt)]
     assert marks["origin alone"][0] == pytest.approx(expected[0]) and marks["own tuned prompt"][0] == pytest.approx(
         expected[1])
     assert "of its own tuned prompt" in final[1]

@@ -77,6 +77,9 @@ class Session:
         self.key = uuid.uuid4().hex  # each copy is another visitor
 
 
+# a move's handler mostly waits for the one shared live evaluator, so every visitor's newest move starts at once (and
+# supersedes their older one) instead of queueing behind 4 others; on ZeroGPU each move holds a GPU call instead
+LIVE_CONCURRENCY = 4 if on_zero_gpu() else 64
 SESSION_TTL_S = 6 * 3600  # a visitor's Session is dropped this long after its last evaluation
 
 
@@ -151,17 +154,34 @@ def reference_marks(state: AppState, choice: Choice, compute: bool) -> dict[str,
     ``compute``, the missing ones are evaluated first, in one batched pass per task."""
     items = reference_items(state, choice)
     if compute:
-        for task, by_mark in items.items():
-            missing = [i for i in dict.fromkeys(by_mark.values()) if i and (i, task, choice.limit) not in
-                       _reference_accuracy]
-            if missing:
-                result = analysis.evaluate_many(state.backbone(), [state.library.tensor(i) for i in missing], [task],
-                                                "validation", choice.limit)
-                with _reference_lock:
-                    for k, item_id in enumerate(missing):
-                        _reference_accuracy[(item_id, task, choice.limit)] = float(result["accuracy"][k, 0])
+        with _reference_lock:  # one visitor computes a missing mark; the others then find it cached
+            for task, by_mark in items.items():
+                missing = [i for i in dict.fromkeys(by_mark.values()) if i and (i, task, choice.limit) not in
+                           _reference_accuracy]
+                for item_id, accuracy in zip(missing, _reference_accuracies(state, missing, task, choice.limit)):
+                    _reference_accuracy[(item_id, task, choice.limit)] = accuracy
     return {mark: [_reference_accuracy.get((items[t][mark], t, choice.limit)) if items[t][mark] else None
                    for t in choice.tasks] for mark in REFERENCES}
+
+
+def _reference_accuracies(state: AppState, item_ids: list[str], task: str, limit: int) -> list[float]:
+    """Validation accuracy of each item on the live view's own sample (stratified, ``limit`` examples). Through the
+    shared live evaluator (one batch, queued with every visitor's moves); on ZeroGPU directly, in this GPU call."""
+    if not item_ids:
+        return []
+    if on_zero_gpu():
+        result = analysis.evaluate_many(state.backbone(), [state.library.tensor(i) for i in item_ids], [task],
+                                        "validation", limit)
+        return [float(result["accuracy"][k, 0]) for k in range(len(item_ids))]
+    requests = [state.live.submit(f"reference {item_id} {task} {limit}", state.library.tensor(item_id), [task], limit,
+                                  first=limit) for item_id in item_ids]
+    accuracies = []
+    for request in requests:
+        final = list(state.live.stream(request))[-1:]
+        if isinstance(request.outcome, BaseException):
+            raise request.outcome
+        accuracies.append(final[0][task].metrics["accuracy"] if final else float("nan"))
+    return accuracies
 
 
 def chart(tasks: list[str], results: dict, previous: dict[str, float], title: str,
@@ -537,7 +557,7 @@ def wire_evaluation(state: AppState, controls: Controls, results: Results) -> No
     gr.on([results.evaluate.click, *(s.release for s in controls.sliders), controls.method.input,
            controls.density.release], on_evaluate, [*controls.inputs, controls.session],
           [results.plot, results.status, results.flips, controls.session], api_name="arithmetic_eval",
-          trigger_mode="multiple", show_progress="minimal")
+          trigger_mode="multiple", show_progress="minimal", concurrency_limit=LIVE_CONCURRENCY)
     results.sweep.click(on_sweep, [*controls.inputs, results.sweep_mode, results.sweep_limit],
                         [results.sweep_plot, results.sweep_text, results.sweep_files, results.sweep_json],
                         api_name="arithmetic_sweep")
