@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -100,7 +101,7 @@ class LiveEvaluator:
         self._split = split
         self._active: dict[str, LiveRequest] = {}  # visitor -> their newest unfinished request
         self._encoded: dict[tuple[str, int], EncodedTask] = {}
-        self._wake = threading.Condition()
+        self._wake = threading.Condition(threading.RLock())
         self._counter = itertools.count()
         self.chunks_run = 0  # for tests and benchmarks: model calls made
         self._thread = threading.Thread(target=self._work, daemon=True, name="live-evaluator")
@@ -120,6 +121,13 @@ class LiveEvaluator:
             self._active[key] = request
             self._wake.notify()
         return request
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """Submit several requests as one arrival: the worker sees all of them at its next turn, so their equal
+        chunks run as one batch from the first."""
+        with self._wake:  # a re-entrant lock: ``submit`` inside takes it again
+            yield
 
     def stream(self, request: LiveRequest, timeout: float = 600.0) -> Iterator[dict[str, EvalResult]]:
         """The request's results after each chunk (all tasks seen so far); ends when it is complete

@@ -64,10 +64,9 @@ def test_a_newer_move_supersedes_the_older_one_at_once(tiny):
 
 
 def test_equal_chunks_of_different_visitors_run_as_one_batch(tiny):
-    get, gate = gated(tiny)
-    evaluator = LiveEvaluator(get)
-    requests = [evaluator.submit(f"visitor {k}", prompt(10 + k, tiny.hidden_size), ["mr"], 64) for k in range(4)]
-    gate.set()
+    evaluator = LiveEvaluator(lambda: tiny)
+    with evaluator.together():  # four visitors moving at the same moment
+        requests = [evaluator.submit(f"visitor {k}", prompt(10 + k, tiny.hidden_size), ["mr"], 64) for k in range(4)]
     finals = [list(evaluator.stream(r))[-1]["mr"] for r in requests]
     assert evaluator.chunks_run == 3  # 16, 32, 64: three model calls for four visitors, not twelve
     alone = LiveEvaluator(lambda: tiny)

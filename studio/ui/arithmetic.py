@@ -173,8 +173,9 @@ def _reference_accuracies(state: AppState, item_ids: list[str], task: str, limit
         result = analysis.evaluate_many(state.backbone(), [state.library.tensor(i) for i in item_ids], [task],
                                         "validation", limit)
         return [float(result["accuracy"][k, 0]) for k in range(len(item_ids))]
-    requests = [state.live.submit(f"reference {item_id} {task} {limit}", state.library.tensor(item_id), [task], limit,
-                                  first=limit) for item_id in item_ids]
+    with state.live.together():  # one batch
+        requests = [state.live.submit(f"reference {item_id} {task} {limit}", state.library.tensor(item_id), [task],
+                                      limit, first=limit) for item_id in item_ids]
     accuracies = []
     for request in requests:
         final = list(state.live.stream(request))[-1:]
