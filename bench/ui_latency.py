@@ -28,30 +28,36 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_studio(prefix: str, limit_s: float = 180) -> tuple[subprocess.Popen, str, float]:
+    """`python launch.py` on a free port with its own empty user library, as a user starts it: (server, page url,
+    seconds until /config answered). ``bench/ui_load.py`` starts its server the same way."""
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    port = free_port()
+    started = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "launch.py", "--port", str(port), "--library",
+                               tempfile.mkdtemp(prefix=prefix)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    while True:
+        try:
+            with urllib.request.urlopen(url + "config", timeout=2) as response:
+                if response.status == 200:
+                    return server, url, time.perf_counter() - started
+        except OSError:
+            time.sleep(0.1)
+        if time.perf_counter() - started > limit_s or server.poll() is not None:
+            server.terminate()
+            raise SystemExit(f"the page did not come up within {limit_s} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settle", type=float, default=0.0,
                         help="seconds to wait after the page is up before the first move (a person reading the "
                              "panel first; 0 = move at once, the worst case)")
     args = parser.parse_args()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    port = free_port()
-    library = tempfile.mkdtemp(prefix="latency-library-")
-    started = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "launch.py", "--port", str(port), "--library", library], cwd=ROOT,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, url, page_s = start_studio("latency-library-")
     try:
-        url = f"http://127.0.0.1:{port}/"
-        while True:
-            try:
-                with urllib.request.urlopen(url + "config", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
-            if time.perf_counter() - started > 180:
-                raise SystemExit("the page did not come up within 180 s")
-        page_s = time.perf_counter() - started
         print(json.dumps({"measure": "launch_to_usable_page_s", "value": round(page_s, 2),
                           "loadavg": os.getloadavg()[0]}), flush=True)
 

@@ -15,36 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_page(url: str, started: float, limit_s: float = 240) -> float:
-    while True:
-        try:
-            with urllib.request.urlopen(url + "config", timeout=2) as response:
-                if response.status == 200:
-                    return time.perf_counter() - started
-        except OSError:
-            time.sleep(0.2)
-        if time.perf_counter() - started > limit_s:
-            raise SystemExit(f"the page did not come up within {limit_s} s")
+from ui_latency import start_studio  # the same server start (bench/ is the script's folder on sys.path)
 
 
 def visitor(url: str, index: int, moves: int, every: float, limit: int, out: list[dict], lock: threading.Lock,
@@ -124,15 +100,8 @@ def main() -> None:
     parser.add_argument("--tune-steps", type=int, default=10,
                         help="a small tuning job (mr, one origin) started beside the visitors; 0: none")
     args = parser.parse_args()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    port = free_port()
-    library = tempfile.mkdtemp(prefix="load-library-")
-    started = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "launch.py", "--port", str(port), "--library", library], cwd=ROOT,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, url, page_s = start_studio("load-library-", limit_s=240)
     try:
-        url = f"http://127.0.0.1:{port}/"
-        page_s = wait_for_page(url, started)
         print(json.dumps({"measure": "launch_to_usable_page_s", "value": round(page_s, 2)}), flush=True)
         rows: list[dict] = []
         lock = threading.Lock()
