@@ -20,8 +20,8 @@ from studio.tasks import load_task
 
 
 def item_label(item: Item) -> str:
-    origin = f" o{item.origin}" if item.origin is not None else ""
-    return f"{item.task or item.name}{origin} ({item.kind})" if item.kind != "origin" else f"origin {item.origin}"
+    origin = f" o{item.seed}" if item.seed is not None else ""
+    return f"{item.task or item.name}{origin} ({item.kind})" if item.kind != "origin" else f"origin {item.seed}"
 
 
 @dataclass
@@ -56,9 +56,9 @@ def similarity_table(library: Library, ids: list[str], measure: str = "token_mea
     matrix = similarity_matrix(tensors, measure).numpy()
     index = list(range(len(items)))
     if order == "task":
-        index.sort(key=lambda k: (items[k].task or "", items[k].origin or 0))
+        index.sort(key=lambda k: (items[k].task or "", items[k].seed or 0))
     elif order == "origin":
-        index.sort(key=lambda k: (items[k].origin or 0, items[k].task or ""))
+        index.sort(key=lambda k: (items[k].seed or 0, items[k].task or ""))
     elif order == "cluster":
         from scipy.cluster.hierarchy import leaves_list, linkage
         from scipy.spatial.distance import squareform
@@ -141,7 +141,7 @@ def cross_origin_table(library: Library, backbone: Backbone, tasks: list[str], s
                     tensors.append(library.tensor(a_origin) + vectors[b_origin])
         results = evaluate(backbone, tensors, task, split, limit, keep_records=False)
         for (a, b), result in zip(pairs, results):
-            rows.append({"task": task_name, "origin": library.get(a).origin, "vector_from": library.get(b).origin,
+            rows.append({"task": task_name, "origin": library.get(a).seed, "vector_from": library.get(b).seed,
                          "own": a == b, "prompt_id": by_origin[b].id, "tau_ratio": ratios[b],
                          **{k: result.metrics[k] for k in ("accuracy", "macro_f1", "n")}})
     return rows
@@ -215,7 +215,7 @@ def map_points(library: Library, ids: list[str], method: str = "umap", dims: int
 
 def _point_record(item: Item, token: int | None) -> dict:
     return {"id": item.id, "name": item.name, "kind": item.kind, "task": item.task or "(none)",
-            "origin": "(none)" if item.origin is None else str(item.origin), "token": token,
+            "origin": "(none)" if item.seed is None else str(item.seed), "token": token,
             "metrics": _metrics_summary(item.metrics)}
 
 
@@ -364,14 +364,14 @@ def multitask_prompt(library: Library, backbone: Backbone, origin_id: str, tasks
         if item.origin_id == origin_id and all(item.recipe.get(k) == v for k, v in recipe.items()):
             return item
     p0 = library.tensor(origin_id)
-    jobs = [TrainingPrompt(task, p0, origin.origin or 0, mixture=name, label=task.spec.name) for task in data]
+    jobs = [TrainingPrompt(task, p0, origin.seed or 0, mixture=name, label=task.spec.name) for task in data]
     outcome = tune(backbone, jobs, config, on_progress, should_stop)
     if outcome.status != "done":
         return None
     metrics = {metric_key("validation", "accuracy", r.job.task.spec.name): r.best_metrics.get("val_accuracy")
                for r in outcome.results}
     return library.add("prompt", outcome.results[0].best_prompt, origin.model,
-                       name=f"multi-task {name} / origin {origin.origin}", task=name, origin=origin.origin,
+                       name=f"multi-task {name} / origin {origin.seed}", task=name, seed=origin.seed,
                        origin_id=origin_id, recipe={**recipe, "best_step": outcome.results[0].best_step},
                        metrics=metrics, item_id=content_id("prompt", origin_id, recipe), exist_ok=True)
 
@@ -391,7 +391,7 @@ def few_shot_inits(library: Library, origin_id: str, source_vector_ids: list[str
     for vector_id in source_vector_ids:
         item = library.get(vector_id)
         prompt, _ = combine(library, origin_id, [vector_id], [1.0])
-        inits[f"single source: {item.task or item.name} (o{item.origin})"] = prompt
+        inits[f"single source: {item.task or item.name} (o{item.seed})"] = prompt
     if len(source_vector_ids) > 1:
         inits["TPV sum: " + " + ".join(library.get(v).task or v for v in source_vector_ids)], _ = combine(
             library, origin_id, source_vector_ids, [1.0] * len(source_vector_ids))
@@ -456,7 +456,7 @@ def few_shot_experiment(library: Library, backbone: Backbone, target: str, sourc
     for name, tensor in inits.items():
         if tensor.shape[1] != backbone.hidden_size:
             raise StudioError(f"{name} has width {tensor.shape[1]} but {backbone.name} has {backbone.hidden_size}")
-    origin_seed = library.get(origin_id).origin or 0
+    origin_seed = library.get(origin_id).seed or 0
     p0 = library.tensor(origin_id)
     names = list(inits)
     rows: list[dict] = []

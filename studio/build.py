@@ -35,7 +35,7 @@ def build_library(out: Path, tasks: list[str], seeds: list[int], steps: int, bat
     backbone = load_backbone(model)
     config = TuneConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=max(1, steps // 4), val_limit=60)
     task_data = {name: load_task(name) for name in tasks}
-    done = {(i.task, i.origin) for i in library.items(kind="prompt", model=backbone.name)}
+    done = {(i.task, i.seed) for i in library.items(kind="prompt", model=backbone.name)}
     missing = [name for name in tasks if any((name, s) not in done for s in seeds)]
     if missing:
         bar = tqdm(total=steps, desc=f"tuning {len(missing)} tasks x {len(seeds)} origins", file=sys.stderr)
@@ -67,7 +67,7 @@ def build_library(out: Path, tasks: list[str], seeds: list[int], steps: int, bat
         if name not in baselines:
             baselines[name] = evaluate(backbone, None, task, "test", test_limit, keep_records=False)[0].metrics
             atomic_write_text(baselines_path, json.dumps(baselines, indent=1))
-        prompts = [i for i in library.items(kind="prompt", task=name) if i.origin in seeds]
+        prompts = [i for i in library.items(kind="prompt", task=name) if i.seed in seeds]
         todo = [i for i in origins + prompts if key not in i.metrics]
         if todo:
             results = evaluate(backbone, [library.tensor(i.id) for i in todo], task, "test", test_limit,

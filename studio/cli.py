@@ -209,7 +209,7 @@ def cmd_combine(args) -> None:
             metrics.update({f"{args.split}_{k}/{task_name}": v for k, v in result.metrics.items()})
     tasks = sorted({library.get(i).task or "?" for i in ids})
     item = library.add("prompt", prompt, origin.model, name=args.name or f"{args.method} of {' + '.join(tasks)}",
-                       task="+".join(tasks), origin=origin.origin, origin_id=origin.id, recipe=recipe, metrics=metrics,
+                       task="+".join(tasks), seed=origin.seed, origin_id=origin.id, recipe=recipe, metrics=metrics,
                        item_id=combination_id(recipe), exist_ok=True)  # the same combination twice is one item
     _print(args, item.to_dict(), f"{item.id}  {item.name}  " + "  ".join(
         f"{k}={v:.3f}" for k, v in metrics.items() if "accuracy" in k and "_se" not in k))
@@ -245,7 +245,7 @@ def cmd_library(args) -> None:
         items = library.items(kind=args.kind, model=None if args.model == DEFAULT_MODEL and not args.only_model
                               else args.model, task=args.task, text=args.filter)
         _print(args, [i.to_dict() for i in items], "\n".join(
-            f"{i.id:22} {i.kind:7} {i.source:8} {i.task or '-':14} o{i.origin if i.origin is not None else '-':<3} "
+            f"{i.id:22} {i.kind:7} {i.source:8} {i.task or '-':14} o{i.seed if i.seed is not None else '-':<3} "
             f"{i.name}" for i in items) or "(empty library)")
         return
     if not args.id:

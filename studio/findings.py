@@ -110,7 +110,7 @@ PAIRS = (("mr", "tweets"), ("bbc", "uncertainty"))
 
 
 def _prebuilt_vector(library: Library, task: str, origin: int):
-    return next(i for i in library.items(kind="vector", task=task) if i.source == "prebuilt" and i.origin == origin)
+    return next(i for i in library.items(kind="vector", task=task) if i.source == "prebuilt" and i.seed == origin)
 
 
 def _test_accuracy(backbone, prompt, tasks: list[str], limit: int) -> dict[str, float]:
@@ -126,7 +126,7 @@ def finding_addition(library: Library, val_limit: int, test_limit: int, fresh: b
     from studio.analysis import coefficient_sweep, combine, weight_grid
     from studio.backbones import load_backbone
 
-    origins = sorted({i.origin for i in library.items(kind="origin") if i.source == "prebuilt"})
+    origins = sorted({i.seed for i in library.items(kind="origin") if i.source == "prebuilt"})
 
     def compute() -> list[dict]:  # the model is loaded only when the cached rows are missing
         backbone = load_backbone()
@@ -178,8 +178,8 @@ def finding_fewshot(library: Library, target: str, sources: tuple[str, ...], sho
     from studio.plots import curves, save_figure
     from studio.tuning import TuneConfig
 
-    origin = min((i for i in library.items(kind="origin") if i.source == "prebuilt"), key=lambda i: i.origin)
-    vectors = [_prebuilt_vector(library, t, origin.origin).id for t in sources]
+    origin = min((i for i in library.items(kind="origin") if i.source == "prebuilt"), key=lambda i: i.seed)
+    vectors = [_prebuilt_vector(library, t, origin.seed).id for t in sources]
     # the few-shot runs use the library's learning rate (the model's recipe), with a few-shot budget
     config = TuneConfig(steps=steps, batch_size=4, lr=recipe["lr"], eval_every=max(1, steps // 2), val_limit=40)
 
@@ -220,7 +220,7 @@ def _origin_prompts(library: Library, task: str, model: str | None = None) -> li
     for item in library.items(kind="prompt", model=model, task=task):
         if item.source == "prebuilt" and is_single_task_prompt(item):
             by_origin.setdefault(item.origin_id, item)
-    return sorted(by_origin.values(), key=lambda item: (-1 if item.origin is None else item.origin, item.origin_id))
+    return sorted(by_origin.values(), key=lambda item: (-1 if item.seed is None else item.seed, item.origin_id))
 
 
 def tpv_geometry(library: Library, tasks: list[str]) -> list[dict]:
@@ -229,7 +229,7 @@ def tpv_geometry(library: Library, tasks: list[str]) -> list[dict]:
     for task in tasks:
         for prompt in _origin_prompts(library, task):
             tau, origin = library.vector(prompt.id).delta, library.tensor(prompt.origin_id)
-            rows.append({"task": task, "origin": prompt.origin, "prompt_id": prompt.id,
+            rows.append({"task": task, "origin": prompt.seed, "prompt_id": prompt.id,
                          "tau_norm": float(tau.norm()), "origin_norm": float(origin.norm()),
                          "ratio": scale_ratio(tau, origin)})
     return rows
@@ -299,7 +299,7 @@ def scaling_experiment(library: Library, backbone, tasks: list[str],
         prompts = _origin_prompts(library, task, backbone.name)
         specs, tensors = scaling_prompts([library.tensor(p.origin_id) for p in prompts],
                                          [library.vector(p.id).delta for p in prompts],
-                                         [p.origin for p in prompts], coefficients, origin_scales)
+                                         [p.seed for p in prompts], coefficients, origin_scales)
         result = evaluate_many(backbone, tensors, [task], split, limit)
         rows += [{"task": task, **spec, "accuracy": float(accuracy), "n": result["n"][0]}
                  for spec, accuracy in zip(specs, result["accuracy"][:, 0])]

@@ -241,7 +241,7 @@ class _Entry:
     tensor: torch.Tensor
     name: str
     task: str | None = None
-    origin: int | None = None
+    seed: int | None = None
     origin_id: str | None = None
     prompt_id: str | None = None
     recipe: dict = field(default_factory=dict)
@@ -368,10 +368,11 @@ def _catalog_fields(item_id: str, record: dict) -> dict:
     def bad(what: str) -> StudioError:
         return StudioError(f"{CATALOG}: item {item_id} has {what}: the repository is damaged")
 
-    name, task, origin = record.get("name") or item_id, record.get("task") or None, record.get("origin")
+    name, task = record.get("name") or item_id, record.get("task") or None
+    seed = record.get("seed", record.get("origin"))  # catalogs pushed before the rename call it "origin"
     if not isinstance(name, str) or not (task is None or isinstance(task, str)):
         raise bad("a name or task that is not text")
-    if origin is not None and (isinstance(origin, bool) or not isinstance(origin, int)):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise bad("an origin seed that is not a whole number")
     parents = {key: record.get(key) or None for key in ("origin_id", "prompt_id")}
     if any(p is not None and not (isinstance(p, str) and ITEM_ID.fullmatch(p)) for p in parents.values()):
@@ -379,7 +380,7 @@ def _catalog_fields(item_id: str, record: dict) -> dict:
     recipe, metrics = record.get("recipe") or {}, record.get("metrics") or {}
     if not isinstance(recipe, dict) or not isinstance(metrics, dict):
         raise bad("a recipe or metrics that are not JSON objects")
-    return {"name": check_name(name, f"the name of {item_id}"), "task": task, "origin": origin, **parents,
+    return {"name": check_name(name, f"the name of {item_id}"), "task": task, "seed": seed, **parents,
             "recipe": recipe, "metrics": metrics}
 
 
@@ -451,7 +452,7 @@ def _adapter_entries(library: Library, adapters: list[_Adapter], origin: str | N
     else:
         found = _library_origin(library, origin, model, [a.rel for a in adapters])
         base = _Entry(found.id, "origin", library.tensor(found.id), found.name)
-        entries, seed = [], found.origin
+        entries, seed = [], found.seed
     for adapter in adapters:
         if not marked or adapter is not marked[0]:
             entries += _prompt_and_vector(adapter, base, seed)
@@ -478,10 +479,10 @@ def _prompt_and_vector(adapter: _Adapter, origin: _Entry, seed: int | None) -> l
                           f"is {tuple(origin.tensor.shape)}: it was not tuned from that origin")
     prompt_id = content_id("prompt", origin.id, "peft", _digest(adapter.tensor))
     task = adapter.metadata.get("task") or None
-    prompt = _Entry(prompt_id, "prompt", adapter.tensor, adapter.name, task=task, origin=seed, origin_id=origin.id,
+    prompt = _Entry(prompt_id, "prompt", adapter.tensor, adapter.name, task=task, seed=seed, origin_id=origin.id,
                     recipe=adapter.recipe)
     vector = _Entry(vector_id(prompt_id), "vector", adapter.tensor - origin.tensor, f"TPV {adapter.name}"[:MAX_NAME],
-                    task=task, origin=seed, origin_id=origin.id, prompt_id=prompt_id, recipe={"from": prompt_id})
+                    task=task, seed=seed, origin_id=origin.id, prompt_id=prompt_id, recipe={"from": prompt_id})
     return [prompt, vector]
 
 
@@ -514,7 +515,7 @@ def _store(library: Library, entries: list[_Entry], model: str) -> list[Item]:
         for entry in entries:
             new = library.find(entry.id) is None
             items.append(library.add(entry.kind, entry.tensor, model, name=entry.name, task=entry.task,
-                                     origin=entry.origin, origin_id=entry.origin_id, prompt_id=entry.prompt_id,
+                                     seed=entry.seed, origin_id=entry.origin_id, prompt_id=entry.prompt_id,
                                      recipe=entry.recipe, metrics=entry.metrics, item_id=entry.id, exist_ok=True))
             if new:
                 added.append(entry.id)

@@ -35,7 +35,7 @@ def origin_entry(model: str, tensor: torch.Tensor, seed: int, n_tokens: int, ini
                  item_id: str | None = None) -> NewItem:
     """How an origin is stored: its id (the content id unless the library already has it under another), name and
     recipe, written once for ``origin_item`` and for tuning jobs."""
-    return NewItem("origin", tensor, model, f"origin {seed} ({n_tokens} tokens)", origin=seed,
+    return NewItem("origin", tensor, model, f"origin {seed} ({n_tokens} tokens)", seed=seed,
                    recipe={"init": init, "seed": seed, "n_tokens": n_tokens},
                    item_id=item_id or origin_id(model, seed, n_tokens, init))
 

@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS items (
     name TEXT NOT NULL,
     model TEXT NOT NULL,
     task TEXT,
-    origin INTEGER,
+    seed INTEGER,
     origin_id TEXT,
     prompt_id TEXT,
     n_tokens INTEGER NOT NULL,
@@ -63,7 +63,7 @@ class Item:
     name: str
     model: str
     task: str | None
-    origin: int | None
+    seed: int | None  # the random seed of the origin this item starts from (origin_id names the origin)
     origin_id: str | None
     prompt_id: str | None
     n_tokens: int
@@ -121,7 +121,7 @@ class NewItem:
     model: str
     name: str = ""
     task: str | None = None
-    origin: int | None = None
+    seed: int | None = None
     origin_id: str | None = None
     prompt_id: str | None = None
     recipe: dict | None = None
@@ -139,8 +139,15 @@ def _copy(item: Item) -> Item:
     return replace(item, recipe=dict(item.recipe), metrics=dict(item.metrics))
 
 
+def _renamed_fields(record: dict) -> dict:
+    """A catalog record in today's field names: catalogs written before the rename call the seed ``origin``."""
+    if "origin" in record and "seed" not in record:
+        record["seed"] = record.pop("origin")
+    return record
+
+
 def _row_to_item(row: sqlite3.Row, source: str) -> Item:
-    data = dict(row)
+    data = _renamed_fields(dict(row))
     data["recipe"] = json.loads(data["recipe"])
     data["metrics"] = json.loads(data["metrics"])
     return Item(**data, source=source)
@@ -195,6 +202,13 @@ def _is_peft_export(folder: Path) -> bool:
     return "studio_item.json" in names and names <= PEFT_EXPORT_FILES
 
 
+def _rename_seed_column(db: sqlite3.Connection) -> None:
+    """Bring a catalog made before ``origin`` (a seed) was renamed ``seed`` up to date, in place."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+    if "origin" in columns and "seed" not in columns:
+        db.execute("ALTER TABLE items RENAME COLUMN origin TO seed")
+
+
 class Library:
     """A catalog folder. ``read_only`` libraries (the prebuilt one) load ``catalog.json`` into memory."""
 
@@ -212,7 +226,7 @@ class Library:
             self._memory.row_factory = sqlite3.Row
             self._memory.execute(SCHEMA)
             for record in json.loads(catalog.read_text()):
-                record = {k: v for k, v in record.items() if k != "source"}
+                record = _renamed_fields({k: v for k, v in record.items() if k != "source"})
                 record["recipe"], record["metrics"] = json.dumps(record["recipe"]), json.dumps(record["metrics"])
                 self._memory.execute(
                     f"INSERT INTO items ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
@@ -242,6 +256,7 @@ class Library:
                     if self.writable:
                         db.execute("PRAGMA journal_mode=WAL")
                         db.execute(SCHEMA)
+                        _rename_seed_column(db)
                     ids = {row[0] for row in db.execute("SELECT id FROM items")}
             finally:
                 db.close()
@@ -382,12 +397,12 @@ class Library:
             raise StudioError(f"{item_id} is part of the prebuilt library, which is read-only; export it to copy it")
 
     def add(self, kind: str, tensor: torch.Tensor, model: str, *, name: str = "", task: str | None = None,
-            origin: int | None = None, origin_id: str | None = None, prompt_id: str | None = None,
+            seed: int | None = None, origin_id: str | None = None, prompt_id: str | None = None,
             recipe: dict | None = None, metrics: dict | None = None, item_id: str | None = None,
             exist_ok: bool = False) -> Item:
         """Store a new item. With ``exist_ok``, an item that already has ``item_id`` (the same content id) is
         returned as it is instead of raising: rerunning the same job stores nothing twice."""
-        new = NewItem(kind, tensor, model, name, task, origin, origin_id, prompt_id, recipe, metrics, item_id)
+        new = NewItem(kind, tensor, model, name, task, seed, origin_id, prompt_id, recipe, metrics, item_id)
         return self.add_together([new], exist_ok)[0]
 
     def add_together(self, new: list[NewItem], exist_ok: bool = False) -> list[Item]:
@@ -433,7 +448,7 @@ class Library:
         existing = next((found for lib in (self, *self.parents) if (found := lib._own(item_id))), None)
         if existing and not (exist_ok and existing.kind == entry.kind):
             raise StudioError(f"an item with id {item_id!r} already exists")
-        item = Item(item_id, entry.kind, name or item_id, entry.model, entry.task, entry.origin, entry.origin_id,
+        item = Item(item_id, entry.kind, name or item_id, entry.model, entry.task, entry.seed, entry.origin_id,
                     entry.prompt_id, int(entry.tensor.shape[0]), int(entry.tensor.shape[1]), entry.recipe or {},
                     entry.metrics or {}, f"items/{item_id}.safetensors", time.strftime("%Y-%m-%dT%H:%M:%S"))
         return item, existing
@@ -449,7 +464,7 @@ class Library:
 
     def find_origin(self, model: str, seed: int, n_tokens: int, init: str) -> Item | None:
         for item in self.items(kind="origin", model=model):
-            if item.origin == seed and item.n_tokens == n_tokens and item.recipe.get("init") == init:
+            if item.seed == seed and item.n_tokens == n_tokens and item.recipe.get("init") == init:
                 return item
         return None
 

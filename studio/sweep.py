@@ -366,7 +366,7 @@ def seed_shard(library: Library, shard: Path, group: RunGroup) -> Library:
 
 
 def _copy(library: Library, item: Item) -> NewItem:
-    return NewItem(item.kind, library.tensor(item.id), item.model, item.name, item.task, item.origin, item.origin_id,
+    return NewItem(item.kind, library.tensor(item.id), item.model, item.name, item.task, item.seed, item.origin_id,
                    item.prompt_id, item.recipe, item.metrics, item.id)
 
 

@@ -47,7 +47,7 @@ def vectors_from(library: Library, model: str, origin_id: str | None, count: int
 
 def default_pair(library: Library, model: str, count: int = 2) -> tuple[str | None, list[str]]:
     """The Arithmetic tab's first selection: the lowest-seed origin, and one TPV per task from it."""
-    origins = sorted(library.items(kind="origin", model=model), key=lambda i: (i.origin is None, i.origin, i.id))
+    origins = sorted(library.items(kind="origin", model=model), key=lambda i: (i.seed is None, i.seed, i.id))
     origin_id = origins[0].id if origins else None
     return origin_id, vectors_from(library, model, origin_id, count)
 

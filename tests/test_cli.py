@@ -148,11 +148,11 @@ def test_eval_template_json(tmp_path):
 
 def test_tune_stores_origins_prompts_and_vectors(tuned):
     library, prompts = tuned
-    assert len(prompts) == 2 and {p["origin"] for p in prompts} == {0, 1}
+    assert len(prompts) == 2 and {p["seed"] for p in prompts} == {0, 1}
     listed = json.loads(ok(studio("library", "list", "--json", library=library)).stdout)
     assert isinstance(listed, list) and len(listed) == 6
     for item in listed:
-        assert {"id", "kind", "model", "task", "origin", "metrics"} <= set(item)
+        assert {"id", "kind", "model", "task", "seed", "metrics"} <= set(item)
         assert item["model"] == "smollm2-135m-instruct"
     kinds = sorted(item["kind"] for item in listed)
     assert kinds == ["origin", "origin", "prompt", "prompt", "vector", "vector"]

@@ -50,7 +50,7 @@ def consistent(library: Path, home: Path) -> dict:
     """What must hold after any kill and a rerun; returns the catalog rows by kind."""
     db = sqlite3.connect(library / "catalog.sqlite")
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    rows = db.execute("SELECT id, kind, task, origin, origin_id, prompt_id, file FROM items").fetchall()
+    rows = db.execute("SELECT id, kind, task, seed, origin_id, prompt_id, file FROM items").fetchall()
     db.close()
     by_kind = {kind: [r for r in rows if r[1] == kind] for kind in ("origin", "prompt", "vector")}
     files = {p.name for p in (library / "items").iterdir()}

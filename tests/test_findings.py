@@ -24,11 +24,11 @@ def build_library(root: Path, model: str, hidden: int, scale: float, seed: int) 
     work = Library(root.parent / f"{root.name}-work")
     for origin_seed in SEEDS:
         p0 = torch.randn(4, hidden, generator=generator)
-        origin = work.add("origin", p0, model, origin=origin_seed, recipe={"init": "normal"})
+        origin = work.add("origin", p0, model, seed=origin_seed, recipe={"init": "normal"})
         for task in TASKS:
             tau = scale * torch.randn(4, hidden, generator=generator)
-            prompt = work.add("prompt", p0 + tau, model, task=task, origin=origin_seed, origin_id=origin.id)
-            work.add("vector", tau, model, task=task, origin=origin_seed, origin_id=origin.id, prompt_id=prompt.id)
+            prompt = work.add("prompt", p0 + tau, model, task=task, seed=origin_seed, origin_id=origin.id)
+            work.add("vector", tau, model, task=task, seed=origin_seed, origin_id=origin.id, prompt_id=prompt.id)
     recipe = {"steps": 80 if scale < 1 else 300, "batch_size": 8, "lr": 0.03, "n_tokens": 4, "seeds": list(SEEDS)}
     work.export_catalog(root, extra_files={"baselines.json": json.dumps({"recipe": recipe})})
     return Library(root, read_only=True)
@@ -89,7 +89,7 @@ def test_tpv_geometry_reads_prebuilt_prompts_only(libraries, tiny, tmp_path):
     new, _ = libraries
     user = Library(tmp_path / "user", parents=[new])
     origin = new.items(kind="origin")[0]
-    user.add("prompt", torch.zeros(4, tiny.hidden_size), tiny.name, task="mr", origin=0, origin_id=origin.id)
+    user.add("prompt", torch.zeros(4, tiny.hidden_size), tiny.name, task="mr", seed=0, origin_id=origin.id)
     rows = findings.tpv_geometry(user, list(TASKS))
     assert [(r["task"], r["origin"]) for r in rows] == [(t, s) for t in TASKS for s in SEEDS]
     for row in rows:
@@ -122,7 +122,7 @@ def test_scaling_experiment_end_to_end(libraries, tiny):
     assert len(rows) == len(TASKS) * 3 * (2 + 2 + 1)
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["n"] == 8 for r in rows)
     moved = next(r for r in rows if r["task"] == "mr" and r["variant"] == "moved" and r["c"] == 1.0)
-    prompts = {p.origin: p for p in new.items(kind="prompt", task="mr")}
+    prompts = {p.seed: p for p in new.items(kind="prompt", task="mr")}
     a, b = prompts[moved["origin"]], prompts[moved["vector_from"]]
     tensor = new.tensor(a.origin_id) + new.vector(b.id).delta
     assert moved["accuracy"] == pytest.approx(evaluate_many(tiny, [tensor], ["mr"], "test", 8)["accuracy"][0, 0])

@@ -20,7 +20,7 @@ from studio.cli import main
 from studio.hub import CATALOG, TAGS, base_model_id, hub_layout, model_card, pull, push
 from studio.library import Library, open_library
 
-FIELDS = ("id", "kind", "name", "model", "task", "origin", "origin_id", "prompt_id", "n_tokens", "hidden", "recipe",
+FIELDS = ("id", "kind", "name", "model", "task", "seed", "origin_id", "prompt_id", "n_tokens", "hidden", "recipe",
           "metrics")
 
 
@@ -45,19 +45,19 @@ def rand(n=4, d=32, seed=0):
 
 def populate(library: Library, model: str) -> dict:
     """Two tuned prompts on one origin with their vectors (as run_tuning stores them) and a combined prompt."""
-    origin = library.add("origin", rand(seed=1), model, name="origin 0", origin=0, recipe={"init": "top5000"})
+    origin = library.add("origin", rand(seed=1), model, name="origin 0", seed=0, recipe={"init": "top5000"})
     items = {"origin": origin}
     for seed, task in ((2, "mr"), (3, "tweets")):
-        prompt = library.add("prompt", rand(seed=seed), model, name=f"{task} / origin 0", task=task, origin=0,
+        prompt = library.add("prompt", rand(seed=seed), model, name=f"{task} / origin 0", task=task, seed=0,
                              origin_id=origin.id, recipe={"lr": 0.2, "history": [{"step": 1, "loss": 0.5}]},
                              metrics={"validation_accuracy": 0.8, f"test_accuracy/{task}": 0.75,
                                       f"test_accuracy_se/{task}": 0.02})
         items[task] = prompt
         items[f"tpv {task}"] = library.add("vector", rand(seed=seed) - rand(seed=1), model, name=f"TPV {task}",
-                                           task=task, origin=0, origin_id=origin.id, prompt_id=prompt.id,
+                                           task=task, seed=0, origin_id=origin.id, prompt_id=prompt.id,
                                            recipe={"from": prompt.id})
     items["combined"] = library.add("prompt", rand(seed=1) + 0.5 * (rand(seed=2) - rand(seed=1)), model,
-                                    name="weighted_sum of mr | tweets", task="mr+tweets", origin=0,
+                                    name="weighted_sum of mr | tweets", task="mr+tweets", seed=0,
                                     origin_id=origin.id, recipe={"method": "weighted_sum"})
     return items
 

@@ -30,10 +30,10 @@ def rand(n=4, d=32, seed=0):
 def populate(library: Library, model: str = MODEL):
     """An origin, a tuned prompt on it and the prompt's vector: the lineage run_tuning stores."""
     origin_t, tuned_t = rand(seed=1), rand(seed=2)
-    origin = library.add("origin", origin_t, model, name="origin 0", origin=0, recipe={"init": "top5000"})
-    prompt = library.add("prompt", tuned_t, model, name="mr / origin 0", task="mr", origin=0, origin_id=origin.id,
+    origin = library.add("origin", origin_t, model, name="origin 0", seed=0, recipe={"init": "top5000"})
+    prompt = library.add("prompt", tuned_t, model, name="mr / origin 0", task="mr", seed=0, origin_id=origin.id,
                          metrics={"validation_accuracy": 0.8})
-    vector = library.add("vector", tuned_t - origin_t, model, name="TPV mr", task="mr", origin=0,
+    vector = library.add("vector", tuned_t - origin_t, model, name="TPV mr", task="mr", seed=0,
                          origin_id=origin.id, prompt_id=prompt.id)
     return origin, prompt, vector
 
@@ -126,6 +126,27 @@ def test_catalog_survives_reopening(tmp_path):
     assert reopened.get(vector.id).name == "renamed"
     assert reopened.get(prompt.id).recipe == {} and reopened.get(origin.id).recipe == {"init": "top5000"}
     torch.testing.assert_close(reopened.tensor(vector.id), rand(seed=2) - rand(seed=1))
+
+
+def test_catalogs_from_before_the_seed_rename_still_open(tmp_path):
+    """Libraries made when ``Item.seed`` was called ``origin`` open as they were: the SQLite column is renamed in
+    place, and a read-only catalog.json with the old key reads the same."""
+    library = Library(tmp_path / "lib")
+    origin, prompt, _ = populate(library)
+    db = sqlite3.connect(tmp_path / "lib" / "catalog.sqlite")
+    with db:
+        db.execute("ALTER TABLE items RENAME COLUMN seed TO origin")
+    db.close()
+    reopened = Library(tmp_path / "lib")
+    assert reopened.get(prompt.id).seed == 0 and reopened.get(origin.id).seed == 0
+    assert reopened.add("origin", rand(seed=9), prompt.model, seed=5).seed == 5
+    exported = reopened.export_catalog(tmp_path / "prebuilt")
+    records = json.loads((exported / "catalog.json").read_text())
+    for record in records:
+        record["origin"] = record.pop("seed")
+    (exported / "catalog.json").write_text(json.dumps(records))
+    old = Library(exported, read_only=True)
+    assert sorted(i.seed for i in old.items(kind="origin")) == [0, 5]
 
 
 # ---- the prebuilt library -----------------------------------------------------------------------------------------
@@ -525,7 +546,7 @@ def test_an_exported_item_imports_with_its_lineage(tmp_path, tiny, form):
     other = Library(tmp_path / "other")
     assert other.import_file(path, tiny).origin_id is None
     # an explicit origin wins over the remembered one
-    second = library.add("origin", rand(seed=8), tiny.name, name="origin 1", origin=1)
+    second = library.add("origin", rand(seed=8), tiny.name, name="origin 1", seed=1)
     assert library.import_file(path, tiny, origin_id=second.id).origin_id == second.id
 
 

@@ -92,7 +92,7 @@ def assert_whole_sweep(library: Library, spec: SweepSpec, like: Library | None =
     for prompt in items["prompt"]:
         group, run = planned[prompt.id]
         assert prompt.recipe["lr"] == group.settings["lr"] and prompt.recipe["steps"] == 4
-        assert (prompt.task, prompt.origin, prompt.origin_id) == (run.task, run.seed, run.origin_id)
+        assert (prompt.task, prompt.seed, prompt.origin_id) == (run.task, run.seed, run.origin_id)
     for vector in items["vector"]:
         prompt = library.get(vector.prompt_id)
         assert vector.origin_id == prompt.origin_id and library.get(vector.origin_id).kind == "origin"

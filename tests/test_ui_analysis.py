@@ -29,7 +29,7 @@ def prebuilt_vectors(state):
 def app(app_url):
     url, state = app_url
     vectors = prebuilt_vectors(state)
-    if len({v.task for v in vectors}) < 2 or len({v.origin for v in vectors}) < 2:
+    if len({v.task for v in vectors}) < 2 or len({v.seed for v in vectors}) < 2:
         pytest.skip("needs a prebuilt library with two tasks on two origins (set STUDIO_PREBUILT)")
     return Client(url, verbose=False), state
 

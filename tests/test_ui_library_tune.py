@@ -61,12 +61,12 @@ def user_prompt(state, name="test prompt"):
     """A user origin and a prompt tuned from it (no tuning: a small random step), with its TPV."""
     torch.manual_seed(len(ids(state)))
     origin_tensor = torch.randn(4, hidden(state))
-    origin = state.library.add("origin", origin_tensor, state.model_name, name=f"{name} origin", origin=99,
+    origin = state.library.add("origin", origin_tensor, state.model_name, name=f"{name} origin", seed=99,
                                recipe={"init": "test", "seed": 99, "n_tokens": 4})
     prompt = state.library.add("prompt", origin_tensor + 0.1 * torch.randn_like(origin_tensor), state.model_name,
-                               name=name, task="mr", origin=99, origin_id=origin.id)
+                               name=name, task="mr", seed=99, origin_id=origin.id)
     vector = state.library.add("vector", state.library.vector(prompt.id).delta, state.model_name, name=f"TPV {name}",
-                               task="mr", origin=99, origin_id=origin.id, prompt_id=prompt.id)
+                               task="mr", seed=99, origin_id=origin.id, prompt_id=prompt.id)
     return origin, prompt, vector
 
 
@@ -473,7 +473,7 @@ def test_a_sweep_spec_is_planned_run_as_a_job_and_never_rerun(app):
     wait_for(lambda: job.status in FINAL, timeout=600)
     try:
         assert job.status == "done", job.message
-        stored = [i for i in state.library.items(kind="prompt", task="mr") if i.source == "user" and i.origin == 7]
+        stored = [i for i in state.library.items(kind="prompt", task="mr") if i.source == "user" and i.seed == 7]
         assert sorted(i.recipe["lr"] for i in stored) == [0.05, 0.06]
         assert all(any(v.kind == "vector" for v in state.library.dependents(i.id)) for i in stored)
         _, again = client.predict(SWEEP_SPEC, "toml", api_name="/sweep_plan")
@@ -481,7 +481,7 @@ def test_a_sweep_spec_is_planned_run_as_a_job_and_never_rerun(app):
         status = client.predict(job_id, api_name="/sweep_poll")[0]
         assert "**done**" in status and status.count("- group") == 2
     finally:  # 4-token prompts would sit beside the prebuilt ones in other tests' tables
-        for origin in {i.origin_id for i in state.library.items(kind="prompt") if i.source == "user" and i.origin == 7}:
+        for origin in {i.origin_id for i in state.library.items(kind="prompt") if i.source == "user" and i.seed == 7}:
             state.library.delete(origin, cascade=True)
     with pytest.raises(Exception, match="not valid TOML"):
         client.predict("models = [", "toml", api_name="/sweep_plan")

@@ -350,7 +350,7 @@ def save_combination(state: AppState, session: Session, choice: Choice, name: st
     origin = state.library.get(choice.origin_id)
     vectors = [state.library.get(v) for v in choice.vector_ids]
     task = "+".join(dict.fromkeys(v.task or v.id for v in vectors))
-    default_name = f"origin {origin.origin} + " + " + ".join(
+    default_name = f"origin {origin.seed} + " + " + ".join(
         f"{w:g} {v.task or v.id}" for w, v in zip(choice.weights, vectors)) + (
         f" ({choice.method})" if choice.method != "weighted_sum" else "")
     metrics = {}
@@ -361,7 +361,7 @@ def save_combination(state: AppState, session: Session, choice: Choice, name: st
     if (known := next((i for i in state.library.items(kind="prompt") if i.id == item_id), None)) is not None:
         return f"This combination is already in the library as **{known.name}** (`{known.id}`).", known.id
     item = state.library.add("prompt", prompt, origin.model, name=(name or "").strip() or default_name, task=task,
-                             origin=origin.origin, origin_id=origin.id, recipe=recipe, metrics=metrics,
+                             seed=origin.seed, origin_id=origin.id, recipe=recipe, metrics=metrics,
                              item_id=item_id, exist_ok=True)
     scores = ", ".join(f"{t} {m['accuracy']:.3f}" for t, m in metrics_by_task.items())
     return f"Saved **{item.name}** as `{item.id}` (validation accuracy: {scores}).", item.id
@@ -388,7 +388,7 @@ def slider_label(state: AppState, vector_ids: list[str], k: int) -> str:
     if k >= len(vector_ids):
         return f"weight {k + 1}"
     item = state.library.get(vector_ids[k])
-    return f"weight of {item.task or item.name} (TPV from origin {item.origin}) · {item.id}"
+    return f"weight of {item.task or item.name} (TPV from origin {item.seed}) · {item.id}"
 
 
 def task_choices(state: AppState) -> list[str]:

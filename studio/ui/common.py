@@ -136,7 +136,7 @@ def item_choices(state: AppState, kinds: tuple[str, ...] = ("vector",)) -> list[
     from studio.analysis import item_label
 
     def order(item) -> tuple:
-        return item.task or "", -1 if item.origin is None else item.origin, item.created, item.id
+        return item.task or "", -1 if item.seed is None else item.seed, item.created, item.id
 
     return [(f"{item_label(item)} · {item.id}", item.id) for kind in kinds
             for item in sorted(state.library.items(kind=kind, model=state.model_name), key=order)]

@@ -123,7 +123,7 @@ def prebuilt_summary(state: AppState) -> str:
         return ("### The prebuilt library\nNo prebuilt library is attached to this studio, so the path below works "
                 "once you have tuned a few prompts in the **Tune** tab (two tasks x two or three origin seeds).")
     tasks = sorted({i.task for i in items if i.kind == "prompt" and i.task})
-    seeds = sorted({i.origin for i in items if i.kind == "origin" and i.origin is not None})
+    seeds = sorted({i.seed for i in items if i.kind == "origin" and i.seed is not None})
     count = {kind: sum(i.kind == kind for i in items) for kind in ("origin", "prompt", "vector")}
     models = sorted({i.model for i in items})
     return (f"### The prebuilt library\nModel `{', '.join(models)}`: {count['origin']} origins (seeds "

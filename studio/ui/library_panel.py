@@ -37,7 +37,7 @@ def _metric(value) -> float | None:
 def item_row(item: Item, ratio: float | None = None) -> list:
     """One table row: identity, lineage at a glance, how far tuning moved it (|tau| / |origin|: a TPV transfers
     across origins when this is large), and the numbers people compare first."""
-    return [item.id, item.kind, item.source, item.task or "", item.origin if item.origin is not None else "",
+    return [item.id, item.kind, item.source, item.task or "", item.seed if item.seed is not None else "",
             item.name, item.n_tokens, _metric(ratio), _metric(item.accuracy("validation")), _metric(item.accuracy("test")),
             item.created]
 
