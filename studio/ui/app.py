@@ -11,6 +11,7 @@ import gradio as gr
 from studio.library import open_library
 from studio.ui import arithmetic, guide, library_panel, map_panel, similarity, transfer, tune_panel
 from studio.ui.common import AppState
+from studio.ui.visitors import Visitors, visitor_mode
 
 TITLE = "Prompt Arithmetic Studio"
 CSS = (".explain {font-size: 0.95rem; opacity: 0.85; margin-bottom: 0.4rem} "
@@ -19,6 +20,18 @@ TEMPORARY_BANNER = (
     "**This Space's disk is temporary**: what you tune, import or save lives until the Space restarts. Keep it with "
     "**Library → Your whole library → Download my library** (and restore it there later), or ask the Space's owner "
     "to mount a storage bucket and set `STUDIO_LIBRARY` (docs: README, Hosting as a Hugging Face Space).")
+
+
+def visitors_banner(state: AppState) -> str:
+    """What a visitor of a public Space must know: whose library they see, how long it lasts, their limits."""
+    from studio.ui.visitors import SESSION_LIBRARY_IDLE_S
+
+    return (f"**Your own space on this public studio**: the Library, Tune jobs and saved prompts you see are yours "
+            f"alone (the prebuilt library is shared, read-only). Signed in with Hugging Face, your library is there "
+            f"again on your next visit; signed out, it lasts while this page stays open (and is removed "
+            f"{SESSION_LIBRARY_IDLE_S // 3600} h after its last use): **Library → Download my library** keeps it. "
+            f"At most {state.visitors.max_active_jobs} of your jobs wait or run at once; one queue serves everyone, "
+            f"first come first served.")
 
 
 def temporary_library() -> bool:
@@ -46,6 +59,8 @@ def build_app(state: AppState) -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=(1800, 3600)) as app:
         gr.Markdown(f"# {TITLE}\nTune soft prompts, compare **task prompt vectors** (tuned prompt minus its random "
                     f"origin) and do arithmetic on them. Model: `{state.model_name}`.")
+        if state.visitors:
+            gr.Markdown(visitors_banner(state), elem_classes="banner")
         if temporary_library():
             gr.Markdown(TEMPORARY_BANNER, elem_classes="banner")
         with gr.Tabs():
@@ -58,8 +73,11 @@ def build_app(state: AppState) -> gr.Blocks:
 def create(library_dir: str | None = None, model: str | None = None, prebuilt: bool = True,
            warming=None) -> tuple[gr.Blocks, AppState]:
     """The app over the library in ``library_dir`` (the prebuilt one beneath it), its model warming up meanwhile
-    (``warming``: a warm-up thread already started, ``studio.live.start_warm_up``)."""
+    (``warming``: a warm-up thread already started, ``studio.live.start_warm_up``). With ``STUDIO_VISITORS=own``
+    (the default on a Space) each visitor gets their own library under ``library_dir/visitors``."""
     state = AppState(open_library(library_dir, prebuilt=prebuilt))
+    if visitor_mode() == "own":
+        state.visitors = Visitors(state.home_library, state.shared_runner)
     if model:
         state.model_name = model
     state.warm_up(warming)

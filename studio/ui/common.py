@@ -22,16 +22,29 @@ from studio.backbones import DEFAULT_MODEL, load_backbone
 from studio.jobs import JobRunner
 from studio.library import Library
 from studio.space import on_gpu as gpu  # noqa: F401 - ZeroGPU's spaces.GPU, sized per call; a no-op elsewhere
+from studio.ui.visitors import VisitorJobs, Visitors
 
 
 @dataclass
 class AppState:
-    """Shared by all panels: the library (user's, with the prebuilt one beneath), the model, the job queue."""
+    """Shared by all panels: the library (user's, with the prebuilt one beneath), the model, the job queue.
 
-    library: Library
+    With ``visitors`` (a public Space: ``studio.ui.visitors``), ``library`` and ``runner`` are the asking visitor's
+    own library and their view of the one job queue; otherwise they are ``home_library`` and ``shared_runner``."""
+
+    home_library: Library
     model_name: str = DEFAULT_MODEL
-    runner: JobRunner = field(default_factory=JobRunner)
+    shared_runner: JobRunner = field(default_factory=JobRunner)
+    visitors: Visitors | None = None
     _warm: threading.Thread | None = None
+
+    @property
+    def library(self) -> Library:
+        return self.visitors.library() if self.visitors else self.home_library
+
+    @property
+    def runner(self) -> JobRunner | VisitorJobs:
+        return self.visitors.jobs() if self.visitors else self.shared_runner
 
     @functools.cached_property
     def live(self):

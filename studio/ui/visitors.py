@@ -1,0 +1,150 @@
+"""Each visitor of a public Space in their own space: their own library and their own jobs.
+
+Off a Space the studio is one person's workbench: one library, one job list (``STUDIO_VISITORS=shared``, the
+default there). On a Space (``STUDIO_VISITORS=own``, the default there) every visitor gets a user library of their
+own, keyed by their Hugging Face login when they sign in (it is there again on their next visit) and by their browser
+session otherwise (it lasts while the page stays open: Download my library keeps it), with the prebuilt library
+shared read-only beneath it. The job queue stays one (one worker, first come first served), but a visitor lists,
+watches, cancels and resumes only the jobs they started, and may have at most ``MAX_ACTIVE_JOBS`` waiting or running.
+
+Who is asking is read from the event being handled (Gradio's request: ``username`` once signed in, else
+``session_hash``); a job keeps the context of the event that started it, so its results land in its starter's
+library although it runs on the worker thread.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import os
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+
+from studio import StudioError
+from studio.jobs import Job, JobRunner
+from studio.library import Library
+
+MAX_ACTIVE_JOBS = 2  # a visitor's jobs waiting or running at once, so that one visitor cannot fill the queue
+SESSION_LIBRARY_IDLE_S = 24 * 3600  # a signed-out visitor's library is removed this long after its last use
+OPEN_LIBRARIES = 256  # visitor libraries kept open (opening one again is cheap; this only bounds memory)
+
+
+def visitor_mode(environ: MutableMapping[str, str] = os.environ) -> str:
+    """"own" (a library and job list per visitor) or "shared" (one of each): ``STUDIO_VISITORS``, else "own" on a
+    Hugging Face Space and "shared" everywhere else."""
+    from studio.space import on_space
+
+    mode = (environ.get("STUDIO_VISITORS") or ("own" if on_space(environ) else "shared")).strip().lower()
+    if mode not in ("own", "shared"):
+        raise StudioError(f"STUDIO_VISITORS must be 'own' or 'shared' (got {mode[:40]!r})")
+    return mode
+
+
+def current_request():
+    """The Gradio request of the event being handled on this thread (None outside an event, e.g. while the page
+    is laid out). Gradio keeps it in a context variable for its own helpers; this is the one place we read it."""
+    from gradio.context import LocalContext
+
+    return LocalContext.request.get(None)
+
+
+def visitor_key(request) -> str | None:
+    """"user:NAME" for a signed-in visitor, "session:HASH" otherwise; None without a request."""
+    if request is None:
+        return None
+    username = getattr(request, "username", None)
+    if username:
+        return f"user:{username}"
+    session = getattr(request, "session_hash", None)
+    return f"session:{session}" if session else None
+
+
+def folder_name(key: str) -> str:
+    """A visitor's library folder: a hash of the key (a login or session id never becomes a path), "u-" for
+    signed-in visitors (kept) and "s-" for sessions (swept when idle)."""
+    return ("u-" if key.startswith("user:") else "s-") + hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def sweep_idle_sessions(root: Path, keep: set[str], idle_s: float = SESSION_LIBRARY_IDLE_S) -> list[str]:
+    """Remove signed-out visitors' libraries not used for ``idle_s`` (never a signed-in visitor's, never one in
+    ``keep``): a public Space's disk does not fill up with abandoned sessions."""
+    removed, now = [], time.time()
+    for folder in root.glob("s-*"):
+        if folder.name in keep or not folder.is_dir():
+            continue
+        used = max((p.stat().st_mtime for p in (folder, *folder.glob("catalog.sqlite*"))), default=now)
+        if now - used >= idle_s:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+class Visitors:
+    """The visitors' libraries under ``home.root / "visitors"`` and their share of the one job queue."""
+
+    def __init__(self, home: Library, runner: JobRunner, max_active_jobs: int = MAX_ACTIVE_JOBS):
+        self.home = home
+        self.root = home.root / "visitors"
+        self.runner = runner
+        self.max_active_jobs = max_active_jobs
+        self._libraries: OrderedDict[str, Library] = OrderedDict()
+        self._owners: dict[str, str] = {}  # job id -> visitor key
+        self._lock = threading.Lock()
+
+    def key(self) -> str | None:
+        return visitor_key(current_request())
+
+    def library(self) -> Library:
+        """The asking visitor's library; outside an event (laying out the page) the home library, which visitors
+        never write to, so the first view shows the prebuilt library alone."""
+        key = self.key()
+        if key is None:
+            return self.home
+        with self._lock:
+            library = self._libraries.get(key)
+            if library is None:
+                name = folder_name(key)
+                if not (self.root / name).exists():
+                    sweep_idle_sessions(self.root, {folder_name(k) for k in self._libraries})
+                library = Library(self.root / name, parents=self.home.parents)
+                self._libraries[key] = library
+                while len(self._libraries) > OPEN_LIBRARIES:
+                    self._libraries.popitem(last=False)
+            self._libraries.move_to_end(key)
+            return library
+
+    def jobs(self) -> VisitorJobs:
+        return VisitorJobs(self, self.key())
+
+
+class VisitorJobs:
+    """The shared ``JobRunner`` as one visitor sees it (the same ``jobs`` / ``submit`` / ``cancel``)."""
+
+    def __init__(self, visitors: Visitors, key: str | None):
+        self._visitors, self.key = visitors, key
+
+    @property
+    def jobs(self) -> dict[str, Job]:
+        owners = self._visitors._owners
+        return {i: job for i, job in self._visitors.runner.jobs.items() if owners.get(i) == self.key}
+
+    def submit(self, title: str, work: Callable[[Job], object]) -> Job:
+        """Queue ``work`` for this visitor; it runs in the context of the event that started it (their library)."""
+        active = sum(job.status in ("queued", "running") for job in self.jobs.values())
+        if active >= self._visitors.max_active_jobs:
+            raise StudioError(f"you already have {active} job(s) waiting or running (at most "
+                              f"{self._visitors.max_active_jobs} per visitor here): wait for one, or cancel one")
+        context = contextvars.copy_context()
+        with self._visitors._lock:
+            job = self._visitors.runner.submit(title, lambda job: context.run(work, job))
+            self._visitors._owners[job.id] = self.key
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        if job_id not in self.jobs:
+            raise StudioError(f"no job {job_id!r}")
+        return self._visitors.runner.cancel(job_id)

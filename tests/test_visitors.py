@@ -1,0 +1,147 @@
+"""Each visitor of a public Space in their own space (``studio.ui.visitors``): tested on the real app served with
+``STUDIO_VISITORS=own``, two gradio_client clients standing for two visitors (each has its own browser session)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from studio import StudioError
+from studio.library import Library
+from studio.ui.visitors import folder_name, sweep_idle_sessions, visitor_key, visitor_mode
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+ALL = "all"
+FINAL = ("done", "cancelled", "failed")
+pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
+
+
+# ---- the rules, without a server ----------------------------------------------------------------------------------
+def test_mode_and_keys():
+    assert visitor_mode({}) == "shared" and visitor_mode({"SPACE_ID": "me/studio"}) == "own"
+    assert visitor_mode({"SPACE_ID": "me/studio", "STUDIO_VISITORS": "shared"}) == "shared"
+    with pytest.raises(StudioError, match="STUDIO_VISITORS"):
+        visitor_mode({"STUDIO_VISITORS": "everyone"})
+
+    class Request:
+        username, session_hash = None, "abc123"
+
+    signed_in = Request()
+    signed_in.username = "ada"
+    assert visitor_key(None) is None and visitor_key(Request()) == "session:abc123"
+    assert visitor_key(signed_in) == "user:ada"  # the login wins: the same library on every visit
+    hostile = folder_name("user:../../etc")
+    assert hostile.startswith("u-") and "/" not in hostile and "." not in hostile
+    assert folder_name("session:abc123").startswith("s-") and folder_name("session:abc123") != folder_name("user:abc123")
+
+
+def test_idle_signed_out_libraries_are_swept_and_nothing_else(tmp_path):
+    old_session, kept_session, fresh_session, user = (tmp_path / n for n in ("s-old", "s-kept", "s-fresh", "u-ada"))
+    for folder in (old_session, kept_session, fresh_session, user):
+        Library(folder)  # a real catalog in each
+    day_ago = time.time() - 2 * 24 * 3600
+    for folder in (old_session, kept_session, user):
+        for path in (folder, *folder.glob("catalog.sqlite*")):
+            os.utime(path, (day_ago, day_ago))
+    removed = sweep_idle_sessions(tmp_path, keep={"s-kept"})
+    assert removed == ["s-old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s-fresh", "s-kept", "u-ada"]
+
+
+# ---- two visitors on the served app -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def public_app(tmp_path_factory):
+    from conftest import free_port
+
+    from studio.ui.app import CSS, create
+
+    home = tmp_path_factory.mktemp("space-library")
+    previous = os.environ.get("STUDIO_VISITORS")
+    os.environ["STUDIO_VISITORS"] = "own"
+    try:
+        app, state = create(str(home))
+    finally:
+        os.environ.pop("STUDIO_VISITORS") if previous is None else os.environ.update(STUDIO_VISITORS=previous)
+    assert state.visitors is not None
+    port = free_port()
+    app.queue(default_concurrency_limit=4).launch(server_name="127.0.0.1", server_port=port, share=False,
+                                                 prevent_thread_lock=True, css=CSS)
+    url = f"http://127.0.0.1:{port}/"
+    yield url, state, home
+    app.close()
+
+
+def library_of(client: Client, home: Path) -> Library:
+    return Library(home / "visitors" / folder_name(f"session:{client.session_hash}"))
+
+
+def listed_ids(client: Client) -> set[str]:
+    table, _, _ = client.predict(ALL, ALL, "", ALL, api_name="/library_list")
+    headers = table["headers"]
+    return {dict(zip(headers, row))["id"] for row in table["data"]}
+
+
+def test_a_visitors_items_are_theirs_alone(public_app, tmp_path):
+    url, state, home = public_app
+    ada, bob = Client(url, verbose=False), Client(url, verbose=False)
+    prebuilt = listed_ids(bob)
+    path = tmp_path / "mine.safetensors"
+    save_file({"prompt": torch.randn(4, state.backbone().hidden_size)}, str(path))
+    result = ada.predict(handle_file(str(path)), "prompt", "mr", "ada's prompt", "", ALL, ALL, "", ALL,
+                         api_name="/library_import")
+    item_id = result[4]
+    assert item_id in listed_ids(ada) and item_id not in listed_ids(bob)
+    assert listed_ids(bob) == prebuilt  # bob sees the shared prebuilt library, nothing of ada's
+    assert [i.id for i in library_of(ada, home).items()] == [item_id]
+    assert not (home / "catalog.sqlite").exists() or not Library(home).items()  # nothing in the home library
+    with pytest.raises(AppError, match=item_id):
+        bob.predict(item_id, "renamed by bob", ALL, ALL, "", ALL, api_name="/library_rename")
+    with pytest.raises(AppError, match=item_id):
+        bob.predict(item_id, True, True, ALL, ALL, "", ALL, api_name="/library_delete")
+    assert library_of(ada, home).get(item_id).name == "ada's prompt"
+
+
+def start(client: Client, steps: int):
+    return client.predict(["mr"], None, [], None, "", "0", 4, steps, 0.03, 2, 1, 8, "cosine", "loss",
+                          api_name="/tune_start")
+
+
+def test_a_visitors_jobs_are_theirs_alone_and_limited(public_app):
+    url, state, home = public_app
+    ada, bob = Client(url, verbose=False), Client(url, verbose=False)
+    job_id, _, jobs = start(ada, steps=2)
+    assert any(row[0] == job_id for row in jobs["data"])
+    assert not any(row[0] == job_id for row in bob.predict(api_name="/tune_jobs")["data"])
+    with pytest.raises(AppError, match="no job"):
+        bob.predict(job_id, api_name="/tune_cancel")
+    job = state.shared_runner.jobs[job_id]
+    deadline = time.time() + 300
+    while job.status not in FINAL and time.time() < deadline:
+        time.sleep(0.5)
+    assert job.status == "done", job.message
+    (prompt_id,) = job.result
+    assert library_of(ada, home).get(prompt_id).task == "mr"  # ran on the worker thread, stored in ada's library
+    assert prompt_id not in listed_ids(bob) and prompt_id in listed_ids(ada)
+
+    long = [start(bob, steps=5000)[0] for _ in range(state.visitors.max_active_jobs)]
+    try:
+        with pytest.raises(AppError, match="at most"):
+            start(bob, steps=5000)
+        start(ada, steps=1)  # one visitor's full share does not stop another's
+    finally:
+        for job_id in long:
+            bob.predict(job_id, api_name="/tune_cancel")
+    for job_id in long:
+        job = state.shared_runner.jobs[job_id]
+        deadline = time.time() + 120
+        while job.status not in FINAL and time.time() < deadline:
+            time.sleep(0.5)
+        assert job.status == "cancelled"
