@@ -140,6 +140,22 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def zip_folder(folder: str | Path, path: str | Path) -> Path:
+    """``folder``'s files as one zip at ``path`` (names relative to the folder, in a fixed order), written under a
+    temporary name: a browser download of an adapter or a library, which ``safe_extract_zip`` reads back."""
+    import zipfile
+
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+
+    def write(partial: Path) -> None:
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in files:
+                archive.write(file, file.relative_to(folder).as_posix())
+
+    return atomic_write(path, write)
+
+
 MAX_ZIP_MEMBERS = 64
 MAX_ZIP_BYTES = 512 * 1024 * 1024  # a prompt adapter is kilobytes; this only stops zip bombs
 

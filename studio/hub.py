@@ -8,7 +8,9 @@ repository the studio did not write (the paper authors' T5 adapters), every PEFT
 Everything in a snapshot is checked before anything is stored, so a bad repository changes nothing.
 
 The studio is offline by default (``HF_HUB_OFFLINE=1``); both directions say so and how to go online. The token
-stays with ``huggingface_hub`` (``HF_TOKEN`` or ``hf auth login``): it is never written, printed or logged.
+stays with ``huggingface_hub`` (``HF_TOKEN`` or ``hf auth login``; on a Space, the visitor's Sign-in token, handed
+to ``HfApi`` / the download only): it is never written, printed or logged. The web page pulls repository ids only
+(``hub_only``, ``check_repo_id``), never a folder of the machine it runs on.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ STUDIO_FOLDERS = ["adapters/*", "items/*"]  # what a push replaces in the reposi
 ITEM_ID = re.compile(r"[opv]-[0-9a-f]{8,64}")  # the studio's ids; nothing else may become a file name
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 OFFLINE_VALUES = {"1", "true", "yes", "on"}
+Progress = Callable[[float, str], object]  # (fraction done, what is happening now)
 
 
 # ---- reaching the hub ---------------------------------------------------------------------------------------------
@@ -77,6 +80,16 @@ def _hub_call(what: str, token: str | None, call: Callable[[], object]) -> objec
         raise StudioError(f"could not {what}: {message[:300]}{hint}") from None
 
 
+def check_repo_id(text: str | None) -> str:
+    """A repository id typed on the page, as ``owner/name``; anything else (a path such as ``/etc`` or ``../x``,
+    a bare name, an empty field) gets one message, so the page can never make the server read its own folders."""
+    repo_id = (text or "").strip()
+    if not HUB_ID.fullmatch(repo_id) or ".." in repo_id:
+        raise StudioError(f"{repo_id[:100]!r} is not a Hugging Face repository id: type owner/name (e.g. "
+                          "someone/my-prompts); only repositories on the hub are read here, never folders")
+    return _check_repo_id(repo_id)
+
+
 def _check_repo_id(repo_id: str) -> str:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -103,7 +116,7 @@ def hub_layout(library: Library, item_ids: list[str] | None, backbone, folder: s
     """Write the repository content for ``item_ids`` (None: the whole user library of ``backbone``'s model) into
     the new folder ``folder``: adapters/, items/, the catalog and the model card. Lineage is made complete: the
     origins and prompts the chosen items derive from come along."""
-    items = _with_lineage(library, _chosen(library, item_ids, backbone.name))
+    items = items_to_push(library, item_ids, backbone.name)
     folder = Path(folder)
     check_export_target(folder, [lib.root for lib in (library, *library.parents)])
     try:
@@ -120,6 +133,12 @@ def hub_layout(library: Library, item_ids: list[str] | None, backbone, folder: s
     except OSError as error:
         raise StudioError(f"could not write {folder}: {error.strerror or error}") from None
     return folder
+
+
+def items_to_push(library: Library, item_ids: list[str] | None, model: str) -> list[Item]:
+    """What a push of ``item_ids`` (None: the user's whole library of ``model``) uploads: those items and their
+    lineage, parents first. Checked before anything is written or a model is loaded."""
+    return _with_lineage(library, _chosen(library, item_ids, model))
 
 
 def _chosen(library: Library, item_ids: list[str] | None, model: str) -> list[Item]:
@@ -209,26 +228,36 @@ def model_card(items: list[Item], model: str, repo_id: str | None = None) -> str
 
 
 def push(library: Library, item_ids: list[str] | None, repo_id: str, backbone, token: str | None = None,
-         private: bool = False, api=None) -> str:
+         private: bool = False, api=None, progress: Progress | None = None) -> str:
     """Upload ``item_ids`` (None: the whole user library of ``backbone``'s model) with their lineage to the model
     repository ``repo_id`` (created if needed) and return its address. The push replaces the repository's studio
     content (adapters/, items/, catalog, card) so that it is one consistent library; its history keeps older
-    pushes. ``api`` (an ``HfApi``) is for tests; the token goes only to it."""
+    pushes. ``api`` (an ``HfApi``) is for tests; the token goes only to it. ``progress(fraction, what)`` hears of
+    each step (the Library tab's progress bar)."""
     require_online("push to")
     _check_repo_id(repo_id)
+    say = progress or _silent
     if api is None:
         from huggingface_hub import HfApi
 
         api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="studio-hub-") as tmp:
+        say(0.0, "writing the adapters, vectors, catalog and model card")
         folder = hub_layout(library, item_ids, backbone, Path(tmp) / "repo", repo_id=repo_id)
         count = len(json.loads((folder / CATALOG).read_text())["items"])
+        say(0.3, f"creating {repo_id}")
         url = _hub_call(f"create {repo_id}", token,
                         lambda: api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True))
+        say(0.5, f"uploading {count} items to {repo_id}")
         _hub_call(f"upload to {repo_id}", token, lambda: api.upload_folder(
             repo_id=repo_id, folder_path=str(folder), repo_type="model", delete_patterns=STUDIO_FOLDERS,
             commit_message=f"Prompt Arithmetic Studio: {count} items"))
+    say(1.0, "pushed")
     return str(url) if isinstance(url, str) and url else f"https://huggingface.co/{repo_id}"
+
+
+def _silent(fraction: float, what: str) -> None:
+    """The progress report of a caller that shows none (the command line prints its own lines)."""
 
 
 # ---- pulling ------------------------------------------------------------------------------------------------------
@@ -263,16 +292,22 @@ class _Adapter:
 
 
 def pull(library: Library, source: str | Path, backbone, revision: str | None = None, download=None,
-         origin: str | None = None) -> list[Item]:
+         origin: str | None = None, token: str | bool | None = None, hub_only: bool = False,
+         progress: Progress | None = None) -> list[Item]:
     """Store the items of a hub repository (or of a local snapshot folder) in ``library``; returns them.
 
     With a studio catalog, every item keeps its id, kind, task, name, recipe, metrics and lineage. Without one,
     every PEFT prompt-tuning adapter is a prompt; ``origin`` (an adapter's folder name, or an origin already in the
     library) makes that one the origin of the others, which are then stored with their task prompt vectors.
-    ``download`` (``snapshot_download``) is for tests. Nothing is stored unless everything checks out."""
+    ``hub_only`` (the web page) takes ``source`` as a repository id and never as a folder of this machine; ``token``
+    goes to the download (None: ``huggingface_hub``'s own, False: none). ``download`` (``snapshot_download``) is for
+    tests. Nothing is stored unless everything checks out."""
     if library.read_only:
         raise StudioError("this library is read-only (the prebuilt library): pull into your own library")
-    folder, label = _snapshot(str(source), revision, download)
+    say = progress or _silent
+    say(0.0, f"downloading {source}")
+    folder, label = _snapshot(str(source), revision, download, token, hub_only)
+    say(0.6, f"checking {label}")
     if (folder / CATALOG).is_file():
         if origin:
             raise StudioError(f"{label} has a studio catalog, which states each item's origin: pull it without "
@@ -281,24 +316,31 @@ def pull(library: Library, source: str | Path, backbone, revision: str | None = 
     else:
         entries = _adapter_entries(library, _read_adapters(folder, label, backbone), origin, backbone.name)
     _check_against_library(library, entries)
+    say(0.9, f"storing {len(entries)} items")
     return _store(library, entries, backbone.name)
 
 
-def _snapshot(source: str, revision: str | None, download) -> tuple[Path, str]:
-    """A local folder as it is, or a downloaded snapshot of a repository id; with a name for messages."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path, path.resolve().name
-    if path.exists():
-        raise StudioError(f"{source} is a file: pull takes a repository id (owner/name) or a snapshot folder")
-    if source.startswith((".", "/", "~")) or not HUB_ID.fullmatch(source):
-        raise StudioError(f"{source[:100]!r} is neither a folder nor a Hugging Face repository id (owner/name)")
+def _snapshot(source: str, revision: str | None, download, token: str | bool | None = None,
+              hub_only: bool = False) -> tuple[Path, str]:
+    """A local folder as it is (unless ``hub_only``), or a downloaded snapshot of a repository id; with a name for
+    messages."""
+    if hub_only:
+        source = check_repo_id(source)
+    else:
+        path = Path(source).expanduser()
+        if path.is_dir():
+            return path, path.resolve().name
+        if path.exists():
+            raise StudioError(f"{source} is a file: pull takes a repository id (owner/name) or a snapshot folder")
+        if source.startswith((".", "/", "~")) or not HUB_ID.fullmatch(source):
+            raise StudioError(f"{source[:100]!r} is neither a folder nor a Hugging Face repository id (owner/name)")
     require_online("pull from")
     _check_repo_id(source)
     if download is None:
         from huggingface_hub import snapshot_download as download
-    where = _hub_call(f"download {source}", None, lambda: download(
-        repo_id=source, repo_type="model", revision=revision, allow_patterns=DOWNLOAD_PATTERNS))
+    options = {"token": token} if token is not None else {}
+    where = _hub_call(f"download {source}", token if isinstance(token, str) else None, lambda: download(
+        repo_id=source, repo_type="model", revision=revision, allow_patterns=DOWNLOAD_PATTERNS, **options))
     return Path(str(where)), source.split("/")[-1]
 
 

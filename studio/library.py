@@ -573,6 +573,20 @@ class Library:
             raise StudioError(f"could not write {out_dir}: {error.strerror or error}") from None
         return out_dir
 
+    def export_peft_zip(self, item_id: str, path: str | Path, backbone, overwrite: bool = False) -> Path:
+        """The PEFT adapter of ``export_peft`` as one zip file (a browser's download; ``import_file`` reads it
+        back). ``path`` must be new unless ``overwrite``; the adapter folder is built aside and never left behind."""
+        from studio.files import zip_folder
+
+        path = Path(path)
+        check_export_target(path, self._library_roots(), overwrite=overwrite)
+        with tempfile.TemporaryDirectory(prefix="studio-peft-") as tmp:
+            folder = self.export_peft(item_id, Path(tmp) / "adapter", backbone)
+            try:
+                return zip_folder(folder, path)
+            except OSError as error:
+                raise StudioError(f"could not write {path}: {error.strerror or error}") from None
+
     def import_file(self, path: str | Path, backbone, *, kind: str = "prompt", task: str | None = None,
                     name: str = "", origin_id: str | None = None) -> Item:
         """Import a safetensors prompt/vector file, a PEFT adapter folder or a zip of one, checked against

@@ -1,17 +1,19 @@
-"""Library tab: browse, filter, inspect, rename, delete, export and import origins, prompts and TPVs.
+"""Library tab: browse, filter, inspect, rename, delete, export and import origins, prompts and TPVs, and share
+them through the Hugging Face Hub.
 
-Thin wiring over ``studio.library.Library``: every rule (prebuilt items are read-only, imports are checked for
-pickles, width, NaN...) lives there; this module only turns uploads into folders and results into tables.
-``layout`` makes the components (three sections: the browser, the selected item, export / import) and the
-``wire_*`` functions attach their events; the table refreshes when the page loads, when the tab opens, and every
+Thin wiring over ``studio.library.Library`` and ``studio.hub``: every rule (prebuilt items are read-only, imports
+are checked for pickles, width, NaN..., a pull checks everything before it stores anything) lives there; this
+module only turns uploads into folders, typed ids into calls and results into tables and messages.
+``layout_*`` make the components (the browser, the selected item, export / import, the whole library, the hub)
+and the ``wire_*`` functions attach their events; the table refreshes when the page loads, when the tab opens, and every
 few seconds while the catalog changes underneath (a finished job, another tab's save).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
-import shutil
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -84,8 +86,7 @@ def export_item(state: AppState, item_id: str, fmt: str) -> Path:
         return state.library.export_safetensors(item.id, out / f"{stem}.safetensors")
     if fmt != EXPORT_FORMATS[0]:
         raise StudioError(f"unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
-    folder = state.library.export_peft(item.id, out / f"{stem}-peft", state.backbone())
-    return Path(shutil.make_archive(str(out / f"{stem}-peft"), "zip", root_dir=folder))
+    return state.library.export_peft_zip(item.id, out / f"{stem}-peft.zip", state.backbone())
 
 
 def import_upload(state: AppState, path: str | None, kind: str, task: str | None, name: str | None,
@@ -283,10 +284,11 @@ class Backup:
 def download_library(state: AppState) -> str:
     """A zip of your items with their lineage: PEFT adapters, origins and TPVs, the catalog and a model card (the
     same layout ``studio hub push`` uploads, so ``studio hub pull`` and Restore read it back)."""
+    from studio.files import zip_folder
     from studio.hub import hub_layout
 
     folder = hub_layout(state.library, None, state.backbone(), export_folder("library") / "my-library")
-    return shutil.make_archive(str(folder), "zip", root_dir=folder)
+    return str(zip_folder(folder, folder.with_suffix(".zip")))
 
 
 def restore_library(state: AppState, path: str | None) -> list[Item]:
@@ -339,6 +341,162 @@ def wire_backup(state: AppState, browser: Browser, files: Files, backup: Backup)
     backup.restore.click(partial(on_restore, state), [backup.upload, *browser.filters],
                          [browser.table, browser.task, files.origin, backup.message, backup.upload],
                          api_name="library_restore")
+
+
+# ---- the Hugging Face Hub: push, pull ---------------------------------------------------------------------------
+PUSH_SCOPES = ["the selected item(s)", "my whole library"]
+
+
+@dataclass
+class Sharing:
+    """Push items to a Hub model repository, pull one into the library (``studio hub push`` / ``pull``)."""
+
+    login: gr.LoginButton | None  # only on a Space that offers Sign in with Hugging Face
+    push_repo: gr.Textbox
+    scope: gr.Radio
+    private: gr.Checkbox
+    push: gr.Button
+    pull_repo: gr.Textbox
+    revision: gr.Textbox
+    origin: gr.Textbox
+    pull: gr.Button
+    message: gr.Markdown
+
+
+def sign_in_available() -> bool:
+    """Sign in with Hugging Face exists only on a Space whose README asks for it (``hf_oauth: true``; the platform
+    then sets ``OAUTH_CLIENT_ID``) and that installed ``gradio[oauth]``: with a LoginButton on the page Gradio
+    refuses to start without those. Elsewhere it would need this machine's own hub login (and the network) just to
+    start, so the page uses huggingface_hub's usual token instead."""
+    from studio.space import on_space
+
+    return on_space() and bool(os.environ.get("OAUTH_CLIENT_ID")) and _oauth_installed()
+
+
+def _oauth_installed() -> bool:
+    """Whether ``gradio[oauth]`` (authlib, itsdangerous) is installed."""
+    from importlib.util import find_spec
+
+    return all(find_spec(name) is not None for name in ("authlib", "itsdangerous"))
+
+
+def visitor_token(oauth_token: gr.OAuthToken | None, needed: bool) -> str | bool | None:
+    """The token a hub call uses, handed on and never kept: the visitor's own (Sign in) when there is one. On a Space
+    never the Space's own token: without a sign-in a push is refused and a pull reads public repositories only
+    (False). Elsewhere None: huggingface_hub's usual one (HF_TOKEN, `hf auth login`)."""
+    from studio.space import on_space
+
+    if oauth_token is not None and oauth_token.token:
+        return oauth_token.token
+    if not on_space():
+        return None
+    if needed:
+        if not sign_in_available():
+            raise StudioError("this Space does not offer Sign in with Hugging Face (it needs hf_oauth: true in its "
+                              "README and gradio[oauth] in requirements.txt): push from your own machine with "
+                              "`studio hub push`")
+        raise StudioError("sign in with Hugging Face first (the button above): a push writes to your account")
+    return False
+
+
+def _item_ids(text: str | None) -> list[str]:
+    ids = [part for part in re.split(r"[\s,]+", (text or "").strip()) if part]
+    if not ids:
+        raise StudioError("choose what to push: click a row (or type ids separated by commas in Selected item id), "
+                          "or choose 'my whole library'")
+    return ids
+
+
+def push_to_hub(state: AppState, item_text: str | None, scope: str, repo_value: str | None, private: bool,
+                token: str | None, api=None, progress=None) -> str:
+    """``studio.hub.push`` of the selected items (or the whole library) with their lineage; a message with the
+    repository's address. ``api`` (an ``HfApi``) is for tests."""
+    from studio.hub import check_repo_id, items_to_push, push, require_online
+
+    repo_id = check_repo_id(repo_value)
+    item_ids = None if scope == PUSH_SCOPES[1] else _item_ids(item_text)
+    require_online("push to")  # before the model loads
+    backbone = state.backbone()
+    count = len(items_to_push(state.library, item_ids, backbone.name))
+    url = push(state.library, item_ids, repo_id, backbone, token=token, private=bool(private), api=api,
+               progress=progress)
+    return f"Pushed **{count}** item(s) with their lineage to [{repo_id}]({url})."
+
+
+def pull_from_hub(state: AppState, repo_value: str | None, revision: str | None, origin: str | None,
+                  token: str | bool | None, download=None, progress=None) -> str:
+    """``studio.hub.pull`` of a repository id (never a folder of the server: ``hub_only``); a message with what
+    came. ``download`` (``snapshot_download``) is for tests."""
+    from studio.hub import check_repo_id, pull, require_online
+
+    repo_id = check_repo_id(repo_value)
+    require_online("pull from")  # before the model loads
+    revision = (revision or "").strip() or None
+    before = {item.id for item in state.library.items()}
+    items = pull(state.library, repo_id, state.backbone(), revision=revision, download=download,
+                 origin=(origin or "").strip() or None, token=token, hub_only=True, progress=progress)
+    new = sum(item.id not in before for item in items)
+    at = f" at {revision[:60]}" if revision else ""
+    return (f"Pulled **{len(items)}** item(s) with their lineage from [{repo_id}](https://huggingface.co/{repo_id})"
+            f"{at}: {new} new, {len(items) - new} already in your library.")
+
+
+def _reporter(progress: gr.Progress):
+    """``studio.hub``'s (fraction, what) reports as Gradio's progress bar."""
+    return lambda fraction, what: progress(fraction, desc=what)
+
+
+def layout_sharing() -> Sharing:
+    with gr.Accordion("Share through the Hugging Face Hub: push, pull", open=False):
+        gr.Markdown("**Push** uploads items with their lineage to a model repository (a PEFT adapter per prompt, "
+                    "origins and TPVs as safetensors, a catalog, a model card; created if needed). **Pull** stores a "
+                    "repository's items in your library: one the studio pushed, or any repository of PEFT "
+                    "prompt-tuning adapters (then *Origin* names the adapter folder they were all tuned from).")
+        login = gr.LoginButton(size="sm") if sign_in_available() else None
+        if login is None:
+            gr.Markdown("Uses this machine's Hugging Face login (`hf auth login` or `HF_TOKEN`); the studio is "
+                        "offline unless started with `HF_HUB_OFFLINE=0`.")
+        with gr.Row():
+            with gr.Column():
+                push_repo = gr.Textbox(label="Repository to push to (owner/name)", placeholder="your-name/my-prompts")
+                scope = gr.Radio(PUSH_SCOPES, value=PUSH_SCOPES[0], label="What to push",
+                                 info="the selected item(s): the id in Selected item id (several: separate them "
+                                      "with commas); the origins and prompts they derive from come along")
+                private = gr.Checkbox(label="Private (when the repository is created)", value=False)
+                push = gr.Button("Push to the Hub")
+            with gr.Column():
+                pull_repo = gr.Textbox(label="Repository to pull (owner/name)", placeholder="owner/prompt-adapters")
+                with gr.Row():
+                    revision = gr.Textbox(label="Revision (optional)", placeholder="a branch, tag or commit")
+                    origin = gr.Textbox(label="Origin (optional)", placeholder="the adapter folder that is the origin")
+                pull = gr.Button("Pull into my library")
+        message = gr.Markdown()
+    return Sharing(login, push_repo, scope, private, push, pull_repo, revision, origin, pull, message)
+
+
+def wire_sharing(state: AppState, browser: Browser, files: Files, selection: Selection, sharing: Sharing) -> None:
+    """Push and pull; after a pull the table and the choices follow. Closures, not partials: Gradio fills the
+    ``gr.OAuthToken`` parameter by its type hint, which a partial hides."""
+
+    @friendly
+    def on_push(item_value: str, scope_value: str, repo_value: str, private_value: bool,
+                oauth_token: gr.OAuthToken | None, progress=gr.Progress()) -> str:
+        token = visitor_token(oauth_token, needed=True)
+        return push_to_hub(state, item_value, scope_value, repo_value, private_value, token,
+                           progress=_reporter(progress))
+
+    @friendly
+    def on_pull(repo_value: str, revision_value: str, origin_value: str, kind_value: str, task_value: str,
+                text_value: str, source_value: str, oauth_token: gr.OAuthToken | None,
+                progress=gr.Progress()) -> tuple:
+        token = visitor_token(oauth_token, needed=False)
+        message = pull_from_hub(state, repo_value, revision_value, origin_value, token, progress=_reporter(progress))
+        return (*on_list(state, kind_value, task_value, text_value, source_value), message)
+
+    sharing.push.click(on_push, [selection.item_id, sharing.scope, sharing.push_repo, sharing.private],
+                       sharing.message, api_name="library_hub_push")
+    sharing.pull.click(on_pull, [sharing.pull_repo, sharing.revision, sharing.origin, *browser.filters],
+                       [browser.table, browser.task, files.origin, sharing.message], api_name="library_hub_pull")
 
 
 # ---- wiring -------------------------------------------------------------------------------------------------------
@@ -396,11 +554,12 @@ def build(state: AppState, tab: gr.Tab, app: gr.Blocks) -> None:
     """The Library tab inside ``tab``; ``app`` gets the page-load refresh."""
     explain("Everything you have made or imported, and the read-only prebuilt library, with its recipe and lineage: "
             "origins are random initialisations, prompts are tuned soft prompts and vectors (TPVs) are prompt minus "
-            "origin. Click a row to see its details, then rename, delete or export it, or import a PEFT adapter or "
-            "safetensors file.")
+            "origin. Click a row to see its details, then rename, delete or export it, import a PEFT adapter or "
+            "safetensors file, or push items to (and pull them from) the Hugging Face Hub.")
     browser, selection, files = layout_browser(state), layout_selection(), layout_files(state)
-    backup = layout_backup()
+    backup, sharing = layout_backup(), layout_sharing()
     wire_browser(state, browser, files, tab, app)
     wire_selection(state, browser, selection)
     wire_files(state, browser, selection, files)
     wire_backup(state, browser, files, backup)
+    wire_sharing(state, browser, files, selection, sharing)
