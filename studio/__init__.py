@@ -2,7 +2,8 @@
 
 Imports point one way, down these layers (``tests/test_layers.py`` checks it): ``config``, ``limits``,
 ``faults``, ``files`` -> ``backbones``, ``tasks``, ``prompts`` -> ``evaluation`` -> ``tuning``, ``library`` ->
-``jobs``, ``analysis``, ``projection``, ``plots``, ``space``, ``live`` -> ``views``, ``build``, ``hub``, ``findings``, ``sweep`` -> ``cli``, ``ui``.
+``jobs``, ``analysis``, ``projection``, ``plots``, ``live`` -> ``views``, ``build``, ``hub``, ``findings``, ``sweep``,
+``fewshot``, ``space`` -> ``cli``, ``ui``.
 Heavy libraries (torch, transformers, gradio) are imported where they are used.
 """
 

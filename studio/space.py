@@ -11,7 +11,10 @@ functions it decorated so that tests can check the wiring without a GPU. Off a S
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
 
 TRUE = ("1", "t", "true", "yes")
 
@@ -62,6 +65,8 @@ def on_gpu(duration: Callable[..., float]) -> Callable[[Callable], Callable]:
 
     def decorate(fn: Callable) -> Callable:
         GPU_TASKS[f"{fn.__module__}.{fn.__qualname__}"] = sized
+        if not on_zero_gpu() and "spaces" not in sys.modules:  # spaces.GPU would return fn: skip its import
+            return fn
         try:
             import spaces
         except ImportError:
@@ -75,3 +80,78 @@ def tune_chunk_steps(seconds_per_step: float, budget_s: float = MAX_GPU_SECONDS 
     """How many tuning steps fit one ZeroGPU call: a long job runs as many such calls, each ending on a
     checkpoint, so it survives quota limits and resumes where it stopped."""
     return max(1, int(budget_s / max(seconds_per_step, 1e-3)))
+
+
+# ---- tuning in GPU-sized chunks ---------------------------------------------------------------------------------
+FIRST_CHUNK_STEPS = 10  # the first call measures the speed; the next ones are sized from it
+CHUNK_OVERHEAD_S = 15.0  # per call: the checkpoint read back, the data encoded, the model moved
+
+
+@dataclass(frozen=True)
+class ChunkRequest:
+    """One ZeroGPU call's worth of a tuning job, in plain picklable values (ZeroGPU runs the call in a forked
+    process and sends it its arguments and its answer through pipes: no callbacks, no open libraries)."""
+
+    library_root: str
+    parent_roots: tuple[str, ...]
+    model: str
+    tasks: tuple  # TaskData
+    seeds: tuple[int, ...]
+    config: object  # TuneConfig
+    n_tokens: int
+    init: str
+    steps: int  # at most this many steps in this call
+    seconds_per_step: float  # measured so far (a guess before the first call)
+
+
+@dataclass
+class ChunkResult:
+    item_ids: list[str]
+    status: str  # "done", or "cancelled" when the call stopped after its steps (its checkpoint is on disk)
+    events: list[dict]
+    seconds: float
+
+
+def _chunk_seconds(request: ChunkRequest) -> float:
+    return CHUNK_OVERHEAD_S + request.steps * request.seconds_per_step
+
+
+@on_gpu(_chunk_seconds)
+def tune_chunk(request: ChunkRequest) -> ChunkResult:
+    """Run at most ``request.steps`` steps of the job (resuming from its checkpoint) and store it if it finished."""
+    from studio.backbones import load_backbone
+    from studio.jobs import run_tuning
+    from studio.library import Library
+
+    started, events = time.monotonic(), []
+    library = Library(request.library_root,
+                      parents=[Library(root, read_only=True) for root in request.parent_roots])
+    items, status = run_tuning(library, load_backbone(request.model), list(request.tasks), list(request.seeds),
+                               request.config, request.n_tokens, request.init, on_progress=events.append,
+                               should_stop=lambda: len(events) >= request.steps)
+    return ChunkResult([i.id for i in items], status, events, time.monotonic() - started)
+
+
+def tune_in_chunks(library, model: str, tasks: list, seeds: list[int], config, n_tokens: int, init: str = "top5000",
+                   on_progress: Callable[[dict], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None, chunk: Callable = tune_chunk,
+                   first_chunk_steps: int = FIRST_CHUNK_STEPS) -> tuple[list[str], str]:
+    """A tuning job as a series of GPU calls (ZeroGPU): each resumes from the checkpoint the previous one left,
+    runs as many steps as fit ``MAX_GPU_SECONDS`` at the speed measured so far, and reports its steps when it
+    returns; the last one stores the prompts. A cancel takes effect between calls. Returns (item ids, status)."""
+    parents = tuple(str(p.root) for p in library.parents if p.read_only)
+    seconds_per_step, steps = 1.0, first_chunk_steps
+    while True:
+        if should_stop and should_stop():
+            return [], "cancelled"
+        result = chunk(ChunkRequest(str(library.root), parents, model, tuple(tasks), tuple(seeds), config, n_tokens,
+                                    init, steps, seconds_per_step))
+        for event in result.events:
+            if on_progress:
+                on_progress(event)
+        if result.status == "done":
+            return result.item_ids, "done"
+        if not result.events:  # stopped without a step: nothing will change on a retry
+            return [], result.status
+        seconds_per_step = max(result.seconds - CHUNK_OVERHEAD_S * 0.5, 0.0) / len(result.events) or 1e-3
+        steps = tune_chunk_steps(seconds_per_step, MAX_GPU_SECONDS * 0.8 - CHUNK_OVERHEAD_S)

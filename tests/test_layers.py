@@ -13,8 +13,8 @@ LAYERS = [
     {"backbones", "tasks", "prompts"},
     {"evaluation"},
     {"tuning", "library"},
-    {"jobs", "analysis", "projection", "plots", "space", "live"},
-    {"views", "build", "hub", "findings", "sweep"},
+    {"jobs", "analysis", "projection", "plots", "live"},
+    {"views", "build", "hub", "findings", "sweep", "fewshot", "space"},
     {"cli", "ui"},
 ]
 

@@ -173,3 +173,50 @@ def test_a_space_without_mounted_storage_says_the_library_is_temporary(tmp_path,
     assert TEMPORARY_BANNER[:40] in page_text()
     monkeypatch.setenv("STUDIO_LIBRARY", str(tmp_path / "bucket" / "library"))
     assert "disk is temporary" not in page_text()  # a mounted bucket keeps it
+
+
+# ---- tuning on ZeroGPU: a job as a series of GPU-sized calls --------------------------------------------------------
+def test_a_tuning_job_runs_as_gpu_sized_chunks_and_ends_as_one_run_would(tiny_llama_dir, tmp_path):
+    """Each call is what ZeroGPU would run in its forked process (``space.tune_chunk``, called here on the CPU): it
+    resumes from the checkpoint the previous call left, so the stored prompt is exactly the uninterrupted run's."""
+    import pickle
+
+    import torch
+
+    from studio.backbones import load_backbone
+    from studio.jobs import run_tuning
+    from studio.library import Library
+    from studio.tasks import load_task
+    from studio.tuning import TuneConfig
+
+    backbone = load_backbone(str(tiny_llama_dir))  # as the chunk loads it: by name, default dtype
+    config = TuneConfig(steps=7, batch_size=2, val_limit=4, eval_every=3, lr=0.03)
+    task = load_task("mr")
+    sizes, events = [], []
+
+    def chunk(request: space.ChunkRequest) -> space.ChunkResult:
+        sizes.append(request.steps)
+        request = pickle.loads(pickle.dumps(request))  # ZeroGPU sends it through a pipe
+        return pickle.loads(pickle.dumps(space.tune_chunk(request)))
+
+    chunked = Library(tmp_path / "chunked")
+    ids, status = space.tune_in_chunks(chunked, backbone.name, [task], [0], config, 4, on_progress=events.append,
+                                       chunk=chunk, first_chunk_steps=2)
+    assert status == "done" and sizes[0] == 2 and len(sizes) >= 2
+    assert [e["step"] for e in events] == list(range(1, config.steps + 1))  # every step reported, once
+    alone = Library(tmp_path / "alone")
+    reference, _ = run_tuning(alone, backbone, [task], [0], config, 4)
+    assert ids == [reference[0].id]
+    assert torch.equal(chunked.tensor(ids[0]), alone.tensor(reference[0].id))
+
+    stops = iter([False, True])  # a cancel arrives during the first call: it takes effect before the second
+    cancelled = Library(tmp_path / "cancelled")
+    assert space.tune_in_chunks(cancelled, backbone.name, [task], [0], config, 4, should_stop=lambda: next(stops),
+                                chunk=chunk, first_chunk_steps=2) == ([], "cancelled")
+    assert not cancelled.items(kind="prompt")
+    again, status = space.tune_in_chunks(cancelled, backbone.name, [task], [0], config, 4, chunk=chunk)
+    assert status == "done" and torch.equal(cancelled.tensor(again[0]), alone.tensor(reference[0].id))
+
+    duration = space.GPU_TASKS["studio.space.tune_chunk"]
+    small, large = (space.ChunkRequest("l", (), "m", (), (0,), config, 4, "top5000", steps, 0.5) for steps in (10, 100))
+    assert 5 <= duration(small) < duration(large) <= space.MAX_GPU_SECONDS

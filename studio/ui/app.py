@@ -55,6 +55,10 @@ TABS = [
 
 def build_app(state: AppState) -> gr.Blocks:
     """One tab per panel module (tab id = its name in lower case)."""
+    # panels start warm-up threads that load the model: transformers replaces its own module object while it is
+    # first imported, and a thread importing it at the same time as this one gets a half-made module. Import it
+    # here, once, before any thread starts.
+    import transformers  # noqa: F401
     # Gradio keeps a copy of every file it serves; drop copies older than an hour, checked every half hour
     with gr.Blocks(title=TITLE, delete_cache=(1800, 3600)) as app:
         gr.Markdown(f"# {TITLE}\nTune soft prompts, compare **task prompt vectors** (tuned prompt minus its random "

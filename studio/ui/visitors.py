@@ -46,7 +46,9 @@ def visitor_mode(environ: MutableMapping[str, str] = os.environ) -> str:
 
 def current_request():
     """The Gradio request of the event being handled on this thread (None outside an event, e.g. while the page
-    is laid out). Gradio keeps it in a context variable for its own helpers; this is the one place we read it."""
+    is laid out). Gradio keeps it in a context variable for its own helpers, and Hugging Face's ``spaces`` package
+    reads the same variable to charge ZeroGPU time to the visitor; this is the one place the studio reads it
+    (tests/test_visitors.py fails if a Gradio upgrade moves it)."""
     from gradio.context import LocalContext
 
     return LocalContext.request.get(None)
