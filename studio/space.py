@@ -132,25 +132,26 @@ def tune_chunk(request: ChunkRequest) -> ChunkResult:
     return ChunkResult([i.id for i in items], status, events, time.monotonic() - started)
 
 
-def tune_in_chunks(library, model: str, tasks: list, seeds: list[int], config, n_tokens: int, init: str = "top5000",
-                   on_progress: Callable[[dict], None] | None = None,
+def tune_in_chunks(library, backbone, tasks: list, seeds: list[int], config, n_tokens: int = 20,
+                   init: str = "top5000", on_progress: Callable[[dict], None] | None = None,
                    should_stop: Callable[[], bool] | None = None, chunk: Callable = tune_chunk,
-                   first_chunk_steps: int = FIRST_CHUNK_STEPS) -> tuple[list[str], str]:
-    """A tuning job as a series of GPU calls (ZeroGPU): each resumes from the checkpoint the previous one left,
-    runs as many steps as fit ``MAX_GPU_SECONDS`` at the speed measured so far, and reports its steps when it
-    returns; the last one stores the prompts. A cancel takes effect between calls. Returns (item ids, status)."""
+                   first_chunk_steps: int = FIRST_CHUNK_STEPS) -> tuple[list, str]:
+    """``jobs.run_tuning`` as a series of GPU calls (ZeroGPU), with the same arguments and answer (prompt items,
+    status): each call resumes from the checkpoint the previous one left, runs as many steps as fit
+    ``MAX_GPU_SECONDS`` at the speed measured so far, and reports its steps when it returns; the last one stores the
+    prompts. A cancel takes effect between calls."""
     parents = tuple(str(p.root) for p in library.parents if p.read_only)
     seconds_per_step, steps = 1.0, first_chunk_steps
     while True:
         if should_stop and should_stop():
             return [], "cancelled"
-        result = chunk(ChunkRequest(str(library.root), parents, model, tuple(tasks), tuple(seeds), config, n_tokens,
-                                    init, steps, seconds_per_step))
+        result = chunk(ChunkRequest(str(library.root), parents, backbone.name, tuple(tasks), tuple(seeds), config,
+                                    n_tokens, init, steps, seconds_per_step))
         for event in result.events:
             if on_progress:
                 on_progress(event)
         if result.status == "done":
-            return result.item_ids, "done"
+            return [library.get(item_id) for item_id in result.item_ids], "done"
         if not result.events:  # stopped without a step: nothing will change on a retry
             return [], result.status
         seconds_per_step = max(result.seconds - CHUNK_OVERHEAD_S * 0.5, 0.0) / len(result.events) or 1e-3

@@ -200,8 +200,9 @@ def test_a_tuning_job_runs_as_gpu_sized_chunks_and_ends_as_one_run_would(tiny_ll
         return pickle.loads(pickle.dumps(space.tune_chunk(request)))
 
     chunked = Library(tmp_path / "chunked")
-    ids, status = space.tune_in_chunks(chunked, backbone.name, [task], [0], config, 4, on_progress=events.append,
-                                       chunk=chunk, first_chunk_steps=2)
+    items, status = space.tune_in_chunks(chunked, backbone, [task], [0], config, 4, on_progress=events.append,
+                                         chunk=chunk, first_chunk_steps=2)
+    ids = [i.id for i in items]
     assert status == "done" and sizes[0] == 2 and len(sizes) >= 2
     assert [e["step"] for e in events] == list(range(1, config.steps + 1))  # every step reported, once
     alone = Library(tmp_path / "alone")
@@ -211,11 +212,11 @@ def test_a_tuning_job_runs_as_gpu_sized_chunks_and_ends_as_one_run_would(tiny_ll
 
     stops = iter([False, True])  # a cancel arrives during the first call: it takes effect before the second
     cancelled = Library(tmp_path / "cancelled")
-    assert space.tune_in_chunks(cancelled, backbone.name, [task], [0], config, 4, should_stop=lambda: next(stops),
+    assert space.tune_in_chunks(cancelled, backbone, [task], [0], config, 4, should_stop=lambda: next(stops),
                                 chunk=chunk, first_chunk_steps=2) == ([], "cancelled")
     assert not cancelled.items(kind="prompt")
-    again, status = space.tune_in_chunks(cancelled, backbone.name, [task], [0], config, 4, chunk=chunk)
-    assert status == "done" and torch.equal(cancelled.tensor(again[0]), alone.tensor(reference[0].id))
+    again, status = space.tune_in_chunks(cancelled, backbone, [task], [0], config, 4, chunk=chunk)
+    assert status == "done" and torch.equal(cancelled.tensor(again[0].id), alone.tensor(reference[0].id))
 
     duration = space.GPU_TASKS["studio.space.tune_chunk"]
     small, large = (space.ChunkRequest("l", (), "m", (), (0,), config, 4, "top5000", steps, 0.5) for steps in (10, 100))
