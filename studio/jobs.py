@@ -2,8 +2,9 @@
 
 ``run_tuning`` is what the CLI, the UI and ``build-library`` all call: it makes (or reuses) the origins, trains
 every (task, seed) prompt in one batched job, and stores origin, best prompt and task prompt vector with their
-recipe and lineage. ``JobRunner`` runs such calls one at a time on a worker thread, with status, a live
-history for the curves, and cancel.
+recipe and lineage. ``tune_request`` checks what a tuning job tunes and ``submit_tuning`` queues it on a
+``JobRunner``, which runs such calls one at a time on a worker thread, with status, a live history for the curves,
+cancel and resume (once per stopped job).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from studio.backbones import Backbone
 from studio.config import cache_dir
 from studio.faults import kill_point
 from studio.library import Item, Library, NewItem, content_id, split_metrics
+from studio.limits import check_prompt_length, parse_seeds
 from studio.prompts import TaskPromptVector, make_origin
 from studio.tasks import TaskData
-from studio.tuning import TrainingPrompt, TuneConfig, tune
+from studio.tuning import TrainingPrompt, TuneConfig, tune, whole_number
 
 
 def origin_entry(model: str, tensor: torch.Tensor, seed: int, n_tokens: int, init: str = "top5000",
@@ -153,6 +155,67 @@ def _result_items(result, origin: str, backbone: Backbone, config: TuneConfig, o
                     recipe={"from": prompt_id}, metrics=metrics, item_id=vector_id(prompt_id)))
 
 
+# ---- what a tuning job tunes -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TuneRequest:
+    """Everything a tuning job needs, checked (``tune_request``); the runner keeps it with the job, so a cancelled
+    or failed job can be resumed and its curves are labelled by task and origin."""
+
+    tasks: tuple[TaskData, ...]
+    seeds: tuple[int, ...]
+    config: TuneConfig
+    n_tokens: int
+    title: str
+    init: str = "top5000"
+
+    def labels(self) -> list[str]:  # run_tuning trains prompts in this order: task-major, then seed
+        return [f"{t.spec.name} / origin {s}" for t in self.tasks for s in self.seeds]
+
+
+def tune_request(tasks: list[TaskData], seeds: str | list[int], config: TuneConfig, n_tokens: object,
+                 init: str = "top5000") -> TuneRequest:
+    """A tuning job checked before anything is queued: at least one task, no two tasks of one name (a file task
+    named like a bundled one would be stored under the same name), seeds and prompt length in their limits."""
+    if not tasks:
+        raise StudioError("choose at least one task (or upload your own CSV / JSONL file)")
+    names = [t.spec.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise StudioError(f"a task is chosen twice ({', '.join(names)}): give your file another task name")
+    seeds = parse_seeds(seeds if isinstance(seeds, str) else ",".join(str(s) for s in seeds))
+    n = check_prompt_length(whole_number(n_tokens, "prompt length"), "a prompt")
+    title = f"{', '.join(names)} x origin{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}: " \
+            f"{config.steps} steps, {n} tokens"
+    return TuneRequest(tuple(tasks), tuple(seeds), config, n, title, init)
+
+
+def submit_tuning(runner: JobRunner, library: Library, backbone: Callable[[], Backbone], request: TuneRequest) -> Job:
+    """Queue ``run_tuning`` for ``request`` on the runner (resumable: a resumed job continues from the checkpoint);
+    each step lands in ``job.events``, the prompt ids in ``job.result``. ``backbone`` loads the model when the job
+    starts, not when it is queued."""
+    def work(job: Job) -> list[str]:
+        def on_progress(event: dict) -> None:
+            job.events.append(event)
+            job.progress = event["step"] / max(event["steps"], 1)
+
+        items, status = run_tuning(library, backbone(), list(request.tasks), list(request.seeds), request.config,
+                                   request.n_tokens, request.init, on_progress=on_progress,
+                                   should_stop=job.cancel.is_set)
+        if items:
+            job.progress = 1.0
+            job.message = (f"added {len(items)} prompt(s) and their TPVs to the library: "
+                           + ", ".join(i.id for i in items))
+        else:
+            job.message = (f"{status} at step {job.events[-1]['step'] if job.events else 0}: the checkpoint is "
+                           "kept; Resume (or Start with the same settings) continues from it")
+        return [i.id for i in items]
+
+    return runner.submit(request.title, work, spec=request, resumable=True)
+
+
+# ---- the background runner ------------------------------------------------------------------------------------
+FINISHED = ("done", "cancelled", "failed")
+
+
 @dataclass
 class Job:
     """A queued piece of work with what the UI shows about it."""
@@ -166,31 +229,67 @@ class Job:
     result: object = None
     created: float = field(default_factory=time.time)
     cancel: threading.Event = field(default_factory=threading.Event)
+    spec: object = None  # what the job runs (a ``TuneRequest`` for tuning jobs)
+    resumes: str | None = None  # the stopped job this one resumes
+    resumed_by: str | None = None  # the job that resumes this one: a job is resumed once
 
 
 class JobRunner:
-    """One worker thread, a FIFO queue. ``submit(title, fn)`` where ``fn(job)`` reports into ``job.events``."""
+    """One worker thread, a FIFO queue. ``submit(title, fn)`` where ``fn(job)`` reports into ``job.events``.
+
+    The runner owns the rules about its jobs, whoever calls it: a finished job cannot be cancelled, and only a
+    cancelled or failed resumable job can be resumed, once (a second resume would run and store the work twice)."""
 
     def __init__(self):
         self.jobs: dict[str, Job] = {}
+        self._work_of: dict[str, Callable[[Job], object]] = {}
+        self._lock = threading.Lock()  # two clicks on Resume at once must not both pass the check
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._work, daemon=True, name="studio-jobs")
         self._worker.start()
 
-    def submit(self, title: str, work: Callable[[Job], object]) -> Job:
-        job = Job(uuid.uuid4().hex[:8], title)
-        self.jobs[job.id] = job
+    def submit(self, title: str, work: Callable[[Job], object], spec: object = None, resumable: bool = False) -> Job:
+        """Queue ``work(job)``; ``resumable``: running it again continues it (``resume``), so it is kept."""
+        job = Job(uuid.uuid4().hex[:8], title, spec=spec)
+        with self._lock:
+            self.jobs[job.id] = job
+            if resumable:
+                self._work_of[job.id] = work
         self._queue.put((job, work))
         return job
 
-    def cancel(self, job_id: str) -> Job:
+    def get(self, job_id: str) -> Job:
         if job_id not in self.jobs:
-            raise StudioError(f"no job {job_id!r}")
-        job = self.jobs[job_id]
+            raise StudioError(f"no job {job_id!r} in this session: the jobs table lists them")
+        return self.jobs[job_id]
+
+    def cancel(self, job_id: str) -> Job:
+        """Stop a job: a queued one never starts, a running one stops after its current step."""
+        job = self.get(job_id)
+        if job.status in FINISHED:
+            raise StudioError(f"job {job.id} already finished ({job.status}): nothing to cancel")
         job.cancel.set()
         if job.status == "queued":
             job.status = "cancelled"
         return job
+
+    def resume(self, job_id: str) -> Job:
+        """Queue a cancelled or failed job's work again as a new job (it continues from its checkpoint), once."""
+        with self._lock:
+            job = self.get(job_id)
+            if job.status not in ("cancelled", "failed"):
+                raise StudioError(f"job {job.id} is {job.status}: only a cancelled or failed job can be resumed")
+            if job.id not in self._work_of:
+                raise StudioError(f"job {job.id} ({job.title}) cannot be resumed: start it again with the same "
+                                  "settings")
+            if job.resumed_by:
+                raise StudioError(f"job {job.id} was already resumed as {job.resumed_by}: watch that one")
+            again = Job(uuid.uuid4().hex[:8], job.title, spec=job.spec, resumes=job.id)
+            job.resumed_by = again.id
+            self.jobs[again.id] = again
+            self._work_of[again.id] = self._work_of[job.id]
+        self._queue.put((again, self._work_of[again.id]))
+        return again
 
     def _work(self) -> None:
         while True:

@@ -2,8 +2,9 @@
 
 ``project`` is a pure function of a [n, D] matrix. UMAP (umap-learn) needs a few points and a JIT warm-up: its
 first import and first fit take tens of seconds, so ``warm_umap`` runs one tiny fit on a background thread at
-start-up and ``umap_ready`` tells the UI when it can stop showing PCA instead. Fewer than 4 points always use PCA
-(UMAP fails on 2 points and on 3 with its default init), padded with zero columns to the requested dimensions.
+start-up and ``umap_ready`` tells when it can stop showing PCA instead: ``choose_method`` is that rule (UMAP when
+asked and ready, else PCA and why). Fewer than 4 points always use PCA (UMAP fails on 2 points and on 3 with its
+default init), padded with zero columns to the requested dimensions.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import threading
 import time
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
@@ -93,6 +95,33 @@ def project(matrix: np.ndarray, method: str = "umap", dims: int = 2, seed: int =
         spanned = max(n - 1, 0)
         note += f"; {n} point{'s' if n != 1 else ''} span at most {spanned} ax{'i' if spanned == 1 else 'e'}s, the rest are 0"
     return coords, note
+
+
+class MethodChoice(NamedTuple):
+    """The projection a map can draw now, and why it is not the one asked for ("" when it is)."""
+
+    method: str
+    why: str
+
+
+def choose_method(method: str, n_points: int | None = None, stored: bool = False) -> MethodChoice:
+    """UMAP when it is asked for and its coordinates are ``stored`` or it has warmed up; otherwise PCA, at once:
+    for fewer than ``MIN_UMAP_POINTS`` points, while UMAP warms up (this starts the warm-up: its first fit compiles
+    for about half a minute, which no visitor should wait for), or when its warm-up failed. ``n_points``: the
+    points to draw, where known before their matrix is."""
+    if method not in METHODS:
+        raise StudioError(f"unknown projection {method!r}: use one of {', '.join(METHODS)}")
+    if method != "umap" or stored:
+        return MethodChoice(method, "")
+    if n_points is not None and n_points < MIN_UMAP_POINTS:
+        return MethodChoice("pca", f"UMAP needs at least {MIN_UMAP_POINTS} points, so this is PCA: ")
+    if umap_ready():
+        return MethodChoice("umap", "")
+    warm_umap()
+    problem = umap_problem()
+    return MethodChoice("pca", f"UMAP is unavailable ({problem}); " if problem else
+                        "UMAP is still warming up (its first run compiles code, about half a minute after start-up), "
+                        "so this is PCA: draw again in a moment for UMAP. ")
 
 
 # ---- warm-up ---------------------------------------------------------------------------------------------------

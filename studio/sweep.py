@@ -4,7 +4,8 @@ on a Ray cluster.
 ``load_spec`` reads and checks a TOML or YAML spec. ``plan`` packs it into groups, one per (model, recipe point),
 each holding every task x seed of that point: the batched engine trains them together in one ``run_tuning`` call.
 Every run's content ids are known before any model loads, so a group already in the library is skipped and a
-rerun trains nothing. ``run_local`` tunes the groups here, one after another, straight into the library.
+rerun trains nothing. ``run_local`` tunes the groups here, one after another, straight into the library
+(``submit_sweep``: as one background job of the ``JobRunner``).
 ``run_ray`` makes each group one Ray task that tunes into its own shard library; the driver merges a finished
 shard into the library in one transaction and removes it, so a group is in the library whole or not at all.
 Ray is imported only by ``run_ray``. docs/sweeps.md has the spec format and the cluster set-up.
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from studio import StudioError
 from studio.faults import kill_point
-from studio.jobs import origin_id, tuned_prompt_id, vector_id
+from studio.jobs import Job, JobRunner, origin_id, tuned_prompt_id, vector_id
 from studio.library import Item, Library, NewItem
 from studio.limits import check_prompt_length, parse_seeds
 from studio.tasks import load_task, task_spec
@@ -68,19 +69,34 @@ def load_spec(path: str | Path) -> SweepSpec:
     return spec
 
 
-def _read_spec(path: Path) -> dict:
-    suffix = path.suffix.lower()
+def spec_syntax(path: str | Path) -> str:
+    """"toml" or "yaml", from a spec file's name (the CLI's argument, the Tune tab's upload); any other is refused."""
+    suffix = Path(path).suffix.lower()
     if suffix not in (".toml", ".yaml", ".yml"):
-        raise StudioError(f"a sweep spec is a .toml, .yaml or .yml file (got {path.name!r})")
+        raise StudioError(f"a sweep spec is a .toml, .yaml or .yml file (got {Path(path).name!r})")
+    return "toml" if suffix == ".toml" else "yaml"
+
+
+def _read_spec(path: Path) -> dict:
+    syntax = spec_syntax(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise StudioError(f"cannot read the sweep spec {path}: {getattr(error, 'strerror', None) or error}") from None
-    return spec_data(text, "toml" if suffix == ".toml" else "yaml", path.name)
+    return spec_data(text, syntax, path.name)
+
+
+def parse_spec_text(text: str | None, syntax: str) -> SweepSpec:
+    """A spec from its text as written in an editor (the Tune tab's), checked exactly as a spec file is."""
+    if not (text or "").strip():
+        raise StudioError("write a sweep spec (or upload a .toml / .yaml file) first")
+    return parse_spec(spec_data(text, syntax))
 
 
 def spec_data(text: str, syntax: str, name: str = "the spec") -> dict:
     """The table a spec's text describes (``syntax`` "toml" or "yaml"); the Tune tab's editor uses it too."""
+    if syntax not in ("toml", "yaml"):
+        raise StudioError(f"unknown spec syntax {syntax!r}: toml or yaml")
     if syntax == "toml":
         try:
             import tomllib
@@ -514,6 +530,34 @@ def summary(outcomes: list[Outcome]) -> str:
     if count["cancelled"]:
         text += f", {len(count['cancelled'])} stopped"
     return "\n".join([text] + [f"  failed {o.group.key} ({o.group.label()}): {o.message}" for o in count["failed"]])
+
+
+def submit_sweep(runner: JobRunner, library: Library, spec: SweepSpec) -> Job:
+    """Run the sweep here as one background job on the runner, in the same queue as tuning jobs: its progress is
+    the share of groups finished, each finished group lands in ``job.events``, and a failed group fails the job
+    (after the other groups ran; rerunning trains only what is missing)."""
+    groups = len(plan(spec, library))
+    total = max(1, groups)
+
+    def work(job: Job) -> list[str]:
+        done = 0
+
+        def progress(event: dict) -> None:
+            nonlocal done
+            if event["event"] == "group" and event["status"] not in ("running",):
+                done += 1
+                job.events.append(event)
+            job.progress = min(1.0, done / total)
+            job.message = (f"group {event['group']}: {event['status']}" if event["event"] == "group" else
+                           f"group {event['group']}: step {event['step']}/{event['steps']}")
+
+        outcomes = run_local(spec, library, progress, job.cancel.is_set)
+        job.message = summary(outcomes).splitlines()[0]
+        if any(o.status == "failed" for o in outcomes):
+            raise StudioError(summary(outcomes).replace("\n", "; "))
+        return [o.group.key for o in outcomes]
+
+    return runner.submit(f"sweep {spec_hash(spec)[:8]}: {groups} group(s)", work, spec=spec)
 
 
 # ---- progress and the command ------------------------------------------------------------------------------------

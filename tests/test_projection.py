@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from studio import StudioError
-from studio.projection import project, umap_ready, warm_umap
+from studio import StudioError, projection
+from studio.projection import choose_method, project, umap_ready, warm_umap
 
 
 def points(n: int, features: int = 64, seed: int = 0) -> np.ndarray:
@@ -64,6 +64,22 @@ def test_bad_input_is_a_studio_error(bad):
     args = {"matrix": points(5), "method": "pca", "dims": 2, **bad}
     with pytest.raises(StudioError):
         project(**args)
+
+
+def test_choose_method_says_what_a_map_can_draw_now_and_why():
+    """UMAP only when it is ready (or its coordinates are stored); PCA at once otherwise, never a wait."""
+    assert choose_method("pca", 2) == ("pca", "")
+    assert choose_method("umap", 2, stored=True) == ("umap", "")  # stored coordinates need no fit
+    method, why = choose_method("umap", 3)
+    assert method == "pca" and f"at least {projection.MIN_UMAP_POINTS} points" in why
+    with pytest.raises(StudioError, match="unknown projection 'tsne'"):
+        choose_method("tsne")
+    was_ready = umap_ready()
+    method, why = choose_method("umap", 30)
+    if not was_ready and method == "pca":  # cold: PCA now, and the warm-up has been started
+        assert "warming up" in why and (projection._warm_thread is not None or umap_ready())
+    warm_umap().join(timeout=120)
+    assert choose_method("umap", 30) == ("umap", "") and choose_method("umap") == ("umap", "")
 
 
 def test_warm_up_marks_umap_ready():

@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,25 @@ def test_toml_and_yaml_specs_read_the_same(tmp_path, tiny_llama_dir, spec):
     moved = parse_spec({"models": [str(tiny_llama_dir)], "tasks": ["mr", "uncertainty"], "seeds": [0, 1],
                         "recipe": RECIPE, "ray": {"num_gpus": 1}})
     assert spec_hash(moved) == spec_hash(spec)  # how it runs is not what it tunes
+
+
+def test_a_spec_written_in_an_editor_is_read_as_a_spec_file_is(tmp_path, tiny_llama_dir, spec):
+    """The Tune tab's editor and upload go through the same rules as ``studio sweep SPEC``."""
+    toml, yaml = TOML.format(model=tiny_llama_dir), YAML.format(model=tiny_llama_dir)
+    assert sweep.parse_spec_text(toml, "toml") == sweep.parse_spec_text(yaml, "yaml") == spec
+    assert [sweep.spec_syntax(name) for name in ("a.toml", "b.YAML", "c.yml", Path("d/e.yaml"))] == [
+        "toml", "yaml", "yaml", "yaml"]
+    for call, message in [(lambda: sweep.parse_spec_text("  ", "toml"), "write a sweep spec"),
+                          (lambda: sweep.parse_spec_text(toml, "json"), "unknown spec syntax 'json'"),
+                          (lambda: sweep.parse_spec_text("models = [", "toml"), "not valid TOML"),
+                          (lambda: sweep.parse_spec_text(toml.replace("seeds", "sneeds"), "toml"), "unknown key"),
+                          (lambda: sweep.parse_spec_text(toml.replace("steps = 4", "steps = 0"), "toml"),
+                           "recipe.steps = 0: bad tuning settings: steps must be between 1 and 100000"),
+                          (lambda: sweep.parse_spec_text(toml.replace("batch_size = 2", "batch_size = 600"), "toml"),
+                           "batch size must be between 1 and 512"),
+                          (lambda: sweep.spec_syntax("spec.json"), "a sweep spec is a .toml, .yaml or .yml file")]:
+        with pytest.raises(StudioError, match=message):
+            call()
 
 
 @pytest.mark.parametrize("change, message", [
@@ -247,6 +267,30 @@ def test_cli_dry_run_and_rerun(local, tiny_llama_dir, tmp_path, capsys):
     args = parser.parse_args(["sweep", str(tmp_path / "s.toml"), *common])
     args.run(args)
     assert "2 skipped (already done)" in capsys.readouterr().out
+
+
+def test_a_sweep_runs_as_one_background_job(local, spec, tiny_llama_dir, tmp_path):
+    """The Tune tab's Run sweep: one job on the runner; a rerun skips every group, a failed group fails the job."""
+    from studio.jobs import FINISHED, JobRunner
+
+    library, _, _ = local
+    runner = JobRunner()
+    job = sweep.submit_sweep(runner, library, spec)
+    assert job.title == f"sweep {spec_hash(spec)[:8]}: 2 group(s)" and job.spec == spec
+    deadline = time.time() + 120
+    while job.status not in FINISHED and time.time() < deadline:
+        time.sleep(0.05)
+    assert job.status == "done" and job.progress == 1.0 and job.result == [g.key for g in plan(spec, library)]
+    assert [e["status"] for e in job.events] == ["skipped", "skipped"] and "2 skipped" in job.message
+    (tmp_path / "not-a-model").mkdir()
+    broken = parse_spec({"models": [str(tmp_path / "not-a-model")], "tasks": "mr", "seeds": 0,
+                         "recipe": {"steps": 2, "batch_size": 2, "n_tokens": 4, "val_limit": 4}})
+    failed = sweep.submit_sweep(runner, Library(tmp_path / "lib"), broken)
+    deadline = time.time() + 120
+    while failed.status not in FINISHED and time.time() < deadline:
+        time.sleep(0.05)
+    assert failed.status == "failed" and "1 failed" in failed.message and "not-a-model" in failed.message
+    assert [e["status"] for e in failed.events] == ["failed"]
 
 
 def test_a_failed_group_is_reported_and_the_others_still_run(tiny_llama_dir, tmp_path, capsys):

@@ -61,6 +61,56 @@ def test_config_validation():
             TuneConfig(**bad)
 
 
+
+def test_every_numeric_setting_has_its_range_in_one_place():
+    """The ranges live in TuneConfig's field metadata: config_fields shows them (for the CLI's flags, the Tune tab,
+    sweeps) and the config itself refuses a value outside them, naming the setting as people know it."""
+    from studio.limits import MAX_SEED, MAX_STEPS
+
+    fields = {f.name: f for f in config_fields(TuneConfig)}
+    numeric = [f for f in fields.values() if f.choices is None]
+    assert numeric and all(f.range is not None and f.label for f in numeric)
+    assert (fields["steps"].range.low, fields["steps"].range.high) == (1, MAX_STEPS)
+    assert (fields["batch_size"].range.low, fields["batch_size"].range.high) == (1, 512)
+    assert fields["seed"].range.high == MAX_SEED and fields["lr"].range.open
+    for setting in numeric:  # each end is allowed (closed) or refused (open), and one step beyond it is refused
+        low, high = setting.range.low, setting.range.high
+        beyond = (low - 1, high + 1) if setting.type is int else (low - 0.5, high * 1.5 + 1)
+        for value in beyond:
+            with pytest.raises(StudioError, match=f"{setting.label} must be (between|in)"):
+                TuneConfig(**{setting.name: value})
+        for value in (low, high):
+            if setting.range.open:
+                with pytest.raises(StudioError, match=rf"{setting.label} must be in \("):
+                    TuneConfig(**{setting.name: value})
+            else:
+                assert getattr(TuneConfig(**{setting.name: value}), setting.name) == value
+    with pytest.raises(StudioError, match=r"^bad tuning settings: batch size must be between 1 and 512 \(got 513\)$"):
+        TuneConfig(batch_size=513)
+    with pytest.raises(StudioError, match="steps must be a whole number"):
+        TuneConfig(steps=2.5)
+    with pytest.raises(StudioError, match="steps must be a number"):
+        TuneConfig(steps="3")
+    assert TuneConfig(steps=3.0).steps == 3 and type(TuneConfig(steps=3.0).steps) is int
+    assert asdict(TuneConfig(steps=3.0)) == asdict(TuneConfig(steps=3))  # the same content ids either way
+
+
+def test_parse_reads_a_forms_values_with_one_message_per_setting():
+    config = TuneConfig.parse(steps="12", batch_size=4.0, lr="0.1", eval_every=6, val_limit="20", micro_batch="",
+                              schedule="linear", select_by="accuracy")
+    assert config == TuneConfig(steps=12, batch_size=4, lr=0.1, eval_every=6, val_limit=20, schedule="linear",
+                                select_by="accuracy")
+    for values, message in [({"steps": ""}, "steps is empty"), ({"lr": None}, "learning rate is empty"),
+                            ({"steps": "ten"}, "steps must be a whole number"),
+                            ({"eval_every": 1.5}, "validate every must be a whole number"),
+                            ({"lr": "fast"}, "learning rate must be a number"),
+                            ({"steps": 0}, "steps must be between 1 and 100000"),
+                            ({"val_limit": 10**6}, "validation examples must be between 1 and 100000"),
+                            ({"lr": 50}, "learning rate must be in"), ({"schedule": "step"}, "schedule must be"),
+                            ({"steps_": 3}, "unknown tuning setting 'steps_'")]:
+        with pytest.raises(StudioError, match=message):
+            TuneConfig.parse(**values)
+
 def test_learning_rate_schedule_by_hand():
     config = TuneConfig(steps=100, lr=0.1, warmup_ratio=0.1, schedule="cosine")
     assert config.lr_at(0) == pytest.approx(0.01)  # warm-up: (step + 1) / 10
@@ -109,7 +159,7 @@ def test_config_fields_describe_every_setting():
     assert all(f.help for f in fields.values())
     assert fields["schedule"].choices == ["cosine", "linear", "constant"] and fields["schedule"].default == "cosine"
     assert fields["select_by"].choices == ["loss", "accuracy"] and fields["select_by"].type is str
-    assert fields["steps"] == ("steps", int, 200, fields["steps"].help, None)
+    assert fields["steps"][:5] == ("steps", int, 200, fields["steps"].help, None)
     assert fields["lr"].type is float and "0.3" in fields["lr"].help  # the paper's value
     assert fields["micro_batch"].type is int and fields["micro_batch"].default is None  # optional: None stripped
 

@@ -290,6 +290,8 @@ def test_bad_tune_settings_are_errors_and_queue_nothing(app):
         start(client, seeds="0,x")
     with pytest.raises(AppError, match="learning rate"):
         start(client, lr=50)
+    with pytest.raises(AppError, match="validate every must be between 1 and 100000"):  # TuneConfig's range
+        start(client, eval_every=0)
     with pytest.raises(AppError, match="no-such-task"):  # refused by the dropdown before our code runs
         start(client, tasks=("no-such-task",))
     with pytest.raises(AppError, match="no job"):

@@ -12,7 +12,7 @@ from functools import partial
 import gradio as gr
 
 from studio import StudioError, analysis, plots, views
-from studio.projection import umap_problem, umap_ready, warm_umap
+from studio.projection import choose_method, warm_umap
 from studio.prompts import nearest_tokens
 from studio.ui.common import (
     AppState,
@@ -34,8 +34,6 @@ def draw(state: AppState, ids: list[str] | None, method: str, dims, colour: str,
     ids = [i for i in (ids or []) if i]
     if not ids:
         raise StudioError("choose at least one prompt or vector to draw")
-    if method not in ("umap", "pca"):
-        raise StudioError(f"unknown projection {method!r}: use umap or pca")
     if colour not in COLOURS:
         raise StudioError(f"colour by one of {', '.join(COLOURS)}, not {colour!r}")
     if view not in ("items", "tokens"):
@@ -46,22 +44,15 @@ def draw(state: AppState, ids: list[str] | None, method: str, dims, colour: str,
         raise StudioError("dimensions must be 2 or 3 and the seed a whole number") from None
     if not 0 <= seed < 2**32:
         raise StudioError(f"the seed must be a whole number from 0 to {2**32 - 1}, got {seed}")
-    waiting = ""
     stored = views.stored_map(state.views, ids, method, dims, seed) if view == "items" else None
-    if method == "umap" and not umap_ready() and stored is None:
-        warm_umap()
-        problem = umap_problem()
-        waiting = (f"UMAP is unavailable ({problem}); " if problem else
-                   "UMAP is still warming up (its first run compiles code, about half a minute after start-up), so "
-                   "this is PCA: draw again in a moment for UMAP. ")
-        method = "pca"
+    method, why = choose_method(method, len(set(ids)) if view == "items" else None, stored is not None)
     points = analysis.map_points(state.library, ids, method, dims, seed, per_token=view == "tokens", stored=stored)
     kinds = "tokens" if view == "tokens" else "items"
     title = f"{method.upper()} of {len(points.records)} {kinds} (coloured by {colour})"
     figure = plots.scatter_map(points.coords, points.records, colour, title)
     rows = [[*(round(float(v), 6) for v in xyz), *([""] * (3 - len(xyz))),
              *(record[k] for k in CSV_HEADER[3:])] for xyz, record in zip(points.coords, points.records)]
-    return figure, waiting + points.note + ".", rows
+    return figure, why + points.note + ".", rows
 
 
 def tokens_table(state: AppState, item_id: str | None, k) -> tuple[list[list], str]:

@@ -1,8 +1,8 @@
 """The Tune tab's sweep section: edit or upload a sweep spec (``studio.sweep``), see its plan, run it as one
 background job in the same queue as tuning jobs, and watch its groups finish.
 
-Thin wiring: parsing, planning, "already done" and running are ``studio.sweep``'s; this module turns text into a
-spec, a plan into a table, and the job's events into a status line.
+Thin wiring: parsing, planning, "already done" and running as a job are ``studio.sweep``'s; this module turns a
+plan into a table and the job's events into a status line.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from studio import StudioError
 from studio import sweep as sweeps
-from studio.jobs import Job
+from studio.jobs import FINISHED
 from studio.ui.common import AppState, friendly
 
 EXAMPLE_SPEC = """# a grid of tuning runs: every model x recipe point x task x seed (lists are crossed)
@@ -45,14 +44,6 @@ class SweepView:
     timer: gr.Timer
 
 
-def spec_from_text(text: str | None, syntax: str) -> sweeps.SweepSpec:
-    if not (text or "").strip():
-        raise StudioError("write a sweep spec (or upload a .toml / .yaml file) first")
-    if syntax not in ("toml", "yaml"):
-        raise StudioError(f"unknown spec syntax {syntax!r}: toml or yaml")
-    return sweeps.parse_spec(sweeps.spec_data(text, syntax))
-
-
 def plan_table(state: AppState, spec: sweeps.SweepSpec) -> pd.DataFrame:
     groups = sweeps.plan(spec, state.library)
     return pd.DataFrame([[g.key, g.label(), len(g.runs), len(sweeps.missing(g, state.library))] for g in groups],
@@ -63,15 +54,13 @@ def plan_table(state: AppState, spec: sweeps.SweepSpec) -> pd.DataFrame:
 def on_upload(path: str | None) -> tuple:
     if not path:
         return gr.skip(), gr.skip()
-    suffix = Path(path).suffix.lower()
-    if suffix not in (".toml", ".yaml", ".yml"):
-        raise StudioError(f"{Path(path).name}: a sweep spec is a .toml, .yaml or .yml file")
-    return Path(path).read_text(encoding="utf-8"), "toml" if suffix == ".toml" else "yaml"
+    syntax = sweeps.spec_syntax(path)
+    return Path(path).read_text(encoding="utf-8"), syntax
 
 
 @friendly
 def on_plan(state: AppState, text: str | None, syntax: str) -> tuple[pd.DataFrame, str]:
-    table = plan_table(state, spec_from_text(text, syntax))
+    table = plan_table(state, sweeps.parse_spec_text(text, syntax))
     todo = int(table["still to tune"].sum())
     return table, (f"{len(table)} group(s), {int(table['prompts'].sum())} prompt(s); {todo} still to tune "
                    "(the rest are in your library already and are never tuned again).")
@@ -79,29 +68,9 @@ def on_plan(state: AppState, text: str | None, syntax: str) -> tuple[pd.DataFram
 
 @friendly
 def on_run(state: AppState, text: str | None, syntax: str) -> tuple[str, str, pd.DataFrame, gr.Timer]:
-    spec = spec_from_text(text, syntax)
+    spec = sweeps.parse_spec_text(text, syntax)
     table = plan_table(state, spec)
-
-    def work(job: Job) -> list[str]:
-        done = 0
-        total = max(1, len(table))
-
-        def progress(event: dict) -> None:
-            nonlocal done
-            if event["event"] == "group" and event["status"] not in ("running",):
-                done += 1
-                job.events.append(event)
-            job.progress = min(1.0, done / total)
-            job.message = (f"group {event['group']}: {event['status']}" if event["event"] == "group" else
-                           f"group {event['group']}: step {event['step']}/{event['steps']}")
-
-        outcomes = sweeps.run_local(spec, state.library, progress, job.cancel.is_set)
-        job.message = sweeps.summary(outcomes).splitlines()[0]
-        if any(o.status == "failed" for o in outcomes):
-            raise StudioError(sweeps.summary(outcomes).replace("\n", "; "))
-        return [o.group.key for o in outcomes]
-
-    job = state.runner.submit(f"sweep {sweeps.spec_hash(spec)[:8]}: {len(table)} group(s)", work)
+    job = sweeps.submit_sweep(state.runner, state.library, spec)
     return job.id, f"Sweep job `{job.id}` queued.", table, gr.Timer(active=True)
 
 
@@ -112,7 +81,7 @@ def on_tick(state: AppState, job_id: str | None) -> tuple[str, gr.Timer]:
     lines = [f"Sweep job `{job.id}`: **{job.status}** ({job.progress:.0%}) {job.message}"]
     lines += [f"- group {e['group']} ({e['prompts']} prompts): {e['status']}"
               + (f" — {e['message']}" if e.get("message") else "") for e in job.events]
-    return "\n".join(lines), gr.Timer(active=job.status not in ("done", "failed", "cancelled"))
+    return "\n".join(lines), gr.Timer(active=job.status not in FINISHED)
 
 
 def layout_sweep() -> SweepView:

@@ -1,7 +1,7 @@
 """Transfer tab: TPVs moved to another origin (cross-origin), and TPVs as the starting point of few-shot tuning.
 
 The cross-origin table opens on the prebuilt library's stored results; the few-shot study runs as a background job
-(``studio.analysis.few_shot_study`` on the ``JobRunner``) that a ``gr.Timer`` follows while it runs: Start switches
+(``studio.fewshot`` checks it and queues ``analysis.few_shot_study`` on the ``JobRunner``) that a ``gr.Timer`` follows while it runs: Start switches
 the timer on, and the tick that finds the job finished switches it off.
 """
 
@@ -12,10 +12,9 @@ from functools import partial
 
 import gradio as gr
 
-from studio import StudioError, analysis, plots, views
+from studio import StudioError, analysis, fewshot, plots, views
 from studio.jobs import Job
-from studio.tasks import BUNDLED_TASKS, load_task
-from studio.tuning import TuneConfig
+from studio.tasks import BUNDLED_TASKS
 from studio.ui.common import (
     AppState,
     WholeNumber,
@@ -76,72 +75,12 @@ def cross_origin(state: AppState, tasks: list[str] | None, split: str, limit, st
     return table, figure, text
 
 
-def parse_shots(text: str | None) -> list[int]:
-    try:
-        shots = sorted({int(part) for part in (text or "").replace(";", ",").split(",") if part.strip()})
-    except ValueError:
-        raise StudioError(f"shots must be whole numbers separated by commas, e.g. 0, 10, 50 (got {text!r})") from None
-    if not shots or shots[0] < 0 or shots[-1] > 1000:
-        raise StudioError("give one or more shot counts between 0 and 1000, e.g. 0, 10, 50")
-    return shots
-
-
 def start_few_shot(state: AppState, target: str | None, sources: list[str] | None, origin_id: str | None,
                    shots_text: str, steps, lr, batch_size, eval_limit, multitask_steps=0) -> Job:
-    if not target:
-        raise StudioError("choose a target task")
-    load_task(target)  # an unknown target fails now, not inside the job (and a name is never read as a path)
-    sources = [s for s in (sources or []) if s]
-    if not sources:
-        raise StudioError("choose at least one source task prompt vector")
-    if not origin_id:
-        raise StudioError("choose an origin to start from")
-    shots = parse_shots(shots_text)
-    try:
-        steps, batch_size, eval_limit, lr = int(steps), int(batch_size), int(eval_limit), float(lr)
-        multitask_steps = int(multitask_steps or 0)
-    except (TypeError, ValueError):
-        raise StudioError("steps, batch size, test examples and learning rate must be numbers") from None
-    if not 0 <= multitask_steps <= 5000:
-        raise StudioError("multi-task prompt steps must be between 0 (leave it out) and 5000")
-    if not 1 <= eval_limit <= 2000:
-        raise StudioError("test on 1 to 2000 examples")
-    config = TuneConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=max(1, steps // 2),
-                        val_limit=min(32, eval_limit))
-    source_items = [state.library.get(source) for source in sources]
-    for item in source_items:
-        if item.kind != "vector":
-            raise StudioError(f"{item.id} is not a task prompt vector")
-    if state.library.get(origin_id).kind != "origin":
-        raise StudioError(f"{origin_id} is not an origin")
-    inits = analysis.few_shot_inits(state.library, origin_id, sources)  # shape and kind problems show now
-    source_tasks = list(dict.fromkeys(item.task for item in source_items if item.task))
-    if multitask_steps and len(source_tasks) < 2:
-        raise StudioError("a multi-task prompt needs source TPVs of two or more tasks (or set its steps to 0)")
-
-    def work(job: Job):
-        def progress(event: dict) -> None:
-            index = shots.index(event["shots"]) if event.get("shots") in shots else 0
-            within = event["step"] / event["steps"] if event.get("steps") else 0.0
-            job.progress = min(1.0, (index + within) / len(shots))
-            job.message = event["stage"] + (f", step {event['step']}/{event['steps']}" if event.get("steps") else "")
-            if "step" not in event:
-                job.events.append({"stage": event["stage"], "rows": event["rows"]})
-
-        mixture = TuneConfig(steps=multitask_steps, batch_size=batch_size, lr=lr,  # SPoT's multi-task start
-                             eval_every=max(1, multitask_steps // 4), val_limit=min(32, eval_limit)) \
-            if multitask_steps else None
-        rows = analysis.few_shot_study(state.library, state.backbone(), target, sources, origin_id, shots, config,
-                                       mixture, progress, job.cancel.is_set, eval_limit)
-        if rows is None:  # cancelled while tuning the multi-task prompt: nothing else ran
-            job.message = "cancelled while tuning the multi-task prompt"
-            return []
-        expected = len(shots) * (len(inits) + (1 if mixture else 0))
-        job.progress, job.message = (1.0, "finished") if len(rows) == expected else (
-            job.progress, f"stopped after {len({r['shots'] for r in rows})} of {len(shots)} shot counts")
-        return rows
-
-    return state.runner.submit(f"few-shot {target} from {len(sources)} TPV(s), shots {shots}", work)
+    """Check the settings (``fewshot.plan_few_shot``) and queue the study (``fewshot.submit_few_shot``)."""
+    plan = fewshot.plan_few_shot(state.library, target, sources, origin_id, shots_text, steps, lr, batch_size,
+                                 eval_limit, multitask_steps)
+    return fewshot.submit_few_shot(state.runner, state.library, state.backbone, plan)
 
 
 def few_shot_view(state: AppState, job_id: str | None) -> tuple:

@@ -1,8 +1,9 @@
 """Tune tab: train soft prompts (tasks x origin seeds) as background jobs and watch them learn.
 
-Thin wiring over ``studio.jobs``: ``run_tuning`` does the work on the ``JobRunner`` worker thread (one job at a
-time, the rest queue), reports each step into ``job.events``, stores origin, prompt and TPV in the library, and
-resumes from its checkpoint when the same job runs again after a crash or a cancel.
+Thin wiring over ``studio.jobs``: ``tune_request`` checks the form, ``submit_tuning`` queues ``run_tuning`` on the
+``JobRunner`` worker thread (one job at a time, the rest queue), which reports each step into ``job.events``, stores
+origin, prompt and TPV in the library, and resumes from its checkpoint when the same job runs again after a crash or
+a cancel; the runner's ``cancel`` and ``resume`` hold the rules about which job can be stopped or resumed (once).
 
 Watching is a ``gr.Timer``: Start, Resume and Watch remember the job in the page's ``gr.State`` and switch the timer
 on; each tick redraws the status, the text progress bar (percent, steps, ETA) and, when new steps arrived, the loss
@@ -12,22 +13,21 @@ worker while a job runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import gradio as gr
 import pandas as pd
 
 from studio import StudioError
-from studio.jobs import Job, run_tuning
-from studio.limits import MAX_PROMPT_TOKENS, MAX_STEPS, parse_seeds
+from studio.jobs import FINISHED as FINAL
+from studio.jobs import Job, TuneRequest, submit_tuning, tune_request
 from studio.plots import curves
 from studio.tasks import TaskData, guess_columns, list_tasks, load_file_task, load_task, preview_file
 from studio.tuning import TuneConfig, config_fields
 from studio.ui import sweep_panel
 from studio.ui.common import AppState, WholeNumber, explain, friendly
 
-FINAL = ("done", "cancelled", "failed")
 JOB_COLUMNS = ["id", "title", "status", "progress", "message"]
 PREVIEW_ROWS = 10
 POLL_S = 1.0  # seconds between two ticks of the watch timer
@@ -35,32 +35,7 @@ BAR_WIDTH = 30
 DEFAULTS = TuneConfig()
 
 
-@dataclass
-class TuneRequest:
-    """Everything a job needs, kept so a cancelled or failed job can be started again (it then resumes)."""
-
-    tasks: list[TaskData]
-    seeds: list[int]
-    config: TuneConfig
-    n_tokens: int
-    title: str
-
-    def labels(self) -> list[str]:  # run_tuning trains prompts in this order: task-major, then seed
-        return [f"{t.spec.name} / origin {s}" for t in self.tasks for s in self.seeds]
-
-
 # ---- pure helpers (no gradio) -----------------------------------------------------------------------------------
-def _whole(value, what: str, low: int, high: int) -> int:
-    if value is None or value == "":
-        raise StudioError(f"{what} is empty: enter a number")
-    if float(value) != int(float(value)):
-        raise StudioError(f"{what} must be a whole number (got {value})")
-    number = int(float(value))
-    if not low <= number <= high:
-        raise StudioError(f"{what} must be between {low} and {high} (got {number})")
-    return number
-
-
 def bundled_tasks() -> list[tuple[str, str]]:
     return [(f"{spec.title} ({spec.name})", spec.name) for spec in list_tasks() if spec.source == "bundled"]
 
@@ -83,26 +58,14 @@ def file_task(path: str | None, text_columns, label_column, name: str | None) ->
 
 def make_request(task_names, path, text_columns, label_column, file_name, seeds_text, n_tokens, steps, lr,
                  batch_size, eval_every, val_limit, schedule, select_by) -> TuneRequest:
-    """Check every setting and load every task up front, so mistakes show before anything is queued."""
+    """The form as a checked ``TuneRequest`` (``TuneConfig.parse`` and ``jobs.tune_request`` hold the rules), every
+    task loaded up front, so mistakes show before anything is queued."""
     tasks = [load_task(name) for name in task_names or []]
     if path:
         tasks.append(file_task(path, text_columns, label_column, file_name))
-    if not tasks:
-        raise StudioError("choose at least one task (or upload your own CSV / JSONL file)")
-    names = [t.spec.name for t in tasks]
-    if len(set(names)) != len(names):
-        raise StudioError(f"a task is chosen twice ({', '.join(names)}): give your file another task name")
-    seeds = parse_seeds(seeds_text)
-    if lr is None or lr == "":
-        raise StudioError("learning rate is empty: enter a number such as 0.2")
-    config = TuneConfig(steps=_whole(steps, "steps", 1, MAX_STEPS), batch_size=_whole(batch_size, "batch size", 1, 512),
-                        lr=float(lr), eval_every=_whole(eval_every, "validate every", 1, 100_000),
-                        val_limit=_whole(val_limit, "validation examples", 1, 100_000), schedule=schedule,
-                        select_by=select_by)
-    n = _whole(n_tokens, "prompt length", 1, MAX_PROMPT_TOKENS)
-    title = f"{', '.join(names)} x origin{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}: " \
-            f"{config.steps} steps, {n} tokens"
-    return TuneRequest(tasks, seeds, config, n, title)
+    config = TuneConfig.parse(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every, val_limit=val_limit,
+                              schedule=schedule, select_by=select_by)
+    return tune_request(tasks, seeds_text or "", config, n_tokens)
 
 
 def _duration(seconds: float) -> str:
@@ -178,46 +141,16 @@ def jobs_table(state: AppState) -> pd.DataFrame:
                         columns=JOB_COLUMNS)
 
 
-def submit(state: AppState, request: TuneRequest) -> Job:
-    """Queue the tuning job on the runner; the worker thread runs it and the result lands in the library."""
-    def work(job: Job) -> list[str]:
-        def on_progress(event: dict) -> None:
-            job.events.append(event)
-            job.progress = event["step"] / max(event["steps"], 1)
-
-        items, status = run_tuning(state.library, state.backbone(), request.tasks, request.seeds, request.config,
-                                   request.n_tokens, on_progress=on_progress, should_stop=job.cancel.is_set)
-        if items:
-            job.progress = 1.0
-            job.message = (f"added {len(items)} prompt(s) and their TPVs to the library: "
-                           + ", ".join(i.id for i in items))
-        else:
-            job.message = (f"{status} at step {job.events[-1]['step'] if job.events else 0}: the checkpoint is "
-                           "kept; Resume (or Start with the same settings) continues from it")
-        return [i.id for i in items]
-
-    return state.runner.submit(request.title, work)
-
-
 def _job(state: AppState, job_id: str | None) -> Job:
     job_id = (job_id or "").strip()
     if not job_id:
         raise StudioError("choose a job first: start one, or click a row of the jobs table")
-    if job_id not in state.runner.jobs:
-        raise StudioError(f"no job {job_id!r} in this session: the jobs table lists them")
-    return state.runner.jobs[job_id]
+    return state.runner.get(job_id)
 
 
-@dataclass
-class Started:
-    """The settings of every job started from this tab (app-wide, like the runner's jobs), so that a cancelled or
-    failed job can be resumed, once, and its curves are labelled by task and origin."""
-
-    requests: dict[str, TuneRequest] = field(default_factory=dict)
-    resumed: dict[str, str] = field(default_factory=dict)  # cancelled or failed job id -> the job that resumed it
-
-    def labels(self, job_id: str) -> list[str]:
-        return self.requests[job_id].labels() if job_id in self.requests else []
+def labels(job: Job) -> list[str]:
+    """The curves' names: task and origin of each prompt of a tuning job."""
+    return job.spec.labels() if isinstance(job.spec, TuneRequest) else []
 
 
 @dataclass(frozen=True)
@@ -235,9 +168,9 @@ class Watched:
         return cls(job.id, len(job.events), job.status, job.message)
 
 
-def job_view(state: AppState, started: Started, job: Job, curves_too: bool = True) -> tuple:
+def job_view(state: AppState, job: Job, curves_too: bool = True) -> tuple:
     """Status, progress bar, loss and accuracy curves (gr.skip() unless ``curves_too``) and the jobs table."""
-    plots = job_curves(job, started.labels(job.id)) if curves_too else (gr.skip(), gr.skip())
+    plots = job_curves(job, labels(job)) if curves_too else (gr.skip(), gr.skip())
     return status_line(job), progress_text(job), *plots, jobs_table(state)
 
 
@@ -263,22 +196,20 @@ def on_check_file(path: str | None, text_value, label_value, name_value) -> tupl
 
 
 @friendly
-def on_start(state: AppState, started: Started, *values) -> tuple:
+def on_start(state: AppState, *values) -> tuple:
     """Queue a job; the page then watches it (the returned ``Watched`` goes to its State, the timer follows)."""
-    request = make_request(*values)
-    job = submit(state, request)
-    started.requests[job.id] = request
+    job = submit_tuning(state.runner, state.library, state.backbone, make_request(*values))
     queued = sum(j.status in ("queued", "running") for j in state.runner.jobs.values()) - 1
     note = f" ({queued} job(s) ahead of it)" if queued > 0 else ""
     return job.id, f"**{job.id}** queued{note}: {job.title}", jobs_table(state), Watched(job.id)
 
 
 @friendly
-def on_watch(state: AppState, started: Started, job_value: str | None) -> tuple:
+def on_watch(state: AppState, job_value: str | None) -> tuple:
     """The job as it is now (once); the page keeps watching it through the timer while it is not finished."""
     job = _job(state, job_value)
     now = Watched.now(job)  # before drawing: a step that lands meanwhile is drawn by the next tick
-    return *job_view(state, started, job), now
+    return *job_view(state, job), now
 
 
 @friendly
@@ -289,7 +220,7 @@ def on_follow(state: AppState, watched: Watched | None) -> gr.Timer:
 
 
 @friendly
-def on_tick(state: AppState, started: Started, watched: Watched | None) -> tuple:
+def on_tick(state: AppState, watched: Watched | None) -> tuple:
     """One tick of the watch timer: what changed since the last one, and the timer off once the job finished."""
     job = state.runner.jobs.get(watched.job_id) if watched else None
     if job is None:
@@ -298,32 +229,20 @@ def on_tick(state: AppState, started: Started, watched: Watched | None) -> tuple
     timer = gr.Timer(active=False) if now.status in FINAL else gr.skip()
     if now == watched:
         return *(gr.skip(),) * 5, watched, timer
-    return *job_view(state, started, job, curves_too=now.steps != watched.steps), now, timer
+    return *job_view(state, job, curves_too=now.steps != watched.steps), now, timer
 
 
 @friendly
 def on_cancel(state: AppState, job_value: str | None) -> tuple[str, pd.DataFrame]:
-    job = _job(state, job_value)
-    if job.status in FINAL:
-        raise StudioError(f"job {job.id} already finished ({job.status}): nothing to cancel")
-    state.runner.cancel(job.id)
+    job = state.runner.cancel(_job(state, job_value).id)
     when = "before it started" if job.status == "cancelled" else "after the current step (checkpoint kept)"
     return f"Cancelling **{job.id}**: it stops {when}.", jobs_table(state)
 
 
 @friendly
-def on_resume(state: AppState, started: Started, job_value: str | None) -> tuple:
+def on_resume(state: AppState, job_value: str | None) -> tuple:
     job = _job(state, job_value)
-    if job.status not in ("cancelled", "failed"):
-        raise StudioError(f"job {job.id} is {job.status}: only a cancelled or failed job can be resumed")
-    if job.id not in started.requests:
-        raise StudioError(f"job {job.id} was not started from this tab: start it again with the same settings")
-    if job.id in started.resumed:  # one resume per job: a second would queue the same work again
-        raise StudioError(f"job {job.id} was already resumed as {started.resumed[job.id]}: watch that one")
-    request = started.requests[job.id]
-    again = submit(state, request)
-    started.requests[again.id] = request
-    started.resumed[job.id] = again.id
+    again = state.runner.resume(job.id)  # the runner refuses a job that is not stopped, or was resumed already
     return again.id, f"**{again.id}** queued: resumes {job.id} from its checkpoint", jobs_table(state), Watched(again.id)
 
 
@@ -462,30 +381,30 @@ def layout_jobs(state: AppState) -> JobView:
 
 
 # ---- wiring -------------------------------------------------------------------------------------------------------
-def wire_form(state: AppState, started: Started, form: TuneForm, view: JobView) -> None:
+def wire_form(state: AppState, form: TuneForm, view: JobView) -> None:
     """The file checks, and Start: queue the job, watch it, switch the timer on."""
     form.data_file.change(on_file_columns, form.data_file,
                           [form.text_columns, form.label_column, form.preview, form.file_summary],
                           api_name="tune_file_columns")
     form.check.click(on_check_file, [form.data_file, form.text_columns, form.label_column, form.file_name],
                      [form.file_summary, form.preview], api_name="tune_check_file")
-    form.start.click(partial(on_start, state, started), form.settings,
+    form.start.click(partial(on_start, state), form.settings,
                      [view.job_id, view.status, view.jobs, view.watched], api_name="tune_start").success(
         partial(on_follow, state), view.watched, view.timer, api_name="tune_start_watch", api_visibility="private")
 
 
-def wire_jobs(state: AppState, started: Started, view: JobView, tab: gr.Tab, app: gr.Blocks) -> None:
+def wire_jobs(state: AppState, view: JobView, tab: gr.Tab, app: gr.Blocks) -> None:
     """Watch, Cancel, Resume, the timer's ticks, and the jobs table (refreshed on page load and on opening)."""
     follow = partial(on_follow, state)
-    view.watch.click(partial(on_watch, state, started), view.job_id, [*view.view, view.watched],
+    view.watch.click(partial(on_watch, state), view.job_id, [*view.view, view.watched],
                      api_name="tune_watch", show_progress="minimal").success(
         follow, view.watched, view.timer, api_name="tune_watch_follow", api_visibility="private")
     # "undocumented": a client (and the tests) can read what the timer shows this session
-    view.timer.tick(partial(on_tick, state, started), view.watched, [*view.view, view.watched, view.timer],
+    view.timer.tick(partial(on_tick, state), view.watched, [*view.view, view.watched, view.timer],
                     api_name="tune_poll", api_visibility="undocumented", show_progress="hidden",
                     concurrency_limit=16)
     view.cancel.click(partial(on_cancel, state), view.job_id, [view.status, view.jobs], api_name="tune_cancel")
-    view.resume.click(partial(on_resume, state, started), view.job_id,
+    view.resume.click(partial(on_resume, state), view.job_id,
                       [view.job_id, view.status, view.jobs, view.watched], api_name="tune_resume").success(
         follow, view.watched, view.timer, api_name="tune_resume_watch", api_visibility="private")
     listed = partial(on_list_jobs, state)
@@ -502,10 +421,9 @@ def build(state: AppState, tab: gr.Tab, app: gr.Blocks) -> None:
             "and validation accuracy live; each finished prompt lands in the Library with its origin and its task "
             "prompt vector (prompt minus origin). Jobs run one at a time in the background while the rest wait in "
             "the queue; cancel one at any time and resume it later from its last checkpoint.")
-    started = Started()
     form = layout_form(state)
     view = layout_jobs(state)
     sweep = sweep_panel.layout_sweep()
-    wire_form(state, started, form, view)
-    wire_jobs(state, started, view, tab, app)
+    wire_form(state, form, view)
+    wire_jobs(state, view, tab, app)
     sweep_panel.wire_sweep(state, sweep)

@@ -1,0 +1,221 @@
+"""The job runner's rules (cancel, resume once), tuning requests, and the few-shot study's checks and recipes.
+
+The runner is tested directly, with real threads: whoever calls it (the Tune tab, a script), a stopped job is
+resumed once and a finished one is never cancelled or resumed (issue #12: a cancelled job resumed twice ran twice).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from studio import StudioError
+from studio.backbones import load_backbone
+from studio.fewshot import few_shot_configs, parse_shots, plan_few_shot
+from studio.jobs import FINISHED, JobRunner, submit_tuning, tune_request
+from studio.library import Library
+from studio.tasks import load_task
+from studio.tuning import TuneConfig
+
+CONFIG = TuneConfig(steps=2, batch_size=2, lr=0.03, eval_every=1, val_limit=4)
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def runner():
+    return JobRunner()
+
+
+def hold(runner: JobRunner):
+    """A job that keeps the worker busy until the returned event is set, so the next jobs stay queued."""
+    gate = threading.Event()
+    job = runner.submit("gate", lambda job: gate.wait(30) and ["opened"])
+    wait_for(lambda: job.status == "running")
+    return job, gate
+
+
+# ---- the runner ---------------------------------------------------------------------------------------------------
+def test_a_cancelled_job_is_resumed_once_and_runs_its_work_once(runner):
+    calls = []
+    gate_job, gate = hold(runner)
+    job = runner.submit("work", lambda job: calls.append(job.id) or ["stored"], spec="the request", resumable=True)
+    runner.cancel(job.id)
+    assert job.status == "cancelled"  # queued: it never starts
+    again = runner.resume(job.id)
+    assert (again.resumes, job.resumed_by, again.spec, again.title) == (job.id, again.id, "the request", "work")
+    with pytest.raises(StudioError, match=f"job {job.id} was already resumed as {again.id}"):
+        runner.resume(job.id)
+    with pytest.raises(StudioError, match=f"job {again.id} is queued: only a cancelled or failed job"):
+        runner.resume(again.id)
+    gate.set()
+    wait_for(lambda: again.status in FINISHED)
+    assert again.status == "done" and again.result == ["stored"] and calls == [again.id]
+    assert gate_job.status == "done"
+    with pytest.raises(StudioError, match="is done: only a cancelled or failed job can be resumed"):
+        runner.resume(again.id)
+    with pytest.raises(StudioError, match=f"job {again.id} already finished \\(done\\): nothing to cancel"):
+        runner.cancel(again.id)
+    assert set(runner.jobs) == {gate_job.id, job.id, again.id}  # the refused calls queued nothing
+
+
+def test_a_running_job_cannot_be_resumed_and_a_failed_one_can(runner):
+    gate = threading.Event()
+    attempts = []
+
+    def work(job):
+        attempts.append(job.id)
+        if len(attempts) == 1:
+            gate.wait(30)
+            raise StudioError("the data went away")
+        return ["second time lucky"]
+
+    job = runner.submit("flaky", work, resumable=True)
+    wait_for(lambda: job.status == "running")
+    with pytest.raises(StudioError, match="is running: only a cancelled or failed job"):
+        runner.resume(job.id)
+    gate.set()
+    wait_for(lambda: job.status in FINISHED)
+    assert (job.status, job.message) == ("failed", "the data went away")
+    again = runner.resume(job.id)
+    wait_for(lambda: again.status in FINISHED)
+    assert again.result == ["second time lucky"] and attempts == [job.id, again.id]
+
+
+def test_only_resumable_jobs_resume_and_unknown_ids_are_errors(runner):
+    gate_job, gate = hold(runner)
+    plain = runner.submit("a few-shot study", lambda job: [])
+    runner.cancel(plain.id)
+    with pytest.raises(StudioError, match="cannot be resumed: start it again"):
+        runner.resume(plain.id)
+    for call in (runner.resume, runner.cancel, runner.get):
+        with pytest.raises(StudioError, match="no job 'nope'"):
+            call("nope")
+    gate.set()
+
+
+def test_resumes_at_the_same_moment_queue_one_job(runner):
+    """Two clicks on Resume (two server threads) at once: exactly one is queued, the other is told why."""
+    gate_job, gate = hold(runner)
+    job = runner.submit("work", lambda job: ["stored"], resumable=True)
+    runner.cancel(job.id)
+    start = threading.Barrier(8)
+    resumed, refused = [], []
+
+    def click():
+        start.wait()
+        try:
+            resumed.append(runner.resume(job.id).id)
+        except StudioError as error:
+            refused.append(str(error))
+
+    threads = [threading.Thread(target=click) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    gate.set()
+    assert len(resumed) == 1 and len(refused) == 7 and all("already resumed" in r for r in refused)
+    assert len(runner.jobs) == 3
+
+
+# ---- tuning jobs --------------------------------------------------------------------------------------------------
+def test_tune_request_checks_everything_before_a_job_is_queued():
+    mr, tweets = load_task("mr"), load_task("tweets")
+    request = tune_request([mr, tweets], "0, 2", CONFIG, 4.0)
+    assert request.seeds == (0, 2) and request.n_tokens == 4 and type(request.n_tokens) is int
+    assert request.title == "mr, tweets x origins 0,2: 2 steps, 4 tokens"
+    assert request.labels() == ["mr / origin 0", "mr / origin 2", "tweets / origin 0", "tweets / origin 2"]
+    assert tune_request([mr], [3], CONFIG, 4).seeds == (3,)
+    for args, message in [(([], "0", CONFIG, 4), "choose at least one task"),
+                          (([mr, mr], "0", CONFIG, 4), "a task is chosen twice"),
+                          (([mr], "0,x", CONFIG, 4), "origin seeds must be whole numbers"),
+                          (([mr], "", CONFIG, 4), "at least one origin seed"),
+                          (([mr], "0", CONFIG, None), "prompt length is empty"),
+                          (([mr], "0", CONFIG, 2.5), "prompt length must be a whole number"),
+                          (([mr], "0", CONFIG, 5000), "between 1 and 1000 virtual tokens")]:
+        with pytest.raises(StudioError, match=message):
+            tune_request(*args)
+
+
+def test_a_tuning_job_resumed_twice_stores_its_prompt_once(runner, tiny_llama_dir, tmp_path):
+    """Issue #12's path through the real run_tuning: cancel a queued tuning job, resume it; the second resume is
+    refused, and the library holds the job's origin, prompt and vector once."""
+    library = Library(tmp_path / "lib")
+    backbone = load_backbone(str(tiny_llama_dir), dtype=torch.float32)
+    request = tune_request([load_task("mr")], "0", CONFIG, 4)
+    gate_job, gate = hold(runner)
+    job = submit_tuning(runner, library, lambda: backbone, request)
+    runner.cancel(job.id)
+    again = runner.resume(job.id)
+    with pytest.raises(StudioError, match="already resumed"):
+        runner.resume(job.id)
+    gate.set()
+    wait_for(lambda: again.status in FINISHED, timeout=120)
+    assert again.status == "done", again.message
+    assert [e["step"] for e in again.events] == [1, 2] and again.progress == 1.0 and again.spec is request
+    assert sorted(i.kind for i in library.items()) == ["origin", "prompt", "vector"]
+    assert again.result == [library.items(kind="prompt")[0].id] and "added 1 prompt" in again.message
+
+
+# ---- the few-shot study -------------------------------------------------------------------------------------------
+@pytest.fixture
+def fewshot_library(tmp_path):
+    """An origin and two task prompt vectors (of two tasks) on it, and a vector of another length."""
+    library = Library(tmp_path / "lib")
+    torch.manual_seed(0)
+    origin = library.add("origin", torch.randn(4, 8), "m", name="origin 0", seed=0)
+    vectors = []
+    for task in ("mr", "tweets"):
+        prompt = library.add("prompt", torch.randn(4, 8), "m", name=f"{task} prompt", task=task, seed=0,
+                             origin_id=origin.id)
+        vectors.append(library.add("vector", torch.randn(4, 8), "m", name=f"TPV {task}", task=task, seed=0,
+                                   origin_id=origin.id, prompt_id=prompt.id))
+    return library, origin, vectors
+
+
+def test_few_shot_configs_derive_the_runs_recipes():
+    config, mixture = few_shot_configs("30", 0.2, 8, eval_limit=100, mixture_steps=40)
+    assert (config.steps, config.batch_size, config.lr, config.eval_every, config.val_limit) == (30, 8, 0.2, 15, 32)
+    assert (mixture.steps, mixture.batch_size, mixture.lr, mixture.eval_every, mixture.val_limit) == (40, 8, 0.2, 10,
+                                                                                                     32)
+    config, mixture = few_shot_configs(1, 0.1, 2, eval_limit=8)
+    assert (config.eval_every, config.val_limit, mixture) == (1, 8, None)
+    with pytest.raises(StudioError, match="steps must be between 1 and 100000"):
+        few_shot_configs(0, 0.1, 2, eval_limit=8)
+    assert parse_shots("50; 0,10, 10") == [0, 10, 50]
+
+
+def test_plan_few_shot_checks_the_request_against_the_library(fewshot_library):
+    library, origin, vectors = fewshot_library
+    ids = [v.id for v in vectors]
+    plan = plan_few_shot(library, "movie-reviews", ids, origin.id, "0, 10", "3", 0.1, 2, "50", "")
+    assert (plan.shots, plan.eval_limit, plan.mixture, plan.config.steps) == ((0, 10), 50, None, 3)
+    assert plan.starts == 4 and plan.rows() == 2 * 4  # the origin, each source, their sum
+    assert plan.title == "few-shot movie-reviews from 2 TPV(s), shots [0, 10]"
+    with_mixture = plan_few_shot(library, "movie-reviews", ids, origin.id, [0], 3, 0.1, 2, 50, 6)
+    assert with_mixture.mixture.steps == 6 and with_mixture.rows() == 5
+    good = ["movie-reviews", ids, origin.id, "0, 10", 3, 0.1, 2, 50, 0]
+    for change, message in [({0: ""}, "choose a target task"), ({0: "no-such-task"}, "unknown task"),
+                            ({1: []}, "at least one source"), ({2: None}, "choose an origin"),
+                            ({3: "ten"}, "whole numbers separated by commas"), ({3: "2000"}, "between 0 and 1000"),
+                            ({4: 0}, "steps must be between"), ({4: 1.5}, "steps must be a whole number"),
+                            ({5: ""}, "learning rate is empty"), ({6: 1000}, "batch size must be between 1 and 512"),
+                            ({7: 0}, "test on 1 to 2000 examples"), ({7: "many"}, "test examples must be a whole"),
+                            ({8: 6000}, "multi-task prompt steps must be between 0"),
+                            ({1: [origin.id]}, "is not a task prompt vector"),
+                            ({2: vectors[0].id}, "is not an origin"),
+                            ({1: ids[:1], 8: 5}, "needs source TPVs of two or more tasks")]:
+        args = list(good)
+        for index, value in change.items():
+            args[index] = value
+        with pytest.raises(StudioError, match=message):
+            plan_few_shot(library, *args)
