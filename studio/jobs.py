@@ -9,6 +9,7 @@ cancel and resume (once per stopped job).
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import queue
 import shutil
@@ -188,18 +189,21 @@ def tune_request(tasks: list[TaskData], seeds: str | list[int], config: TuneConf
     return TuneRequest(tuple(tasks), tuple(seeds), config, n, title, init)
 
 
-def submit_tuning(runner: JobRunner, library: Library, backbone: Callable[[], Backbone], request: TuneRequest) -> Job:
+def submit_tuning(runner: JobRunner, library: Library, backbone: Callable[[], Backbone], request: TuneRequest,
+                  tuner: Callable[..., tuple[list[Item], str]] | None = None) -> Job:
     """Queue ``run_tuning`` for ``request`` on the runner (resumable: a resumed job continues from the checkpoint);
     each step lands in ``job.events``, the prompt ids in ``job.result``. ``backbone`` loads the model when the job
-    starts, not when it is queued."""
+    starts, not when it is queued. ``tuner``: what runs it, with ``run_tuning``'s arguments (on ZeroGPU,
+    ``studio.space.tuner()`` runs it as GPU-sized calls)."""
+    tuner = tuner or run_tuning
+
     def work(job: Job) -> list[str]:
         def on_progress(event: dict) -> None:
             job.events.append(event)
             job.progress = event["step"] / max(event["steps"], 1)
 
-        items, status = run_tuning(library, backbone(), list(request.tasks), list(request.seeds), request.config,
-                                   request.n_tokens, request.init, on_progress=on_progress,
-                                   should_stop=job.cancel.is_set)
+        items, status = tuner(library, backbone(), list(request.tasks), list(request.seeds), request.config,
+                              request.n_tokens, request.init, on_progress=on_progress, should_stop=job.cancel.is_set)
         if items:
             job.progress = 1.0
             job.message = (f"added {len(items)} prompt(s) and their TPVs to the library: "
@@ -232,10 +236,13 @@ class Job:
     spec: object = None  # what the job runs (a ``TuneRequest`` for tuning jobs)
     resumes: str | None = None  # the stopped job this one resumes
     resumed_by: str | None = None  # the job that resumes this one: a job is resumed once
+    owner: str | None = None  # who started it (a public Space's visitor, ``studio.ui.visitors``); None: anyone
 
 
 class JobRunner:
-    """One worker thread, a FIFO queue. ``submit(title, fn)`` where ``fn(job)`` reports into ``job.events``.
+    """One worker thread, a FIFO queue. ``submit(title, fn)`` where ``fn(job)`` reports into ``job.events``; ``fn``
+    runs in the context (``contextvars``) of the call that queued it, so it acts for whoever asked (on a Space: that
+    visitor's library and GPU quota).
 
     The runner owns the rules about its jobs, whoever calls it: a finished job cannot be cancelled, and only a
     cancelled or failed resumable job can be resumed, once (a second resume would run and store the work twice)."""
@@ -248,14 +255,15 @@ class JobRunner:
         self._worker = threading.Thread(target=self._work, daemon=True, name="studio-jobs")
         self._worker.start()
 
-    def submit(self, title: str, work: Callable[[Job], object], spec: object = None, resumable: bool = False) -> Job:
+    def submit(self, title: str, work: Callable[[Job], object], spec: object = None, resumable: bool = False,
+               owner: str | None = None) -> Job:
         """Queue ``work(job)``; ``resumable``: running it again continues it (``resume``), so it is kept."""
-        job = Job(uuid.uuid4().hex[:8], title, spec=spec)
+        job = Job(uuid.uuid4().hex[:8], title, spec=spec, owner=owner)
         with self._lock:
             self.jobs[job.id] = job
             if resumable:
                 self._work_of[job.id] = work
-        self._queue.put((job, work))
+        self._queue.put((job, work, contextvars.copy_context()))
         return job
 
     def get(self, job_id: str) -> Job:
@@ -284,21 +292,21 @@ class JobRunner:
                                   "settings")
             if job.resumed_by:
                 raise StudioError(f"job {job.id} was already resumed as {job.resumed_by}: watch that one")
-            again = Job(uuid.uuid4().hex[:8], job.title, spec=job.spec, resumes=job.id)
+            again = Job(uuid.uuid4().hex[:8], job.title, spec=job.spec, resumes=job.id, owner=job.owner)
             job.resumed_by = again.id
             self.jobs[again.id] = again
             self._work_of[again.id] = self._work_of[job.id]
-        self._queue.put((again, self._work_of[again.id]))
+        self._queue.put((again, self._work_of[again.id], contextvars.copy_context()))
         return again
 
     def _work(self) -> None:
         while True:
-            job, work = self._queue.get()
+            job, work, context = self._queue.get()
             if job.cancel.is_set():
                 continue
             job.status = "running"
             try:
-                job.result = work(job)
+                job.result = context.run(work, job)
                 # a cancel that arrives after the work stored its results does not undo them
                 job.status = "cancelled" if job.cancel.is_set() and not job.result else "done"
             except StudioError as error:

@@ -83,6 +83,13 @@ def tune_chunk_steps(seconds_per_step: float, budget_s: float = MAX_GPU_SECONDS 
 
 
 # ---- tuning in GPU-sized chunks ---------------------------------------------------------------------------------
+def tuner() -> Callable:
+    """What runs a tuning job here: ``jobs.run_tuning``, or on ZeroGPU the same job as GPU-sized calls."""
+    from studio.jobs import run_tuning
+
+    return tune_in_chunks if on_zero_gpu() else run_tuning
+
+
 FIRST_CHUNK_STEPS = 10  # the first call measures the speed; the next ones are sized from it
 CHUNK_OVERHEAD_S = 15.0  # per call: the checkpoint read back, the data encoded, the model moved
 

@@ -176,7 +176,7 @@ def test_a_space_without_mounted_storage_says_the_library_is_temporary(tmp_path,
 
 
 # ---- tuning on ZeroGPU: a job as a series of GPU-sized calls --------------------------------------------------------
-def test_a_tuning_job_runs_as_gpu_sized_chunks_and_ends_as_one_run_would(tiny_llama_dir, tmp_path):
+def test_a_tuning_job_runs_as_gpu_sized_chunks_and_ends_as_one_run_would(tiny_llama_dir, tmp_path, monkeypatch):
     """Each call is what ZeroGPU would run in its forked process (``space.tune_chunk``, called here on the CPU): it
     resumes from the checkpoint the previous call left, so the stored prompt is exactly the uninterrupted run's."""
     import pickle
@@ -218,6 +218,9 @@ def test_a_tuning_job_runs_as_gpu_sized_chunks_and_ends_as_one_run_would(tiny_ll
     again, status = space.tune_in_chunks(cancelled, backbone, [task], [0], config, 4, chunk=chunk)
     assert status == "done" and torch.equal(cancelled.tensor(again[0].id), alone.tensor(reference[0].id))
 
+    assert space.tuner() is run_tuning  # off ZeroGPU a job is one run; on it, GPU-sized calls
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert space.tuner() is space.tune_in_chunks
     duration = space.GPU_TASKS["studio.space.tune_chunk"]
     small, large = (space.ChunkRequest("l", (), "m", (), (0,), config, 4, "top5000", steps, 0.5) for steps in (10, 100))
     assert 5 <= duration(small) < duration(large) <= space.MAX_GPU_SECONDS

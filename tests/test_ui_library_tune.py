@@ -424,6 +424,10 @@ def test_the_ui_uses_public_gradio_api_only():
 
     for path in Path(studio.ui.__file__).parent.glob("*.py"):
         text = path.read_text()
+        if path.name == "visitors.py":  # one documented exception: who is asking, read where Hugging Face's own
+            # `spaces` package reads it for per-visitor GPU quotas (spaces.utils.gradio_request_var)
+            assert text.count("gradio.context") == 1 and "LocalContext.request.get(None)" in text
+            text = text.replace("gradio.context", "")
         for private in ("gradio.context", "get_render_context", "root_block", "time.sleep"):
             assert private not in text, f"{path.name} uses {private}"
 

@@ -23,6 +23,7 @@ from studio import StudioError
 from studio.jobs import FINISHED as FINAL
 from studio.jobs import Job, TuneRequest, submit_tuning, tune_request
 from studio.plots import curves
+from studio.space import tuner
 from studio.tasks import TaskData, guess_columns, list_tasks, load_file_task, load_task, preview_file
 from studio.tuning import TuneConfig, config_fields
 from studio.ui import sweep_panel
@@ -198,7 +199,7 @@ def on_check_file(path: str | None, text_value, label_value, name_value) -> tupl
 @friendly
 def on_start(state: AppState, *values) -> tuple:
     """Queue a job; the page then watches it (the returned ``Watched`` goes to its State, the timer follows)."""
-    job = submit_tuning(state.runner, state.library, state.backbone, make_request(*values))
+    job = submit_tuning(state.runner, state.library, state.backbone, make_request(*values), tuner=tuner())
     queued = sum(j.status in ("queued", "running") for j in state.runner.jobs.values()) - 1
     note = f" ({queued} job(s) ahead of it)" if queued > 0 else ""
     return job.id, f"**{job.id}** queued{note}: {job.title}", jobs_table(state), Watched(job.id)

@@ -8,13 +8,12 @@ shared read-only beneath it. The job queue stays one (one worker, first come fir
 watches, cancels and resumes only the jobs they started, and may have at most ``MAX_ACTIVE_JOBS`` waiting or running.
 
 Who is asking is read from the event being handled (Gradio's request: ``username`` once signed in, else
-``session_hash``); a job keeps the context of the event that started it, so its results land in its starter's
-library although it runs on the worker thread.
+``session_hash``); a job runs in the context of the event that started it (``JobRunner``), so its results land in
+its starter's library although it runs on the worker thread.
 """
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import os
 import shutil
@@ -94,7 +93,6 @@ class Visitors:
         self.runner = runner
         self.max_active_jobs = max_active_jobs
         self._libraries: OrderedDict[str, Library] = OrderedDict()
-        self._owners: dict[str, str] = {}  # job id -> visitor key
         self._lock = threading.Lock()
 
     def key(self) -> str | None:
@@ -124,29 +122,39 @@ class Visitors:
 
 
 class VisitorJobs:
-    """The shared ``JobRunner`` as one visitor sees it (the same ``jobs`` / ``submit`` / ``cancel``)."""
+    """The shared ``JobRunner`` as one visitor sees it: the same ``jobs`` / ``get`` / ``submit`` / ``cancel`` /
+    ``resume``, over their own jobs only, with at most ``max_active_jobs`` of them waiting or running."""
 
     def __init__(self, visitors: Visitors, key: str | None):
         self._visitors, self.key = visitors, key
+        self._runner = visitors.runner
 
     @property
     def jobs(self) -> dict[str, Job]:
-        owners = self._visitors._owners
-        return {i: job for i, job in self._visitors.runner.jobs.items() if owners.get(i) == self.key}
+        return {i: job for i, job in list(self._runner.jobs.items()) if job.owner == self.key}
 
-    def submit(self, title: str, work: Callable[[Job], object]) -> Job:
-        """Queue ``work`` for this visitor; it runs in the context of the event that started it (their library)."""
+    def get(self, job_id: str) -> Job:
+        job = self._runner.jobs.get(job_id)
+        if job is None or job.owner != self.key:  # another visitor's job does not exist for this one
+            raise StudioError(f"no job {job_id!r} in this session: the jobs table lists them")
+        return job
+
+    def _room_for_one_more(self) -> None:
         active = sum(job.status in ("queued", "running") for job in self.jobs.values())
         if active >= self._visitors.max_active_jobs:
             raise StudioError(f"you already have {active} job(s) waiting or running (at most "
                               f"{self._visitors.max_active_jobs} per visitor here): wait for one, or cancel one")
-        context = contextvars.copy_context()
-        with self._visitors._lock:
-            job = self._visitors.runner.submit(title, lambda job: context.run(work, job))
-            self._visitors._owners[job.id] = self.key
-        return job
+
+    def submit(self, title: str, work: Callable[[Job], object], spec: object = None, resumable: bool = False) -> Job:
+        with self._visitors._lock:  # two quick clicks must not both pass the count
+            self._room_for_one_more()
+            return self._runner.submit(title, work, spec, resumable, owner=self.key)
 
     def cancel(self, job_id: str) -> Job:
-        if job_id not in self.jobs:
-            raise StudioError(f"no job {job_id!r}")
-        return self._visitors.runner.cancel(job_id)
+        return self._runner.cancel(self.get(job_id).id)
+
+    def resume(self, job_id: str) -> Job:
+        with self._visitors._lock:
+            self.get(job_id)
+            self._room_for_one_more()
+            return self._runner.resume(job_id)
