@@ -13,7 +13,15 @@ from safetensors.torch import save_file
 
 from studio import StudioError
 from studio.library import Library
-from studio.ui.visitors import folder_name, sweep_idle_sessions, visitor_key, visitor_mode
+from studio.ui.visitors import (
+    MAX_JOB_PROMPTS,
+    MAX_JOB_STEPS,
+    folder_name,
+    job_too_big,
+    sweep_idle_sessions,
+    visitor_key,
+    visitor_mode,
+)
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -41,6 +49,23 @@ def test_mode_and_keys():
     hostile = folder_name("user:../../etc")
     assert hostile.startswith("u-") and "/" not in hostile and "." not in hostile
     assert folder_name("session:abc123").startswith("s-") and folder_name("session:abc123") != folder_name("user:abc123")
+
+
+def test_a_visitors_job_is_checked_against_the_public_limits():
+    from studio.fewshot import FewShotPlan
+    from studio.jobs import tune_request
+    from studio.tasks import load_task
+    from studio.tuning import TuneConfig
+
+    tasks = [load_task("mr"), load_task("tweets")]
+    assert job_too_big(tune_request(tasks, "0,1", TuneConfig(steps=MAX_JOB_STEPS), 4)) is None
+    assert "steps" in job_too_big(tune_request(tasks, "0", TuneConfig(steps=MAX_JOB_STEPS + 1), 4))
+    seeds = ",".join(str(s) for s in range(MAX_JOB_PROMPTS // 2 + 1))
+    assert "prompts" in job_too_big(tune_request(tasks, seeds, TuneConfig(steps=10), 4))
+    plan = FewShotPlan("mr", ("tweets",), "o-1", (0, 10), TuneConfig(steps=10), TuneConfig(steps=MAX_JOB_STEPS + 1),
+                       100, 3)
+    assert "steps" in job_too_big(plan)
+    assert "sweeps" in job_too_big({"tasks": ["mr"]})
 
 
 def test_idle_signed_out_libraries_are_swept_and_nothing_else(tmp_path):
@@ -131,10 +156,12 @@ def test_a_visitors_jobs_are_theirs_alone_and_limited(public_app):
     assert library_of(ada, home).get(prompt_id).task == "mr"  # ran on the worker thread, stored in ada's library
     assert prompt_id not in listed_ids(bob) and prompt_id in listed_ids(ada)
 
-    long = [start(bob, steps=5000)[0] for _ in range(state.visitors.max_active_jobs)]
+    with pytest.raises(AppError, match=f"at most {MAX_JOB_STEPS} per job"):  # one job must not hold the queue
+        start(bob, steps=MAX_JOB_STEPS + 1)
+    long = [start(bob, steps=MAX_JOB_STEPS)[0] for _ in range(state.visitors.max_active_jobs)]
     try:
-        with pytest.raises(AppError, match="at most"):
-            start(bob, steps=5000)
+        with pytest.raises(AppError, match="waiting or running"):
+            start(bob, steps=MAX_JOB_STEPS)
         start(ada, steps=1)  # one visitor's full share does not stop another's
     finally:
         for job_id in long:

@@ -24,14 +24,13 @@ TEMPORARY_BANNER = (
 
 def visitors_banner(state: AppState) -> str:
     """What a visitor of a public Space must know: whose library they see, how long it lasts, their limits."""
-    from studio.ui.visitors import SESSION_LIBRARY_IDLE_S
+    from studio.ui.visitors import SESSION_LIBRARY_IDLE_S, limits_text
 
     return (f"**Your own space on this public studio**: the Library, Tune jobs and saved prompts you see are yours "
             f"alone (the prebuilt library is shared, read-only). Signed in with Hugging Face, your library is there "
             f"again on your next visit; signed out, it lasts while this page stays open (and is removed "
             f"{SESSION_LIBRARY_IDLE_S // 3600} h after its last use): **Library → Download my library** keeps it. "
-            f"At most {state.visitors.max_active_jobs} of your jobs wait or run at once; one queue serves everyone, "
-            f"first come first served.")
+            f"One queue serves everyone, first come first served: {limits_text(state.visitors.max_active_jobs)}.")
 
 
 def temporary_library() -> bool:

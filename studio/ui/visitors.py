@@ -28,6 +28,9 @@ from studio.jobs import Job, JobRunner
 from studio.library import Library
 
 MAX_ACTIVE_JOBS = 2  # a visitor's jobs waiting or running at once, so that one visitor cannot fill the queue
+MAX_JOB_STEPS = 1000  # training steps of one job (each run of a few-shot study)
+MAX_JOB_PROMPTS = 8  # prompts one tuning job trains together (tasks x seeds)
+MAX_JOB_EXAMPLES = 1000  # test examples per few-shot run
 SESSION_LIBRARY_IDLE_S = 24 * 3600  # a signed-out visitor's library is removed this long after its last use
 OPEN_LIBRARIES = 256  # visitor libraries kept open (opening one again is cheap; this only bounds memory)
 
@@ -121,6 +124,34 @@ class Visitors:
         return VisitorJobs(self, self.key())
 
 
+def job_too_big(spec: object) -> str | None:
+    """Why a visitor may not queue the job ``spec`` describes (None: they may): one visitor's job must not hold
+    the one queue for hours."""
+    from studio.fewshot import FewShotPlan
+    from studio.jobs import TuneRequest
+
+    if isinstance(spec, TuneRequest):
+        prompts = len(spec.tasks) * len(spec.seeds)
+        if prompts > MAX_JOB_PROMPTS:
+            return f"{prompts} prompts in one job (tasks x seeds); at most {MAX_JOB_PROMPTS} per job here"
+        steps = spec.config.steps
+    elif isinstance(spec, FewShotPlan):
+        if spec.eval_limit > MAX_JOB_EXAMPLES:
+            return f"{spec.eval_limit} test examples per run; at most {MAX_JOB_EXAMPLES} here"
+        steps = max(spec.config.steps, spec.mixture.steps if spec.mixture else 0)
+    else:
+        return "sweeps run on your own machine or a private Space (STUDIO_VISITORS=shared), not on a public one"
+    if steps > MAX_JOB_STEPS:
+        return f"{steps} steps; at most {MAX_JOB_STEPS} per job here"
+    return None
+
+
+def limits_text(max_active_jobs: int = MAX_ACTIVE_JOBS) -> str:
+    """The per-visitor limits, as the banner states them."""
+    return (f"at most {max_active_jobs} of your jobs wait or run at once, each with at most {MAX_JOB_STEPS} steps "
+            f"and {MAX_JOB_PROMPTS} prompts (few-shot runs: {MAX_JOB_EXAMPLES} test examples); sweeps are off")
+
+
 class VisitorJobs:
     """The shared ``JobRunner`` as one visitor sees it: the same ``jobs`` / ``get`` / ``submit`` / ``cancel`` /
     ``resume``, over their own jobs only, with at most ``max_active_jobs`` of them waiting or running."""
@@ -146,6 +177,10 @@ class VisitorJobs:
                               f"{self._visitors.max_active_jobs} per visitor here): wait for one, or cancel one")
 
     def submit(self, title: str, work: Callable[[Job], object], spec: object = None, resumable: bool = False) -> Job:
+        problem = job_too_big(spec)
+        if problem:
+            raise StudioError(f"this public studio limits each visitor's jobs: {problem}. Make the job smaller, or "
+                              "run the studio on your own machine (README, Quick start) for bigger ones")
         with self._visitors._lock:  # two quick clicks must not both pass the count
             self._room_for_one_more()
             return self._runner.submit(title, work, spec, resumable, owner=self.key)
