@@ -6,7 +6,10 @@ Each function takes item ids, reads tensors from the library and calls the pure 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import torch
@@ -14,8 +17,8 @@ import torch
 from studio import StudioError
 from studio.backbones import Backbone
 from studio.evaluation import evaluate
-from studio.library import Item, Library, content_id, metric_key
-from studio.prompts import merge, scale_ratio, similarity_matrix
+from studio.library import Item, Library, content_id, metric_key, split_metrics
+from studio.prompts import MERGE_METHODS, merge, scale_ratio, similarity_matrix
 from studio.tasks import load_task
 
 
@@ -95,6 +98,227 @@ def combine(library: Library, origin_id: str, vector_ids: list[str], weights: li
 def combination_id(recipe: dict) -> str:
     """The content id of a combined prompt: the same origin, vectors, weights and merge are the same prompt."""
     return content_id("prompt", recipe["combination"])
+
+
+# ---- combinations: the rules the Arithmetic tab, its shared links and `studio combine` share --------------------
+MAX_VECTORS = 6  # task prompt vectors in one combination: one weight slider each
+WEIGHT_RANGE = (-1.5, 1.5)  # what a weight slider, and so a shared link, holds; the API takes any finite weight
+MAX_LIMIT = 2000  # validation examples per task a live evaluation (API included) may score
+LINK_LIMITS = (16, 512)  # the sample slider's range, which a shared link must fit
+MAX_SWEEP_LIMIT = 500  # examples per task of a sweep: every point scores them all
+SWEEPS = ("coefficient", "grid")
+LIVE_METRICS = ("accuracy", "accuracy_se", "n")  # what the live view measures, and what a saved combination keeps
+
+
+@dataclass
+class Combination:
+    """A checked combination and where to evaluate it: what every Arithmetic event and a shared link carry."""
+
+    origin_id: str
+    vector_ids: list[str]
+    weights: list[float]
+    method: str
+    density: float
+    tasks: list[str]
+    limit: int
+
+
+def check_vector_ids(vector_ids: list[str] | None) -> list[str]:
+    """The chosen vector ids without blanks, at most ``MAX_VECTORS`` (one slider each)."""
+    ids = [v for v in (vector_ids or []) if v]
+    if len(ids) > MAX_VECTORS:
+        raise StudioError(f"choose at most {MAX_VECTORS} task prompt vectors (got {len(ids)})")
+    return ids
+
+
+def check_combination(library: Library, origin_id: str | None, vector_ids: list[str] | None, method: str,
+                      density, tasks: list[str] | None, limit, weights: list) -> Combination:
+    """Form or API input as a ``Combination``, or one clear error. ``weights`` may be longer than the vectors (one
+    per slider, hidden ones included); tasks default to the vectors' own tasks."""
+    if not origin_id:
+        raise StudioError("choose an origin to apply the vectors to")
+    vector_ids = check_vector_ids(vector_ids)
+    if not vector_ids:
+        raise StudioError("choose at least one task prompt vector")
+    if len(set(vector_ids)) != len(vector_ids):
+        raise StudioError("each vector can be chosen once: use its weight to count it more")
+    if method not in MERGE_METHODS:
+        raise StudioError(f"unknown merge method {method!r}: use one of {', '.join(MERGE_METHODS)}")
+    try:
+        density = float(density)
+        limit = int(limit)
+        weights = [float(w) for w in weights[: len(vector_ids)]]
+    except (TypeError, ValueError):
+        raise StudioError("weights, density and sample size must be numbers") from None
+    if len(weights) < len(vector_ids) or not all(math.isfinite(w) for w in weights):
+        raise StudioError("every chosen vector needs a finite weight")
+    if not 0 < density <= 1:
+        raise StudioError(f"density must be in (0, 1], got {density}")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise StudioError(f"the evaluation sample must be between 1 and {MAX_LIMIT} examples, got {limit}")
+    vectors = [library.get(v) for v in vector_ids]
+    if any(v.kind != "vector" for v in vectors):
+        wrong = next(v for v in vectors if v.kind != "vector")
+        raise StudioError(f"{wrong.id} is a {wrong.kind}, not a task prompt vector")
+    tasks = [t for t in (tasks or []) if t] or list(dict.fromkeys(v.task for v in vectors if v.task))
+    if not tasks:
+        raise StudioError("choose at least one dataset to evaluate on")
+    return Combination(origin_id, vector_ids, weights, method, density, tasks, limit)
+
+
+def check_sweep(mode: str, limit) -> int:
+    """The sweep's sample size per task, checked with its mode."""
+    try:
+        limit = int(limit)
+    except (TypeError, ValueError):
+        raise StudioError("the sweep sample size must be a whole number") from None
+    if not 1 <= limit <= MAX_SWEEP_LIMIT:
+        raise StudioError(f"the sweep sample must be between 1 and {MAX_SWEEP_LIMIT} examples per task")
+    if mode not in SWEEPS:
+        raise StudioError(f"unknown sweep {mode!r}: use {' or '.join(SWEEPS)}")
+    return limit
+
+
+REFERENCES = ("origin alone", "own tuned prompt")
+
+
+def reference_items(library: Library, model: str, combination: Combination) -> dict[str, dict[str, str | None]]:
+    """Per evaluated task, the items a combination is measured against: the origin alone, and the task's own tuned
+    prompt (the tuned prompt behind the chosen TPV of that task, else a single-task prompt tuned from the origin)."""
+    vectors = [library.get(v) for v in combination.vector_ids]
+    found: dict[str, dict[str, str | None]] = {}
+    for task in combination.tasks:
+        own = next((v.prompt_id for v in vectors if v.task == task and v.prompt_id), None)
+        if own is None:
+            own = next((p.id for p in tuned_prompts_by_origin(library, model, task).values()
+                        if p.origin_id == combination.origin_id), None)
+        found[task] = {REFERENCES[0]: combination.origin_id, REFERENCES[1]: own}
+    return found
+
+
+# saving a combination (the Arithmetic tab's Save and `studio combine`)
+def stored_combination(library: Library, recipe: dict) -> Item | None:
+    """The prompt already stored for this combination (same origin, vectors, weights and merge), if any."""
+    return library.find(combination_id(recipe))
+
+
+def reuse_evaluation(evaluated: dict | None, recipe: dict, tasks: list[str]) -> tuple[dict[str, dict], int] | None:
+    """The live view's last full evaluation (``{"recipe", "tasks", "limit", "metrics": {task: metrics}}``) as the
+    metrics to save, when it scored exactly this combination on at least ``tasks``: (metrics per task, sample)."""
+    if not evaluated or evaluated["recipe"] != recipe or not set(tasks) <= set(evaluated["tasks"]):
+        return None
+    return {t: {k: evaluated["metrics"][t][k] for k in LIVE_METRICS} for t in tasks}, evaluated["limit"]
+
+
+def score_combination(backbone: Backbone, prompt: torch.Tensor, tasks: list[str], split: str = "validation",
+                      limit: int = 128) -> dict[str, dict]:
+    """``LIVE_METRICS`` per task on the sample the live view uses (the class-balanced first ``limit`` examples)."""
+    result = evaluate_many(backbone, [prompt], tasks, split, limit)
+    return {t: {"accuracy": float(result["accuracy"][0, k]), "accuracy_se": float(result["se"][0, k]),
+                "n": result["n"][k]} for k, t in enumerate(tasks)}
+
+
+def combination_name(library: Library, recipe: dict) -> str:
+    """A saved combination's default name, readable as its formula: "origin 0 + 0.5 mr + 1 tweets (ties)"."""
+    combination = recipe["combination"]
+    origin = library.get(combination["origin"])
+    vectors = [library.get(v) for v in combination["vectors"]]
+    method = combination["method"]
+    return (f"origin {origin.seed} + " + " + ".join(f"{w:g} {v.task or v.id}" for w, v in
+                                                     zip(combination["weights"], vectors))
+            + (f" ({method})" if method != "weighted_sum" else ""))
+
+
+def keyed_metrics(split: str, metrics_by_task: dict[str, dict]) -> dict:
+    """Per-task metrics under their catalog keys (``validation_accuracy/mr``...)."""
+    keyed: dict = {}
+    for task, metrics in metrics_by_task.items():
+        keyed.update(split_metrics(split, metrics, task))
+    return keyed
+
+
+def save_combination(library: Library, prompt: torch.Tensor, recipe: dict, metrics_by_task: dict[str, dict],
+                     split: str = "validation", limit: int | None = None, name: str | None = None) -> Item:
+    """Store a combined prompt (``combine``'s prompt and recipe) with its metrics per task, under its content id:
+    the same combination saved twice is one item (the stored one is returned as it is). The recipe records what
+    the metrics were measured on; the task is the vectors' tasks joined by "+", in their order."""
+    combination = recipe["combination"]
+    origin = library.get(combination["origin"])
+    task = "+".join(dict.fromkeys(library.get(v).task or v for v in combination["vectors"]))
+    if metrics_by_task:
+        recipe = {**recipe, "evaluation": {"split": split, "limit": limit, "tasks": list(metrics_by_task)}}
+    return library.add("prompt", prompt, origin.model, name=(name or "").strip() or combination_name(library, recipe),
+                       task=task, seed=origin.seed, origin_id=origin.id, recipe=recipe,
+                       metrics=keyed_metrics(split, metrics_by_task), item_id=combination_id(recipe), exist_ok=True)
+
+
+# shared links: a combination as a URL's query
+LINK_TAB = "arithmetic"
+LINK_DEFAULTS = {"method": "weighted_sum", "density": "0.5", "limit": "128"}
+
+
+def _number(value: float) -> str:
+    """The shortest text that reads back as exactly ``value`` (0.5, not 0.5000)."""
+    text = f"{value:g}"
+    return text if float(text) == value else repr(float(value))
+
+
+def _check_link_ranges(combination: Combination) -> None:
+    """A link restores sliders, so its weights and sample size must fit them."""
+    low, high = WEIGHT_RANGE
+    for vector_id, weight in zip(combination.vector_ids, combination.weights):
+        if not low <= weight <= high:
+            raise StudioError(f"the weight {weight:g} of {vector_id} is outside the sliders' range {low:g} to {high:g}")
+    if not LINK_LIMITS[0] <= combination.limit <= LINK_LIMITS[1]:
+        raise StudioError(f"a link's evaluation sample must be between {LINK_LIMITS[0]} and {LINK_LIMITS[1]} "
+                          f"examples, got {combination.limit}")
+    if any("," in t for t in combination.tasks):
+        raise StudioError("a task whose name has a comma cannot go into a link")
+
+
+def combination_url(page_url: str, combination: Combination) -> str:
+    """A link to ``page_url`` (its own query dropped) that reopens the Arithmetic tab on ``combination``. Item ids
+    are content ids, so the link holds wherever the same items exist (after a rebuild, on another copy)."""
+    _check_link_ranges(combination)
+    query = urlencode({"tab": LINK_TAB, "origin": combination.origin_id,
+                       "vectors": ",".join(f"{v}:{_number(w)}" for v, w in zip(combination.vector_ids,
+                                                                                combination.weights)),
+                       "method": combination.method, "density": _number(combination.density),
+                       "tasks": ",".join(combination.tasks), "limit": str(combination.limit)}, safe=":,")
+    return urlunsplit(urlsplit(page_url or "")._replace(query=query, fragment=""))
+
+
+def combination_from_link(library: Library, model: str, params: Mapping[str, str]) -> Combination | None:
+    """The combination a link's query names, checked as any input is (ids, kinds, model, counts, ranges); None
+    when the query is not an Arithmetic link (no ``tab=arithmetic``)."""
+    params = {k: str(v) for k, v in dict(params).items()}
+    if params.get("tab") != LINK_TAB:
+        return None
+    if any(len(v) > 4000 for v in params.values()):
+        raise StudioError("the link is too long to be one combination")
+    if not params.get("origin") or not params.get("vectors"):
+        raise StudioError("the link names no origin or no vectors (it needs origin=ID&vectors=ID:WEIGHT,...)")
+    ids, weights = [], []
+    for part in params["vectors"].split(","):
+        vector_id, _, weight = part.partition(":")
+        try:
+            weights.append(float(weight) if weight else 1.0)
+        except ValueError:
+            raise StudioError(f"the link's vectors are ID:WEIGHT pairs; {part[:60]!r} has no number as its weight"
+                              ) from None
+        ids.append(vector_id)
+    value = {**LINK_DEFAULTS, **params}
+    tasks = [t for t in value.get("tasks", "").split(",") if t]
+    combination = check_combination(library, params["origin"], ids, value["method"], value["density"], tasks,
+                                    value["limit"], weights)
+    origin = library.get(combination.origin_id)
+    if origin.kind != "origin":
+        raise StudioError(f"{origin.id} is a {origin.kind}, not an origin")
+    for item in (origin, *(library.get(v) for v in combination.vector_ids)):
+        if item.model != model:
+            raise StudioError(f"{item.id} was made for {item.model}, but this studio runs {model}")
+    _check_link_ranges(combination)
+    return combination
 
 
 def is_single_task_prompt(item: Item) -> bool:

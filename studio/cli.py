@@ -193,24 +193,22 @@ def _parse_weighted(specs: list[str]) -> tuple[list[str], list[float]]:
 
 
 def cmd_combine(args) -> None:
-    from studio.analysis import combination_id, combine
+    from studio.analysis import combine, keyed_metrics, save_combination
     from studio.evaluation import evaluate
     from studio.tasks import load_task
 
     library = _library(args)
     ids, weights = _parse_weighted(args.vector)
     prompt, recipe = combine(library, args.origin, ids, weights, args.method, args.density)
-    origin = library.get(args.origin)
-    metrics = {}
+    by_task = {}
     if args.eval_task:
         backbone = _backbone(args)
         for task_name in args.eval_task:
             result = evaluate(backbone, [prompt], load_task(task_name), args.split, args.limit, keep_records=False)[0]
-            metrics.update({f"{args.split}_{k}/{task_name}": v for k, v in result.metrics.items()})
-    tasks = sorted({library.get(i).task or "?" for i in ids})
-    item = library.add("prompt", prompt, origin.model, name=args.name or f"{args.method} of {' + '.join(tasks)}",
-                       task="+".join(tasks), seed=origin.seed, origin_id=origin.id, recipe=recipe, metrics=metrics,
-                       item_id=combination_id(recipe), exist_ok=True)  # the same combination twice is one item
+            by_task[task_name] = result.metrics
+    # named, keyed and stored as the Arithmetic tab's Save does; the same combination twice is one item
+    item = save_combination(library, prompt, recipe, by_task, args.split, args.limit, args.name)
+    metrics = keyed_metrics(args.split, by_task)
     _print(args, item.to_dict(), f"{item.id}  {item.name}  " + "  ".join(
         f"{k}={v:.3f}" for k, v in metrics.items() if "accuracy" in k and "_se" not in k))
 

@@ -1,6 +1,9 @@
-"""Engine-level analysis on the tiny model: the multi-task (SPoT) prompt and the few-shot comparison."""
+"""Engine-level analysis on the tiny model: the multi-task (SPoT) prompt, the few-shot comparison, and the rules of
+a combination (its limits, how it is saved, its shared link)."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
@@ -90,3 +93,125 @@ def test_cross_origin_uses_prompts_of_one_length(setup, tmp_path):
     assert len(chosen) == 2 and {p.n_tokens for p in chosen.values()} == {4}
     rows = cross_origin_table(library, tiny, ["mr"], "validation", 8)
     assert len(rows) == 4 and {(r["own"]) for r in rows} == {True, False}
+
+
+# ---- combinations: the rules behind the Arithmetic tab and `studio combine` -------------------------------------
+def combination_args(origin_id, vector_ids, weights, method="weighted_sum", density=0.5, tasks=(), limit=64):
+    """``check_combination``'s arguments in the form's order (weights last, one per slider)."""
+    return origin_id, list(vector_ids), method, density, list(tasks), limit, list(weights) + [1.0] * 4
+
+
+def test_check_combination_holds_the_forms_limits(setup):
+    from studio.analysis import MAX_VECTORS, check_combination, check_sweep, check_vector_ids
+
+    _, library, origin_id, vectors = setup
+    combination = check_combination(library, *combination_args(origin_id, vectors, [0.5, "-1"]))
+    assert combination.weights == [0.5, -1.0] and combination.limit == 64  # one weight per vector, as numbers
+    assert combination.tasks == ["mr", "tweets"]  # no tasks chosen: the vectors' own, in their order
+    assert check_combination(library, *combination_args(origin_id, vectors, [1, 1], tasks=["", "bbc"])).tasks == ["bbc"]
+    refused = {
+        "choose an origin": combination_args("", vectors, [1, 1]),
+        "at least one task prompt vector": combination_args(origin_id, ["", None], []),
+        f"at most {MAX_VECTORS}": combination_args(origin_id, [vectors[0]] * (MAX_VECTORS + 1), [1] * 7),
+        "chosen once": combination_args(origin_id, [vectors[0], vectors[0]], [1, 1]),
+        "unknown merge method 'sum'": combination_args(origin_id, vectors, [1, 1], method="sum"),
+        "must be numbers": combination_args(origin_id, vectors, ["heavy", 1]),
+        "finite weight": combination_args(origin_id, vectors, [float("nan"), 1]),
+        "density must be in (0, 1]": combination_args(origin_id, vectors, [1, 1], density=0),
+        "between 1 and 2000 examples, got 2001": combination_args(origin_id, vectors, [1, 1], limit=2001),
+        f"{origin_id} is a origin, not a task prompt vector": combination_args(origin_id, [origin_id], [1]),
+        "no library item 'v-nothing'": combination_args(origin_id, ["v-nothing"], [1]),
+    }
+    for message, args in refused.items():
+        with pytest.raises(StudioError, match=re.escape(message)):
+            check_combination(library, *args)
+    with pytest.raises(StudioError, match="needs a finite weight"):  # fewer weights than vectors
+        check_combination(library, origin_id, vectors, "weighted_sum", 0.5, [], 64, [1.0])
+    assert check_vector_ids(["", vectors[0], None]) == [vectors[0]]
+    assert check_sweep("grid", "8") == 8
+    for mode, limit, message in (("grid", 0, "between 1 and 500"), ("grid", "many", "whole number"),
+                                 ("spiral", 8, "unknown sweep 'spiral'")):
+        with pytest.raises(StudioError, match=message):
+            check_sweep(mode, limit)
+
+
+def test_save_combination_names_keys_and_stores_once(setup):
+    from studio.analysis import (
+        LIVE_METRICS,
+        combination_id,
+        combine,
+        reuse_evaluation,
+        save_combination,
+        score_combination,
+        stored_combination,
+    )
+    from studio.library import metric_key
+
+    tiny, library, origin_id, vectors = setup
+    prompt, recipe = combine(library, origin_id, vectors, [0.5, 1.0], "ties", 0.4)
+    assert stored_combination(library, recipe) is None
+    metrics = score_combination(tiny, prompt, ["mr"], "validation", 8)
+    assert set(metrics["mr"]) == set(LIVE_METRICS) and metrics["mr"]["n"] == 8
+    before = len(library.items())
+    item = save_combination(library, prompt, recipe, metrics, "validation", 8)
+    assert item.id == combination_id(recipe) and item.kind == "prompt" and item.origin_id == origin_id
+    assert item.name == "origin 0 + 0.5 mr + 1 tweets (ties)" and item.task == "mr+tweets"
+    assert item.metrics == {metric_key("validation", k, "mr"): v for k, v in metrics["mr"].items()}
+    assert item.recipe["evaluation"] == {"split": "validation", "limit": 8, "tasks": ["mr"]}
+    torch.testing.assert_close(library.tensor(item.id), prompt)
+    # the same combination again (another name, other metrics) is the stored item, untouched
+    again = save_combination(library, prompt, recipe, {}, name="another name")
+    assert again.id == item.id and again.name == item.name and len(library.items()) == before + 1
+    assert stored_combination(library, recipe).id == item.id
+    # a different weight is a different prompt, named as the user asked; no metrics, no evaluation entry
+    prompt2, recipe2 = combine(library, origin_id, vectors[:1], [0.25])
+    named = save_combination(library, prompt2, recipe2, {}, name="  my mix  ")
+    assert named.name == "my mix" and named.task == "mr" and "evaluation" not in named.recipe and not named.metrics
+    # the live view's last evaluation is reused only for exactly this combination, covering the tasks
+    evaluated = {"recipe": recipe, "tasks": ["mr", "tweets"], "limit": 32,
+                 "metrics": {t: {"accuracy": 0.5, "accuracy_se": 0.1, "n": 32, "macro_f1": 0.4} for t in ("mr", "tweets")}}
+    assert reuse_evaluation(evaluated, recipe, ["tweets"]) == ({"tweets": {"accuracy": 0.5, "accuracy_se": 0.1,
+                                                                          "n": 32}}, 32)
+    assert reuse_evaluation(evaluated, recipe, ["mr", "bbc"]) is None
+    assert reuse_evaluation(evaluated, recipe2, ["mr"]) is None and reuse_evaluation(None, recipe, ["mr"]) is None
+
+
+def test_a_link_round_trips_a_combination_and_refuses_what_the_tab_cannot_show(setup):
+    from urllib.parse import parse_qsl, urlsplit
+
+    from studio.analysis import check_combination, combination_from_link, combination_url
+
+    tiny, library, origin_id, vectors = setup
+    combination = check_combination(library, *combination_args(origin_id, vectors, [0.35, -1.5], "dare_ties", 0.3,
+                                                                ["tweets"], 48))
+    url = combination_url("http://127.0.0.1:7860/?__sign=secret&tab=map#top", combination)
+    parts = urlsplit(url)
+    assert (parts.scheme, parts.netloc, parts.path, parts.fragment) == ("http", "127.0.0.1:7860", "/", "")
+    assert "secret" not in url and f"vectors={vectors[0]}:0.35,{vectors[1]}:-1.5" in url  # readable, exact
+    params = dict(parse_qsl(parts.query))
+    assert combination_from_link(library, tiny.name, params) == combination
+    assert combination_url("", combination).startswith("?tab=arithmetic&origin=")
+    # only defaults left out: the vectors' tasks, weighted_sum, density 0.5, 128 examples
+    short = combination_from_link(library, tiny.name, {"tab": "arithmetic", "origin": origin_id,
+                                                       "vectors": f"{vectors[0]}:1"})
+    assert (short.method, short.density, short.limit, short.tasks) == ("weighted_sum", 0.5, 128, ["mr"])
+    assert combination_from_link(library, tiny.name, {}) is None  # a page opened without a link
+    assert combination_from_link(library, tiny.name, {"origin": origin_id}) is None
+    refused = {
+        "no library item 'v-gone'": {"vectors": "v-gone:1"},
+        "outside the sliders' range -1.5 to 1.5": {"vectors": f"{vectors[0]}:2"},
+        "has no number as its weight": {"vectors": f"{vectors[0]}:lots"},
+        f"{vectors[0]} is a vector, not an origin": {"origin": vectors[0]},
+        "at most 6": {"vectors": ",".join(f"{vectors[0]}:1" for _ in range(7))},
+        "between 16 and 512": {"limit": "1000"},
+        "no origin or no vectors": {"vectors": ""},
+        "too long": {"origin": "o" * 5000},
+        "unknown merge method": {"method": "mean"},
+        f"was made for {tiny.name}, but this studio runs other-model": {"model": "other-model"},
+    }
+    for message, change in refused.items():
+        model = change.pop("model", tiny.name)
+        with pytest.raises(StudioError, match=re.escape(message)):
+            combination_from_link(library, model, {**params, **change})
+    with pytest.raises(StudioError, match="outside the sliders' range"):  # a link that could not be opened is not made
+        combination_url("", check_combination(library, *combination_args(origin_id, vectors[:1], [3.0])))

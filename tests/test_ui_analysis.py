@@ -293,7 +293,41 @@ def test_save_adds_the_combination_to_the_library(app, pair):
     table, _, _ = client.predict("prompt", "all", item_id, "user", api_name="/library_list")
     row = dict(zip(table["headers"], table["data"][0]))
     assert row["id"] == item_id and row["val acc"] is not None and 0 <= row["val acc"] <= 1
+    # the same combination saved again is named, not stored twice
+    again, again_id = client.predict(*arithmetic_args(origin_id, vector_ids, [0.5, 1.0], limit=16), "other name",
+                                     api_name="/arithmetic_save")
+    assert again_id == item_id and "already in the library as **my mix**" in again
+    assert len(state.library.items()) == before + 1
     state.library.delete(item_id)
+
+
+def test_link_names_the_combination_and_opening_it_restores_the_controls(app, pair):
+    """/arithmetic_link makes the URL (from the page address the browser passes in); the page-load handler reads
+    it back into the controls: origin, vectors, method, density, tasks, sample and each slider's weight."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    import gradio as gr
+
+    from studio.ui.arithmetic import MAX_VECTORS, open_link
+
+    client, state = app
+    origin_id, vector_ids = pair
+    task = state.library.get(vector_ids[1]).task
+    url = client.predict(*arithmetic_args(origin_id, vector_ids, [0.35, -0.5], [task], 48, "ties"),
+                         "http://studio.example/?__sign=x", api_name="/arithmetic_link")
+    assert url.startswith("http://studio.example/?tab=arithmetic&") and "__sign" not in url
+    params = dict(parse_qsl(urlsplit(url).query))
+    outputs = open_link(state, params)
+    origin, vectors, method, density, tasks, limit, *sliders, status = outputs
+    assert len(sliders) == MAX_VECTORS and origin.value == origin_id and vectors.value == vector_ids
+    assert (method, density, tasks.value, limit) == ("ties", 0.5, [task], 48)
+    assert [s.value for s in sliders[:2]] == [0.35, -0.5] and [s.visible for s in sliders[:3]] == [True, True, False]
+    assert "Opened from a shared link" in status
+    assert all(o == gr.skip() for o in open_link(state, {"__theme": "dark"}))  # no link: everything left as it is
+    with pytest.raises(gr.Error, match="this link cannot be opened: no library item 'v-gone'"):
+        open_link(state, {**params, "vectors": "v-gone:1"})
+    expect_error(client, *arithmetic_args(origin_id, vector_ids, [1.0, 1.0], ["mr,tweets"]), "",
+                 api_name="/arithmetic_link", match="cannot go into a link")
 
 
 # ---- transfer ----------------------------------------------------------------------------------------------------

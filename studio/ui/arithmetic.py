@@ -3,14 +3,17 @@
 Moving a slider starts a streaming evaluation: a first estimate on 16 class-balanced validation examples per task,
 then 32, 64... up to the chosen sample, each drawn as it arrives. Each visitor has a ``Session`` in the page's
 ``gr.State`` (the last evaluation, for flips and for saving, and a generation counter): a newer slider position
-bumps the counter, and the stale evaluation stops at its next round. A sweep draws the accuracy landscape.
-``layout_*`` make the components, ``wire_*`` attach the events; the math is in ``studio.analysis`` and
-``studio.evaluation``.
+bumps the counter, and the stale evaluation stops at its next round. A sweep draws the accuracy landscape. A
+shared link (``?tab=arithmetic&origin=ID&vectors=ID:WEIGHT,...&method=...``) reopens the tab on a combination: it
+is read from the page's query on load. Query parameters rather than ``gr.DeepLinkButton``: a deep link snapshots the
+whole page into the server's temporary folder (gone with a restart, the Space's included) and records the origin
+only once an event has read it, while content ids in a query stay valid wherever the same items exist.
+``layout_*`` make the components, ``wire_*`` attach the events; the math and every rule (limits, saving, links) are
+in ``studio.analysis`` and ``studio.evaluation``.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 import uuid
@@ -22,7 +25,6 @@ import gradio as gr
 
 from studio import StudioError, analysis, plots, views
 from studio.evaluation import encode_task, evaluate_progressively
-from studio.library import split_metrics
 from studio.prompts import MERGE_METHODS
 from studio.space import on_zero_gpu
 from studio.tasks import BUNDLED_TASKS, load_task
@@ -38,7 +40,7 @@ from studio.ui.common import (
     item_choices,
 )
 
-MAX_VECTORS = 6
+MAX_VECTORS = analysis.MAX_VECTORS
 FIRST_ROUND = 16
 FLIP_HEADERS = ["task", "input", "label", "before", "after"]
 SWEEP_MODES = [("one shared coefficient c = 0, 0.05 ... 1 (the paper's search)", "coefficient"),
@@ -83,76 +85,23 @@ LIVE_CONCURRENCY = 4 if on_zero_gpu() else 64
 SESSION_TTL_S = 6 * 3600  # a visitor's Session is dropped this long after its last evaluation
 
 
-@dataclass
-class Choice:
-    """The validated inputs every arithmetic event shares."""
-
-    origin_id: str
-    vector_ids: list[str]
-    weights: list[float]
-    method: str
-    density: float
-    tasks: list[str]
-    limit: int
+Choice = analysis.Combination  # the checked inputs every arithmetic event shares
 
 
 def parse(state: AppState, origin_id, vector_ids, method, density, tasks, limit, weights) -> Choice:
-    if not origin_id:
-        raise StudioError("choose an origin to apply the vectors to")
-    vector_ids = [v for v in (vector_ids or []) if v]
-    if not vector_ids:
-        raise StudioError("choose at least one task prompt vector")
-    if len(vector_ids) > MAX_VECTORS:
-        raise StudioError(f"choose at most {MAX_VECTORS} task prompt vectors (got {len(vector_ids)})")
-    if len(set(vector_ids)) != len(vector_ids):
-        raise StudioError("each vector can be chosen once: use its weight to count it more")
-    if method not in MERGE_METHODS:
-        raise StudioError(f"unknown merge method {method!r}: use one of {', '.join(MERGE_METHODS)}")
-    try:
-        density = float(density)
-        limit = int(limit)
-        weights = [float(w) for w in weights[: len(vector_ids)]]
-    except (TypeError, ValueError):
-        raise StudioError("weights, density and sample size must be numbers") from None
-    if len(weights) < len(vector_ids) or not all(math.isfinite(w) for w in weights):
-        raise StudioError("every chosen vector needs a finite weight")
-    if not 0 < density <= 1:
-        raise StudioError(f"density must be in (0, 1], got {density}")
-    if not 1 <= limit <= 2000:
-        raise StudioError(f"the evaluation sample must be between 1 and 2000 examples, got {limit}")
-    vectors = [state.library.get(v) for v in vector_ids]
-    if any(v.kind != "vector" for v in vectors):
-        wrong = next(v for v in vectors if v.kind != "vector")
-        raise StudioError(f"{wrong.id} is a {wrong.kind}, not a task prompt vector")
-    tasks = [t for t in (tasks or []) if t] or list(dict.fromkeys(v.task for v in vectors if v.task))
-    if not tasks:
-        raise StudioError("choose at least one dataset to evaluate on")
-    return Choice(origin_id, vector_ids, weights, method, density, tasks, limit)
+    """The form's values as a checked ``Combination`` (``analysis.check_combination`` holds every rule)."""
+    return analysis.check_combination(state.library, origin_id, vector_ids, method, density, tasks, limit, weights)
 
 
-REFERENCES = ("origin alone", "own tuned prompt")
+REFERENCES = analysis.REFERENCES
 _reference_accuracy: dict[tuple[str, str, int], float] = {}  # (item id, task, sample) -> validation accuracy
 _reference_lock = threading.Lock()
-
-
-def reference_items(state: AppState, choice: Choice) -> dict[str, dict[str, str | None]]:
-    """Per evaluated task, the items its reference marks show: the origin alone, and the task's own tuned prompt
-    (the tuned prompt behind the chosen TPV of that task, else a single-task prompt tuned from the origin)."""
-    vectors = [state.library.get(v) for v in choice.vector_ids]
-    found: dict[str, dict[str, str | None]] = {}
-    for task in choice.tasks:
-        own = next((v.prompt_id for v in vectors if v.task == task and v.prompt_id), None)
-        if own is None:
-            own = next((p.id for p in analysis.tuned_prompts_by_origin(state.library, state.model_name, task).values()
-                        if p.origin_id == choice.origin_id), None)
-        found[task] = {"origin alone": choice.origin_id, "own tuned prompt": own}
-    return found
 
 
 def reference_marks(state: AppState, choice: Choice, compute: bool) -> dict[str, list[float | None]]:
     """The marks' accuracies on the live view's sample, cached by item id (content ids never change); with
     ``compute``, the missing ones are evaluated first, in one batched pass per task."""
-    items = reference_items(state, choice)
+    items = analysis.reference_items(state.library, state.model_name, choice)
     if compute:
         with _reference_lock:  # one visitor computes a missing mark; the others then find it cached
             for task, by_mark in items.items():
@@ -285,14 +234,7 @@ def live_evaluation(state: AppState, session: Session, choice: Choice):
 
 
 def run_sweep(state: AppState, choice: Choice, mode: str, limit, progress) -> tuple:
-    try:
-        limit = int(limit)
-    except (TypeError, ValueError):
-        raise StudioError("the sweep sample size must be a whole number") from None
-    if not 1 <= limit <= 500:
-        raise StudioError("the sweep sample must be between 1 and 500 examples per task")
-    if mode not in ("coefficient", "grid"):
-        raise StudioError(f"unknown sweep {mode!r}: use coefficient or grid")
+    limit = analysis.check_sweep(mode, limit)
 
     def report(done: int, total: int) -> None:
         progress(done / total, desc=f"{done}/{total} prompt evaluations")
@@ -336,34 +278,17 @@ def sweep_view(result: dict, tasks: list[str], limit: int, current: float) -> tu
 
 
 def save_combination(state: AppState, session: Session, choice: Choice, name: str | None) -> tuple[str, str]:
+    """Save the combination with the live view's metrics (reused when it was just evaluated, else scored now on the
+    same sample); an identical combination already stored is named instead of saved again."""
     prompt, recipe = analysis.combine(state.library, choice.origin_id, choice.vector_ids, choice.weights,
                                       choice.method, choice.density)
-    evaluated = session.evaluated
-    if evaluated and evaluated["recipe"] == recipe and set(choice.tasks) <= set(evaluated["tasks"]):
-        metrics_by_task = {t: evaluated["metrics"][t] for t in choice.tasks}
-        limit = evaluated["limit"]
-    else:  # not evaluated yet at this position: score it now on the same sample the live view uses
-        result = analysis.evaluate_many(state.backbone(), [prompt], choice.tasks, "validation", choice.limit)
-        metrics_by_task = {t: {"accuracy": float(result["accuracy"][0, k]), "accuracy_se": float(result["se"][0, k]),
-                               "n": result["n"][k]} for k, t in enumerate(choice.tasks)}
-        limit = choice.limit
-    origin = state.library.get(choice.origin_id)
-    vectors = [state.library.get(v) for v in choice.vector_ids]
-    task = "+".join(dict.fromkeys(v.task or v.id for v in vectors))
-    default_name = f"origin {origin.seed} + " + " + ".join(
-        f"{w:g} {v.task or v.id}" for w, v in zip(choice.weights, vectors)) + (
-        f" ({choice.method})" if choice.method != "weighted_sum" else "")
-    metrics = {}
-    for t, m in metrics_by_task.items():
-        metrics.update(split_metrics("validation", {k: m[k] for k in ("accuracy", "accuracy_se", "n")}, t))
-    recipe = {**recipe, "evaluation": {"split": "validation", "limit": limit, "tasks": list(metrics_by_task)}}
-    item_id = analysis.combination_id(recipe)
-    if (known := next((i for i in state.library.items(kind="prompt") if i.id == item_id), None)) is not None:
+    if (known := analysis.stored_combination(state.library, recipe)) is not None:
         return f"This combination is already in the library as **{known.name}** (`{known.id}`).", known.id
-    item = state.library.add("prompt", prompt, origin.model, name=(name or "").strip() or default_name, task=task,
-                             seed=origin.seed, origin_id=origin.id, recipe=recipe, metrics=metrics,
-                             item_id=item_id, exist_ok=True)
-    scores = ", ".join(f"{t} {m['accuracy']:.3f}" for t, m in metrics_by_task.items())
+    reused = analysis.reuse_evaluation(session.evaluated, recipe, choice.tasks)
+    metrics, limit = reused or (analysis.score_combination(state.backbone(), prompt, choice.tasks, "validation",
+                                                           choice.limit), choice.limit)
+    item = analysis.save_combination(state.library, prompt, recipe, metrics, "validation", limit, name)
+    scores = ", ".join(f"{t} {m['accuracy']:.3f}" for t, m in metrics.items())
     return f"Saved **{item.name}** as `{item.id}` (validation accuracy: {scores}).", item.id
 
 
@@ -385,10 +310,21 @@ def prepare(state: AppState, tasks: list[str], limit: int) -> threading.Thread:
 
 
 def slider_label(state: AppState, vector_ids: list[str], k: int) -> str:
-    if k >= len(vector_ids):
+    item = state.library.find(vector_ids[k]) if k < len(vector_ids) else None
+    if item is None:  # a hidden slider, or an id the evaluation will report as unknown
         return f"weight {k + 1}"
-    item = state.library.get(vector_ids[k])
     return f"weight of {item.task or item.name} (TPV from origin {item.seed}) · {item.id}"
+
+
+def slider_updates(state: AppState, vector_ids: list[str], weights: list[float] | None = None) -> list:
+    """One visible slider per chosen vector, labelled by its task (and set to ``weights`` when given)."""
+    return [gr.Slider(visible=k < len(vector_ids), label=slider_label(state, vector_ids, k),
+                      **({"value": weights[k]} if weights and k < len(weights) else {})) for k in range(MAX_VECTORS)]
+
+
+def own_tasks(state: AppState, vector_ids: list[str]) -> list[str]:
+    """The tasks the chosen vectors were tuned on, in their order: what is evaluated unless the user says else."""
+    return list(dict.fromkeys(t for t in (state.library.get(v).task for v in vector_ids) if t))
 
 
 def task_choices(state: AppState) -> list[str]:
@@ -400,14 +336,15 @@ def task_choices(state: AppState) -> list[str]:
 # ---- event handlers: ``state`` first, bound with functools.partial when wired --------------------------------------
 @friendly
 def on_vectors(state: AppState, vector_ids, current_tasks) -> tuple:
-    """One visible slider per chosen vector, labelled by its task; the evaluated tasks follow the vectors'."""
-    vector_ids = [v for v in (vector_ids or []) if v]
-    if len(vector_ids) > MAX_VECTORS:
-        raise StudioError(f"choose at most {MAX_VECTORS} task prompt vectors")
-    items = [state.library.get(v) for v in vector_ids]
-    updates = [gr.Slider(visible=k < len(items), label=slider_label(state, vector_ids, k)) for k in range(MAX_VECTORS)]
-    own_tasks = list(dict.fromkeys(i.task for i in items if i.task))
-    return *updates, gr.Dropdown(value=own_tasks or (current_tasks or []))
+    """The user picked vectors: one visible slider each, labelled by its task; the evaluated tasks follow them."""
+    vector_ids = analysis.check_vector_ids(vector_ids)
+    return *slider_updates(state, vector_ids), gr.Dropdown(value=own_tasks(state, vector_ids) or (current_tasks or []))
+
+
+def on_vectors_shown(state: AppState, vector_ids) -> list:
+    """Whatever changed the vectors (a pick, Refresh, a shared link), the sliders follow; the tasks are left to
+    the pick (``on_vectors``) so that a link's own tasks survive. Never raises: the pick reports bad input."""
+    return slider_updates(state, [v for v in (vector_ids or []) if v][:MAX_VECTORS])
 
 
 @friendly
@@ -424,9 +361,41 @@ def on_refresh(state: AppState, current_origin, current_vectors, current_tasks) 
     vector_list = item_choices(state, ("vector",))
     known = {v for _, v in origin_list + vector_list}
     kept_origin = current_origin if current_origin in known else (origin_list[0][1] if origin_list else None)
-    return (gr.Dropdown(choices=origin_list, value=kept_origin),
-            gr.Dropdown(choices=vector_list, value=[v for v in (current_vectors or []) if v in known]),
-            gr.Dropdown(choices=task_choices(state), value=current_tasks or []))
+    kept_vectors = [v for v in (current_vectors or []) if v in known]
+    tasks = current_tasks or []
+    if kept_vectors != list(current_vectors or []):  # a vector is gone: the tasks follow the rest, as after a pick
+        tasks = own_tasks(state, kept_vectors) or tasks
+    return (gr.Dropdown(choices=origin_list, value=kept_origin), gr.Dropdown(choices=vector_list, value=kept_vectors),
+            gr.Dropdown(choices=task_choices(state), value=tasks))
+
+
+@friendly
+def on_link(state: AppState, origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5, w6,
+            page_url) -> str:
+    """A link to this page that reopens the tab on the current combination (``analysis.combination_url``)."""
+    choice = parse(state, origin_id, vector_ids, method, density, tasks, limit, [w1, w2, w3, w4, w5, w6])
+    return analysis.combination_url(page_url or "", choice)
+
+
+@friendly
+def open_link(state: AppState, params: dict) -> tuple:
+    """Page load: the combination a shared link names, into the controls (``Controls.inputs``) and the status;
+    every output is left as it is when the page was opened without one."""
+    try:
+        choice = analysis.combination_from_link(state.library, state.model_name, params)
+    except StudioError as error:
+        raise StudioError(f"this link cannot be opened: {error}") from None
+    if choice is None:
+        return tuple(gr.skip() for _ in range(6 + MAX_VECTORS + 1))  # Controls.inputs, then the status
+    gr.Info("Opened a shared combination in the Arithmetic tab.")
+    terms = " ".join(f"{w:+g} x {state.library.get(v).task or v}" for v, w in zip(choice.vector_ids, choice.weights))
+    return (gr.Dropdown(choices=item_choices(state, ("origin",)), value=choice.origin_id),
+            gr.Dropdown(choices=item_choices(state, ("vector",)), value=choice.vector_ids, multiselect=True),
+            choice.method, choice.density,
+            gr.Dropdown(choices=task_choices(state), value=choice.tasks, multiselect=True), choice.limit,
+            *slider_updates(state, choice.vector_ids, choice.weights),
+            f"Opened from a shared link: origin `{choice.origin_id}` {terms} ({choice.method}). Press **Evaluate** "
+            "or move a slider to score it.")
 
 
 # ---- layout -------------------------------------------------------------------------------------------------------
@@ -469,6 +438,9 @@ class Results:
     save: gr.Button
     save_text: gr.Markdown
     saved_id: gr.Textbox
+    link: gr.Button
+    link_text: gr.Textbox  # the link, with a copy button
+    page_url: gr.Textbox  # hidden: the page's address, filled in by the browser when the link is made
 
 
 def layout_controls(state: AppState, first_origin: str | None, first_vectors: list[str]) -> Controls:
@@ -487,8 +459,8 @@ def layout_controls(state: AppState, first_origin: str | None, first_vectors: li
         tasks = gr.Dropdown(task_choices(state), value=[state.library.get(v).task for v in first_vectors],
                             multiselect=True, allow_custom_value=True,
                             label="Evaluate on (default: the chosen vectors' tasks)", scale=4)
-        limit = gr.Slider(16, 512, value=128, step=16, label="Validation examples per task")
-    sliders = [gr.Slider(-1.5, 1.5, value=1.0, step=0.05, label=slider_label(state, first_vectors, k),
+        limit = gr.Slider(*analysis.LINK_LIMITS, value=128, step=16, label="Validation examples per task")
+    sliders = [gr.Slider(*analysis.WEIGHT_RANGE, value=1.0, step=0.05, label=slider_label(state, first_vectors, k),
                          visible=k < len(first_vectors)) for k in range(MAX_VECTORS)]
     session = gr.State(Session(), time_to_live=SESSION_TTL_S)  # Gradio gives each visitor a deep copy
     return Controls(origin, vectors, refresh, method, density, tasks, limit, sliders, session)
@@ -523,7 +495,13 @@ def layout_results(state: AppState, first_origin: str | None, first_vectors: lis
         save = gr.Button("Save to library", scale=1)
     save_text = gr.Markdown()
     saved_id = gr.Textbox(label="Saved item id", interactive=False, visible=False)
-    return Results(evaluate, status, plot, flips, *sweep, save_name, save, save_text, saved_id)
+    with gr.Row():
+        link = gr.Button("Link to this combination", scale=1)
+        link_text = gr.Textbox(label="Link: opens this tab on the same origin, vectors, weights, method and sample",
+                               interactive=False, buttons=["copy"], scale=3, elem_id="arithmetic-link")
+    page_url = gr.Textbox(visible=False)
+    return Results(evaluate, status, plot, flips, *sweep, save_name, save, save_text, saved_id, link, link_text,
+                   page_url)
 
 
 # ---- wiring -------------------------------------------------------------------------------------------------------
@@ -566,14 +544,39 @@ def wire_evaluation(state: AppState, controls: Controls, results: Results) -> No
 
 def wire_choices(state: AppState, controls: Controls, results: Results, tab: gr.Tab) -> None:
     """The vector choice drives the sliders; Refresh and opening the tab renew the lists; Save keeps the result."""
-    controls.vectors.change(partial(on_vectors, state), [controls.vectors, controls.tasks],
-                            [*controls.sliders, controls.tasks], api_name="arithmetic_vectors")
+    controls.vectors.input(partial(on_vectors, state), [controls.vectors, controls.tasks],
+                           [*controls.sliders, controls.tasks], api_name="arithmetic_vectors")
+    controls.vectors.change(partial(on_vectors_shown, state), controls.vectors, controls.sliders,
+                            api_visibility="private", show_progress="hidden")
     results.save.click(partial(on_save, state), [*controls.inputs, results.save_name, controls.session],
                        [results.save_text, results.saved_id], api_name="arithmetic_save")
     lists = [controls.origin, controls.vectors, controls.tasks]
     refresh = partial(on_refresh, state)
     controls.refresh.click(refresh, lists, lists, api_name="arithmetic_refresh")
     tab.select(refresh, lists, lists, api_name="arithmetic_on_open", api_visibility="private")
+
+
+# a link's last input is the page's own address, which only the browser knows; after a shared link was opened, the
+# browser shows its tab (Gradio selects tabs only from a handler holding the gr.Tabs, which a panel does not get)
+PAGE_URL_JS = "(...args) => [...args.slice(0, {n}), window.location.href]"
+SHOW_TAB_JS = f"""() => {{
+    if (new URLSearchParams(window.location.search).get("tab") !== "{analysis.LINK_TAB}") return;
+    const tab = [...document.querySelectorAll('button[role="tab"]')].find(b => b.innerText.trim() === "Arithmetic");
+    if (tab) tab.click();
+}}"""
+
+
+def wire_link(state: AppState, controls: Controls, results: Results, app: gr.Blocks) -> None:
+    """The "Link to this combination" button, and a page opened from such a link (its query read on load)."""
+    inputs = [*controls.inputs, results.page_url]
+    results.link.click(partial(on_link, state), inputs, results.link_text, api_name="arithmetic_link",
+                       js=PAGE_URL_JS.format(n=len(inputs) - 1))
+
+    def on_open(request: gr.Request) -> tuple:  # a closure, not a partial: Gradio finds gr.Request by annotation
+        return open_link(state, dict(request.query_params))
+
+    app.load(on_open, None, [*controls.inputs, results.status], api_visibility="private",
+             show_progress="hidden").success(None, js=SHOW_TAB_JS)
 
 
 def build(state: AppState, tab: gr.Tab, app: gr.Blocks) -> None:
@@ -588,4 +591,5 @@ def build(state: AppState, tab: gr.Tab, app: gr.Blocks) -> None:
     results = layout_results(state, first_origin, first_vectors)
     wire_evaluation(state, controls, results)
     wire_choices(state, controls, results, tab)
+    wire_link(state, controls, results, app)
     prepare(state, [state.library.get(v).task for v in first_vectors if state.library.get(v).task], 128)
