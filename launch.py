@@ -15,6 +15,13 @@ if on_zero_gpu():
     import spaces  # noqa: F401 - ZeroGPU needs it imported before anything initialises CUDA
 
 
+def check_mcp() -> None:
+    """Gradio only prints a line and serves no MCP when the `mcp` package is missing: say so and stop instead."""
+    import importlib.util
+
+    if importlib.util.find_spec("mcp") is None:
+        raise SystemExit("--mcp needs Gradio's MCP extra: pip install -e '.[mcp]' (or pip install \"gradio[mcp]\")")
+
 
 def main() -> None:
     space = on_space()
@@ -30,7 +37,12 @@ def main() -> None:
     parser.add_argument("--page-within", type=float, default=8.5, metavar="SECONDS",
                         help="serve the page this long after start at the latest, even if the model is still "
                              "warming up (a slider moved before it is warm waits for it); default 8.5")
+    parser.add_argument("--mcp", action="store_true", default=os.environ.get("GRADIO_MCP_SERVER", "").lower() == "true",
+                        help="also serve the studio's main actions as MCP tools for agents, at "
+                             "/gradio_api/mcp/ (needs `pip install -e '.[mcp]'`; also on with GRADIO_MCP_SERVER=true)")
     args = parser.parse_args()
+    if args.mcp:
+        check_mcp()
     if space:  # a fresh Space has neither the corpora nor the embedded weights: fetched once, with a message
         prepare()
     from studio.backbones import DEFAULT_MODEL
@@ -40,12 +52,22 @@ def main() -> None:
     from studio.ui.app import CSS, create
 
     app, state = create(args.library, args.model, prebuilt=not args.no_prebuilt, warming=warming)
+    if args.mcp:  # the agent tools, and only they, in the MCP tool list
+        from studio import StudioError
+        from studio.ui.agents import attach
+
+        try:
+            attach(app, state)
+        except StudioError as error:
+            raise SystemExit(f"--mcp: {error}") from None
     if not args.serve_at_once:  # wait for the model (bounded), so that the first slider move answers at once
         print("[studio] loading the model...", flush=True)
         state.wait_warm_up(timeout=max(0.0, args.page_within - (time.monotonic() - STARTED)))
     print(f"Prompt Arithmetic Studio on http://{args.host}:{args.port}", flush=True)
+    if args.mcp:
+        print(f"MCP server (streamable HTTP) on http://{args.host}:{args.port}/gradio_api/mcp/", flush=True)
     app.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, share=False,
-                                                 css=CSS, show_error=True)
+                                                 css=CSS, show_error=True, mcp_server=args.mcp)
 
 
 if __name__ == "__main__":
