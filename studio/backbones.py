@@ -11,6 +11,7 @@ it is converted once to an fp32 safetensors folder in the studio cache, so later
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -155,6 +156,26 @@ class Backbone:
     def __repr__(self) -> str:
         kind = "encoder-decoder" if self.is_seq2seq else "decoder-only"
         return f"Backbone({self.name!r}, {kind}, hidden={self.hidden_size}, {self.device}, {self.dtype})"
+
+    def for_training(self) -> Backbone:
+        """The backbone that tuning runs its forward and backward passes on: this one, except on a CPU with a bf16
+        backbone, where it is a twin with eager attention over the very same weights (no copy). There, PyTorch's
+        SDPA backward in bf16 is slow: eager attention made a tuning step 1.5x faster on this project's Xeon
+        (docs/performance.md). Evaluation keeps SDPA, so scores do not depend on whether a job is running."""
+        if self.device != "cpu" or self.dtype != torch.bfloat16 or self.is_seq2seq:
+            return self
+        if getattr(self, "_training_twin", None) is None:
+            shared = {id(t): t for t in (*self.model.parameters(), *self.model.buffers())}
+            model = copy.deepcopy(self.model, memo=shared)  # new modules and config, the same tensors
+            try:
+                model.set_attn_implementation("eager")
+            except (AttributeError, ValueError):  # a model without the switch keeps its attention
+                self._training_twin = self
+                return self
+            twin = copy.copy(self)
+            twin.model, twin._training_twin = model, twin
+            self._training_twin = twin
+        return self._training_twin
 
     def _head_fp32(self) -> torch.Tensor:
         if getattr(self, "_head_weight", None) is None:

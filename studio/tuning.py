@@ -569,7 +569,7 @@ def tune(
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(state.step)
         rows = encoded.rows(state.step, config.seed, config.batch_size)
-        losses = forward_backward(backbone, state.params, rows, config.micro_batch)
+        losses = forward_backward(backbone.for_training(), state.params, rows, config.micro_batch)
         clip_per_prompt(state.params.grad, mixtures, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -66,11 +66,18 @@ def build_app(state: AppState) -> gr.Blocks:
             gr.Markdown(visitors_banner(state), elem_classes="banner")
         if temporary_library():
             gr.Markdown(TEMPORARY_BANNER, elem_classes="banner")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             for name, module in TABS:
                 with gr.Tab(name, id=name.lower()) as tab:
                     module.build(state, tab, app)
+        app.load(open_tab_of_link, None, tabs, api_visibility="private", show_progress="hidden")
     return app
+
+
+def open_tab_of_link(request: gr.Request):
+    """A link with ``?tab=NAME`` (e.g. Arithmetic's shared combinations) opens on that tab."""
+    wanted = (request.query_params.get("tab") or "").lower()
+    return gr.Tabs(selected=wanted) if wanted in {name.lower() for name, _ in TABS} else gr.skip()
 
 
 def create(library_dir: str | None = None, model: str | None = None, prebuilt: bool = True,

@@ -556,14 +556,9 @@ def wire_choices(state: AppState, controls: Controls, results: Results, tab: gr.
     tab.select(refresh, lists, lists, api_name="arithmetic_on_open", api_visibility="private")
 
 
-# a link's last input is the page's own address, which only the browser knows; after a shared link was opened, the
-# browser shows its tab (Gradio selects tabs only from a handler holding the gr.Tabs, which a panel does not get)
+# a link's last input is the page's own address, which only the browser knows (the app opens the link's tab:
+# ``ui.app.open_tab_of_link``)
 PAGE_URL_JS = "(...args) => [...args.slice(0, {n}), window.location.href]"
-SHOW_TAB_JS = f"""() => {{
-    if (new URLSearchParams(window.location.search).get("tab") !== "{analysis.LINK_TAB}") return;
-    const tab = [...document.querySelectorAll('button[role="tab"]')].find(b => b.innerText.trim() === "Arithmetic");
-    if (tab) tab.click();
-}}"""
 
 
 def wire_link(state: AppState, controls: Controls, results: Results, app: gr.Blocks) -> None:
@@ -575,8 +570,7 @@ def wire_link(state: AppState, controls: Controls, results: Results, app: gr.Blo
     def on_open(request: gr.Request) -> tuple:  # a closure, not a partial: Gradio finds gr.Request by annotation
         return open_link(state, dict(request.query_params))
 
-    app.load(on_open, None, [*controls.inputs, results.status], api_visibility="private",
-             show_progress="hidden").success(None, js=SHOW_TAB_JS)
+    app.load(on_open, None, [*controls.inputs, results.status], api_visibility="private", show_progress="hidden")
 
 
 def build(state: AppState, tab: gr.Tab, app: gr.Blocks) -> None:
