@@ -566,14 +566,35 @@ def cross_origin_summary(rows: list[dict], metric: str = "accuracy") -> list[dic
     return summary
 
 
+def tune_and_test(backbone: Backbone, jobs: list, config, test_task=None, eval_limit: int | None = None,
+                  on_progress=None, should_stop=None) -> tuple:
+    """One run of the few-shot study or the multi-task prompt: ``tune`` the jobs and, when it finished, score their
+    best prompts on ``test_task``'s test split; with ``config`` None nothing is tuned and the jobs' starting prompts
+    are scored. Returns (TuneOutcome or None, [EvalResult]). This is the unit that runs on one GPU call on ZeroGPU
+    (``space.tune_and_test_on_gpu``, with the same arguments)."""
+    from studio.evaluation import evaluate
+    from studio.tuning import tune
+
+    if config is None:
+        outcome, prompts = None, [j.init if j.init is not None else j.origin for j in jobs]
+    else:
+        outcome = tune(backbone, jobs, config, on_progress, should_stop)
+        prompts = [r.best_prompt for r in outcome.results]
+        if outcome.status != "done":
+            return outcome, []
+    if test_task is None:
+        return outcome, []
+    return outcome, evaluate(backbone, prompts, test_task, "test", eval_limit, keep_records=False)
+
+
 def multitask_prompt(library: Library, backbone: Backbone, origin_id: str, tasks: list[str], config,
-                     on_progress=None, should_stop=None) -> Item | None:
+                     on_progress=None, should_stop=None, run=tune_and_test) -> Item | None:
     """SPoT's multi-task baseline: ONE prompt tuned from the origin on the mixture of ``tasks`` (equal shares of
     every batch), stored in the library as a prompt whose task is "A+B". Reused when it is already there (same
     origin, data and settings); None when ``should_stop`` cancelled the tuning."""
     from dataclasses import asdict
 
-    from studio.tuning import TrainingPrompt, tune
+    from studio.tuning import TrainingPrompt
 
     if len(tasks) < 2:
         raise StudioError("a multi-task prompt needs at least two tasks")
@@ -589,7 +610,7 @@ def multitask_prompt(library: Library, backbone: Backbone, origin_id: str, tasks
             return item
     p0 = library.tensor(origin_id)
     jobs = [TrainingPrompt(task, p0, origin.seed or 0, mixture=name, label=task.spec.name) for task in data]
-    outcome = tune(backbone, jobs, config, on_progress, should_stop)
+    outcome, _ = run(backbone, jobs, config, None, None, on_progress, should_stop)
     if outcome.status != "done":
         return None
     metrics = {metric_key("validation", "accuracy", r.job.task.spec.name): r.best_metrics.get("val_accuracy")
@@ -632,7 +653,7 @@ def few_shot_inits(library: Library, origin_id: str, source_vector_ids: list[str
 
 def few_shot_study(library: Library, backbone: Backbone, target: str, source_vector_ids: list[str], origin_id: str,
                    shots: list[int], config, mixture_config=None, on_progress=None, should_stop=None,
-                   eval_limit: int | None = 200) -> list[dict] | None:
+                   eval_limit: int | None = 200, run=tune_and_test) -> list[dict] | None:
     """``few_shot_experiment`` plus, with ``mixture_config``, SPoT's multi-task start: one prompt tuned from the
     origin on the source vectors' tasks mixed (reused when stored), compared as one more init. None when
     ``should_stop`` cancelled the multi-task tuning (nothing else ran)."""
@@ -647,17 +668,18 @@ def few_shot_study(library: Library, backbone: Backbone, target: str, source_vec
                 on_progress({"stage": "tuning the multi-task prompt", "step": event["step"], "steps": event["steps"]})
 
         multitask = multitask_prompt(library, backbone, origin_id, tasks, mixture_config, mixture_progress,
-                                     should_stop)
+                                     should_stop, run)
         if multitask is None:
             return None
         multitask_id = multitask.id
     return few_shot_experiment(library, backbone, target, source_vector_ids, origin_id, shots, config, on_progress,
-                               should_stop, eval_limit, multitask_id=multitask_id)
+                               should_stop, eval_limit, multitask_id=multitask_id, run=run)
 
 
 def few_shot_experiment(library: Library, backbone: Backbone, target: str, source_vector_ids: list[str],
                         origin_id: str, shots: list[int], config, on_progress=None, should_stop=None,
-                        eval_limit: int | None = 200, seed: int = 0, multitask_id: str | None = None) -> list[dict]:
+                        eval_limit: int | None = 200, seed: int = 0, multitask_id: str | None = None,
+                        run=tune_and_test) -> list[dict]:
     """Tune the target task from each init on its first k (class-balanced) training examples, for each k in
     ``shots``, and score the best prompt on the test split. 0 shots = the init evaluated as it is.
 
@@ -666,8 +688,8 @@ def few_shot_experiment(library: Library, backbone: Backbone, target: str, sourc
     """
     from dataclasses import replace
 
-    from studio.evaluation import evaluate, stratified_order
-    from studio.tuning import TrainingPrompt, tune
+    from studio.evaluation import stratified_order
+    from studio.tuning import TrainingPrompt
 
     shots = sorted({int(k) for k in shots})
     if not shots or shots[0] < 0:
@@ -692,22 +714,21 @@ def few_shot_experiment(library: Library, backbone: Backbone, target: str, sourc
     for k in shots:
         if should_stop and should_stop():
             break
+        jobs = [TrainingPrompt(task, p0, origin_seed, init=inits[n], train_examples=train[:k], label=n)
+                for n in names]
         if k == 0:
             report("evaluating the inits (0 shots)", 0)
-            prompts, steps = [inits[n] for n in names], [0] * len(names)
+            _, results = run(backbone, jobs, None, task, eval_limit)
+            steps = [0] * len(names)
         else:
             report(f"tuning {len(names)} prompts on {k} shots", k)
-            jobs = [TrainingPrompt(task, p0, origin_seed, init=inits[n], train_examples=train[:k], label=n)
-                    for n in names]
-            outcome = tune(backbone, jobs, replace(config, batch_size=min(config.batch_size, k)),
-                           lambda event, k=k: report(f"tuning on {k} shots", k, event), should_stop)
+            outcome, results = run(backbone, jobs, replace(config, batch_size=min(config.batch_size, k)), task,
+                                   eval_limit, lambda event, k=k: report(f"tuning on {k} shots", k, event),
+                                   should_stop)
             if outcome.status != "done":
                 break
-            prompts = [result.best_prompt for result in outcome.results]
             steps = [result.best_step for result in outcome.results]
-            report(f"testing the {k}-shot prompts", k)
-        for name, step, result in zip(names, steps, evaluate(backbone, prompts, task, "test", eval_limit,
-                                                             keep_records=False)):
+        for name, step, result in zip(names, steps, results):
             rows.append({"shots": k, "init": name, "best_step": step,
                          **{m: result.metrics[m] for m in ("accuracy", "accuracy_se", "macro_f1", "n")}})
         report(f"{k} shots done", k)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from studio import StudioError
-from studio.analysis import few_shot_inits, few_shot_study
+from studio.analysis import few_shot_inits, few_shot_study, tune_and_test
 from studio.backbones import Backbone
 from studio.jobs import Job, JobRunner
 from studio.library import Library
@@ -109,9 +109,11 @@ def plan_few_shot(library: Library, target: str | None, sources: list[str] | Non
     return FewShotPlan(target, tuple(sources), origin_id, tuple(shots), config, mixture, eval_limit, len(starts))
 
 
-def submit_few_shot(runner: JobRunner, library: Library, backbone: Callable[[], Backbone], plan: FewShotPlan) -> Job:
+def submit_few_shot(runner: JobRunner, library: Library, backbone: Callable[[], Backbone], plan: FewShotPlan,
+                    run: Callable | None = None) -> Job:
     """Queue the study; the job's progress runs over the shot counts, each event with rows lands in ``job.events``
-    (the table so far), and ``job.result`` is the rows. ``backbone`` loads the model when the job starts."""
+    (the table so far), and ``job.result`` is the rows. ``backbone`` loads the model when the job starts. ``run``:
+    what runs each tuning-and-testing run (``analysis.tune_and_test``; on ZeroGPU ``space.few_shot_runner()``)."""
     shots = list(plan.shots)
 
     def work(job: Job) -> list[dict]:
@@ -124,7 +126,8 @@ def submit_few_shot(runner: JobRunner, library: Library, backbone: Callable[[], 
                 job.events.append({"stage": event["stage"], "rows": event["rows"]})
 
         rows = few_shot_study(library, backbone(), plan.target, list(plan.sources), plan.origin_id, shots,
-                              plan.config, plan.mixture, progress, job.cancel.is_set, plan.eval_limit)
+                              plan.config, plan.mixture, progress, job.cancel.is_set, plan.eval_limit,
+                              run=run or tune_and_test)
         if rows is None:  # cancelled while tuning the multi-task prompt: nothing else ran
             job.message = "cancelled while tuning the multi-task prompt"
             return []

@@ -109,6 +109,7 @@ class ChunkRequest:
     init: str
     steps: int  # at most this many steps in this call
     seconds_per_step: float  # measured so far (a guess before the first call)
+    dtype: object = None  # the backbone's dtype (None: the default where the call runs)
 
 
 @dataclass
@@ -133,7 +134,8 @@ def tune_chunk(request: ChunkRequest) -> ChunkResult:
     started, events = time.monotonic(), []
     library = Library(request.library_root,
                       parents=[Library(root, read_only=True) for root in request.parent_roots])
-    items, status = run_tuning(library, load_backbone(request.model), list(request.tasks), list(request.seeds),
+    items, status = run_tuning(library, load_backbone(request.model, dtype=request.dtype), list(request.tasks),
+                               list(request.seeds),
                                request.config, request.n_tokens, request.init, on_progress=events.append,
                                should_stop=lambda: len(events) >= request.steps)
     return ChunkResult([i.id for i in items], status, events, time.monotonic() - started)
@@ -153,7 +155,7 @@ def tune_in_chunks(library, backbone, tasks: list, seeds: list[int], config, n_t
         if should_stop and should_stop():
             return [], "cancelled"
         result = chunk(ChunkRequest(str(library.root), parents, backbone.name, tuple(tasks), tuple(seeds), config,
-                                    n_tokens, init, steps, seconds_per_step))
+                                    n_tokens, init, steps, seconds_per_step, backbone.dtype))
         for event in result.events:
             if on_progress:
                 on_progress(event)
@@ -163,3 +165,55 @@ def tune_in_chunks(library, backbone, tasks: list, seeds: list[int], config, n_t
             return [], result.status
         seconds_per_step = max(result.seconds - CHUNK_OVERHEAD_S * 0.5, 0.0) / len(result.events) or 1e-3
         steps = tune_chunk_steps(seconds_per_step, MAX_GPU_SECONDS * 0.8 - CHUNK_OVERHEAD_S)
+
+
+# ---- few-shot studies: each run one GPU call ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunRequest:
+    """One run of a few-shot study or of its multi-task prompt (``analysis.tune_and_test``), picklable."""
+
+    model: str
+    jobs: tuple  # TrainingPrompt
+    config: object  # TuneConfig, or None: score the starting prompts only
+    test_task: object  # TaskData or None
+    eval_limit: int | None
+    dtype: object = None  # the backbone's dtype (None: the default where the call runs)
+
+
+def _run_seconds(request: RunRequest) -> float:
+    rows = len(request.jobs) * (request.config.steps * request.config.batch_size if request.config else 0)
+    return CHUNK_OVERHEAD_S + rows * 0.01 + len(request.jobs) * (request.eval_limit or 200) * 0.005
+
+
+@on_gpu(_run_seconds)
+def run_on_gpu(request: RunRequest) -> tuple:
+    from studio.analysis import tune_and_test
+    from studio.backbones import load_backbone
+
+    events: list[dict] = []
+    outcome, results = tune_and_test(load_backbone(request.model, dtype=request.dtype), list(request.jobs), request.config,
+                                     request.test_task, request.eval_limit, events.append)
+    return outcome, results, events
+
+
+def tune_and_test_on_gpu(backbone, jobs: list, config, test_task=None, eval_limit: int | None = None,
+                         on_progress: Callable[[dict], None] | None = None,
+                         should_stop: Callable[[], bool] | None = None, call: Callable = run_on_gpu) -> tuple:
+    """``analysis.tune_and_test`` as one GPU call (ZeroGPU): the same arguments and answer; its steps are reported
+    when the call returns, and a cancel takes effect before the next run (few-shot runs are short)."""
+    if should_stop and should_stop():
+        from studio.tuning import TuneOutcome
+
+        return TuneOutcome([], "cancelled", 0, 0.0), []
+    outcome, results, events = call(RunRequest(backbone.name, tuple(jobs), config, test_task, eval_limit, backbone.dtype))
+    for event in events:
+        if on_progress:
+            on_progress(event)
+    return outcome, results
+
+
+def few_shot_runner() -> Callable:
+    """What runs each run of a few-shot study here: ``analysis.tune_and_test``, on ZeroGPU one GPU call each."""
+    from studio.analysis import tune_and_test
+
+    return tune_and_test_on_gpu if on_zero_gpu() else tune_and_test

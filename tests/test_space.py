@@ -231,3 +231,47 @@ def test_a_tuning_job_runs_as_gpu_sized_chunks_and_ends_as_one_run_would(tiny_ll
     duration = space.GPU_TASKS["studio.space.tune_chunk"]
     small, large = (space.ChunkRequest("l", (), "m", (), (0,), config, 4, "top5000", steps, 0.5) for steps in (10, 100))
     assert 5 <= duration(small) < duration(large) <= space.MAX_GPU_SECONDS
+
+
+def test_a_few_shot_study_runs_each_run_as_one_gpu_call_with_the_same_rows(tiny_llama_dir, tmp_path, monkeypatch):
+    """On ZeroGPU every run of a few-shot study (and its multi-task prompt) is one GPU call whose request and answer
+    cross a pipe: the rows are the ones the study gives on this thread."""
+    import functools
+    import pickle
+
+    import torch
+
+    from studio.analysis import few_shot_study, tune_and_test
+    from studio.backbones import load_backbone
+    from studio.jobs import run_tuning
+    from studio.library import Library
+    from studio.tasks import load_task
+    from studio.tuning import TuneConfig
+
+    tiny = load_backbone(str(tiny_llama_dir), dtype=torch.float32)
+    config = TuneConfig(steps=3, batch_size=2, lr=0.05, eval_every=3, val_limit=4)
+    calls = []
+
+    def through_a_pipe(request: space.RunRequest) -> tuple:
+        calls.append(request.config.steps if request.config else 0)
+        return pickle.loads(pickle.dumps(space.run_on_gpu(pickle.loads(pickle.dumps(request)))))
+
+    rows = {}
+    for name, run in (("here", tune_and_test),
+                      ("gpu", functools.partial(space.tune_and_test_on_gpu, call=through_a_pipe))):
+        library = Library(tmp_path / name)
+        items, _ = run_tuning(library, tiny, [load_task("mr"), load_task("tweets")], [0], config, n_tokens=4)
+        vectors = [v.id for p in items for v in library.dependents(p.id) if v.kind == "vector"]
+        events = []
+        rows[name] = few_shot_study(library, tiny, "movie-reviews", vectors, items[0].origin_id, [0, 2], config,
+                                    config, events.append, eval_limit=6, run=run)
+        assert any("step" in e for e in events)  # the runs' steps are reported (after each call on ZeroGPU)
+    assert rows["gpu"] == rows["here"] and len(rows["gpu"]) == 2 * 5
+    assert calls == [3, 0, 3]  # the multi-task prompt, the starts scored as they are, the 2-shot runs
+    assert space.few_shot_runner() is tune_and_test
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert space.few_shot_runner() is space.tune_and_test_on_gpu
+    duration = space.GPU_TASKS["studio.space.run_on_gpu"]
+    small, large = (space.RunRequest("m", (None,) * 5, TuneConfig(steps=steps, batch_size=8), None, 100)
+                    for steps in (10, 200))
+    assert 5 <= duration(small) < duration(large) <= space.MAX_GPU_SECONDS

@@ -14,6 +14,7 @@ import gradio as gr
 
 from studio import StudioError, analysis, fewshot, plots, views
 from studio.jobs import Job
+from studio.space import few_shot_runner
 from studio.tasks import BUNDLED_TASKS
 from studio.ui.common import (
     AppState,
@@ -80,7 +81,7 @@ def start_few_shot(state: AppState, target: str | None, sources: list[str] | Non
     """Check the settings (``fewshot.plan_few_shot``) and queue the study (``fewshot.submit_few_shot``)."""
     plan = fewshot.plan_few_shot(state.library, target, sources, origin_id, shots_text, steps, lr, batch_size,
                                  eval_limit, multitask_steps)
-    return fewshot.submit_few_shot(state.runner, state.library, state.backbone, plan)
+    return fewshot.submit_few_shot(state.runner, state.library, state.backbone, plan, run=few_shot_runner())
 
 
 def few_shot_view(state: AppState, job_id: str | None) -> tuple:
