@@ -8,31 +8,18 @@ test-artifacts/.
 
 from __future__ import annotations
 
-import shutil
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from conftest import chromium_page
 
 pytestmark = [pytest.mark.browser]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
 def browser_page(tmp_path_factory):
-    if not shutil.which("chromium") and not shutil.which("/usr/bin/chromium"):
-        pytest.fail("Debian chromium is missing: apt-get install chromium (make test does it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-link-profile")), executable_path=CHROMIUM, args=ARGS,
-            viewport={"width": 1400, "height": 1000})
-        page = context.new_page()
-        page.set_default_timeout(120_000)
+    with chromium_page(tmp_path_factory.mktemp("chromium-link-profile")) as page:
         yield page
-        context.close()
 
 
 def shared_combination(state) -> tuple[str, list[str]]:

@@ -9,32 +9,19 @@ every step go to test-artifacts/ (look at them).
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
+from conftest import chromium_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
 def page(app_url, artifacts, tmp_path_factory):
-    if not shutil.which("chromium") and not shutil.which("/usr/bin/chromium"):
-        pytest.fail("Debian chromium is missing: apt-get install chromium (make test does it)")
-    from playwright.sync_api import sync_playwright
-
     url, _ = app_url
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, args=ARGS,
-            viewport={"width": 1400, "height": 1000})
-        page = context.new_page()
-        page.set_default_timeout(120_000)
+    with chromium_page(tmp_path_factory.mktemp("chromium-profile")) as page:
         page.goto(url)
         yield page
-        context.close()
 
 
 def shot(page, artifacts, name: str) -> None:
