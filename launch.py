@@ -34,9 +34,9 @@ def main() -> None:
     parser.add_argument("--no-prebuilt", action="store_true", help="do not attach the prebuilt library")
     parser.add_argument("--serve-at-once", action="store_true",
                         help="serve the page before the model is loaded (the first evaluation then waits for it)")
-    parser.add_argument("--page-within", type=float, default=8.5, metavar="SECONDS",
+    parser.add_argument("--page-within", type=float, default=7.0, metavar="SECONDS",
                         help="serve the page this long after start at the latest, even if the model is still "
-                             "warming up (a slider moved before it is warm waits for it); default 8.5")
+                             "warming up (a slider moved before it is warm waits for it); default 7")
     parser.add_argument("--mcp", action="store_true", default=os.environ.get("GRADIO_MCP_SERVER", "").lower() == "true",
                         help="also serve the studio's main actions as MCP tools for agents, at "
                              "/gradio_api/mcp/ (needs `pip install -e '.[mcp]'`; also on with GRADIO_MCP_SERVER=true)")
@@ -47,9 +47,11 @@ def main() -> None:
         prepare()
     from studio.backbones import DEFAULT_MODEL
     from studio.live import start_warm_up
-
-    warming = start_warm_up(args.model or DEFAULT_MODEL)  # the model loads while Gradio imports and the page is built
     from studio.ui.app import CSS, create
+
+    # the model loads while the page is built and after it is served: started before Gradio's import (pure Python),
+    # the two fought for the GIL and the page came a second later without the model being ready any sooner
+    warming = start_warm_up(args.model or DEFAULT_MODEL)
 
     app, state = create(args.library, args.model, prebuilt=not args.no_prebuilt, warming=warming)
     if args.mcp:  # the agent tools, and only they, in the MCP tool list

@@ -87,7 +87,7 @@ def warm_up_model(model: str) -> None:
 
 
 def start_warm_up(model: str) -> threading.Thread:
-    """``warm_up_model`` on a background thread (``launch.py`` starts it before Gradio is even imported)."""
+    """``warm_up_model`` on a background thread (``launch.py`` starts it once Gradio is imported)."""
     thread = threading.Thread(target=warm_up_model, args=(model,), daemon=True, name="warm-model")
     thread.start()
     return thread
