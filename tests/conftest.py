@@ -117,3 +117,26 @@ def chromium_page(profile: Path) -> Iterator:
         page.set_default_timeout(120_000)
         yield page
         context.close()
+
+
+# ---- leaving the test process -------------------------------------------------------------------------------------
+# The apps these tests serve leave daemon threads behind (the job worker, the live evaluator, warm-ups) that may be
+# inside torch when Python shuts down. Python then ends them with pthread_exit, whose unwinding through torch's C++
+# frames calls std::terminate: "terminate called without an active exception", SIGABRT, and a red run although
+# every test passed (it happened at the end of a full run with Ray's crash handler installed). Once pytest has
+# reported everything, leave without the interpreter's shutdown, with pytest's own exit status.
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    import sys
+
+    if _EXIT_STATUS and os.environ.get("STUDIO_TEST_CLEAN_EXIT", "1") == "1":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[-1])
