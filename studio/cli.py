@@ -263,7 +263,9 @@ def cmd_library(args) -> None:
     elif args.action == "export":
         if not args.out:
             raise StudioError("library export needs --out")
-        if args.format == "peft":
+        if args.format == "peft" and str(args.out).endswith(".zip"):  # one file, as the Library tab downloads it
+            path = library.export_peft_zip(args.id, args.out, _backbone(args), overwrite=args.overwrite)
+        elif args.format == "peft":
             path = library.export_peft(args.id, args.out, _backbone(args), overwrite=args.overwrite)
         else:
             path = library.export_safetensors(args.id, args.out, overwrite=args.overwrite)
@@ -399,7 +401,8 @@ def _add_prompt_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--name")
     p.add_argument("--origin", help="import: the origin this prompt/vector belongs to")
     p.add_argument("--format", default="peft", choices=["peft", "safetensors"])
-    p.add_argument("--out", help="export: a new file or folder (never an existing folder's contents)")
+    p.add_argument("--out", help="export: a new file or folder (never an existing folder's contents); a PEFT "
+                                 "adapter to a name ending in .zip is one zip file")
     p.add_argument("--overwrite", action="store_true",
                    help="export: replace an existing file, or a folder that an earlier PEFT export wrote")
     p.add_argument("--cascade", action="store_true", help="delete: also delete items derived from it")

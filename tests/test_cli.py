@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -182,6 +183,13 @@ def test_export_peft_and_safetensors(tuned, tmp_path):
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "PROMPT_TUNING" and config["num_virtual_tokens"] == 4
     assert (out / "adapter_model.safetensors").is_file()
+    zipped = tmp_path / "adapter.zip"  # one file, as the Library tab downloads it; imported back with its lineage
+    ok(studio("library", "export", item_id, "--format", "peft", "--out", str(zipped), library=library))
+    with zipfile.ZipFile(zipped) as archive:
+        assert {"adapter_config.json", "adapter_model.safetensors"} <= {Path(n).name for n in archive.namelist()}
+    back = json.loads(ok(studio("library", "import", str(zipped), "--json", library=library)).stdout)
+    assert back["origin_id"] == prompts[0]["origin_id"] and back["task"] == prompts[0]["task"]
+    ok(studio("library", "delete", back["id"], "--yes", library=library))  # the later tests count the items
     flat = tmp_path / "prompt.safetensors"
     ok(studio("library", "export", item_id, "--format", "safetensors", "--out", str(flat), library=library))
     tensor, metadata = read_prompt_file(flat, 576)
