@@ -232,6 +232,7 @@ def test_offline_both_buttons_say_the_hub_is_unreachable(state, hub, monkeypatch
 
 def test_on_a_space_push_needs_the_visitors_sign_in_and_never_the_spaces_token(state, hub, online, monkeypatch):
     monkeypatch.setenv("SPACE_ID", "someone/studio")
+    monkeypatch.setenv("SYSTEM", "spaces")  # both set by the platform
     monkeypatch.setenv("HF_TOKEN", "hf_theSpacesOwnToken")  # a Space secret: visitors must never write with it
     monkeypatch.delenv("OAUTH_CLIENT_ID", raising=False)
     items = populate(state)
@@ -276,8 +277,15 @@ def test_no_sign_in_button_where_it_cannot_work(state, monkeypatch):
 def test_the_sign_in_button_on_a_space_with_oauth(state, monkeypatch):
     for extra in ("authlib", "itsdangerous"):
         pytest.importorskip(extra, reason="gradio[oauth] is not installed here")
+    import gradio.oauth
+
     monkeypatch.setenv("SPACE_ID", "someone/studio")
     monkeypatch.setenv("OAUTH_CLIENT_ID", "client-id")
+    for name, value in {"OAUTH_CLIENT_ID": "client-id", "OAUTH_CLIENT_SECRET": "secret", "OAUTH_SCOPES": "openid",
+                        "OPENID_PROVIDER_URL": "https://huggingface.co"}.items():  # what hf_oauth: true sets;
+        monkeypatch.setattr(gradio.oauth, name, value)  # Gradio reads them once, when imported
+    assert not has_login(state)  # Gradio sees a Space only with SYSTEM=spaces (it would mock the sign-in otherwise)
+    monkeypatch.setenv("SYSTEM", "spaces")
     assert has_login(state)
 
 

@@ -367,10 +367,12 @@ def sign_in_available() -> bool:
     """Sign in with Hugging Face exists only on a Space whose README asks for it (``hf_oauth: true``; the platform
     then sets ``OAUTH_CLIENT_ID``) and that installed ``gradio[oauth]``: with a LoginButton on the page Gradio
     refuses to start without those. Elsewhere it would need this machine's own hub login (and the network) just to
-    start, so the page uses huggingface_hub's usual token instead."""
+    start, so the page uses huggingface_hub's usual token instead. Gradio itself takes ``SYSTEM=spaces`` (set by
+    the platform beside ``SPACE_ID``) as the sign of a Space: a simulated Space without it gets no button."""
     from studio.space import on_space
 
-    return on_space() and bool(os.environ.get("OAUTH_CLIENT_ID")) and _oauth_installed()
+    return (on_space() and os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("OAUTH_CLIENT_ID"))
+            and _oauth_installed())
 
 
 def _oauth_installed() -> bool:
