@@ -76,9 +76,12 @@ def test_idle_signed_out_libraries_are_swept_and_nothing_else(tmp_path):
     for folder in (old_session, kept_session, user):
         for path in (folder, *folder.glob("catalog.sqlite*")):
             os.utime(path, (day_ago, day_ago))
+    stranger = tmp_path / "s-not-a-library"  # something else that happens to be there is never removed
+    stranger.mkdir()
+    os.utime(stranger, (day_ago, day_ago))
     removed = sweep_idle_sessions(tmp_path, keep={"s-kept"})
     assert removed == ["s-old"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s-fresh", "s-kept", "u-ada"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s-fresh", "s-kept", "s-not-a-library", "u-ada"]
 
 
 # ---- two visitors on the served app -------------------------------------------------------------------------------

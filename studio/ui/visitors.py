@@ -78,7 +78,7 @@ def sweep_idle_sessions(root: Path, keep: set[str], idle_s: float = SESSION_LIBR
     ``keep``): a public Space's disk does not fill up with abandoned sessions."""
     removed, now = [], time.time()
     for folder in root.glob("s-*"):
-        if folder.name in keep or not folder.is_dir():
+        if folder.name in keep or not (folder / "catalog.sqlite").is_file():  # only libraries this module made
             continue
         used = max((p.stat().st_mtime for p in (folder, *folder.glob("catalog.sqlite*"))), default=now)
         if now - used >= idle_s:
