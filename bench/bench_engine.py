@@ -10,8 +10,9 @@ Configurations (one JSON line each, then a summary table):
      ``studio_fp32_1p``     (extra) the studio engine on an fp32 backbone: separates "answer-only logits" from bf16;
   c. ``studio_bf16_6p_one_job``     6 prompts (2 tasks x 3 origins) trained in one ``tune`` call;
      ``studio_bf16_6p_sequential``  the same 6 prompts as 6 one-prompt ``tune`` calls, on the same batches;
-  e. ``studio_bf16_eager_1p`` / ``studio_bf16_eager_6p_one_job``  (a proposal, measured) the same as a / c with the
-                            backbone's attention switched from SDPA to eager: on CPU, SDPA's bf16 flash-attention
+  e. ``studio_bf16_eager_1p`` / ``studio_bf16_eager_6p_one_job``  the same as a / c with the whole backbone on
+                            eager attention (a and c already tune on ``Backbone.for_training``, an eager twin on a
+                            bf16 CPU; ``bench/attention_ab.py`` compares with SDPA): on CPU, SDPA's bf16 flash-attention
                             backward is slow;
   d. ``accuracy_bf16`` / ``accuracy_fp32``  the studio engine tuned for ``--acc-steps`` steps from the same origin
                             and data order on a bf16 and on an fp32 backbone; test accuracy (binomial SE) of each

@@ -163,7 +163,7 @@ def tune_in_chunks(library, backbone, tasks: list, seeds: list[int], config, n_t
             return [library.get(item_id) for item_id in result.item_ids], "done"
         if not result.events:  # stopped without a step: nothing will change on a retry
             return [], result.status
-        seconds_per_step = max(result.seconds - CHUNK_OVERHEAD_S * 0.5, 0.0) / len(result.events) or 1e-3
+        seconds_per_step = result.seconds / len(result.events)  # overhead included: errs on the short side
         steps = tune_chunk_steps(seconds_per_step, MAX_GPU_SECONDS * 0.8 - CHUNK_OVERHEAD_S)
 
 
