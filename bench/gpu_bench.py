@@ -42,8 +42,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from studio.backbones import Backbone  # noqa: E402
+from studio.backbones import Backbone, Row, compile_wanted  # noqa: E402
 from studio.evaluation import evaluate  # noqa: E402
+from studio.limits import MAX_STEPS  # noqa: E402
 from studio.prompts import make_origin  # noqa: E402
 from studio.tasks import Example, TaskData, TaskSpec  # noqa: E402
 from studio.tuning import TrainingPrompt, TuneConfig, tune  # noqa: E402
@@ -127,7 +128,29 @@ def backbone(name: str) -> Backbone:
 
 
 # ---- studio tune, timed through on_progress ---------------------------------------------------------------------
-def run_tune(n_prompts: int, per_prompt: int, micro_batch: int) -> dict:
+class compiling:
+    """Within the block, backbones made compile (``STUDIO_COMPILE=1``), do not (``0``) or follow the default (None)."""
+
+    def __init__(self, switch: str | None):
+        self.switch = switch
+
+    def __enter__(self):
+        self.before = os.environ.pop("STUDIO_COMPILE", None)
+        if self.switch is not None:
+            os.environ["STUDIO_COMPILE"] = self.switch
+
+    def __exit__(self, *_):
+        os.environ.pop("STUDIO_COMPILE", None)
+        if self.before is not None:
+            os.environ["STUDIO_COMPILE"] = self.before
+
+
+def run_tune(n_prompts: int, per_prompt: int, micro_batch: int | None, compile_switch: str | None = None) -> dict:
+    with compiling(compile_switch):
+        return _run_tune(n_prompts, per_prompt, micro_batch)
+
+
+def _run_tune(n_prompts: int, per_prompt: int, micro_batch: int | None) -> dict:
     bb = backbone(f"bench-{n_prompts}-{micro_batch}")
     tasks = [synthetic_task("syn-a", 1), synthetic_task("syn-b", 2)]
     jobs = [TrainingPrompt(tasks[j % 2], make_origin(bb, j, P), j) for j in range(n_prompts)]
@@ -142,7 +165,9 @@ def run_tune(n_prompts: int, per_prompt: int, micro_batch: int) -> dict:
         return timed >= 3 and stamps[-1] - stamps[WARMUP - 1] >= SECS
 
     reset_memory()
-    config = TuneConfig(steps=10**6, batch_size=per_prompt, micro_batch=micro_batch, eval_every=10**7, val_limit=2)
+    config = TuneConfig(steps=MAX_STEPS, batch_size=per_prompt, micro_batch=micro_batch, eval_every=MAX_STEPS,
+                        val_limit=2)
+    started = time.perf_counter()
     outcome = tune(bb, jobs, config, on_progress=on_progress, should_stop=should_stop)
     k = len(stamps) - WARMUP
     dt = stamps[-1] - stamps[WARMUP - 1]
@@ -150,8 +175,8 @@ def run_tune(n_prompts: int, per_prompt: int, micro_batch: int) -> dict:
     dtype = str(bb.dtype).split(".")[-1]
     del bb
     return dict(examples_per_s=round(k * rows / dt, 1), step_s=round(dt / k, 4), timed_steps=k,
-                rows_per_step=rows, micro_batch=micro_batch, dtype=dtype,
-                peak_gib=peak_gib(), status=outcome.status)
+                rows_per_step=rows, micro_batch=micro_batch, dtype=dtype, compiled=compile_wanted(DEV),
+                first_step_s=round(stamps[0] - started, 1), peak_gib=peak_gib(), status=outcome.status)
 
 
 # ---- PEFT reference: CAUSAL_LM prompt tuning, fp32, full logits ------------------------------------------------------
@@ -242,13 +267,20 @@ def run_bare(n_prompts: int, per: int) -> dict:
 
 
 # ---- evaluation throughput ----------------------------------------------------------------------------------------
-def run_eval(n_prompts: int, batch_rows: int) -> dict:
+def run_eval(n_prompts: int, batch_rows: int | None, compile_switch: str | None = None) -> dict:
+    with compiling(compile_switch):
+        return _run_eval(n_prompts, batch_rows)
+
+
+def _run_eval(n_prompts: int, batch_rows: int | None) -> dict:
     bb = backbone(f"bench-eval-{n_prompts}-{batch_rows}")
     task = synthetic_task("syn-eval", 3)
     prompts = torch.stack([make_origin(bb, j, P) for j in range(n_prompts)])
     reset_memory()
+    started = time.perf_counter()
     evaluate(bb, prompts, task, "validation", batch_rows=batch_rows, keep_records=False)  # warm-up
     sync()
+    warmup_s = time.perf_counter() - started
     t0 = time.perf_counter()
     rounds = 0
     while True:  # whole test split per round, at least once and for SECS / 2
@@ -260,26 +292,99 @@ def run_eval(n_prompts: int, batch_rows: int) -> dict:
     dt = time.perf_counter() - t0
     rows = rounds * n_prompts * len(task.test)
     del bb
-    return dict(examples_per_s=round(rows / dt, 1), rows=rows, batch_rows=batch_rows, peak_gib=peak_gib())
+    return dict(examples_per_s=round(rows / dt, 1), rows=rows, batch_rows=batch_rows, compiled=compile_wanted(DEV),
+                warmup_s=round(warmup_s, 1), peak_gib=peak_gib())
+
+
+def run_parity() -> dict:
+    """The compiled forward/backward against the eager one on the same model and rows: the answer log-probabilities
+    and the prompts' gradients (bf16 on a GPU: fused kernels round differently, so a small difference is expected)."""
+    bb = backbone("bench-parity")
+    task = synthetic_task("syn-a", 1)
+    target = bb.encode_target(bb.render_target("positive"))
+    rows = [Row(i % MULTI, bb.encode_input(bb.render_input(INSTRUCTION, e.body()), 384), target)
+            for i, e in enumerate(task.train[: MULTI * PER])]
+    prompts = torch.nn.Parameter(torch.stack([make_origin(bb, j, P) for j in range(MULTI)]).to(DEV))
+    out = {}
+    for switch in ("0", "1"):
+        with compiling(switch):
+            bb._compiled_body, prompts.grad = None, None
+            logprobs, _ = bb.target_logprobs(prompts, rows)
+            logprobs.sum().backward()
+            out[switch] = (logprobs.detach().float().cpu(), prompts.grad.detach().float().cpu())
+    (eager_lp, eager_grad), (compiled_lp, compiled_grad) = out["0"], out["1"]
+    return dict(rows=len(rows), logprob_max_abs_diff=float((eager_lp - compiled_lp).abs().max()),
+                logprob_mean_abs=float(eager_lp.abs().mean()),
+                grad_rel_diff=float((eager_grad - compiled_grad).norm() / eager_grad.norm()))
+
+
+def run_profile(n_prompts: int, compile_switch: str | None) -> dict:
+    """Where a tuning step's time goes: torch.profiler over 5 steps after 3 warm ones, the top operators by their
+    own GPU time and by their own CPU time (a launch-bound step shows CPU time far above GPU time)."""
+    with compiling(compile_switch):
+        bb = backbone(f"bench-profile-{n_prompts}")
+        tasks = [synthetic_task("syn-a", 1), synthetic_task("syn-b", 2)]
+        jobs = [TrainingPrompt(tasks[j % 2], make_origin(bb, j, P), j) for j in range(n_prompts)]
+        activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA]
+                                                              if DEV == "cuda" else [])
+        profiler = torch.profiler.profile(activities=activities)
+        seen = [0]
+
+        def on_progress(event: dict) -> None:
+            seen[0] += 1
+            sync()
+            if seen[0] == WARMUP:
+                profiler.start()
+            elif seen[0] == WARMUP + 5:
+                profiler.stop()
+
+        tune(bb, jobs, TuneConfig(steps=WARMUP + 5, batch_size=PER, eval_every=MAX_STEPS, val_limit=2),
+             on_progress=on_progress)
+        table = profiler.key_averages()
+        device_time = "self_device_time_total" if DEV == "cuda" else "self_cpu_time_total"
+
+        def top(key: str) -> list:
+            rows = sorted(table, key=lambda e: -getattr(e, key))[:15]
+            return [[e.key[:60], round(getattr(e, key) / 5e3, 2), round(e.count / 5, 1)] for e in rows]
+
+        return dict(steps=5, ms_per_step_by="own time / 5 steps, calls per step",
+                    cpu_ms_per_step=round(sum(e.self_cpu_time_total for e in table) / 5e3, 1),
+                    gpu_ms_per_step=round(sum(getattr(e, device_time) for e in table) / 5e3, 1),
+                    ops_per_step=round(sum(e.count for e in table) / 5), top_gpu=top(device_time),
+                    top_cpu=top("self_cpu_time_total"))
 
 
 CONFIGS = {
     "peft": (f"PEFT CAUSAL_LM fp32 bs{PER}, full logits", run_peft),
-    "studio1": (f"studio tune bf16, 1 prompt x {PER}, default batching (token budget)", lambda: run_tune(1, PER, None)),
+    "studio1": (f"studio tune bf16, 1 prompt x {PER}, defaults", lambda: run_tune(1, PER, None)),
+    "studio1_eager": (f"studio tune bf16, 1 prompt x {PER}, STUDIO_COMPILE=0", lambda: run_tune(1, PER, None, "0")),
+    "studio1_compiled": (f"studio tune bf16, 1 prompt x {PER}, STUDIO_COMPILE=1",
+                         lambda: run_tune(1, PER, None, "1")),
     "studio1_mb16": (f"studio tune bf16, 1 prompt x {PER}, micro_batch 16 (the old default)",
                      lambda: run_tune(1, PER, 16)),
     "studio1_mb32": (f"studio tune bf16, 1 prompt x {PER}, micro_batch {PER}", lambda: run_tune(1, PER, PER)),
-    "studio12": (f"studio tune bf16, {MULTI} prompts x {PER}, default batching (token budget)",
-                 lambda: run_tune(MULTI, PER, None)),
+    "studio12": (f"studio tune bf16, {MULTI} prompts x {PER}, defaults", lambda: run_tune(MULTI, PER, None)),
+    "studio12_eager": (f"studio tune bf16, {MULTI} prompts x {PER}, STUDIO_COMPILE=0",
+                       lambda: run_tune(MULTI, PER, None, "0")),
+    "studio12_compiled": (f"studio tune bf16, {MULTI} prompts x {PER}, STUDIO_COMPILE=1",
+                          lambda: run_tune(MULTI, PER, None, "1")),
     "studio12_mb384": (f"studio tune bf16, {MULTI} prompts x {PER}, micro_batch {MULTI * PER}",
                        lambda: run_tune(MULTI, PER, MULTI * PER)),
     "bare12": (f"minimal frozen bf16 loop, {MULTI} prompts x {PER}, one forward (no engine)",
                lambda: run_bare(MULTI, PER)),
-    "eval1": ("studio evaluate bf16, 1 prompt, default batching (token budget)", lambda: run_eval(1, None)),
+    "eval1": ("studio evaluate bf16, 1 prompt, defaults", lambda: run_eval(1, None)),
+    "eval1_eager": ("studio evaluate bf16, 1 prompt, STUDIO_COMPILE=0", lambda: run_eval(1, None, "0")),
     "eval1_b32": ("studio evaluate bf16, 1 prompt, batch_rows 32 (the old default)", lambda: run_eval(1, 32)),
     "eval1_b256": ("studio evaluate bf16, 1 prompt, batch_rows 256", lambda: run_eval(1, 256)),
-    "eval12": (f"studio evaluate bf16, {MULTI} prompts, default batching (token budget)",
-               lambda: run_eval(MULTI, None)),
+    "eval12": (f"studio evaluate bf16, {MULTI} prompts, defaults", lambda: run_eval(MULTI, None)),
+    "eval12_eager": (f"studio evaluate bf16, {MULTI} prompts, STUDIO_COMPILE=0", lambda: run_eval(MULTI, None, "0")),
+    "eval12_compiled": (f"studio evaluate bf16, {MULTI} prompts, STUDIO_COMPILE=1",
+                        lambda: run_eval(MULTI, None, "1")),
+    "parity": ("compiled vs eager: answer log-probabilities and prompt gradients", run_parity),
+    "profile1_eager": (f"torch.profiler: studio tune, 1 prompt x {PER}, STUDIO_COMPILE=0",
+                       lambda: run_profile(1, "0")),
+    "profile1_compiled": (f"torch.profiler: studio tune, 1 prompt x {PER}, STUDIO_COMPILE=1",
+                          lambda: run_profile(1, "1")),
     "eval12_b256": (f"studio evaluate bf16, {MULTI} prompts, batch_rows 256", lambda: run_eval(MULTI, 256)),
 }
 

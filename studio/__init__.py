@@ -10,13 +10,6 @@ Heavy libraries (torch, transformers, gradio) are imported where they are used.
 import os
 import threading
 
-from studio.space import configure_environment  # noqa: E402 - has no imports of its own
-
-# Offline by default: nothing in the studio phones a hub or an analytics host unless a user asks (or it runs as a
-# Hugging Face Space, where the hub is the point: ``studio.space``).
-configure_environment()
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-
 __version__ = "0.1.0"
 
 # transformers and PEFT import lazily, and a first import from two threads at once is not safe: the UI's model
@@ -30,3 +23,11 @@ class StudioError(Exception):
 
     The CLI prints it as one line and exits non-zero; the UI shows it as a gr.Error.
     """
+
+
+from studio.space import configure_environment  # noqa: E402 - after StudioError, which config needs
+
+# Offline by default: nothing in the studio phones a hub or an analytics host unless a user asks (or it runs as a
+# Hugging Face Space, where the hub is the point: ``studio.space``).
+configure_environment()
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

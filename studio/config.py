@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from studio import StudioError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREBUILT_LIBRARY = Path(os.environ.get("STUDIO_PREBUILT") or REPO_ROOT / "assets" / "library")
+TRUE = ("1", "t", "true", "yes")  # how the platform's switches and ours say yes
+
+
+def on_zero_gpu(environ: Mapping[str, str] = os.environ) -> bool:
+    """True on ZeroGPU hardware (the platform sets ``SPACES_ZERO_GPU``; the ``spaces`` package reads the same)."""
+    return (environ.get("SPACES_ZERO_GPU") or "").lower() in TRUE
 
 
 def _folder(path: Path, what: str) -> Path:

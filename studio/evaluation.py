@@ -129,12 +129,11 @@ def score_examples(backbone: Backbone, prompts: torch.Tensor | None, encoded: En
             Row(j, examples[i].input_ids, encoded.target_ids[k if k is not None else 0]) for j, i, k in chunk
         ]
         logprobs, mask = backbone.target_logprobs(prompts, rows, candidates)
-        if candidates is not None:
-            for (j, i, _), values in zip(chunk, logprobs.cpu()):
-                scores[j, i] = values
-        else:
-            for (j, i, k), value in zip(chunk, logprobs.sum(1).cpu()):
-                scores[j, i, k] = value
+        j, i, k = (torch.tensor(column) for column in zip(*((j, i, k or 0) for j, i, k in chunk)))
+        if candidates is not None:  # one row ranks every label
+            scores[j, i] = logprobs.float().cpu()
+        else:  # one row per label
+            scores[j, i, k] = logprobs.sum(1).float().cpu()
     return scores
 
 

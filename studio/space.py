@@ -16,17 +16,12 @@ import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 
-TRUE = ("1", "t", "true", "yes")
+from studio.config import TRUE, on_zero_gpu  # noqa: F401 (on_zero_gpu: the UI and the tests read it here)
 
 
 def on_space(environ: MutableMapping[str, str] = os.environ) -> bool:
     """True inside a Hugging Face Space (the platform sets ``SPACE_ID``)."""
     return bool(environ.get("SPACE_ID"))
-
-
-def on_zero_gpu(environ: MutableMapping[str, str] = os.environ) -> bool:
-    """True on ZeroGPU hardware (the platform sets ``SPACES_ZERO_GPU``; the ``spaces`` package reads the same)."""
-    return (environ.get("SPACES_ZERO_GPU") or "").lower() in TRUE
 
 
 def configure_environment(environ: MutableMapping[str, str] = os.environ) -> None:

@@ -72,16 +72,16 @@ def test_a_damaged_model_folder_is_one_clear_error(tiny_llama_dir, tmp_path):
 # ---- decoder-only path -------------------------------------------------------------------------------------------------
 def _full_forward_logprobs(backbone: Backbone, prompt: torch.Tensor | None, row: Row) -> torch.Tensor:
     """Log-probabilities of the target tokens from the model's own full forward (logits at every position)."""
-    ids = torch.tensor([row.input_ids + row.target_ids])
+    ids = torch.tensor([row.input_ids + row.target_ids], device=backbone.device)  # GPU runs too
     embeds = backbone.model.get_input_embeddings()(ids)
     n = 0
     if prompt is not None:
-        embeds = torch.cat([prompt[None].to(embeds.dtype), embeds], dim=1)
+        embeds = torch.cat([prompt[None].to(embeds), embeds], dim=1)
         n = prompt.shape[0]
     logits = backbone.model(inputs_embeds=embeds).logits[0].float()
     start = n + len(row.input_ids) - 1
     logprobs = torch.log_softmax(logits[start : start + len(row.target_ids)], dim=-1)
-    return logprobs.gather(1, torch.tensor(row.target_ids)[:, None]).squeeze(1)
+    return logprobs.gather(1, torch.tensor(row.target_ids, device=backbone.device)[:, None]).squeeze(1)
 
 
 @pytest.mark.parametrize("with_prompt", [False, True])
@@ -107,6 +107,29 @@ def test_decoder_rows_are_independent_of_batch_padding(llama):
             alone, _ = llama.target_logprobs(prompts, [row])
             torch.testing.assert_close(together[i, : len(row.target_ids)], alone[0, : len(row.target_ids)],
                                        atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("with_prompt", [False, True])
+def test_rounded_padding_changes_no_score_or_gradient(llama, with_prompt):
+    """On a GPU batches are padded to a multiple of 32 tokens (cuDNN plans repeat): the extra right padding is
+    masked and after every scored position, so scores and the prompts' gradients stay those of tight padding."""
+    rows = _rows(llama, TEXTS, TARGETS, [0, 1, 1])
+    results = []
+    for multiple in (1, 32):
+        prompts = _prompts(llama, 2).requires_grad_(True) if with_prompt else None
+        llama.pad_multiple = multiple
+        try:
+            logprobs, mask = llama.target_logprobs(prompts, rows)
+        finally:
+            llama.pad_multiple = 1
+        if with_prompt:
+            (logprobs * mask).sum().backward()
+        results.append((logprobs.detach(), prompts.grad if with_prompt else None))
+    (tight, tight_grad), (rounded, rounded_grad) = results
+    torch.testing.assert_close(rounded, tight, atol=1e-5, rtol=1e-5)
+    if with_prompt:
+        assert tight_grad.abs().sum() > 0
+        torch.testing.assert_close(rounded_grad, tight_grad, atol=1e-5, rtol=1e-4)
 
 
 def test_single_token_candidates_equal_general_path(llama):
@@ -180,7 +203,8 @@ def test_t5_logprobs_without_prompt_equal_the_models_own_loss(t5):
     with torch.no_grad():
         logprobs, mask = t5.target_logprobs(None, rows)
         for i, row in enumerate(rows):
-            out = t5.model(input_ids=torch.tensor([row.input_ids]), labels=torch.tensor([row.target_ids]))
+            out = t5.model(input_ids=torch.tensor([row.input_ids], device=t5.device),
+                           labels=torch.tensor([row.target_ids], device=t5.device))
             # HF's loss is the mean negative log-likelihood of the labels
             assert float(-logprobs[i, : len(row.target_ids)].mean()) == pytest.approx(float(out.loss), abs=1e-4)
             assert mask[i].sum() == len(row.target_ids)
@@ -192,9 +216,9 @@ def test_t5_logprobs_with_prompt_equal_encoder_side_prompt(t5):
     with torch.no_grad():
         logprobs, _ = t5.target_logprobs(prompts, rows)
         for i, row in enumerate(rows):
-            embeds = torch.cat([prompts[row.prompt_index][None], t5.model.get_input_embeddings()(
-                torch.tensor([row.input_ids]))], dim=1)
-            out = t5.model(inputs_embeds=embeds, labels=torch.tensor([row.target_ids]))
+            embeds = torch.cat([prompts[row.prompt_index][None].to(t5.device), t5.model.get_input_embeddings()(
+                torch.tensor([row.input_ids], device=t5.device))], dim=1)
+            out = t5.model(inputs_embeds=embeds, labels=torch.tensor([row.target_ids], device=t5.device))
             assert float(-logprobs[i, : len(row.target_ids)].mean()) == pytest.approx(float(out.loss), abs=1e-4)
         plain, _ = t5.target_logprobs(None, rows)
     assert not torch.allclose(plain, logprobs)  # the prompt changes the scores

@@ -30,12 +30,12 @@ def hand_score(backbone, prompt: torch.Tensor | None, text: str, target: str) ->
     tokenizer = backbone.tokenizer
     input_ids = tokenizer(text, add_special_tokens=False).input_ids
     target_ids = tokenizer(target, add_special_tokens=False).input_ids
-    ids = torch.tensor([input_ids + target_ids])
+    ids = torch.tensor([input_ids + target_ids], device=backbone.device)  # on the model's device: GPU runs too
     with torch.no_grad():
         embeds = backbone.model.get_input_embeddings()(ids)
         offset = 0
         if prompt is not None:
-            embeds = torch.cat([prompt[None].to(embeds.dtype), embeds], dim=1)
+            embeds = torch.cat([prompt[None].to(embeds), embeds], dim=1)
             offset = prompt.shape[0]
         logits = backbone.model(inputs_embeds=embeds).logits[0].float()
     logprobs = torch.log_softmax(logits, dim=-1)
