@@ -40,6 +40,7 @@ import platform
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 for _key, _value in {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
@@ -109,6 +110,20 @@ def loadavg() -> str:
 
 
 # ---- the studio engine ------------------------------------------------------------------------------------
+@contextmanager
+def prefix_sharing(backbone, on: bool):
+    """Within the block, the backbone (and its training twin) share rows' common prefixes or not."""
+    twins = {backbone, backbone.for_training()}
+    before = {twin: twin.shares_prefixes for twin in twins}
+    for twin in twins:
+        twin.shares_prefixes = on
+    try:
+        yield
+    finally:
+        for twin, value in before.items():
+            twin.shares_prefixes = value
+
+
 def run_studio(backbone, jobs: list[TrainingPrompt], steps: int, warmup: int, seed: int = 0) -> dict:
     """Time ``steps`` training steps of one ``tune`` call after ``warmup`` untimed ones."""
     stamps: dict[int, float] = {}
@@ -242,7 +257,7 @@ def main(argv=None) -> int:
     parser.add_argument("--multi-tasks", default="mr,uncertainty", help="tasks for the 6-prompt job (x 3 origins)")
     parser.add_argument("--repeats", type=int, default=1, help="alternate a/b this many times (pooled)")
     parser.add_argument("--only", default="a,a1,b,c,d,e",
-                        help="comma list of sections: a (studio bf16), a1 (studio fp32), b (PEFT), c (c1: one job only), d, e")
+                        help="comma list of sections: a (studio bf16), a0 (a without prefix sharing), a1 (studio fp32), b (PEFT), c (c1: one job only), d, e")
     parser.add_argument("--sequential-first", action="store_true",
                         help="in c, run the 6 one-prompt jobs before the 6-prompt job (order check)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -274,16 +289,21 @@ def main(argv=None) -> int:
     summary: dict[str, dict] = {}
     if {"a", "b"} & sections:
         peft_model = load_peft_model(origin) if "b" in sections else None
-        runs: dict[str, list[dict]] = {"studio_bf16_1p": [], "peft_fp32_1p": []}
+        runs: dict[str, list[dict]] = {"studio_bf16_1p": [], "studio_bf16_1p_unshared": [], "peft_fp32_1p": []}
         for _ in range(args.repeats):
             if "a" in sections:
                 runs["studio_bf16_1p"].append(
                     run_studio(bf16, [TrainingPrompt(task, origin, 0)], args.steps, args.warmup))
+            if "a0" in sections:  # the same without sharing the rows' common prefix (Backbone.shares_prefixes)
+                with prefix_sharing(bf16, False):
+                    runs["studio_bf16_1p_unshared"].append(
+                        run_studio(bf16, [TrainingPrompt(task, origin, 0)], args.steps, args.warmup))
             if "b" in sections:
                 runs["peft_fp32_1p"].append(run_peft(peft_model, bf16, task, origin, args.steps, args.warmup))
         del peft_model
         notes = {"studio_bf16_1p": f"studio tune, 1 prompt, frozen {str(bf16.dtype).split('.')[-1]} backbone, "
                                    "answer-only logits",
+                 "studio_bf16_1p_unshared": "the same, every row computed whole (no shared prefix)",
                  "peft_fp32_1p": "PEFT PromptTuningConfig CAUSAL_LM, fp32, full logits, AdamW"}
         for name, results in runs.items():
             if results:  # pooled over the repeats: all timed rows / all timed seconds

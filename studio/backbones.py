@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -131,6 +132,9 @@ def compile_wanted(device: str) -> bool:
     return os.environ.get("STUDIO_COMPILE") == "1" and not on_zero_gpu()
 
 
+PREFIX_SHARING_MODELS = ("llama", "gpt2")
+
+
 @dataclass
 class Row:
     """One sequence to score: ``[prompt #prompt_index] + input_ids``, then the answer ``target_ids``."""
@@ -159,6 +163,12 @@ class Backbone:
         # shape (~1 ms of CPU per layer and pass, half a launch-bound step on an H200: docs/performance.md), and
         # rounded lengths repeat. A CPU computes every padded token, so it pads only to the longest row.
         self.pad_multiple = 32 if str(device).startswith("cuda") else 1
+        # rows behind one prompt share their leading tokens (template, instruction): computed once per prompt. On for
+        # the decoder families the tests check it against the plain path with (Llama: SmolLM2; GPT-2)
+        self.shares_prefixes = str(getattr(model.config, "model_type", "")) in PREFIX_SHARING_MODELS
+        # the key/value cache's argument and output name: "past_key_values" until transformers 5.2x renamed it
+        self._cache_name = "cache" if "cache" in inspect.signature(self.model.base_model.forward).parameters \
+            else "past_key_values"
         # decoders whose tokenizer starts every text with BOS (Gemma) were trained with it: the input text gets the
         # BOS token written in, so the text still tokenises (without special tokens) to exactly the ids scored
         bos, bos_id = getattr(tokenizer, "bos_token", None), getattr(tokenizer, "bos_token_id", None)
@@ -185,7 +195,7 @@ class Backbone:
                 self._training_twin = self
                 return self
             twin = copy.copy(self)
-            twin.model, twin._training_twin = model, twin
+            twin.model, twin._training_twin, twin._compiled_body = model, twin, None  # its own body, not ours
             self._training_twin = twin
         return self._training_twin
 
@@ -276,7 +286,6 @@ class Backbone:
         [rows, len(candidates)] log-probabilities of each candidate as the first answer token: one forward ranks
         labels that are single tokens.
         """
-        n_virtual = 0 if prompts is None else prompts.shape[1]
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         batch = len(rows)
         max_target = max(len(r.target_ids) for r in rows)
@@ -288,36 +297,89 @@ class Backbone:
         targets, target_mask = targets.to(self.device), target_mask.to(self.device)
 
         if self.is_seq2seq:
-            sequences = [r.input_ids for r in rows]
-        else:  # the model reads the answer up to its last token and predicts each next one
-            sequences = [r.input_ids + r.target_ids[:-1] for r in rows]
-        ids, mask = _pad(sequences, pad_id, self.pad_multiple)
-        embeds = self.embed(ids)
-        mask = mask.to(self.device)
-        if prompts is not None:
-            index = torch.tensor([r.prompt_index for r in rows], device=prompts.device)
-            soft = prompts[index].to(device=self.device, dtype=self.dtype)
-            embeds = torch.cat([soft, embeds], dim=1)
-            mask = torch.cat([torch.ones(batch, n_virtual, dtype=mask.dtype, device=self.device), mask], dim=1)
-
-        if self.is_seq2seq:
+            ids, mask = _pad([r.input_ids for r in rows], pad_id, self.pad_multiple)
+            embeds, mask = self._with_prompts(prompts, [r.prompt_index for r in rows], self.embed(ids),
+                                              mask.to(self.device))
             start = self.model.config.decoder_start_token_id
             start = pad_id if start is None else start  # T5's own convention: the decoder starts at the pad token
             decoder_ids = torch.cat([torch.full((batch, 1), start, device=self.device), targets[:, :-1]], dim=1)
             logits = self.model(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=decoder_ids).logits
         else:
-            hidden = self._body()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-            first = torch.tensor([n_virtual + len(r.input_ids) - 1 for r in rows], device=self.device)
-            positions = (first[:, None] + torch.arange(max_target, device=self.device)[None, :]).clamp(
-                max=hidden.shape[1] - 1
-            )
-            answer_hidden = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
+            answer_hidden = self._answer_hidden(prompts, rows, max_target, pad_id)
             logits = answer_hidden.float() @ self._head_fp32().T  # bf16 logits are too coarse to rank labels
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         if candidates is not None:
             return logprobs[:, 0, candidates.to(self.device)], target_mask[:, :1]
         logprobs = logprobs.gather(2, targets[..., None]).squeeze(-1)
         return logprobs * target_mask, target_mask
+
+
+    def _with_prompts(self, prompts: torch.Tensor | None, owners: list[int], embeds: torch.Tensor,
+                      mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``embeds`` [B, L, d] with each row's soft prompt (``prompts[owners[i]]``) in front, and the mask to match."""
+        if prompts is None:
+            return embeds, mask
+        index = torch.tensor(owners, device=prompts.device)
+        soft = prompts[index].to(device=self.device, dtype=self.dtype)
+        if mask is not None:
+            mask = torch.cat([torch.ones(len(owners), prompts.shape[1], dtype=mask.dtype, device=self.device), mask], 1)
+        return torch.cat([soft, embeds], dim=1), mask
+
+    def _answer_hidden(self, prompts: torch.Tensor | None, rows: list[Row], max_target: int,
+                       pad_id: int) -> torch.Tensor:
+        """The decoder's last hidden states at each row's answer positions, [rows, max_target, d]: the model reads
+        the answer up to its last token and predicts each next one.
+
+        Rows behind the same prompt usually start with the same tokens (the chat template and the task's
+        instruction: up to half of a short example). That shared prefix runs once per prompt, and every row continues
+        from its keys and values (``shared_prefix_length``); gradients reach the prompt through both parts."""
+        n_virtual = 0 if prompts is None else prompts.shape[1]
+        shared = shared_prefix_length(rows) if self.shares_prefixes else 0
+        cache = None
+        if shared:
+            owners = sorted({r.prompt_index for r in rows})
+            first_row = {r.prompt_index: r for r in reversed(rows)}
+            prefix_ids = torch.tensor([first_row[j].input_ids[:shared] for j in owners], device=self.device)
+            prefix, _ = self._with_prompts(prompts, owners, self.embed(prefix_ids), None)
+            cache = getattr(self._body()(inputs_embeds=prefix, use_cache=True), self._cache_name)
+            group = {j: g for g, j in enumerate(owners)}
+            cache.batch_select_indices(torch.tensor([group[r.prompt_index] for r in rows], device=self.device))
+        ids, mask = _pad([r.input_ids[shared:] + r.target_ids[:-1] for r in rows], pad_id, self.pad_multiple)
+        embeds, mask = self.embed(ids), mask.to(self.device)
+        if cache is None:
+            embeds, mask = self._with_prompts(prompts, [r.prompt_index for r in rows], embeds, mask)
+            skipped = 0
+        else:  # the mask covers the cached prefix too
+            skipped = n_virtual + shared
+            mask = torch.cat([torch.ones(len(rows), skipped, dtype=mask.dtype, device=self.device), mask], dim=1)
+        continued = {} if cache is None else {self._cache_name: cache}
+        hidden = self._body()(inputs_embeds=embeds, attention_mask=mask, **continued).last_hidden_state
+        first = torch.tensor([n_virtual + len(r.input_ids) - 1 - skipped for r in rows], device=self.device)
+        positions = (first[:, None] + torch.arange(max_target, device=self.device)[None, :]).clamp(
+            max=hidden.shape[1] - 1
+        )
+        return hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
+
+
+MIN_SHARED_PREFIX = 8  # tokens: below this, a second forward pass costs more than the tokens it saves
+
+
+def shared_prefix_length(rows: list[Row]) -> int:
+    """How many leading input tokens every row shares with the other rows of its prompt (the same count for all
+    prompts, so the prefixes form one batch), keeping at least one own input token per row; 0 when sharing would
+    not pay: fewer than ``MIN_SHARED_PREFIX`` tokens, or no prompt with two rows."""
+    by_prompt: dict[int, list[int]] = {}
+    common = min(len(r.input_ids) for r in rows) - 1
+    for row in rows:
+        reference = by_prompt.setdefault(row.prompt_index, row.input_ids)
+        if reference is not row.input_ids:
+            same = 0
+            while same < common and reference[same] == row.input_ids[same]:
+                same += 1
+            common = same
+    if len(by_prompt) == len(rows) or common < MIN_SHARED_PREFIX:
+        return 0
+    return common
 
 
 def _pad(sequences: list[list[int]], pad_id: int, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from studio import StudioError
-from studio.backbones import Backbone, Row, load_backbone
+from studio.backbones import MIN_SHARED_PREFIX, Backbone, Row, load_backbone, shared_prefix_length
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +130,81 @@ def test_rounded_padding_changes_no_score_or_gradient(llama, with_prompt):
     if with_prompt:
         assert tight_grad.abs().sum() > 0
         torch.testing.assert_close(rounded_grad, tight_grad, atol=1e-5, rtol=1e-4)
+
+
+def _templated_rows(backbone: Backbone, owners: list[int]) -> list[Row]:
+    """Rows as tasks make them: one instruction, different bodies, so rows of a prompt share a long prefix."""
+    bodies = ["sentence: a short one", "sentence: a somewhat longer input with more tokens in it", "sentence: mid"]
+    return [Row(j, backbone.encode_input(backbone.render_input("Is this review positive or negative?", body), 96),
+                backbone.encode_target(target)) for j, body, target in zip(owners, bodies, TARGETS)]
+
+
+@pytest.mark.parametrize("model", ["llama", "gpt2"])
+def test_shared_prefix_scores_and_gradients_equal_the_plain_path(model, request):
+    """Rows behind one prompt share the template and instruction: that prefix runs once per prompt and the rows
+    continue from its cache. Scores equal the model's own full forward, and the prompts' gradients equal those of
+    the plain path (every row computed whole)."""
+    backbone = request.getfixturevalue(model)
+    rows = _templated_rows(backbone, [0, 1, 1])
+    if model == "gpt2":  # a template-less model: give its rows a common plain-text prefix instead
+        rows = [Row(r.prompt_index, backbone.encode_input("Classify the sentiment of the sentence below. " + t, 96),
+                    r.target_ids) for r, t in zip(rows, TEXTS)]
+    shared = shared_prefix_length(rows)
+    assert shared >= MIN_SHARED_PREFIX and backbone.shares_prefixes
+    runs = []
+    for sharing in (True, False):
+        prompts = _prompts(backbone, 2).requires_grad_(True)
+        backbone.shares_prefixes = sharing
+        try:
+            logprobs, mask = backbone.target_logprobs(prompts, rows)
+        finally:
+            backbone.shares_prefixes = True
+        (logprobs * mask).sum().backward()
+        runs.append((logprobs.detach(), prompts.grad))
+    (shared_scores, shared_grad), (plain_scores, plain_grad) = runs
+    for i, row in enumerate(rows):
+        expected = _full_forward_logprobs(backbone, _prompts(backbone, 2)[row.prompt_index], row)
+        torch.testing.assert_close(shared_scores[i, : len(row.target_ids)], expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(shared_scores, plain_scores, atol=1e-5, rtol=1e-5)
+    assert plain_grad.abs().sum() > 0
+    torch.testing.assert_close(shared_grad, plain_grad, atol=1e-5, rtol=1e-4)
+
+
+def test_shared_prefix_length_rules():
+    def rows(*pairs):
+        return [Row(j, ids, [1]) for j, ids in pairs]
+
+    common = list(range(100, 120))  # 20 shared tokens
+    assert shared_prefix_length(rows((0, common + [1, 2]), (0, common + [3]))) == 20
+    # the same count for every prompt: the shortest common prefix of any prompt's rows
+    assert shared_prefix_length(rows((0, common + [1]), (0, common + [2]), (1, common[:12] + [5]),
+                                     (1, common[:12] + [6, 7]))) == 12
+    # a row keeps at least one own token (its answer is read there)
+    assert shared_prefix_length(rows((0, common), (0, common + [4]))) == 19
+    # no prompt with two rows, or too short a prefix: nothing to share
+    assert shared_prefix_length(rows((0, common + [1]), (1, common + [2]))) == 0
+    assert shared_prefix_length(rows((0, common[:5] + [1]), (0, common[:5] + [2]))) == 0
+
+
+def test_training_twin_runs_its_own_eager_body_over_the_same_weights(tiny_llama_dir):
+    """On a bf16 CPU backbone tuning runs on a twin with eager attention (SDPA's bf16 backward is slow there). The
+    twin shares every weight, and its forward is its own model's, even when the original ran first (a cached body
+    copied along once sent tuning back through SDPA)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    bf16 = Backbone("bf16-twin", AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+                    AutoTokenizer.from_pretrained(tiny_llama_dir), "cpu", torch.bfloat16)
+    rows = _rows(bf16, TEXTS, TARGETS)
+    with torch.no_grad():
+        bf16.target_logprobs(None, rows)  # the original's body first
+    twin = bf16.for_training()
+    assert twin is not bf16 and twin.for_training() is twin and bf16.for_training() is twin
+    assert twin.model.config._attn_implementation == "eager" != bf16.model.config._attn_implementation
+    assert twin._body() is twin.model.base_model and bf16._body() is bf16.model.base_model
+    assert {p.data_ptr() for p in twin.model.parameters()} == {p.data_ptr() for p in bf16.model.parameters()}
+    with torch.no_grad():
+        torch.testing.assert_close(twin.target_logprobs(None, rows)[0], bf16.target_logprobs(None, rows)[0],
+                                   atol=0.1, rtol=0.05)
 
 
 def test_single_token_candidates_equal_general_path(llama):
