@@ -152,16 +152,18 @@ def test_shared_prefix_scores_and_gradients_equal_the_plain_path(model, request)
     shared = shared_prefix_length(rows)
     assert shared >= MIN_SHARED_PREFIX and backbone.shares_prefixes
     runs = []
-    for sharing in (True, False):
+    for sharing, multiple in ((True, 1), (False, 1), (True, 32)):  # the last: padded as on a GPU
         prompts = _prompts(backbone, 2).requires_grad_(True)
-        backbone.shares_prefixes = sharing
+        backbone.shares_prefixes, backbone.pad_multiple = sharing, multiple
         try:
             logprobs, mask = backbone.target_logprobs(prompts, rows)
         finally:
-            backbone.shares_prefixes = True
+            backbone.shares_prefixes, backbone.pad_multiple = True, 1
         (logprobs * mask).sum().backward()
         runs.append((logprobs.detach(), prompts.grad))
-    (shared_scores, shared_grad), (plain_scores, plain_grad) = runs
+    (shared_scores, shared_grad), (plain_scores, plain_grad), (padded_scores, padded_grad) = runs
+    torch.testing.assert_close(padded_scores, shared_scores, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(padded_grad, shared_grad, atol=1e-5, rtol=1e-4)
     for i, row in enumerate(rows):
         expected = _full_forward_logprobs(backbone, _prompts(backbone, 2)[row.prompt_index], row)
         torch.testing.assert_close(shared_scores[i, : len(row.target_ids)], expected, atol=1e-4, rtol=1e-4)
