@@ -341,9 +341,12 @@ class Backbone:
             first_row = {r.prompt_index: r for r in reversed(rows)}
             prefix_ids = torch.tensor([first_row[j].input_ids[:shared] for j in owners], device=self.device)
             prefix, _ = self._with_prompts(prompts, owners, self.embed(prefix_ids), None)
-            cache = getattr(self._body()(inputs_embeds=prefix, use_cache=True), self._cache_name)
-            group = {j: g for g, j in enumerate(owners)}
-            cache.batch_select_indices(torch.tensor([group[r.prompt_index] for r in rows], device=self.device))
+            cache = getattr(self._body()(inputs_embeds=prefix, use_cache=True), self._cache_name, None)
+            if hasattr(cache, "batch_select_indices"):  # each row continues from its own prompt's prefix
+                group = {j: g for g, j in enumerate(owners)}
+                cache.batch_select_indices(torch.tensor([group[r.prompt_index] for r in rows], device=self.device))
+            else:  # a model or transformers version without a selectable cache: every row computed whole
+                shared, cache, self.shares_prefixes = 0, None, False
         ids, mask = _pad([r.input_ids[shared:] + r.target_ids[:-1] for r in rows], pad_id, self.pad_multiple)
         embeds, mask = self.embed(ids), mask.to(self.device)
         if cache is None:

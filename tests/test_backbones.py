@@ -172,6 +172,22 @@ def test_shared_prefix_scores_and_gradients_equal_the_plain_path(model, request)
     torch.testing.assert_close(shared_grad, plain_grad, atol=1e-5, rtol=1e-4)
 
 
+def test_without_a_selectable_cache_rows_are_computed_whole(tiny_llama_dir):
+    """A model (or transformers version) that returns no cache the rows can continue from falls back to the plain
+    path for good, with the same scores."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    backbone = Backbone("no-cache", AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+                        AutoTokenizer.from_pretrained(tiny_llama_dir), "cpu", torch.float32)
+    rows = _templated_rows(backbone, [0, 0, 0])
+    with torch.no_grad():
+        expected, _ = backbone.target_logprobs(None, rows)
+        backbone._cache_name = "no_such_output"
+        fallback, _ = backbone.target_logprobs(None, rows)
+    assert not backbone.shares_prefixes
+    torch.testing.assert_close(fallback, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_shared_prefix_length_rules():
     def rows(*pairs):
         return [Row(j, ids, [1]) for j, ids in pairs]
