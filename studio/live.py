@@ -7,8 +7,9 @@ worker thread that:
 
 - drops a visitor's older request the moment a newer one arrives (``submit`` supersedes it; its stream ends);
 - runs, each turn, the next chunk of the request that has the least done (a fresh move gets its first estimate
-  after at most one chunk of somebody else's work), batched with every other request whose next chunk covers the
-  same examples of the same task (their prompts go through the model together);
+  after at most one turn of somebody else's work, and a turn scores at most ``MAX_TURN_ROWS`` rows), batched with
+  every other request whose next chunk covers the same examples of the same task (their prompts go through the
+  model together);
 - hands each request its refined results as they come (``stream``).
 """
 
@@ -30,6 +31,10 @@ from studio.tasks import load_task
 
 SUPERSEDED = "superseded"
 DONE = "done"
+# rows (prompts x examples) per model call: a fresh move waits for at most one such call before its own first
+# chunk, about 2-3 s on a 2-core CPU; a whole 64-example chunk of 8 visitors was 512 rows (over 15 s in the
+# classroom benchmark, docs/robustness.md)
+MAX_TURN_ROWS = 64
 
 
 @dataclass(eq=False)
@@ -96,9 +101,11 @@ def start_warm_up(model: str) -> threading.Thread:
 class LiveEvaluator:
     """The one worker that evaluates every visitor's slider positions (see the module docstring)."""
 
-    def __init__(self, backbone: Callable[[], Backbone], split: str = "validation"):
+    def __init__(self, backbone: Callable[[], Backbone], split: str = "validation", max_turn_rows: int = MAX_TURN_ROWS):
         self._backbone = backbone
         self._split = split
+        self.max_turn_rows = max_turn_rows
+        self.largest_turn_rows = 0  # for tests and benchmarks: the most rows one model call scored
         self._active: dict[str, LiveRequest] = {}  # visitor -> their newest unfinished request
         self._encoded: dict[tuple[str, int], EncodedTask] = {}
         self._wake = threading.Condition(threading.RLock())
@@ -177,6 +184,8 @@ class LiveEvaluator:
         batch = [r for r in chunks if chunks[r] == chunks[lead] and r.limit == lead.limit
                  and r.prompt.shape == lead.prompt.shape]
         task, start, stop = chunks[lead]
+        stop = min(stop, start + max(1, self.max_turn_rows // len(batch)))  # the rest in a later turn
+        self.largest_turn_rows = max(self.largest_turn_rows, len(batch) * (stop - start))
         try:
             encoded = self._encoding(task, lead.limit)
             scores = score_examples(self._backbone(), torch.stack([r.prompt for r in batch]), encoded,

@@ -64,7 +64,7 @@ def test_a_newer_move_supersedes_the_older_one_at_once(tiny):
 
 
 def test_equal_chunks_of_different_visitors_run_as_one_batch(tiny):
-    evaluator = LiveEvaluator(lambda: tiny)
+    evaluator = LiveEvaluator(lambda: tiny, max_turn_rows=10_000)  # whole chunks: see the next test for the cap
     with evaluator.together():  # four visitors moving at the same moment
         requests = [evaluator.submit(f"visitor {k}", prompt(10 + k, tiny.hidden_size), ["mr"], 64) for k in range(4)]
     finals = [list(evaluator.stream(r))[-1]["mr"] for r in requests]
@@ -72,6 +72,22 @@ def test_equal_chunks_of_different_visitors_run_as_one_batch(tiny):
     alone = LiveEvaluator(lambda: tiny)
     solo = alone.submit("solo", prompt(12, tiny.hidden_size), ["mr"], 64)
     assert list(alone.stream(solo))[-1]["mr"].metrics["accuracy"] == finals[2].metrics["accuracy"]
+
+
+def test_a_turn_scores_at_most_its_row_cap_and_results_stay_the_same(tiny):
+    """A fresh move waits for at most one turn, so a turn is capped (prompts x examples): 4 visitors' 16-example
+    chunks split into calls of 8 examples each, and the final results equal those of whole chunks."""
+    capped = LiveEvaluator(lambda: tiny, max_turn_rows=32)
+    whole = LiveEvaluator(lambda: tiny, max_turn_rows=10_000)
+    finals = {}
+    for name, evaluator in (("capped", capped), ("whole", whole)):
+        with evaluator.together():
+            requests = [evaluator.submit(f"v{k}", prompt(20 + k, tiny.hidden_size), ["mr"], 48) for k in range(4)]
+        finals[name] = [list(evaluator.stream(r))[-1]["mr"].metrics for r in requests]
+    assert capped.largest_turn_rows == 32 and whole.largest_turn_rows == 4 * 16
+    assert capped.chunks_run == 48 // 8 and whole.chunks_run == 3  # 16, 16 (to 32), 16 (to 48)
+    for capped_metrics, whole_metrics in zip(finals["capped"], finals["whole"]):  # other batch shapes round apart
+        assert capped_metrics == pytest.approx(whole_metrics, rel=1e-6)
 
 
 def test_a_fresh_move_gets_its_first_estimate_before_a_long_one_finishes(tiny):
