@@ -308,7 +308,7 @@ def run_parity() -> dict:
     out = {}
     for switch in ("0", "1"):
         with compiling(switch):
-            bb._compiled_body, prompts.grad = None, None
+            bb._body_module, prompts.grad = None, None
             logprobs, _ = bb.target_logprobs(prompts, rows)
             logprobs.sum().backward()
             out[switch] = (logprobs.detach().float().cpu(), prompts.grad.detach().float().cpu())

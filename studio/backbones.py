@@ -195,7 +195,7 @@ class Backbone:
                 self._training_twin = self
                 return self
             twin = copy.copy(self)
-            twin.model, twin._training_twin, twin._compiled_body = model, twin, None  # its own body, not ours
+            twin.model, twin._training_twin, twin._body_module = model, twin, None  # its own body, not ours
             self._training_twin = twin
         return self._training_twin
 
@@ -203,10 +203,10 @@ class Backbone:
         """The decoder without its LM head (``.model`` for Llama/Gemma, ``.transformer`` for GPT-2...); compiled with
         ``torch.compile`` when ``compile_wanted`` says so (a launch-bound GPU step fuses its kernels). Shapes are
         dynamic, so new batch sizes and lengths do not recompile; a first call in a new grad mode does."""
-        if getattr(self, "_compiled_body", None) is None:
+        if getattr(self, "_body_module", None) is None:
             body = self.model.base_model
-            self._compiled_body = torch.compile(body, dynamic=True) if compile_wanted(self.device) else body
-        return self._compiled_body
+            self._body_module = torch.compile(body, dynamic=True) if compile_wanted(self.device) else body
+        return self._body_module
 
     def _head_fp32(self) -> torch.Tensor:
         if getattr(self, "_head_weight", None) is None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 
-from studio.config import TRUE, on_zero_gpu  # noqa: F401 (on_zero_gpu: the UI and the tests read it here)
+from studio.config import on_zero_gpu  # noqa: F401 (the UI and the tests read it here)
 
 
 def on_space(environ: MutableMapping[str, str] = os.environ) -> bool:
