@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from studio import HEAVY_IMPORT_LOCK, StudioError
@@ -245,38 +246,60 @@ class Backbone:
         return ids
 
     # ---- the forward pass ------------------------------------------------------------------------------
-    @property
-    def batch_tokens(self) -> int:
+    def batch_tokens(self, training: bool = True) -> int:
         """Padded tokens per forward pass: small on a CPU (cache-friendly), large on a GPU (one launch per step).
 
         Measured: on an H100 a 384-row step in one forward ran 10x faster than in 16-row micro-batches; on this
-        2-core CPU 16 rows of ~100 tokens is the sweet spot. ``STUDIO_BATCH_TOKENS`` overrides.
+        2-core CPU a training step is fastest at 16 rows of ~100 tokens, and a forward pass without gradients costs
+        least per token at about 1,024 tokens (0.31 ms; 0.46 ms at 2,048: docs/performance.md).
+        ``STUDIO_BATCH_TOKENS`` overrides both.
         """
         forced = os.environ.get("STUDIO_BATCH_TOKENS")
         if forced:
             return int(forced)
-        return 65536 if self.device.startswith("cuda") else 2048
+        if self.device.startswith("cuda"):
+            return 65536
+        return 2048 if training else 1024
 
-    def batches(self, lengths: list[int], max_rows: int | None = None) -> list[range]:
-        """Consecutive groups of rows (already sorted by length) whose padded size fits ``batch_tokens``."""
-        groups, start, longest = [], 0, 0
-        for index, length in enumerate(lengths):
-            longest_with = max(longest, length)
-            rows = index - start + 1
-            if index > start and (rows * longest_with > self.batch_tokens or (max_rows and rows > max_rows)):
-                groups.append(range(start, index))
-                start, longest_with = index, length
-            longest = longest_with
-        if lengths:
-            groups.append(range(start, len(lengths)))
-        return groups
+    def pass_cost_tokens(self, training: bool = True) -> int:
+        """What one more forward pass costs, in padded tokens: on this project's CPU a pass without gradients takes
+        about 45 ms plus 0.28 ms per token, so ~160 tokens. A GPU is launch-bound, and a training pass also runs
+        its prompts' shared prefixes and a backward again: there, as few passes as fit the budget."""
+        return 160 if self.device == "cpu" and not training else self.batch_tokens(training)
+
+    def batches(self, lengths: list[int], max_rows: int | None = None, training: bool = True) -> list[range]:
+        """Consecutive groups of rows (sorted by length, either way), one forward pass each: of the groupings whose
+        passes fit ``batch_tokens`` padded tokens (and ``max_rows`` rows), the one that computes the fewest padded
+        tokens, counting each pass as ``pass_cost_tokens`` more (dynamic programming over where groups end)."""
+        if not lengths:
+            return []
+        budget, pass_cost = self.batch_tokens(training), self.pass_cost_tokens(training)
+        size = np.asarray(lengths, dtype=np.int64)
+        best = np.zeros(len(size) + 1)  # best[i]: the cheapest grouping of rows[:i]
+        start_of = np.zeros(len(size) + 1, dtype=np.int64)
+        first = 0  # the earliest row a group ending here may start at (moves forward only: rows are sorted)
+        for stop in range(1, len(size) + 1):
+            while stop - first > 1 and ((stop - first) * max(size[first], size[stop - 1]) > budget
+                                        or (max_rows and stop - first > max_rows)):
+                first += 1
+            starts = np.arange(first, stop)
+            longest = np.maximum(size[starts], size[stop - 1])
+            costs = best[starts] + (stop - starts) * longest + pass_cost
+            pick = int(np.argmin(costs))
+            best[stop], start_of[stop] = costs[pick], starts[pick]
+        groups, stop = [], len(size)
+        while stop:
+            groups.append(range(int(start_of[stop]), stop))
+            stop = int(start_of[stop])
+        return groups[::-1]
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Input embeddings through the model's own layer (so models that scale embeddings, like Gemma, agree)."""
         return self.model.get_input_embeddings()(ids.to(self.device))
 
     def target_logprobs(
-        self, prompts: torch.Tensor | None, rows: list[Row], candidates: torch.Tensor | None = None
+        self, prompts: torch.Tensor | None, rows: list[Row], candidates: torch.Tensor | None = None,
+        prefix: SharedPrefix | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities of each row's target tokens, shape [rows, max_target_len], plus their mask.
 
@@ -284,7 +307,8 @@ class Backbone:
         prompt. Gradients flow back into ``prompts``; the backbone stays frozen. Logits are computed only at the
         answer positions, never over the whole sequence. With ``candidates`` (token ids), return instead the
         [rows, len(candidates)] log-probabilities of each candidate as the first answer token: one forward ranks
-        labels that are single tokens.
+        labels that are single tokens. ``prefix`` (from ``shared_prefix`` over these rows and maybe more, without
+        gradients) is reused instead of running the rows' common prefix again.
         """
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         batch = len(rows)
@@ -305,7 +329,7 @@ class Backbone:
             decoder_ids = torch.cat([torch.full((batch, 1), start, device=self.device), targets[:, :-1]], dim=1)
             logits = self.model(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=decoder_ids).logits
         else:
-            answer_hidden = self._answer_hidden(prompts, rows, max_target, pad_id)
+            answer_hidden = self._answer_hidden(prompts, rows, max_target, pad_id, prefix)
             logits = answer_hidden.float() @ self._head_fp32().T  # bf16 logits are too coarse to rank labels
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         if candidates is not None:
@@ -325,35 +349,44 @@ class Backbone:
             mask = torch.cat([torch.ones(len(owners), prompts.shape[1], dtype=mask.dtype, device=self.device), mask], 1)
         return torch.cat([soft, embeds], dim=1), mask
 
+    def shared_prefix(self, prompts: torch.Tensor | None, rows: list[Row]) -> SharedPrefix | None:
+        """Run the leading input tokens that the rows of each prompt share (``shared_prefix_length``: the chat template
+        and the task's instruction, up to half of a short example) once per prompt, behind its soft prompt; None
+        when sharing does not pay or this model cannot continue rows from a cache."""
+        shared = shared_prefix_length(rows) if self.shares_prefixes else 0
+        if not shared:
+            return None
+        owners = sorted({r.prompt_index for r in rows})
+        first_row = {r.prompt_index: r for r in reversed(rows)}
+        prefix_ids = torch.tensor([first_row[j].input_ids[:shared] for j in owners], device=self.device)
+        embeds, _ = self._with_prompts(prompts, owners, self.embed(prefix_ids), None)
+        cache = getattr(self._body()(inputs_embeds=embeds, use_cache=True), self._cache_name, None)
+        if not hasattr(cache, "batch_select_indices"):  # a model or transformers version without a selectable cache:
+            self.shares_prefixes = False  # every row is computed whole from now on
+            return None
+        return SharedPrefix(shared, embeds.shape[1], cache, {j: g for g, j in enumerate(owners)}, self.device)
+
     def _answer_hidden(self, prompts: torch.Tensor | None, rows: list[Row], max_target: int,
-                       pad_id: int) -> torch.Tensor:
+                       pad_id: int, prefix: SharedPrefix | None = None) -> torch.Tensor:
         """The decoder's last hidden states at each row's answer positions, [rows, max_target, d]: the model reads
         the answer up to its last token and predicts each next one.
 
-        Rows behind the same prompt usually start with the same tokens (the chat template and the task's
-        instruction: up to half of a short example). That shared prefix runs once per prompt, and every row continues
-        from its keys and values (``shared_prefix_length``); gradients reach the prompt through both parts."""
+        The rows' shared prefix (``shared_prefix``, computed here unless given) runs once per prompt, and every row
+        continues from its keys and values; gradients reach the prompt through both parts."""
         n_virtual = 0 if prompts is None else prompts.shape[1]
-        shared = shared_prefix_length(rows) if self.shares_prefixes else 0
         cache = None
-        if shared:
-            owners = sorted({r.prompt_index for r in rows})
-            first_row = {r.prompt_index: r for r in reversed(rows)}
-            prefix_ids = torch.tensor([first_row[j].input_ids[:shared] for j in owners], device=self.device)
-            prefix, _ = self._with_prompts(prompts, owners, self.embed(prefix_ids), None)
-            cache = getattr(self._body()(inputs_embeds=prefix, use_cache=True), self._cache_name, None)
-            if hasattr(cache, "batch_select_indices"):  # each row continues from its own prompt's prefix
-                group = {j: g for g, j in enumerate(owners)}
-                cache.batch_select_indices(torch.tensor([group[r.prompt_index] for r in rows], device=self.device))
-            else:  # a model or transformers version without a selectable cache: every row computed whole
-                shared, cache, self.shares_prefixes = 0, None, False
+        if prefix is not None:  # reused across calls: each call continues from its own copy
+            cache = prefix.rows_cache(rows, copy_first=True)
+        elif (own := self.shared_prefix(prompts, rows)) is not None:
+            prefix, cache = own, own.rows_cache(rows, copy_first=False)
+        shared = prefix.length if cache is not None else 0
         ids, mask = _pad([r.input_ids[shared:] + r.target_ids[:-1] for r in rows], pad_id, self.pad_multiple)
         embeds, mask = self.embed(ids), mask.to(self.device)
         if cache is None:
             embeds, mask = self._with_prompts(prompts, [r.prompt_index for r in rows], embeds, mask)
             skipped = 0
         else:  # the mask covers the cached prefix too
-            skipped = n_virtual + shared
+            skipped = prefix.cached_tokens
             mask = torch.cat([torch.ones(len(rows), skipped, dtype=mask.dtype, device=self.device), mask], dim=1)
         continued = {} if cache is None else {self._cache_name: cache}
         hidden = self._body()(inputs_embeds=embeds, attention_mask=mask, **continued).last_hidden_state
@@ -362,6 +395,24 @@ class Backbone:
             max=hidden.shape[1] - 1
         )
         return hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
+
+
+@dataclass
+class SharedPrefix:
+    """The keys and values of each prompt's ``[soft prompt] + first length input tokens``, computed once."""
+
+    length: int  # input tokens shared by every row of a prompt
+    cached_tokens: int  # virtual tokens + length
+    cache: object  # the model's key/value cache, one batch entry per prompt
+    group: dict[int, int]  # prompt index -> its batch entry
+    device: str
+
+    def rows_cache(self, rows: list[Row], copy_first: bool):
+        """The cache with one entry per row (its prompt's). The model appends to the cache it continues from, so a
+        prefix reused by several calls is copied first (no gradients there: a prompt's graph cannot be copied)."""
+        cache = copy.deepcopy(self.cache) if copy_first else self.cache
+        cache.batch_select_indices(torch.tensor([self.group[r.prompt_index] for r in rows], device=self.device))
+        return cache
 
 
 MIN_SHARED_PREFIX = 8  # tokens: below this, a second forward pass costs more than the tokens it saves

@@ -122,13 +122,15 @@ def score_examples(backbone: Backbone, prompts: torch.Tensor | None, encoded: En
     else:
         candidates = None
         jobs = [(j, i, k) for i in order for j in range(n_prompts) for k in range(n_labels)]
-    lengths = [len(examples[i].input_ids) + n_virtual_tokens(prompts) for _, i, _ in jobs]
-    for group in backbone.batches(lengths, batch_rows):  # rows per forward: the backbone's token budget
+    rows = [Row(j, examples[i].input_ids, encoded.target_ids[k or 0]) for j, i, k in jobs]
+    # the leading tokens every example shares (template, instruction) run once per prompt for the whole call, and
+    # the token budget counts only what each row adds
+    prefix = backbone.shared_prefix(prompts, rows)
+    skipped = n_virtual_tokens(prompts) if prefix is None else -prefix.length
+    lengths = [len(row.input_ids) + len(row.target_ids) - 1 + skipped for row in rows]
+    for group in backbone.batches(lengths, batch_rows, training=False):  # rows per forward pass
         chunk = jobs[group.start : group.stop]
-        rows = [
-            Row(j, examples[i].input_ids, encoded.target_ids[k if k is not None else 0]) for j, i, k in chunk
-        ]
-        logprobs, mask = backbone.target_logprobs(prompts, rows, candidates)
+        logprobs, mask = backbone.target_logprobs(prompts, rows[group.start : group.stop], candidates, prefix)
         j, i, k = (torch.tensor(column) for column in zip(*((j, i, k or 0) for j, i, k in chunk)))
         if candidates is not None:  # one row ranks every label
             scores[j, i] = logprobs.float().cpu()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -392,3 +394,39 @@ def test_bos_is_written_into_the_input_for_models_trained_with_it(gpt2):
     assert ids == tokenizer(text, add_special_tokens=False).input_ids  # the text is exactly what is scored
     long_ids = with_bos.encode_input(with_bos.render_input("Classify it.", " ".join(["word"] * 200)), 16)
     assert len(long_ids) == 16 and long_ids[0] == bos_id and long_ids[-1] == ids[-1]
+
+
+@pytest.mark.parametrize("descending", [True, False])
+def test_batches_are_the_cheapest_grouping_that_fits(llama, monkeypatch, descending):
+    """Rows sorted by length go to forward passes in consecutive groups: every group fits the token budget and the
+    row cap, and the grouping computes the fewest padded tokens plus the cost of each pass (checked against every
+    possible grouping of small inputs)."""
+    import itertools
+    import random
+
+    rng = random.Random(0)
+    monkeypatch.setenv("STUDIO_BATCH_TOKENS", "400")
+
+    def cost(groups, lengths, pass_cost):
+        return sum(len(g) * max(lengths[i] for i in g) + pass_cost for g in groups)
+
+    for training in (False, True):
+        pass_cost = llama.pass_cost_tokens(training)
+        for _ in range(30):
+            lengths = sorted((rng.randint(3, 90) for _ in range(rng.randint(1, 9))), reverse=descending)
+            max_rows = rng.choice([None, 3])
+            groups = llama.batches(lengths, max_rows, training)
+            assert [i for g in groups for i in g] == list(range(len(lengths)))
+            for g in groups:
+                assert len(g) == 1 or (len(g) * max(lengths[i] for i in g) <= 400 and (not max_rows or len(g) <= 3))
+            best = math.inf
+            for cuts in itertools.product([False, True], repeat=len(lengths) - 1):
+                bounds = [0, *(i + 1 for i, cut in enumerate(cuts) if cut), len(lengths)]
+                candidate = [range(a, b) for a, b in zip(bounds, bounds[1:])]
+                if all(len(g) == 1 or (len(g) * max(lengths[i] for i in g) <= 400 and (not max_rows or len(g) <= 3))
+                       for g in candidate):
+                    best = min(best, cost(candidate, lengths, pass_cost))
+            assert cost(groups, lengths, pass_cost) == best
+    assert llama.pass_cost_tokens(training=True) == 400  # training: as few passes as fit (each runs a backward)
+    if llama.device == "cpu":  # a CPU forward without gradients: padding costs as much as passes
+        assert llama.pass_cost_tokens(training=False) < 400

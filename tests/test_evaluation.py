@@ -159,3 +159,22 @@ def test_stack_prompts_errors(tiny, prompts):
         evaluate(tiny, [prompts[0]], load_task("mr"), "test", limit=0)
     with pytest.raises(StudioError, match="unknown split"):
         evaluate(tiny, [prompts[0]], load_task("mr"), "dev", limit=2)
+
+
+def test_the_shared_prefix_runs_once_per_evaluation(tiny, prompts, monkeypatch):
+    """The template and instruction that every example shares run once per prompt for a whole evaluation, not once
+    per forward pass; every score still equals the model's own full forward."""
+    calls = []
+    original = type(tiny).shared_prefix
+
+    def counted(self, table, rows):
+        calls.append(len(rows))
+        return original(self, table, rows)
+
+    monkeypatch.setattr(type(tiny), "shared_prefix", counted)
+    results = evaluate(tiny, prompts[:2], load_task("mr"), "validation", limit=6, batch_rows=4)  # 3 passes
+    assert calls == [12]
+    for prompt, result in zip(prompts, results):
+        for record in result.records[:2]:
+            for target, score in record["scores"].items():
+                assert score == pytest.approx(hand_score(tiny, prompt, record["input"], target), abs=1e-4)
