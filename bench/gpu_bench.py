@@ -9,6 +9,8 @@ line each (names select them: ``python bench/gpu_bench.py peft studio12``):
                  ../shared/bench/peft_anchor_gpu_llama.py)
   studio1        studio ``tune``: 1 prompt x 32 per step, frozen bf16 backbone, TuneConfig defaults (micro_batch 16)
   studio1_mb32   the same with micro_batch=32 (the whole step in one forward)
+  studio1_shared / studio12_shared  the same as studio1 / studio12 with the rows' shared prefix run once per
+                 prompt (the CPU default; off in GPU tuning until these rows show it pays)
   studio12       studio ``tune``: 12 prompts x 32 per step (384 rows), micro_batch 16 (the default)
   studio12_mb384 the same with micro_batch=384 (one forward per step)
   bare12         a minimal frozen-bf16 loop, 12 prompts x 32 in one forward, answer-only logits (the anchor's
@@ -145,13 +147,16 @@ class compiling:
             os.environ["STUDIO_COMPILE"] = self.before
 
 
-def run_tune(n_prompts: int, per_prompt: int, micro_batch: int | None, compile_switch: str | None = None) -> dict:
+def run_tune(n_prompts: int, per_prompt: int, micro_batch: int | None, compile_switch: str | None = None,
+             shared_prefixes: bool | None = None) -> dict:
     with compiling(compile_switch):
-        return _run_tune(n_prompts, per_prompt, micro_batch)
+        return _run_tune(n_prompts, per_prompt, micro_batch, shared_prefixes)
 
 
-def _run_tune(n_prompts: int, per_prompt: int, micro_batch: int | None) -> dict:
+def _run_tune(n_prompts: int, per_prompt: int, micro_batch: int | None, shared_prefixes: bool | None) -> dict:
     bb = backbone(f"bench-{n_prompts}-{micro_batch}")
+    if shared_prefixes is not None:  # None: the backbone's default for this device
+        bb.shares_prefixes_in_training = shared_prefixes
     tasks = [synthetic_task("syn-a", 1), synthetic_task("syn-b", 2)]
     jobs = [TrainingPrompt(tasks[j % 2], make_origin(bb, j, P), j) for j in range(n_prompts)]
     stamps: list[float] = []
@@ -173,10 +178,12 @@ def _run_tune(n_prompts: int, per_prompt: int, micro_batch: int | None) -> dict:
     dt = stamps[-1] - stamps[WARMUP - 1]
     rows = n_prompts * per_prompt
     dtype = str(bb.dtype).split(".")[-1]
+    shares = bb.shares_prefixes and bb.shares_prefixes_in_training
     del bb
     return dict(examples_per_s=round(k * rows / dt, 1), step_s=round(dt / k, 4), timed_steps=k,
                 rows_per_step=rows, micro_batch=micro_batch, dtype=dtype, compiled=compile_wanted(DEV),
-                first_step_s=round(stamps[0] - started, 1), peak_gib=peak_gib(), status=outcome.status)
+                first_step_s=round(stamps[0] - started, 1), peak_gib=peak_gib(), status=outcome.status,
+                shared_prefixes=shares)
 
 
 # ---- PEFT reference: CAUSAL_LM prompt tuning, fp32, full logits ------------------------------------------------------
@@ -363,7 +370,11 @@ CONFIGS = {
     "studio1_mb16": (f"studio tune bf16, 1 prompt x {PER}, micro_batch 16 (the old default)",
                      lambda: run_tune(1, PER, 16)),
     "studio1_mb32": (f"studio tune bf16, 1 prompt x {PER}, micro_batch {PER}", lambda: run_tune(1, PER, PER)),
+    "studio1_shared": (f"studio tune bf16, 1 prompt x {PER}, the rows' shared prefix run once (as on a CPU)",
+                       lambda: run_tune(1, PER, None, shared_prefixes=True)),
     "studio12": (f"studio tune bf16, {MULTI} prompts x {PER}, defaults", lambda: run_tune(MULTI, PER, None)),
+    "studio12_shared": (f"studio tune bf16, {MULTI} prompts x {PER}, the rows' shared prefix run once (as on a CPU)",
+                        lambda: run_tune(MULTI, PER, None, shared_prefixes=True)),
     "studio12_eager": (f"studio tune bf16, {MULTI} prompts x {PER}, STUDIO_COMPILE=0",
                        lambda: run_tune(MULTI, PER, None, "0")),
     "studio12_compiled": (f"studio tune bf16, {MULTI} prompts x {PER}, STUDIO_COMPILE=1",

@@ -20,7 +20,7 @@ python3 -c "import torch, transformers, peft; print(torch.__version__, transform
 case "${1:?engine or real}" in
 engine)
   bash .gpu1/stage.sh > /dev/null
-  default="peft studio1 studio12 bare12 eval1 eval12 profile1_eager"
+  default="peft studio1 studio1_shared studio12 studio12_shared bare12 eval1 eval12 profile1_eager"
   [ "${COMPILED:-0}" = 1 ] && default="$default studio12_compiled eval12_compiled parity"
   # shellcheck disable=SC2086
   SECS=${SECS:-3} timeout 420 python3 bench/gpu_bench.py ${CONFIGS:-$default} 2>&1 \

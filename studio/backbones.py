@@ -167,6 +167,10 @@ class Backbone:
         # rows behind one prompt share their leading tokens (template, instruction): computed once per prompt. On for
         # the decoder families the tests check it against the plain path with (Llama: SmolLM2; GPT-2)
         self.shares_prefixes = str(getattr(model.config, "model_type", "")) in PREFIX_SHARING_MODELS
+        # in tuning, only where it was measured to pay (a CPU: 3.5x PEFT against 2.9x). A launch-bound GPU step may
+        # lose more to the prefix's extra forward and backward launches than the tokens save; bench/gpu_bench.py's
+        # *_shared rows measure it against the default on the next GPU run
+        self.shares_prefixes_in_training = not str(device).startswith("cuda")
         # the key/value cache's argument and output name: "past_key_values" until transformers 5.2x renamed it
         self._cache_name = "cache" if "cache" in inspect.signature(self.model.base_model.forward).parameters \
             else "past_key_values"
@@ -366,6 +370,10 @@ class Backbone:
             return None
         return SharedPrefix(shared, embeds.shape[1], cache, {j: g for g, j in enumerate(owners)}, self.device)
 
+    def _sharing_here(self, prompts: torch.Tensor | None) -> bool:
+        training = torch.is_grad_enabled() and prompts is not None and prompts.requires_grad
+        return self.shares_prefixes_in_training or not training
+
     def _answer_hidden(self, prompts: torch.Tensor | None, rows: list[Row], max_target: int,
                        pad_id: int, prefix: SharedPrefix | None = None) -> torch.Tensor:
         """The decoder's last hidden states at each row's answer positions, [rows, max_target, d]: the model reads
@@ -377,7 +385,7 @@ class Backbone:
         cache = None
         if prefix is not None:  # reused across calls: each call continues from its own copy
             cache = prefix.rows_cache(rows, copy_first=True)
-        elif (own := self.shared_prefix(prompts, rows)) is not None:
+        elif self._sharing_here(prompts) and (own := self.shared_prefix(prompts, rows)) is not None:
             prefix, cache = own, own.rows_cache(rows, copy_first=False)
         shared = prefix.length if cache is not None else 0
         ids, mask = _pad([r.input_ids[shared:] + r.target_ids[:-1] for r in rows], pad_id, self.pad_multiple)

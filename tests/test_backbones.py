@@ -157,10 +157,12 @@ def test_shared_prefix_scores_and_gradients_equal_the_plain_path(model, request)
     for sharing, multiple in ((True, 1), (False, 1), (True, 32)):  # the last: padded as on a GPU
         prompts = _prompts(backbone, 2).requires_grad_(True)
         backbone.shares_prefixes, backbone.pad_multiple = sharing, multiple
+        backbone.shares_prefixes_in_training = True  # as on a CPU, also when the tests run on a GPU
         try:
             logprobs, mask = backbone.target_logprobs(prompts, rows)
         finally:
             backbone.shares_prefixes, backbone.pad_multiple = True, 1
+            backbone.shares_prefixes_in_training = backbone.device == "cpu"
         (logprobs * mask).sum().backward()
         runs.append((logprobs.detach(), prompts.grad))
     (shared_scores, shared_grad), (plain_scores, plain_grad), (padded_scores, padded_grad) = runs
