@@ -10,6 +10,7 @@ user tuned more prompts of a task, say) the tab computes live instead.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from studio.analysis import coefficient_sweep, cross_origin_table, map_points, tuned_prompts_by_origin
@@ -77,9 +78,14 @@ def compute_views(library: Library, backbone: Backbone, cross_limit: int = CROSS
                           **{k: v for k, v in sweep.items() if k != "recipe"}}
     ids = map_ids(library, model)
     if ids:
-        views["map"] = {"ids": ids, "seed": 0, "coords": {
-            f"{method}{dims}": map_points(library, ids, method, dims, 0).coords.round(5).tolist()
-            for method, dims in MAP_SETTINGS}}
+        coords = {}
+        for method, dims in MAP_SETTINGS:
+            try:
+                coords[f"{method}{dims}"] = map_points(library, ids, method, dims, 0).coords.round(5).tolist()
+            except ImportError as error:  # umap-learn missing (a hand-made environment): the Map tab works it out
+                print(f"[studio] the {dims}-D {method.upper()} map is not stored ({error}): the Map tab computes "
+                      "it when opened", file=sys.stderr)
+        views["map"] = {"ids": ids, "seed": 0, "coords": coords}
     return views
 
 

@@ -152,3 +152,17 @@ def test_views_are_not_used_once_the_library_changes(built, tiny, tmp_path):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "views.json").write_text("{not json")
     assert load_views(tmp_path / "broken") == {}
+
+
+def test_views_without_umap_store_the_pca_maps_and_say_so(built, tiny, monkeypatch, capsys):
+    """A machine without umap-learn (a hand-made GPU environment) still finishes build-library: the PCA maps are
+    stored, the UMAP ones left to the Map tab (which falls back to PCA with a message), with one line saying so."""
+    import sys
+
+    folder, _ = built
+    monkeypatch.setitem(sys.modules, "umap", None)  # `import umap` raises ImportError
+    views = compute_views(Library(folder, read_only=True), tiny, cross_limit=6, sweep_limit=4)
+    assert set(views["map"]["coords"]) == {"pca2", "pca3"}
+    ids = map_ids(Library(folder, read_only=True), tiny.name)
+    assert stored_map(views, ids, "umap", 2, 0) is None and len(stored_map(views, ids, "pca", 2, 0)) == len(ids)
+    assert "UMAP map is not stored" in capsys.readouterr().err
