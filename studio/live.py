@@ -10,15 +10,19 @@ worker thread that:
   after at most one turn of somebody else's work, and a turn scores at most ``MAX_TURN_ROWS`` rows), batched with
   every other request whose next chunk covers the same examples of the same task (their prompts go through the
   model together);
-- hands each request its refined results as they come (``stream``).
+- hands each request its refined results as they come (``stream``);
+- remembers the scores of recent (prompt, task) pairs: a position set again (a slider dragged back, the same
+  weights another visitor chose) continues from what was scored for it, and equal prompts in one turn run once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +39,8 @@ DONE = "done"
 # chunk, about 2-3 s on a 2-core CPU; a whole 64-example chunk of 8 visitors was 512 rows (over 15 s in the
 # classroom benchmark, docs/robustness.md)
 MAX_TURN_ROWS = 64
+# (prompt, task, sample size) score tables kept for positions set again; each is [1, examples, labels] floats
+REMEMBERED_SCORES = 512
 
 
 @dataclass(eq=False)
@@ -54,6 +60,10 @@ class LiveRequest:
     results: dict[str, EvalResult] = field(default_factory=dict)
     updates: queue.Queue = field(default_factory=queue.Queue)
     outcome: object = None  # DONE, SUPERSEDED or the exception that ended it; None while it runs
+    digest: str = ""  # the prompt's content: equal prompts share their scores
+
+    def __post_init__(self) -> None:
+        self.digest = prompt_digest(self.prompt)
 
     @property
     def finished(self) -> bool:
@@ -72,6 +82,12 @@ class LiveRequest:
         done, _, task = min(open_tasks)
         stop = self.first if done == 0 else int(done * self.growth)
         return task, done, min(max(stop, done + 1), self.limit, sizes[task])
+
+
+def prompt_digest(prompt: torch.Tensor) -> str:
+    """A short fingerprint of a prompt's exact values (and shape): the key under which its scores are kept."""
+    values = prompt.detach().float().cpu().contiguous()
+    return hashlib.sha1(str(tuple(values.shape)).encode() + values.numpy().tobytes()).hexdigest()
 
 
 def warm_up_model(model: str) -> None:
@@ -101,10 +117,14 @@ def start_warm_up(model: str) -> threading.Thread:
 class LiveEvaluator:
     """The one worker that evaluates every visitor's slider positions (see the module docstring)."""
 
-    def __init__(self, backbone: Callable[[], Backbone], split: str = "validation", max_turn_rows: int = MAX_TURN_ROWS):
-        self._backbone = backbone
+    def __init__(self, backbone: Callable[[], Backbone], split: str = "validation", max_turn_rows: int = MAX_TURN_ROWS,
+                 remember: int = REMEMBERED_SCORES):
+        self._backbone = backbone  # one model for the evaluator's lifetime: remembered scores belong to it
         self._split = split
         self.max_turn_rows = max_turn_rows
+        self._remember = remember
+        self._remembered: OrderedDict[tuple[str, str, int], torch.Tensor] = OrderedDict()  # least recent first
+        self.rows_scored = 0  # for tests and benchmarks: (prompt, example) pairs the model scored
         self.largest_turn_rows = 0  # for tests and benchmarks: the most rows one model call scored
         self._active: dict[str, LiveRequest] = {}  # visitor -> their newest unfinished request
         self._encoded: dict[tuple[str, int], EncodedTask] = {}
@@ -126,6 +146,7 @@ class LiveEvaluator:
                 old.outcome = SUPERSEDED
                 old.updates.put(SUPERSEDED)
             self._active[key] = request
+            self._adopt_remembered(request)  # a position seen before shows its results at once
             self._wake.notify()
         return request
 
@@ -169,6 +190,8 @@ class LiveEvaluator:
         """Score one chunk: the least advanced request's next one, with every request that needs the same."""
         chunks: dict[LiveRequest, tuple[str, int, int]] = {}
         for request in requests:
+            with self._wake:
+                self._adopt_remembered(request)  # what an equal prompt scored since
             try:
                 chunk = request.next_chunk(self._sizes(request))
             except Exception as error:  # e.g. a task whose data went missing: that visitor gets the message
@@ -184,30 +207,53 @@ class LiveEvaluator:
         batch = [r for r in chunks if chunks[r] == chunks[lead] and r.limit == lead.limit
                  and r.prompt.shape == lead.prompt.shape]
         task, start, stop = chunks[lead]
-        stop = min(stop, start + max(1, self.max_turn_rows // len(batch)))  # the rest in a later turn
-        self.largest_turn_rows = max(self.largest_turn_rows, len(batch) * (stop - start))
+        prompts = {r.digest: r.prompt for r in batch}  # equal prompts (the same weights) run once
+        stop = min(stop, start + max(1, self.max_turn_rows // len(prompts)))  # the rest in a later turn
+        self.largest_turn_rows = max(self.largest_turn_rows, len(prompts) * (stop - start))
         try:
             encoded = self._encoding(task, lead.limit)
-            scores = score_examples(self._backbone(), torch.stack([r.prompt for r in batch]), encoded,
+            scores = score_examples(self._backbone(), torch.stack(list(prompts.values())), encoded,
                                     encoded.examples[start:stop])
         except Exception as error:  # one bad request must not stop the classroom: its batch gets the error
             for request in batch:
                 self._finish(request, error)
             return
         self.chunks_run += 1
-        for request, row in zip(batch, scores):
-            self._record(request, task, row[None], encoded)
+        self.rows_scored += len(prompts) * (stop - start)
+        row_of = {digest: k for k, digest in enumerate(prompts)}
+        for request in batch:
+            self._record(request, task, scores[row_of[request.digest]][None], encoded)
 
     def _record(self, request: LiveRequest, task: str, scores: torch.Tensor, encoded: EncodedTask) -> None:
         with self._wake:
-            if request.finished:  # superseded while its chunk ran: nobody reads it any more
-                return
             previous = request.scores.get(task)
-            request.scores[task] = scores if previous is None else torch.cat([previous, scores], dim=1)
-            request.done[task] = request.scores[task].shape[1]
-            request.results[task] = results_from_scores(encoded, encoded.examples[:request.done[task]],
-                                                        request.scores[task])[0]
+            combined = scores if previous is None else torch.cat([previous, scores], dim=1)
+            key = (request.digest, task, request.limit)
+            known = self._remembered.pop(key, None)  # kept even when superseded: the position may come back
+            self._remembered[key] = combined if known is None or known.shape[1] < combined.shape[1] else known
+            while len(self._remembered) > self._remember:
+                self._remembered.popitem(last=False)
+            if not request.finished:  # superseded while its chunk ran: nobody reads it any more
+                self._update(request, task, combined, encoded)
+                request.updates.put(dict(request.results))
+
+    def _adopt_remembered(self, request: LiveRequest) -> None:
+        """Take over the scores kept for this prompt where they reach further than the request has (lock held)."""
+        adopted = False
+        for task in request.tasks:
+            known = self._remembered.get((request.digest, task, request.limit))
+            if known is not None and known.shape[1] > request.done.get(task, 0):
+                self._remembered.move_to_end((request.digest, task, request.limit))
+                self._update(request, task, known, self._encoded[(task, request.limit)])
+                adopted = True
+        if adopted:
             request.updates.put(dict(request.results))
+
+    @staticmethod
+    def _update(request: LiveRequest, task: str, scores: torch.Tensor, encoded: EncodedTask) -> None:
+        request.scores[task] = scores
+        request.done[task] = scores.shape[1]
+        request.results[task] = results_from_scores(encoded, encoded.examples[:request.done[task]], scores)[0]
 
     def _finish(self, request: LiveRequest, outcome: object) -> None:
         with self._wake:

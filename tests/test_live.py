@@ -121,3 +121,42 @@ def test_bad_requests_fail_alone(tiny):
     with pytest.raises((RuntimeError, StudioError)):  # torch's shape error, passed to that visitor only
         list(evaluator.stream(wrong))
     assert list(evaluator.stream(fine))[-1]["mr"].metrics["n"] == 16 and fine.outcome == DONE
+
+
+def test_a_position_set_again_continues_from_its_remembered_scores(tiny):
+    """A slider dragged back to where it was, or the weights another visitor chose: the prompt's scores are
+    remembered, so its results come at once and the model scores nothing twice."""
+    evaluator = LiveEvaluator(lambda: tiny)
+    first, second = prompt(30, tiny.hidden_size), prompt(31, tiny.hidden_size)
+    done = evaluator.submit("visitor", first, ["mr", "tweets"], 32)
+    final = list(evaluator.stream(done))[-1]
+    list(evaluator.stream(evaluator.submit("visitor", second, ["mr"], 32)))
+    scored = evaluator.rows_scored
+    assert scored == 32 * 2 + 32
+    again = evaluator.submit("someone else", first.clone(), ["mr", "tweets"], 32)  # equal values, another tensor
+    updates = list(evaluator.stream(again))
+    assert again.outcome == DONE and evaluator.rows_scored == scored
+    assert {t: r.metrics for t, r in updates[0].items()} == {t: r.metrics for t, r in final.items()}
+    # another sample size is another evaluation
+    larger = evaluator.submit("visitor", first, ["mr"], 48)
+    assert list(evaluator.stream(larger))[-1]["mr"].metrics["n"] == 48 and evaluator.rows_scored == scored + 48
+
+
+def test_equal_prompts_in_one_turn_run_once_and_a_superseded_position_resumes(tiny):
+    get, gate = gated(tiny)
+    evaluator = LiveEvaluator(get)
+    same = prompt(32, tiny.hidden_size)
+    with evaluator.together():  # two visitors set the same weights at the same moment
+        a = evaluator.submit("a", same, ["mr"], 32)
+        b = evaluator.submit("b", same.clone(), ["mr"], 32)
+    gate.set()
+    results = [list(evaluator.stream(r))[-1]["mr"].metrics for r in (a, b)]
+    assert results[0] == results[1] and evaluator.rows_scored == 32  # one prompt's rows, not two
+    # a move superseded after its first estimate: set again, it starts from those 16 examples, not from 0
+    moving = evaluator.submit("c", prompt(33, tiny.hidden_size), ["mr"], 64)
+    stream = evaluator.stream(moving)
+    assert next(stream)["mr"].metrics["n"] == 16
+    evaluator.submit("c", prompt(34, tiny.hidden_size), ["mr"], 64)
+    back = evaluator.submit("c", prompt(33, tiny.hidden_size), ["mr"], 64)
+    assert back.updates.get(timeout=1)["mr"].metrics["n"] >= 16  # shown at once, before any model call of its own
+    assert list(evaluator.stream(back))[-1]["mr"].metrics["n"] == 64 and back.outcome == DONE
