@@ -6,7 +6,8 @@ weight every `--every` seconds (a newer move supersedes that visitor's older one
 does). Measured per move: seconds to its first update (the first estimate) and, for each visitor's LAST move,
 seconds to the final result. Prints JSON lines, then a summary line. Run from the repository root:
 
-    .venv/bin/python bench/ui_load.py --visitors 8 --moves 5 --every 20
+    .venv/bin/python bench/ui_load.py --visitors 8 --moves 5 --every 20              # 6 weights the visitors share
+    .venv/bin/python bench/ui_load.py --visitors 8 --moves 5 --every 20 --distinct   # 40 different weights
 
 Compare runs only on the same machine (name the CPU: `lscpu | grep 'Model name'`).
 """
@@ -24,7 +25,7 @@ from ui_latency import start_studio  # the same server start (bench/ is the scri
 
 
 def visitor(url: str, index: int, moves: int, every: float, limit: int, out: list[dict], lock: threading.Lock,
-            deadline_s: float) -> None:
+            deadline_s: float, distinct: bool = False) -> None:
     from gradio_client import Client
 
     client = Client(url, verbose=False)
@@ -33,7 +34,8 @@ def visitor(url: str, index: int, moves: int, every: float, limit: int, out: lis
     n_fixed = 6  # origin, vectors, method, density, tasks, limit; then one weight per slider
     monitors = []
     for move in range(moves):
-        weight = round(0.2 + 0.15 * ((index + move) % 6), 2)
+        # by default 6 positions that visitors share (as a class told "try 0.5" does); --distinct: 40 different ones
+        weight = round(-0.95 + 0.05 * (index * moves + move), 2) if distinct else round(0.2 + 0.15 * ((index + move) % 6), 2)
         args = defaults[:5] + [limit] + [weight] * (len(defaults) - n_fixed)
         job = client.submit(*args, api_name="/arithmetic_eval")
         monitor = threading.Thread(target=watch, args=(index, move, move == moves - 1, time.perf_counter(), job,
@@ -97,6 +99,8 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=20.0, help="seconds between one visitor's moves")
     parser.add_argument("--limit", type=int, default=128, help="validation examples per task (the default)")
     parser.add_argument("--deadline", type=float, default=600.0, help="give up on a move after this many seconds")
+    parser.add_argument("--distinct", action="store_true",
+                        help="every move a weight no other move sets (no remembered scores to reuse)")
     parser.add_argument("--tune-steps", type=int, default=10,
                         help="a small tuning job (mr, one origin) started beside the visitors; 0: none")
     args = parser.parse_args()
@@ -107,7 +111,8 @@ def main() -> None:
         lock = threading.Lock()
         tuning = start_tuning(url, args.tune_steps) if args.tune_steps else None
         threads = [threading.Thread(target=visitor, args=(url, k, args.moves, args.every, args.limit, rows, lock,
-                                                          args.deadline)) for k in range(args.visitors)]
+                                                          args.deadline, args.distinct))
+                   for k in range(args.visitors)]
         for thread in threads:
             thread.start()
             time.sleep(args.every / max(1, args.visitors))  # visitors do not move in lockstep
@@ -118,6 +123,7 @@ def main() -> None:
         finals = [r["final_s"] for r in rows if r["last_move"]]
         superseded_silent = sum(1 for r in rows if not r["last_move"] and r["first_update_s"] is None)
         summary = {"measure": "classroom", "visitors": args.visitors, "moves_each": args.moves, "every_s": args.every,
+                   "distinct_weights": args.distinct,
                    "limit": args.limit, "moves_with_an_update": len(firsts), "moves": len(rows),
                    "first_update_median_s": round(statistics.median(firsts), 2) if firsts else None,
                    "first_update_max_s": round(max(firsts), 2) if firsts else None,
