@@ -265,6 +265,13 @@ class Backbone:
             return 65536
         return 2048 if training else 1024
 
+    @property
+    def budget_counts_prefix(self) -> bool:
+        """Whether a row's cached shared prefix counts toward ``batch_tokens``: on a GPU the budget bounds memory,
+        and every row holds its own copy of the prefix's keys and values; on a CPU it bounds compute, and the prefix
+        is not computed again."""
+        return self.device != "cpu"
+
     def pass_cost_tokens(self, training: bool = True) -> int:
         """What one more forward pass costs, in padded tokens: on this project's CPU a pass without gradients takes
         about 45 ms plus 0.28 ms per token, so ~160 tokens. A GPU is launch-bound, and a training pass also runs
@@ -357,7 +364,7 @@ class Backbone:
         """Run the leading input tokens that the rows of each prompt share (``shared_prefix_length``: the chat template
         and the task's instruction, up to half of a short example) once per prompt, behind its soft prompt; None
         when sharing does not pay or this model cannot continue rows from a cache."""
-        shared = shared_prefix_length(rows) if self.shares_prefixes else 0
+        shared = shared_prefix_length(rows) if self.shares_prefixes and rows else 0
         if not shared:
             return None
         owners = sorted({r.prompt_index for r in rows})

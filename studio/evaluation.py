@@ -114,20 +114,25 @@ def score_examples(backbone: Backbone, prompts: torch.Tensor | None, encoded: En
     n_prompts = 1 if prompts is None else prompts.shape[0]
     n_labels = len(encoded.targets)
     scores = torch.empty(n_prompts, len(examples), n_labels)
-    # longest first in length-sorted chunks: little padding, and memory peaks early
-    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
+    if not examples:
+        return scores
     if encoded.single_token_labels:
         candidates = torch.tensor([ids[0] for ids in encoded.target_ids])
-        jobs = [(j, i, None) for i in order for j in range(n_prompts)]
+        jobs = [(j, i, None) for i in range(len(examples)) for j in range(n_prompts)]
     else:
         candidates = None
-        jobs = [(j, i, k) for i in order for j in range(n_prompts) for k in range(n_labels)]
+        jobs = [(j, i, k) for i in range(len(examples)) for j in range(n_prompts) for k in range(n_labels)]
     rows = [Row(j, examples[i].input_ids, encoded.target_ids[k or 0]) for j, i, k in jobs]
-    # the leading tokens every example shares (template, instruction) run once per prompt for the whole call, and
-    # the token budget counts only what each row adds
+    # the leading tokens every example shares (template, instruction) run once per prompt for the whole call
     prefix = backbone.shared_prefix(prompts, rows)
-    skipped = n_virtual_tokens(prompts) if prefix is None else -prefix.length
-    lengths = [len(row.input_ids) + len(row.target_ids) - 1 + skipped for row in rows]
+    if prefix is None:
+        counted = n_virtual_tokens(prompts)
+    else:  # what each row adds, plus its copy of the cached prefix where the budget bounds memory (a GPU)
+        counted = (prefix.cached_tokens if backbone.budget_counts_prefix else 0) - prefix.length
+    lengths = [len(row.input_ids) + len(row.target_ids) - 1 + counted for row in rows]
+    # longest first (memory peaks early), so that a pass holds rows of similar length: little padding
+    order = sorted(range(len(rows)), key=lambda r: -lengths[r])
+    jobs, rows, lengths = [jobs[r] for r in order], [rows[r] for r in order], [lengths[r] for r in order]
     for group in backbone.batches(lengths, batch_rows, training=False):  # rows per forward pass
         chunk = jobs[group.start : group.stop]
         logprobs, mask = backbone.target_logprobs(prompts, rows[group.start : group.stop], candidates, prefix)

@@ -82,7 +82,9 @@ def compute_views(library: Library, backbone: Backbone, cross_limit: int = CROSS
         for method, dims in MAP_SETTINGS:
             try:
                 coords[f"{method}{dims}"] = map_points(library, ids, method, dims, 0).coords.round(5).tolist()
-            except ImportError as error:  # umap-learn missing (a hand-made environment): the Map tab works it out
+            except Exception as error:  # umap-learn missing or broken (a hand-made environment): the Map tab
+                if method != "umap":  # works it out, falling back to PCA with a message
+                    raise
                 print(f"[studio] the {dims}-D {method.upper()} map is not stored ({error}): the Map tab computes "
                       "it when opened", file=sys.stderr)
         views["map"] = {"ids": ids, "seed": 0, "coords": coords}

@@ -154,13 +154,23 @@ def test_views_are_not_used_once_the_library_changes(built, tiny, tmp_path):
     assert load_views(tmp_path / "broken") == {}
 
 
-def test_views_without_umap_store_the_pca_maps_and_say_so(built, tiny, monkeypatch, capsys):
-    """A machine without umap-learn (a hand-made GPU environment) still finishes build-library: the PCA maps are
-    stored, the UMAP ones left to the Map tab (which falls back to PCA with a message), with one line saying so."""
+@pytest.mark.parametrize("fault", ["missing", "broken"])
+def test_views_without_umap_store_the_pca_maps_and_say_so(built, tiny, monkeypatch, capsys, fault):
+    """A machine without a working umap-learn (a hand-made GPU environment, or numba at the wrong version) still
+    finishes build-library: the PCA maps are stored, the UMAP ones left to the Map tab (which falls back to PCA
+    with a message), with one line saying so."""
     import sys
 
+    import studio.projection
+
     folder, _ = built
-    monkeypatch.setitem(sys.modules, "umap", None)  # `import umap` raises ImportError
+    if fault == "missing":
+        monkeypatch.setitem(sys.modules, "umap", None)  # `import umap` raises ImportError
+    else:
+        def broken(*args, **kwargs):
+            raise RuntimeError("numba: cannot compile for this llvmlite")
+
+        monkeypatch.setattr(studio.projection, "umap_coords", broken)
     views = compute_views(Library(folder, read_only=True), tiny, cross_limit=6, sweep_limit=4)
     assert set(views["map"]["coords"]) == {"pca2", "pca3"}
     ids = map_ids(Library(folder, read_only=True), tiny.name)
