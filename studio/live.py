@@ -222,7 +222,7 @@ class LiveEvaluator:
         self.rows_scored += len(prompts) * (stop - start)
         row_of = {digest: k for k, digest in enumerate(prompts)}
         for request in batch:
-            self._record(request, task, scores[row_of[request.digest]][None], encoded)
+            self._record(request, task, scores[row_of[request.digest]][None].clone(), encoded)  # not a view of all
 
     def _record(self, request: LiveRequest, task: str, scores: torch.Tensor, encoded: EncodedTask) -> None:
         with self._wake:
@@ -241,9 +241,10 @@ class LiveEvaluator:
         """Take over the scores kept for this prompt where they reach further than the request has (lock held)."""
         adopted = False
         for task in request.tasks:
-            known = self._remembered.get((request.digest, task, request.limit))
+            key = (request.digest, task, request.limit)
+            known = self._remembered.get(key)
             if known is not None and known.shape[1] > request.done.get(task, 0):
-                self._remembered.move_to_end((request.digest, task, request.limit))
+                self._remembered.move_to_end(key)
                 self._update(request, task, known, self._encoded[(task, request.limit)])
                 adopted = True
         if adopted:
