@@ -29,7 +29,6 @@ from studio.config import cache_dir
 from studio.faults import kill_point
 from studio.library import Item, Library, NewItem, content_id, split_metrics
 from studio.limits import check_prompt_length, parse_seeds
-from studio.live import FOREGROUND
 from studio.prompts import TaskPromptVector, make_origin
 from studio.tasks import TaskData
 from studio.tuning import TrainingPrompt, TuneConfig, tune, whole_number
@@ -203,12 +202,8 @@ def submit_tuning(runner: JobRunner, library: Library, backbone: Callable[[], Ba
             job.events.append(event)
             job.progress = event["step"] / max(event["steps"], 1)
 
-        def should_stop() -> bool:  # asked before every step: the sliders' live evaluation goes first on a CPU
-            FOREGROUND.wait_turn(stop=job.cancel.is_set)
-            return job.cancel.is_set()
-
         items, status = tuner(library, backbone(), list(request.tasks), list(request.seeds), request.config,
-                              request.n_tokens, request.init, on_progress=on_progress, should_stop=should_stop)
+                              request.n_tokens, request.init, on_progress=on_progress, should_stop=job.cancel.is_set)
         if items:
             job.progress = 1.0
             job.message = (f"added {len(items)} prompt(s) and their TPVs to the library: "

@@ -13,10 +13,6 @@ worker thread that:
 - hands each request its refined results as they come (``stream``);
 - remembers the scores of recent (prompt, task) pairs: a position set again (a slider dragged back, the same
   weights another visitor chose) continues from what was scored for it, and equal prompts in one turn run once.
-
-On a CPU the sliders also go before background work: while the worker has requests, a tuning job waits between its
-steps (``FOREGROUND``), at most ``BACKGROUND_MAX_WAIT`` seconds at a time so that it always moves on. Two torch
-users on two cores each get about half; a classroom's moves need all of it, and a tuning job can wait.
 """
 
 from __future__ import annotations
@@ -45,37 +41,6 @@ DONE = "done"
 MAX_TURN_ROWS = 64
 # (prompt, task, sample size) score tables kept for positions set again; each is [1, examples, labels] floats
 REMEMBERED_SCORES = 512
-# the longest a background step waits for the sliders (a CPU tuning step is 1-2 s: the job keeps ~10% of the cores)
-BACKGROUND_MAX_WAIT = 10.0
-
-
-class Foreground:
-    """Interactive work first: background work calls ``wait_turn`` between its steps, which returns at once unless
-    the live evaluator is busy on a CPU (``set_busy``), then when it is idle again or after ``max_wait`` seconds."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._busy = False
-
-    @property
-    def busy(self) -> bool:
-        return self._busy
-
-    def set_busy(self, busy: bool) -> None:
-        with self._changed:
-            if busy != self._busy:
-                self._busy = busy
-                self._changed.notify_all()
-
-    def wait_turn(self, max_wait: float = BACKGROUND_MAX_WAIT, stop: Callable[[], bool] | None = None) -> None:
-        """Wait while interactive work runs, at most ``max_wait`` seconds; ``stop`` (a cancel) ends it early."""
-        deadline = time.monotonic() + max_wait
-        with self._changed:
-            while self._busy and not (stop and stop()) and (left := deadline - time.monotonic()) > 0:
-                self._changed.wait(min(left, 0.2))  # short waits: a cancel shows at once
-
-
-FOREGROUND = Foreground()  # one per process: it shares out the process's cores
 
 
 @dataclass(eq=False)
@@ -217,18 +182,9 @@ class LiveEvaluator:
         while True:
             with self._wake:
                 while not self._active:
-                    FOREGROUND.set_busy(False)
                     self._wake.wait()
                 requests = list(self._active.values())
-            FOREGROUND.set_busy(self._on_cpu())
             self._run_one_turn(requests)
-
-    def _on_cpu(self) -> bool:
-        """Whether this evaluator competes with background work for the CPU's cores (a GPU evaluator does not)."""
-        try:
-            return self._backbone().device == "cpu"
-        except Exception:  # the model failed to load: the turn reports it to the visitors
-            return False
 
     def _run_one_turn(self, requests: list[LiveRequest]) -> None:
         """Score one chunk: the least advanced request's next one, with every request that needs the same."""

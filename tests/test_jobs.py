@@ -166,32 +166,6 @@ def test_a_tuning_job_resumed_twice_stores_its_prompt_once(runner, tiny_llama_di
     assert again.result == [library.items(kind="prompt")[0].id] and "added 1 prompt" in again.message
 
 
-def test_a_tuning_job_waits_between_steps_while_the_sliders_are_busy(runner, tiny_llama_dir, tmp_path):
-    """On a CPU the live evaluator goes first (``studio.live.FOREGROUND``): while it is busy, a tuning job takes no
-    step until it is idle again (or the longest wait passed), and a cancel still stops the job at once."""
-    from studio.live import FOREGROUND
-
-    library = Library(tmp_path / "lib")
-    backbone = load_backbone(str(tiny_llama_dir), dtype=torch.float32)
-    FOREGROUND.set_busy(True)
-    try:
-        job = submit_tuning(runner, library, lambda: backbone, tune_request([load_task("mr")], "0", CONFIG, 4))
-        wait_for(lambda: job.status == "running")
-        time.sleep(1.5)
-        assert job.events == []  # held before its first step
-        FOREGROUND.set_busy(False)
-        wait_for(lambda: job.status in FINISHED, timeout=120)
-        assert job.status == "done" and [e["step"] for e in job.events] == [1, 2]
-        FOREGROUND.set_busy(True)
-        held = submit_tuning(runner, library, lambda: backbone, tune_request([load_task("tweets")], "0", CONFIG, 4))
-        wait_for(lambda: held.status == "running")
-        runner.cancel(held.id)
-        wait_for(lambda: held.status in FINISHED, timeout=5)  # not after the longest wait (10 s)
-        assert held.status == "cancelled" and held.events == []
-    finally:
-        FOREGROUND.set_busy(False)
-
-
 # ---- the few-shot study -------------------------------------------------------------------------------------------
 @pytest.fixture
 def fewshot_library(tmp_path):

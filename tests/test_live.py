@@ -4,7 +4,6 @@ an older one at once, equal chunks of different visitors run as one batch, and f
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ import torch
 from studio import StudioError
 from studio.backbones import load_backbone
 from studio.evaluation import evaluate_progressively
-from studio.live import DONE, SUPERSEDED, Foreground, LiveEvaluator
+from studio.live import DONE, SUPERSEDED, LiveEvaluator
 from studio.tasks import load_task
 
 
@@ -161,37 +160,3 @@ def test_equal_prompts_in_one_turn_run_once_and_a_superseded_position_resumes(ti
     back = evaluator.submit("c", prompt(33, tiny.hidden_size), ["mr"], 64)
     assert back.updates.get(timeout=1)["mr"].metrics["n"] >= 16  # shown at once, before any model call of its own
     assert list(evaluator.stream(back))[-1]["mr"].metrics["n"] == 64 and back.outcome == DONE
-
-
-def test_background_work_waits_for_the_evaluator_at_most_the_longest_wait(tiny):
-    gate = Foreground()
-    started = time.monotonic()
-    gate.wait_turn(max_wait=5)
-    assert time.monotonic() - started < 0.5  # idle: no wait
-    gate.set_busy(True)
-    started = time.monotonic()
-    gate.wait_turn(max_wait=0.6)
-    assert 0.5 < time.monotonic() - started < 3  # busy: the longest wait, then on (never starved)
-    threading.Timer(0.3, gate.set_busy, args=(False,)).start()
-    started = time.monotonic()
-    gate.wait_turn(max_wait=30)
-    assert time.monotonic() - started < 5  # idle again: on at once
-
-
-def test_the_evaluator_is_busy_while_it_has_requests_on_a_cpu(tiny):
-    from studio.live import FOREGROUND
-
-    get, gate = gated(tiny)
-    evaluator = LiveEvaluator(get)
-    request = evaluator.submit("visitor", prompt(40, tiny.hidden_size), ["mr"], 32)
-    gate.set()
-    list(evaluator.stream(request))
-    deadline = time.monotonic() + 10
-    while FOREGROUND.busy and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not FOREGROUND.busy  # nothing left: background work goes on
-    busy_seen = []
-    request = evaluator.submit("visitor", prompt(41, tiny.hidden_size), ["mr"], 64)
-    for _ in evaluator.stream(request):
-        busy_seen.append(FOREGROUND.busy)
-    assert any(busy_seen)
