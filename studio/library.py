@@ -218,6 +218,7 @@ class Library:
         self.parents = parents or []
         self.source = "prebuilt" if read_only else "user"
         self._ratios: dict[str, float] = {}
+        self._tensors: dict[str, torch.Tensor] = {}  # read-only libraries only: id -> the file's tensor
         if read_only:
             catalog = self.root / "catalog.json"
             if not catalog.exists():
@@ -355,13 +356,21 @@ class Library:
         return [item for item in found if keep(item)]
 
     def path_of(self, item: Item) -> Path:
-        library = next(lib for lib in (self, *self.parents) if lib.source == item.source)
-        return library.root / item.file
+        return self._holder(item).root / item.file
+
+    def _holder(self, item: Item) -> Library:
+        """The library (this one or a parent) the item was read from."""
+        return next(lib for lib in (self, *self.parents) if lib.source == item.source)
 
     def tensor(self, item_id: str) -> torch.Tensor:
         item = self.get(item_id)
-        tensor, _ = read_prompt_file(self.path_of(item), item.hidden)
-        return tensor
+        holder = self._holder(item)
+        if not holder.read_only:
+            return read_prompt_file(holder.root / item.file, item.hidden)[0]
+        # the prebuilt library never changes: each file is read once (the first views read ~150 at start-up)
+        if item_id not in holder._tensors:
+            holder._tensors[item_id] = read_prompt_file(holder.root / item.file, item.hidden)[0]
+        return holder._tensors[item_id].clone()  # a copy: a caller that changes it in place changes only its own
 
     def vector(self, item_id: str) -> TaskPromptVector:
         """A vector item as-is, or a tuned prompt's vector relative to its origin."""

@@ -174,6 +174,24 @@ def test_prebuilt_parent_is_listed_and_read(with_prebuilt):
     assert {d.id for d in user.dependents(origin.id)} == {prompt.id, vector.id, mine.id}
 
 
+def test_prebuilt_tensors_are_read_once_and_handed_out_as_copies(with_prebuilt, monkeypatch):
+    """The prebuilt library never changes, so its files are read once (the UI's first views read each many times);
+    a caller that changes its tensor in place does not change what the next caller gets."""
+    import studio.library
+
+    user, (origin, prompt, vector) = with_prebuilt
+    reads = []
+    original = studio.library.read_prompt_file
+    monkeypatch.setattr(studio.library, "read_prompt_file", lambda *a, **k: reads.append(a[0]) or original(*a, **k))
+    first = user.tensor(prompt.id)
+    first += 100.0
+    torch.testing.assert_close(user.tensor(prompt.id), rand(seed=2))
+    assert len(reads) == 1
+    mine = user.add("prompt", rand(seed=9), MODEL, origin_id=origin.id)  # the user's own: read every time
+    user.tensor(mine.id), user.tensor(mine.id)
+    assert len(reads) == 3
+
+
 def test_prebuilt_parent_refuses_writes(with_prebuilt):
     user, (origin, prompt, vector) = with_prebuilt
     prebuilt = user.parents[0]
