@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from studio import StudioError
-from studio.backbones import load_backbone
+from studio.backbones import Row, load_backbone
 from studio.evaluation import encode_task, evaluate, evaluate_progressively, stack_prompts, stratified_order
 from studio.prompts import make_origin
 from studio.tasks import load_task
@@ -198,3 +198,28 @@ def test_passes_hold_rows_sorted_by_their_whole_length_and_no_rows_is_no_pass(ti
     score_examples(tiny, torch.stack(prompts[:2]), encoded, encoded.examples)
     assert seen and seen[0] == sorted(seen[0], reverse=True)
     assert score_examples(tiny, torch.stack(prompts), encoded, []).shape == (3, 0, 2) and len(seen) == 1
+
+
+def test_on_a_gpu_the_budget_counts_each_rows_copy_of_the_cached_prefix(tiny, prompts, monkeypatch):
+    """A GPU's token budget bounds memory, and every row holds its own copy of the prefix's keys and values
+    (``Backbone.budget_counts_prefix``); a CPU's bounds compute, and the prefix runs once. Same scores either way."""
+    from studio.backbones import Backbone
+    from studio.evaluation import score_examples
+
+    encoded = encode_task(tiny, load_task("mr"), "validation", 12)
+    table = torch.stack(prompts[:2])
+    rows = [Row(j, e.input_ids, encoded.target_ids[0]) for e in encoded.examples for j in range(2)]
+    prefix = tiny.shared_prefix(table, rows)
+    assert prefix is not None and prefix.cached_tokens > prefix.length > 0
+    seen, scores = {}, {}
+    original = Backbone.batches
+    for on_gpu in (False, True):
+        def spy(self, lengths, *args, on_gpu=on_gpu, **kwargs):
+            seen[on_gpu] = list(lengths)
+            return original(self, lengths, *args, **kwargs)
+
+        monkeypatch.setattr(Backbone, "budget_counts_prefix", property(lambda self, on_gpu=on_gpu: on_gpu))
+        monkeypatch.setattr(Backbone, "batches", spy)
+        scores[on_gpu] = score_examples(tiny, table, encoded, encoded.examples)
+    assert [n + prefix.cached_tokens for n in seen[False]] == seen[True]
+    torch.testing.assert_close(scores[True], scores[False])
