@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS items (
     created TEXT NOT NULL
 )
 """
+# when the catalog was made: an item file older than its catalog is not one of its orphans (see _set_orphans_aside)
+META_SCHEMA = "CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 TENSOR_KEY = "prompt"  # our files; PEFT adapters use "prompt_embeddings"
 PEFT_KEY = "prompt_embeddings"
 
@@ -246,6 +248,10 @@ class Library:
         if self.root.exists() and not self.root.is_dir():
             raise StudioError(f"{self.root} is a file, not a library folder: choose a folder with --library "
                               "(or STUDIO_LIBRARY / STUDIO_HOME)")
+        if (self.root / "catalog.json").exists() and not (self.root / "catalog.sqlite").exists():
+            raise StudioError(f"{self.root} holds an exported catalog (catalog.json: the prebuilt library, a "
+                              "build-library output or a download), not a working library: choose another folder "
+                              "for your library (--library or STUDIO_LIBRARY); nothing in this one was changed")
         self.writable = not self.root.exists() or os.access(self.root, os.W_OK)
         try:
             if self.writable:
@@ -258,11 +264,15 @@ class Library:
                         db.execute("PRAGMA journal_mode=WAL")
                         db.execute(SCHEMA)
                         _rename_seed_column(db)
+                        db.execute(META_SCHEMA)
+                        db.execute("INSERT OR IGNORE INTO catalog_meta VALUES ('created', ?)", (repr(time.time()),))
+                        created = float(db.execute("SELECT value FROM catalog_meta WHERE key = 'created'")
+                                        .fetchone()[0])
                     ids = {row[0] for row in db.execute("SELECT id FROM items")}
             finally:
                 db.close()
             if self.writable:
-                self._sweep_orphans(ids)
+                self._set_orphans_aside(ids, created)
                 self._keep_wal_open()
         except sqlite3.DatabaseError as error:
             raise StudioError(f"{self.root / 'catalog.sqlite'} is damaged or not a studio catalog ({error}): "
@@ -277,14 +287,17 @@ class Library:
         self._wal_keeper = sqlite3.connect(self.root / "catalog.sqlite", check_same_thread=False)
         self._wal_keeper.execute("SELECT count(*) FROM items").fetchall()  # read to the end: it holds no snapshot
 
-    def _sweep_orphans(self, ids: set[str], older_than_s: float = 600.0) -> None:
-        """Remove item files with no catalog row: written by a store that was killed before its transaction.
-        Only old ones: a writer in another process may be between its file and its row right now."""
+    def _set_orphans_aside(self, ids: set[str], created: float, older_than_s: float = 600.0) -> None:
+        """Move item files with no catalog row to ``orphans/``: a store killed between its files and its transaction
+        left them. Only files written since this catalog was made (one from before it belongs to another catalog:
+        an export, a catalog moved away) and not in the last ``older_than_s`` (a writer in another process may be
+        between its file and its row right now). Moved, never deleted: a file the studio did not write is not lost."""
         now = time.time()
         for path in (self.root / "items").glob("*.safetensors"):
             try:
-                if path.stem not in ids and now - path.stat().st_mtime >= older_than_s:
-                    path.unlink()
+                if path.stem not in ids and created <= path.stat().st_mtime <= now - older_than_s:
+                    (self.root / "orphans").mkdir(exist_ok=True)
+                    path.rename(self.root / "orphans" / path.name)
             except FileNotFoundError:
                 continue
 

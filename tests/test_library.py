@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import sqlite3
+import time
 
 import pytest
 import torch
@@ -575,3 +577,54 @@ def test_describe_shows_lineage_both_ways(tmp_path):
     assert "file" not in shown and shown["lineage"] == {"origin_id": origin.id, "prompt_id": None,
                                                         "dependents": [vector.id]}
     assert library.describe(origin.id)["lineage"]["dependents"] == [prompt.id, vector.id]
+
+
+# ---- a folder that is not this library's: never emptied ---------------------------------------------------------
+def age(paths, seconds: float) -> None:
+    for path in paths:
+        os.utime(path, (time.time() - seconds, time.time() - seconds))
+
+
+def test_an_exported_catalog_is_not_opened_as_a_library_and_keeps_its_files(tmp_path):
+    """`--library` pointed at the prebuilt library, a build-library output or a download (catalog.json, no
+    catalog.sqlite) once made an empty catalog there and then deleted every "orphan" item file in it."""
+    source = Library(tmp_path / "build")
+    populate(source)
+    exported = source.export_catalog(tmp_path / "export")
+    files = sorted(p.name for p in (exported / "items").iterdir())
+    age((exported / "items").iterdir(), 3600)
+    with pytest.raises(StudioError, match="exported catalog.*nothing in this one was changed"):
+        Library(exported)
+    assert sorted(p.name for p in (exported / "items").iterdir()) == files
+    assert not (exported / "catalog.sqlite").exists()
+    assert len(Library(exported, read_only=True).items()) == 3  # still whole: it opens as what it is
+
+
+def test_item_files_older_than_the_catalog_are_left_alone_and_orphans_are_moved_not_deleted(tmp_path):
+    """A damaged catalog moved away, as its error message advises: the new empty catalog must not take the old
+    item files for its own orphans (they are older than it). A real orphan (a store killed before its transaction,
+    written after the catalog was made, untouched for 10 minutes) goes to orphans/, never deleted."""
+    library = Library(tmp_path / "lib")
+    populate(library)
+    files = sorted(p.name for p in (library.root / "items").iterdir())
+    for name in ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm"):
+        if (library.root / name).exists():
+            (library.root / name).rename(tmp_path / name)
+    age((library.root / "items").iterdir(), 3600)
+    for _ in range(2):  # the first open makes the new catalog, the second would have swept
+        assert Library(tmp_path / "lib").items() == []
+    assert sorted(p.name for p in (library.root / "items").iterdir()) == files
+    # a real orphan of this catalog
+    fresh = Library(tmp_path / "fresh")
+    db = sqlite3.connect(fresh.root / "catalog.sqlite")
+    with db:
+        db.execute("UPDATE catalog_meta SET value = ? WHERE key = 'created'", (repr(time.time() - 7200),))
+    db.close()
+    orphan = fresh.root / "items" / "p-0123456789abcdef.safetensors"
+    orphan.write_bytes((library.root / "items" / files[0]).read_bytes())
+    young = fresh.root / "items" / "p-fedcba9876543210.safetensors"
+    young.write_bytes(orphan.read_bytes())
+    age([orphan], 3600)
+    Library(tmp_path / "fresh")
+    assert not orphan.exists() and (fresh.root / "orphans" / orphan.name).exists()
+    assert young.exists()  # written in the last 10 minutes: maybe a store in another process, right now
