@@ -31,7 +31,7 @@ import torch
 
 from studio.backbones import Backbone
 from studio.evaluation import EncodedTask, EvalResult, encode_task, results_from_scores, score_examples
-from studio.tasks import load_task
+from studio.tasks import TaskData, load_task
 
 SUPERSEDED = "superseded"
 DONE = "done"
@@ -61,6 +61,7 @@ class LiveRequest:
     updates: queue.Queue = field(default_factory=queue.Queue)
     outcome: object = None  # DONE, SUPERSEDED or the exception that ended it; None while it runs
     digest: str = ""  # the prompt's content: equal prompts share their scores
+    data: dict[str, TaskData] = field(default_factory=dict)  # task -> its data, read in the visitor's own call
 
     def __post_init__(self) -> None:
         self.digest = prompt_digest(self.prompt)
@@ -123,11 +124,11 @@ class LiveEvaluator:
         self._split = split
         self.max_turn_rows = max_turn_rows
         self._remember = remember
-        self._remembered: OrderedDict[tuple[str, str, int], torch.Tensor] = OrderedDict()  # least recent first
+        self._remembered: OrderedDict[tuple, torch.Tensor] = OrderedDict()  # least recent first
         self.rows_scored = 0  # for tests and benchmarks: (prompt, example) pairs the model scored
         self.largest_turn_rows = 0  # for tests and benchmarks: the most rows one model call scored
         self._active: dict[str, LiveRequest] = {}  # visitor -> their newest unfinished request
-        self._encoded: dict[tuple[str, int], EncodedTask] = {}
+        self._encoded: dict[tuple[str, str, int], EncodedTask] = {}  # (task, data, sample)
         self._wake = threading.Condition(threading.RLock())
         self._counter = itertools.count()
         self.chunks_run = 0  # for tests and benchmarks: model calls made
@@ -136,10 +137,10 @@ class LiveEvaluator:
 
     def submit(self, key: str, prompt: torch.Tensor, tasks: list[str], limit: int, first: int = 16) -> LiveRequest:
         """Queue an evaluation for visitor ``key``; an unfinished older one of theirs stops at once."""
-        for task in tasks:
-            load_task(task)  # an unknown task fails here, in the visitor's own call
+        data = {task: load_task(task) for task in tasks}  # in the visitor's own call: an unknown task fails here,
+        # and a visitor's own file task is theirs (``tasks.set_task_owner``); the worker thread asks no one
         request = LiveRequest(key, prompt.detach().float().cpu(), list(tasks), int(limit), first,
-                              order=next(self._counter))
+                              order=next(self._counter), data=data)
         with self._wake:
             old = self._active.get(key)
             if old is not None:
@@ -169,13 +170,19 @@ class LiveEvaluator:
             yield update
 
     def _sizes(self, request: LiveRequest) -> dict[str, int]:
-        return {t: len(self._encoding(t, request.limit).examples) for t in request.tasks}
+        return {t: len(self._encoding(request, t).examples) for t in request.tasks}
 
-    def _encoding(self, task: str, limit: int) -> EncodedTask:
-        if (task, limit) not in self._encoded:  # stratified: every prefix is class-balanced
-            self._encoded[(task, limit)] = encode_task(self._backbone(), load_task(task), self._split, limit,
-                                                       stratified=True)
-        return self._encoded[(task, limit)]
+    def _encoding(self, request: LiveRequest, task: str) -> EncodedTask:
+        key = (task, request.data[task].data_hash, request.limit)  # two visitors' files may share a name
+        if key not in self._encoded:  # stratified: every prefix is class-balanced
+            self._encoded[key] = encode_task(self._backbone(), request.data[task], self._split, request.limit,
+                                             stratified=True)
+        return self._encoded[key]
+
+    @staticmethod
+    def _remembered_key(request: LiveRequest, task: str) -> tuple:
+        """What a score table is kept under: the prompt's content, the task's data and the sample size."""
+        return request.digest, task, request.data[task].data_hash, request.limit
 
     # ---- the worker -------------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -205,13 +212,14 @@ class LiveEvaluator:
             return
         lead = min(chunks, key=lambda r: (r.progress(), r.order))  # the freshest move first
         batch = [r for r in chunks if chunks[r] == chunks[lead] and r.limit == lead.limit
-                 and r.prompt.shape == lead.prompt.shape]
+                 and r.prompt.shape == lead.prompt.shape
+                 and r.data[chunks[r][0]].data_hash == lead.data[chunks[r][0]].data_hash]
         task, start, stop = chunks[lead]
         prompts = {r.digest: r.prompt for r in batch}  # equal prompts (the same weights) run once
         stop = min(stop, start + max(1, self.max_turn_rows // len(prompts)))  # the rest in a later turn
         self.largest_turn_rows = max(self.largest_turn_rows, len(prompts) * (stop - start))
         try:
-            encoded = self._encoding(task, lead.limit)
+            encoded = self._encoding(lead, task)
             scores = score_examples(self._backbone(), torch.stack(list(prompts.values())), encoded,
                                     encoded.examples[start:stop])
         except Exception as error:  # one bad request must not stop the classroom: its batch gets the error
@@ -228,7 +236,7 @@ class LiveEvaluator:
         with self._wake:
             previous = request.scores.get(task)
             combined = scores if previous is None else torch.cat([previous, scores], dim=1)
-            key = (request.digest, task, request.limit)
+            key = self._remembered_key(request, task)
             known = self._remembered.pop(key, None)  # kept even when superseded: the position may come back
             self._remembered[key] = combined if known is None or known.shape[1] < combined.shape[1] else known
             while len(self._remembered) > self._remember:
@@ -241,11 +249,11 @@ class LiveEvaluator:
         """Take over the scores kept for this prompt where they reach further than the request has (lock held)."""
         adopted = False
         for task in request.tasks:
-            key = (request.digest, task, request.limit)
+            key = self._remembered_key(request, task)
             known = self._remembered.get(key)
             if known is not None and known.shape[1] > request.done.get(task, 0):
                 self._remembered.move_to_end(key)
-                self._update(request, task, known, self._encoded[(task, request.limit)])
+                self._update(request, task, known, self._encoding(request, task))
                 adopted = True
         if adopted:
             request.updates.put(dict(request.results))

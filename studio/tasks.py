@@ -296,19 +296,39 @@ def list_tasks() -> list[TaskSpec]:
 
 
 # Tasks made from a user's own file: registered when the file is loaded (uploaded in the UI, named on the command
-# line), then known by name like any other task. A task name is never read as a path: a name typed into the UI
-# cannot reach a file on the server, and no error tells whether some path exists.
-_REGISTERED: dict[str, TaskData] = {}
+# line), then known by name like any other task, to whoever registered it (on a public Space each visitor's files
+# are their own: ``set_task_owner``). A task name is never read as a path: a name typed into the UI cannot reach a
+# file on the server, and no error tells whether some path exists.
+_REGISTERED: dict[tuple[str | None, str], TaskData] = {}  # (owner, name) -> task
 MAX_TASK_NAME = 80
 
 
+def _nobody() -> str | None:
+    return None
+
+
+_owner: Callable[[], str | None] = _nobody
+
+
+def set_task_owner(owner: Callable[[], str | None] | None) -> None:
+    """Who registers and sees file tasks: ``owner()`` is asked at every registration and look-up (the UI with a
+    library per visitor passes the asking visitor); None: everyone in this process (the CLI, a one-person studio)."""
+    global _owner
+    _owner = owner or _nobody
+
+
 def register_task(task: TaskData) -> TaskData:
-    """Make a file task loadable by its name (``load_task``); a name of a bundled or hub task is refused."""
+    """Make a file task loadable by its name (``load_task``), for its owner; a bundled or hub task's name is
+    refused."""
     name = task.spec.name
     if name in BUNDLED_TASKS or name in HUB_TASKS:
         raise StudioError(f"{name!r} is the name of a built-in task: give your file another task name")
-    _REGISTERED[name] = task
+    _REGISTERED[(_owner(), name)] = task
     return task
+
+
+def _registered(name: str) -> TaskData | None:
+    return _REGISTERED.get((_owner(), name))
 
 
 def task_spec(name: str) -> TaskSpec:
@@ -316,8 +336,8 @@ def task_spec(name: str) -> TaskSpec:
         return BUNDLED_TASKS[name].spec
     if name in HUB_TASKS:
         return HUB_TASKS[name].spec
-    if name in _REGISTERED:
-        return _REGISTERED[name].spec
+    if (task := _registered(name)) is not None:
+        return task.spec
     shown = name if len(name) <= MAX_TASK_NAME and name.isprintable() else repr(name[:MAX_TASK_NAME]) + "..."
     raise StudioError(f"unknown task {shown!r}: run `studio data list` to see the tasks; your own data comes in as "
                       "an uploaded CSV/JSONL file (Tune tab) or a file named with --task on the command line")
@@ -325,10 +345,9 @@ def task_spec(name: str) -> TaskSpec:
 
 def load_task(name: str, hub_path: str | None = None) -> TaskData:
     """A task by name: bundled, Hugging Face (``hub_path``: a local copy of the dataset folder), or a file task
-    registered in this process. Never a path: files come in through ``load_file_task``."""
-    if name in _REGISTERED and name not in BUNDLED_TASKS and name not in HUB_TASKS:
-        return _REGISTERED[name]
-    return _load_named_task(name, hub_path)
+    its owner registered in this process. Never a path: files come in through ``load_file_task``."""
+    task = _registered(name) if name not in BUNDLED_TASKS and name not in HUB_TASKS else None
+    return task if task is not None else _load_named_task(name, hub_path)
 
 
 def clear_task_cache() -> None:

@@ -160,3 +160,35 @@ def test_equal_prompts_in_one_turn_run_once_and_a_superseded_position_resumes(ti
     back = evaluator.submit("c", prompt(33, tiny.hidden_size), ["mr"], 64)
     assert back.updates.get(timeout=1)["mr"].metrics["n"] >= 16  # shown at once, before any model call of its own
     assert list(evaluator.stream(back))[-1]["mr"].metrics["n"] == 64 and back.outcome == DONE
+
+
+def test_two_visitors_files_under_one_name_are_scored_on_their_own_data(tiny, tmp_path):
+    """The worker thread asks no visitor who it is: each request carries the data its visitor's call resolved, and
+    encodings and remembered scores are kept by the data, not only the task name."""
+    import csv
+
+    from studio.tasks import load_file_task, set_task_owner
+
+    asking = {"who": "a"}
+    set_task_owner(lambda: asking["who"])
+    try:
+        sizes = {}
+        for who, rows in (("a", 40), ("b", 80)):
+            asking["who"] = who
+            (tmp_path / who).mkdir()
+            with (tmp_path / who / "notes.csv").open("w", newline="") as handle:
+                csv.writer(handle).writerows([("text", "label")] + [(f"{who} note {i}", "yes" if i % 2 else "no")
+                                                                    for i in range(rows)])
+            sizes[who] = len(load_file_task(tmp_path / who / "notes.csv").validation)
+        evaluator = LiveEvaluator(lambda: tiny)
+        same = prompt(70, tiny.hidden_size)
+        requests = {}
+        for who in ("a", "b"):
+            asking["who"] = who
+            requests[who] = evaluator.submit(who, same, ["file:notes"], 16)
+        finals = {who: list(evaluator.stream(r))[-1]["file:notes"] for who, r in requests.items()}
+    finally:
+        set_task_owner(None)
+    assert sizes["a"] != sizes["b"]
+    assert {who: f.metrics["n"] for who, f in finals.items()} == sizes
+    assert all(f"{who} note" in record["input"] for who, f in finals.items() for record in f.records)

@@ -16,6 +16,7 @@ from studio.tasks import (
     list_tasks,
     load_file_task,
     load_task,
+    set_task_owner,
     task_spec,
 )
 
@@ -175,6 +176,31 @@ def test_csv_file_task(tmp_path):
         load_task(str(tmp_path / "absent.csv"))
     # the message does not tell whether a path exists
     assert str(existing.value).replace(str(path), "X") == str(missing.value).replace(str(tmp_path / "absent.csv"), "X")
+
+
+def test_a_file_task_is_its_owners_alone(tmp_path):
+    """On a public Space every visitor's uploads are theirs (``set_task_owner``): another visitor who types the
+    name finds no task, and their own upload under the same name does not replace the first visitor's data."""
+    asking = {"who": "visitor a"}
+    set_task_owner(lambda: asking["who"])
+    try:
+        (tmp_path / "a").mkdir()
+        a = load_file_task(_csv(tmp_path / "a" / "train.csv", ["text", "label"], GOOD_ROWS))
+        assert a.spec.name == "file:train" and load_task("file:train").data_hash == a.data_hash
+        asking["who"] = "visitor b"
+        with pytest.raises(StudioError, match="unknown task 'file:train'"):
+            load_task("file:train")
+        with pytest.raises(StudioError, match="unknown task"):
+            task_spec("file:train")
+        (tmp_path / "b").mkdir()
+        b = load_file_task(_csv(tmp_path / "b" / "train.csv", ["text", "label"],
+                                [(f"other text {i}", "yes" if i % 3 else "no") for i in range(30)]))
+        assert load_task("file:train").data_hash == b.data_hash != a.data_hash
+        asking["who"] = "visitor a"
+        assert load_task("file:train").data_hash == a.data_hash  # still a's own data
+    finally:
+        set_task_owner(None)
+    assert load_task("mr").spec.name == "mr"  # built-in tasks are everyone's
 
 
 def test_csv_with_several_text_columns(tmp_path):

@@ -175,3 +175,22 @@ def test_a_visitors_jobs_are_theirs_alone_and_limited(public_app):
         while job.status not in FINAL and time.time() < deadline:
             time.sleep(0.5)
         assert job.status == "cancelled"
+
+
+def test_a_visitors_uploaded_data_is_theirs_alone(public_app, tmp_path):
+    """A CSV one visitor checks in the Tune tab becomes their task "file:<name>"; another visitor who types that
+    name into a task box gets "unknown task", never the first visitor's rows."""
+    url, state, home = public_app
+    ada, bob = Client(url, verbose=False), Client(url, verbose=False)
+    path = tmp_path / "ada-secret.csv"
+    path.write_text("text,label\n" + "".join(f"ADA-PRIVATE note {i},{'yes' if i % 2 else 'no'}\n" for i in range(40)))
+    summary, _ = ada.predict(handle_file(str(path)), ["text"], "label", "", api_name="/tune_check_file")
+    assert "file:ada-secret" in summary
+    info = bob.view_api(return_format="dict", print_info=False)["named_endpoints"]["/arithmetic_eval"]
+    args = [p.get("parameter_default") for p in info["parameters"]]
+    args[4], args[5] = ["file:ada-secret"], 16  # the tasks to evaluate on, the sample size
+    with pytest.raises(AppError, match="unknown task 'file:ada-secret'") as refused:
+        bob.predict(*args, api_name="/arithmetic_eval")
+    assert "ADA-PRIVATE" not in str(refused.value)
+    _, status, flips = ada.predict(*args, api_name="/arithmetic_eval")  # ada's own task: evaluated
+    assert "Done" in status and "file:ada-secret" in status

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.library import open_library
+from studio.tasks import set_task_owner
 from studio.ui import arithmetic, guide, library_panel, map_panel, similarity, transfer, tune_panel
 from studio.ui.common import AppState
 from studio.ui.visitors import Visitors, visitor_mode
@@ -88,6 +89,8 @@ def create(library_dir: str | None = None, model: str | None = None, prebuilt: b
     state = AppState(open_library(library_dir, prebuilt=prebuilt))
     if visitor_mode() == "own":
         state.visitors = Visitors(state.home_library, state.shared_runner)
+    # a visitor's uploaded data files are theirs alone (a task name another visitor types finds nothing)
+    set_task_owner(state.visitors.key if state.visitors else None)
     if model:
         state.model_name = model
     state.warm_up(warming)

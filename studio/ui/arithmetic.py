@@ -94,7 +94,7 @@ def parse(state: AppState, origin_id, vector_ids, method, density, tasks, limit,
 
 
 REFERENCES = analysis.REFERENCES
-_reference_accuracy: dict[tuple[str, str, int], float] = {}  # (item id, task, sample) -> validation accuracy
+_reference_accuracy: dict[tuple[str, str, str, int], float] = {}  # (item, task, its data, sample) -> accuracy
 _reference_lock = threading.Lock()
 
 
@@ -102,14 +102,15 @@ def reference_marks(state: AppState, choice: Choice, compute: bool) -> dict[str,
     """The marks' accuracies on the live view's sample, cached by item id (content ids never change); with
     ``compute``, the missing ones are evaluated first, in one batched pass per task."""
     items = analysis.reference_items(state.library, state.model_name, choice)
+    data = {task: load_task(task).data_hash for task in choice.tasks}  # two visitors' files may share a name
     if compute:
         with _reference_lock:  # one visitor computes a missing mark; the others then find it cached
             for task, by_mark in items.items():
-                missing = [i for i in dict.fromkeys(by_mark.values()) if i and (i, task, choice.limit) not in
-                           _reference_accuracy]
+                missing = [i for i in dict.fromkeys(by_mark.values()) if i and (i, task, data[task], choice.limit)
+                           not in _reference_accuracy]
                 for item_id, accuracy in zip(missing, _reference_accuracies(state, missing, task, choice.limit)):
-                    _reference_accuracy[(item_id, task, choice.limit)] = accuracy
-    return {mark: [_reference_accuracy.get((items[t][mark], t, choice.limit)) if items[t][mark] else None
+                    _reference_accuracy[(item_id, task, data[task], choice.limit)] = accuracy
+    return {mark: [_reference_accuracy.get((items[t][mark], t, data[t], choice.limit)) if items[t][mark] else None
                    for t in choice.tasks] for mark in REFERENCES}
 
 
