@@ -215,15 +215,20 @@ def cmd_combine(args) -> None:
 
 def cmd_similarity(args) -> None:
     from studio.analysis import similarity_table
+    from studio.files import check_export_target
     from studio.plots import heatmap, save_figure, write_csv
 
     library = _library(args)
+    out = Path(args.out) if args.out else None
+    if out is not None:  # before the work: a file that is there is not replaced unless asked
+        if out.suffix not in (".csv", ".png", ".html"):
+            raise StudioError(f"--out {out.name}: write a .csv, .png or .html file")
+        check_export_target(out, library.roots(), overwrite=args.overwrite)
     ids = args.items or [i.id for i in library.items(kind=args.kind, model=args.model, task=args.task)]
     table = similarity_table(library, ids, args.measure, as_vectors=not args.prompts, order=args.order)
     kind = "prompts" if args.prompts else "task prompt vectors"
     rows = [[label, *map(float, row)] for label, row in zip(table.labels, table.matrix)]
-    if args.out:
-        out = Path(args.out)
+    if out is not None:
         if out.suffix == ".csv":
             write_csv(out, ["item", *table.labels], rows)
         else:
@@ -388,7 +393,8 @@ def _add_prompt_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--measure", default="token_mean_cosine", choices=list(MEASURES),
                    help="; ".join(f"{name}: {entry.description}" for name, entry in MEASURES.items()))
     p.add_argument("--order", default="task", choices=["task", "origin", "cluster"])
-    p.add_argument("--out", help="file.csv, file.png or file.html")
+    p.add_argument("--out", help="file.csv, file.png or file.html (a new file: see --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(run=cmd_similarity)
 
     p = sub.add_parser("library", parents=[common], help="list, show, rename, delete, export, import items")

@@ -118,7 +118,7 @@ def hub_layout(library: Library, item_ids: list[str] | None, backbone, folder: s
     origins and prompts the chosen items derive from come along."""
     items = items_to_push(library, item_ids, backbone.name)
     folder = Path(folder)
-    check_export_target(folder, [lib.root for lib in (library, *library.parents)])
+    check_export_target(folder, library.roots())
     try:
         with new_folder(folder) as partial:
             (partial / "adapters").mkdir()

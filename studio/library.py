@@ -532,7 +532,8 @@ class Library:
         return deleted + [item_id]
 
     # ---- export / import ---------------------------------------------------------------------------------
-    def _library_roots(self) -> list[Path]:
+    def roots(self) -> list[Path]:
+        """This library's folder and its parents': no export may write into or around them."""
         return [library.root for library in (self, *self.parents)]
 
     def export_catalog(self, folder: str | Path, extra_files: dict[str, str] | None = None) -> Path:
@@ -541,7 +542,7 @@ class Library:
         ``folder`` must be new, empty, or an earlier catalog export (which is replaced whole, never merged).
         ``extra_files`` (name -> text) go in beside the catalog, e.g. baselines.json."""
         folder = Path(folder)
-        check_export_target(folder, self._library_roots(), _is_catalog_export, overwrite=True)
+        check_export_target(folder, self.roots(), _is_catalog_export, overwrite=True)
         try:
             with new_folder(folder) as partial:
                 (partial / "items").mkdir()
@@ -559,7 +560,7 @@ class Library:
     def export_safetensors(self, item_id: str, path: str | Path, overwrite: bool = False) -> Path:
         item = self.get(item_id)
         path = Path(path)
-        check_export_target(path, self._library_roots(), overwrite=overwrite)
+        check_export_target(path, self.roots(), overwrite=overwrite)
         try:
             _atomic_save(self.tensor(item_id), path, {"kind": item.kind, "model": item.model,
                                                       "task": item.task or "", "studio_id": item.id,
@@ -574,7 +575,7 @@ class Library:
 
         ``out_dir`` must be new or empty; with ``overwrite``, an earlier adapter export is replaced."""
         out_dir = Path(out_dir)
-        check_export_target(out_dir, self._library_roots(), _is_peft_export, overwrite=overwrite)
+        check_export_target(out_dir, self.roots(), _is_peft_export, overwrite=overwrite)
         with HEAVY_IMPORT_LOCK:  # see studio.HEAVY_IMPORT_LOCK
             from peft import PromptTuningConfig, TaskType
 
@@ -611,7 +612,7 @@ class Library:
         from studio.files import zip_folder
 
         path = Path(path)
-        check_export_target(path, self._library_roots(), overwrite=overwrite)
+        check_export_target(path, self.roots(), overwrite=overwrite)
         with tempfile.TemporaryDirectory(prefix="studio-peft-") as tmp:
             folder = self.export_peft(item_id, Path(tmp) / "adapter", backbone)
             try:

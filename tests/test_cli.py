@@ -221,6 +221,15 @@ def test_combine_and_similarity(tuned, tmp_path):
     assert float(rows[1][1]) == pytest.approx(1.0, abs=1e-5) and -1 <= float(rows[1][2]) <= 1
     data = json.loads(ok(studio("similarity", "--measure", "l2", "--json", library=library)).stdout)
     assert len(data["matrix"]) == 2 and data["matrix"][0][0] == pytest.approx(0.0, abs=1e-6)
+    # an existing file is not replaced unless asked (it was, silently); a format it cannot write is named
+    precious = tmp_path / "precious.csv"
+    precious.write_text("my results\n")
+    one_error_line(studio("similarity", "--out", str(precious), library=library), "exists", "--overwrite")
+    assert precious.read_text() == "my results\n"
+    assert "wrote" in ok(studio("similarity", "--out", str(precious), "--overwrite", library=library)).stdout
+    assert precious.read_text().startswith("item,")
+    one_error_line(studio("similarity", "--out", str(tmp_path / "sim.txt"), library=library), ".csv, .png or .html")
+    one_error_line(studio("similarity", "--out", str(library / "sim.csv"), library=library), "library folder")
 
 
 def test_errors_that_need_the_library_or_model(tuned, tmp_path):
