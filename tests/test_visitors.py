@@ -194,3 +194,16 @@ def test_a_visitors_uploaded_data_is_theirs_alone(public_app, tmp_path):
     assert "ADA-PRIVATE" not in str(refused.value)
     _, status, flips = ada.predict(*args, api_name="/arithmetic_eval")  # ada's own task: evaluated
     assert "Done" in status and "file:ada-secret" in status
+
+
+def test_sweeps_cannot_even_be_planned_by_a_visitor(public_app):
+    """A sweep spec names models by folder; its plan would tell a visitor which folders exist on the server."""
+    url, state, home = public_app
+    bob = Client(url, verbose=False)
+    answers = []
+    for folder in ("/etc", "/no/such/folder"):
+        spec = f'models = ["{folder}"]\ntasks = ["mr"]\nseeds = [0]\n'
+        with pytest.raises(AppError, match="sweeps run on your own machine") as refused:
+            bob.predict(spec, "toml", api_name="/sweep_plan")
+        answers.append(str(refused.value).replace(folder, "X"))
+    assert answers[0] == answers[1] and "/etc" not in answers[0]

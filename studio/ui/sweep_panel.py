@@ -14,9 +14,11 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from studio import StudioError
 from studio import sweep as sweeps
 from studio.jobs import FINISHED
 from studio.ui.common import AppState, friendly
+from studio.ui.visitors import SWEEPS_OFF
 
 EXAMPLE_SPEC = """# a grid of tuning runs: every model x recipe point x task x seed (lists are crossed)
 models = ["smollm2-135m-instruct"]
@@ -58,8 +60,16 @@ def on_upload(path: str | None) -> tuple:
     return Path(path).read_text(encoding="utf-8"), syntax
 
 
+def refuse_on_a_public_space(state: AppState) -> None:
+    """Sweeps are off where each visitor has their own space, planning one included: a spec names models by
+    folder, and the plan would tell a visitor which folders exist on the server."""
+    if state.visitors:
+        raise StudioError(f"{SWEEPS_OFF}: the Sweep panel is for your own studio (README, Quick start)")
+
+
 @friendly
 def on_plan(state: AppState, text: str | None, syntax: str) -> tuple[pd.DataFrame, str]:
+    refuse_on_a_public_space(state)
     table = plan_table(state, sweeps.parse_spec_text(text, syntax))
     todo = int(table["still to tune"].sum())
     return table, (f"{len(table)} group(s), {int(table['prompts'].sum())} prompt(s); {todo} still to tune "
@@ -68,6 +78,7 @@ def on_plan(state: AppState, text: str | None, syntax: str) -> tuple[pd.DataFram
 
 @friendly
 def on_run(state: AppState, text: str | None, syntax: str) -> tuple[str, str, pd.DataFrame, gr.Timer]:
+    refuse_on_a_public_space(state)
     spec = sweeps.parse_spec_text(text, syntax)
     table = plan_table(state, spec)
     job = sweeps.submit_sweep(state.runner, state.library, spec)

@@ -32,6 +32,7 @@ MAX_JOB_STEPS = 1000  # training steps of one job (each run of a few-shot study)
 MAX_JOB_PROMPTS = 8  # prompts one tuning job trains together (tasks x seeds)
 MAX_JOB_EXAMPLES = 1000  # test examples per few-shot run
 SESSION_LIBRARY_IDLE_S = 24 * 3600  # a signed-out visitor's library is removed this long after its last use
+SWEEPS_OFF = "sweeps run on your own machine or a private Space (STUDIO_VISITORS=shared), not on a public one"
 OPEN_LIBRARIES = 256  # visitor libraries kept open (opening one again is cheap; this only bounds memory)
 
 
@@ -140,7 +141,7 @@ def job_too_big(spec: object) -> str | None:
             return f"{spec.eval_limit} test examples per run; at most {MAX_JOB_EXAMPLES} here"
         steps = max(spec.config.steps, spec.mixture.steps if spec.mixture else 0)
     else:
-        return "sweeps run on your own machine or a private Space (STUDIO_VISITORS=shared), not on a public one"
+        return SWEEPS_OFF
     if steps > MAX_JOB_STEPS:
         return f"{steps} steps; at most {MAX_JOB_STEPS} per job here"
     return None
