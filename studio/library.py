@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS items (
     created TEXT NOT NULL
 )
 """
-# when the catalog was made: an item file older than its catalog is not one of its orphans (see _set_orphans_aside)
+# when the catalog was first opened by a studio that keeps it: an item file older than that is not one of its
+# orphans (see _set_orphans_aside)
 META_SCHEMA = "CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 TENSOR_KEY = "prompt"  # our files; PEFT adapters use "prompt_embeddings"
 PEFT_KEY = "prompt_embeddings"
@@ -204,6 +205,25 @@ def _is_peft_export(folder: Path) -> bool:
     return "studio_item.json" in names and names <= PEFT_EXPORT_FILES
 
 
+def _catalog_created(db: sqlite3.Connection) -> float | None:
+    """When the catalog was first opened by a studio that keeps this (for an older catalog: its first open since);
+    None where the catalog file cannot be written (then no file counts as an orphan). Written once, read after."""
+    read = "SELECT value FROM catalog_meta WHERE key = 'created'"
+    try:
+        row = db.execute(read).fetchone()
+    except sqlite3.OperationalError:  # no such table: a catalog from before
+        row = None
+    if row is None:
+        try:
+            with db:
+                db.execute(META_SCHEMA)
+                db.execute("INSERT OR IGNORE INTO catalog_meta VALUES ('created', ?)", (repr(time.time()),))
+        except sqlite3.OperationalError:  # a catalog file that cannot be written (it still opens, for reading)
+            return None
+        row = db.execute(read).fetchone()
+    return float(row[0])
+
+
 def _rename_seed_column(db: sqlite3.Connection) -> None:
     """Bring a catalog made before ``origin`` (a seed) was renamed ``seed`` up to date, in place."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
@@ -264,15 +284,13 @@ class Library:
                         db.execute("PRAGMA journal_mode=WAL")
                         db.execute(SCHEMA)
                         _rename_seed_column(db)
-                        db.execute(META_SCHEMA)
-                        db.execute("INSERT OR IGNORE INTO catalog_meta VALUES ('created', ?)", (repr(time.time()),))
-                        created = float(db.execute("SELECT value FROM catalog_meta WHERE key = 'created'")
-                                        .fetchone()[0])
                     ids = {row[0] for row in db.execute("SELECT id FROM items")}
+                created = _catalog_created(db) if self.writable else None
             finally:
                 db.close()
             if self.writable:
-                self._set_orphans_aside(ids, created)
+                if created is not None:
+                    self._set_orphans_aside(ids, created)
                 self._keep_wal_open()
         except sqlite3.DatabaseError as error:
             raise StudioError(f"{self.root / 'catalog.sqlite'} is damaged or not a studio catalog ({error}): "

@@ -41,6 +41,7 @@ DONE = "done"
 MAX_TURN_ROWS = 64
 # (prompt, task, sample size) score tables kept for positions set again; each is [1, examples, labels] floats
 REMEMBERED_SCORES = 512
+MAX_ENCODED = 64  # (task data, sample size) encodings kept
 
 
 @dataclass(eq=False)
@@ -174,10 +175,13 @@ class LiveEvaluator:
 
     def _encoding(self, request: LiveRequest, task: str) -> EncodedTask:
         key = (task, request.data[task].data_hash, request.limit)  # two visitors' files may share a name
-        if key not in self._encoded:  # stratified: every prefix is class-balanced
-            self._encoded[key] = encode_task(self._backbone(), request.data[task], self._split, request.limit,
-                                             stratified=True)
-        return self._encoded[key]
+        encoded = self._encoded.get(key)
+        if encoded is None:  # stratified: every prefix is class-balanced
+            encoded = encode_task(self._backbone(), request.data[task], self._split, request.limit, stratified=True)
+            while len(self._encoded) >= MAX_ENCODED:  # visitors' own files come and go: the oldest goes
+                self._encoded.pop(next(iter(self._encoded)), None)
+            self._encoded[key] = encoded
+        return encoded
 
     @staticmethod
     def _remembered_key(request: LiveRequest, task: str) -> tuple:

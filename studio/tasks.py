@@ -22,6 +22,8 @@ import json
 import random
 import tarfile
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,7 +301,9 @@ def list_tasks() -> list[TaskSpec]:
 # line), then known by name like any other task, to whoever registered it (on a public Space each visitor's files
 # are their own: ``set_task_owner``). A task name is never read as a path: a name typed into the UI cannot reach a
 # file on the server, and no error tells whether some path exists.
-_REGISTERED: dict[tuple[str | None, str], TaskData] = {}  # (owner, name) -> task
+_REGISTERED: OrderedDict[tuple[str | None, str], TaskData] = OrderedDict()  # (owner, name) -> task, oldest first
+_REGISTRY_LOCK = threading.Lock()
+MAX_REGISTERED = 256  # file tasks kept (a public Space's visitors each upload some); the least recently used go
 MAX_TASK_NAME = 80
 
 
@@ -323,12 +327,22 @@ def register_task(task: TaskData) -> TaskData:
     name = task.spec.name
     if name in BUNDLED_TASKS or name in HUB_TASKS:
         raise StudioError(f"{name!r} is the name of a built-in task: give your file another task name")
-    _REGISTERED[(_owner(), name)] = task
+    key = (_owner(), name)
+    with _REGISTRY_LOCK:
+        _REGISTERED[key] = task
+        _REGISTERED.move_to_end(key)
+        while len(_REGISTERED) > MAX_REGISTERED:
+            _REGISTERED.popitem(last=False)
     return task
 
 
 def _registered(name: str) -> TaskData | None:
-    return _REGISTERED.get((_owner(), name))
+    key = (_owner(), name)
+    with _REGISTRY_LOCK:
+        task = _REGISTERED.get(key)
+        if task is not None:
+            _REGISTERED.move_to_end(key)
+        return task
 
 
 def task_spec(name: str) -> TaskSpec:

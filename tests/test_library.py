@@ -628,3 +628,28 @@ def test_item_files_older_than_the_catalog_are_left_alone_and_orphans_are_moved_
     Library(tmp_path / "fresh")
     assert not orphan.exists() and (fresh.root / "orphans" / orphan.name).exists()
     assert young.exists()  # written in the last 10 minutes: maybe a store in another process, right now
+
+
+def test_an_old_catalog_gets_its_date_and_a_catalog_that_cannot_be_written_is_only_read(tmp_path):
+    """The creation date is written once, on the first open that lacks it; a catalog file that cannot be written
+    (opened read-only here: a root test process can write any file) still opens, and nothing counts as an orphan."""
+    from studio.library import _catalog_created
+
+    library = Library(tmp_path / "lib")
+    origin, _, _ = populate(library)
+    path = library.root / "catalog.sqlite"
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DROP TABLE catalog_meta")  # as a catalog made before the date was kept
+    db.close()
+    read_only = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    assert _catalog_created(read_only) is None  # it would have been "damaged or not a studio catalog"
+    read_only.close()
+    assert Library(tmp_path / "lib").get(origin.id).kind == "origin"
+    db = sqlite3.connect(path)
+    (created,) = db.execute("SELECT value FROM catalog_meta").fetchone()
+    db.close()
+    assert abs(float(created) - time.time()) < 60
+    read_only = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    assert _catalog_created(read_only) == float(created)  # read, not written again
+    read_only.close()
