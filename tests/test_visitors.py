@@ -207,3 +207,40 @@ def test_sweeps_cannot_even_be_planned_by_a_visitor(public_app):
             bob.predict(spec, "toml", api_name="/sweep_plan")
         answers.append(str(refused.value).replace(folder, "X"))
     assert answers[0] == answers[1] and "/etc" not in answers[0]
+
+
+def test_a_gpu_handler_acts_for_the_visitor_who_asked_even_where_the_request_is_not(monkeypatch):
+    """ZeroGPU runs a @gpu handler in another process and hands it no Gradio request, so the handler found no
+    visitor there (or the wrong one) for their library and tasks. ``gpu_for_visitor`` reads the visitor in the
+    event and acts for them where the work runs; a fresh context stands in for the other process here."""
+    import contextvars
+    import inspect
+
+    from studio.ui import common
+    from studio.ui.visitors import acting_for, asking_visitor
+
+    def elsewhere(duration):
+        def place(fn):
+            if inspect.isgeneratorfunction(fn):
+                def run_steps(*args, **kwargs):
+                    yield from contextvars.Context().run(lambda: list(fn(*args, **kwargs)))
+                return run_steps
+            return lambda *args, **kwargs: contextvars.Context().run(fn, *args, **kwargs)
+        return place
+
+    monkeypatch.setattr(common, "gpu", elsewhere)
+
+    @common.gpu_for_visitor(lambda *args: 1)
+    def who(x):
+        return x, asking_visitor()
+
+    @common.gpu_for_visitor(lambda *args: 1)
+    def who_at_each_step(n):
+        for k in range(n):
+            yield k, asking_visitor()
+
+    with acting_for("session:ada"):  # stands in for ada's request in the event
+        assert who(7) == (7, "session:ada")
+        assert list(who_at_each_step(2)) == [(0, "session:ada"), (1, "session:ada")]
+        assert contextvars.Context().run(asking_visitor) is None  # what the other place saw before
+    assert list(inspect.signature(who).parameters) == ["x"]  # Gradio reads the inputs from it

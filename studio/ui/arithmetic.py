@@ -36,7 +36,7 @@ from studio.ui.common import (
     figure_exports,
     friendly,
     friendly_stream,
-    gpu,
+    gpu_for_visitor,
     item_choices,
 )
 
@@ -519,14 +519,14 @@ def wire_evaluation(state: AppState, controls: Controls, results: Results) -> No
     pickled to the GPU process, and the app state is not picklable."""
 
     @friendly_stream
-    @gpu(lambda *args, **kwargs: 10 + 0.02 * _int(args[5]) * max(1, len(args[4] or [2, 2])))
+    @gpu_for_visitor(lambda *args, **kwargs: 10 + 0.02 * _int(args[5]) * max(1, len(args[4] or [2, 2])))
     def on_evaluate(origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5, w6, session: Session):
         choice = parse(state, origin_id, vector_ids, method, density, tasks, limit, [w1, w2, w3, w4, w5, w6])
         for outputs in live_evaluation(state, session, choice):
             yield *outputs, session  # handing the Session back starts its time to live
 
     @friendly
-    @gpu(lambda *args, **kwargs: 15 + 0.01 * 25 * _int(args[13]) * max(1, len(args[4] or [2, 2])))
+    @gpu_for_visitor(lambda *args, **kwargs: 15 + 0.01 * 25 * _int(args[13]) * max(1, len(args[4] or [2, 2])))
     def on_sweep(origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5, w6, sweep,
                  sweep_examples, progress=gr.Progress()):
         choice = parse(state, origin_id, vector_ids, method, density, tasks, limit, [w1, w2, w3, w4, w5, w6])

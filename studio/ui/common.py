@@ -10,6 +10,7 @@ A panel is a module with ``build(state, tab, app)``: it lays out its components 
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from studio.backbones import DEFAULT_MODEL, load_backbone
 from studio.jobs import JobRunner
 from studio.library import Library
 from studio.space import on_gpu as gpu  # noqa: F401 - ZeroGPU's spaces.GPU, sized per call; a no-op elsewhere
-from studio.ui.visitors import VisitorJobs, Visitors
+from studio.ui.visitors import VisitorJobs, Visitors, acting_for, asking_visitor
 
 
 @dataclass
@@ -89,6 +90,43 @@ class AppState:
             task()
 
         threading.Thread(target=work, daemon=True, name="after-warm-up").start()
+
+
+def gpu_for_visitor(duration: Callable[..., float]) -> Callable[[Callable], Callable]:
+    """``gpu(duration)`` for a handler that acts for the asking visitor (their library, their uploaded tasks). On
+    ZeroGPU the handler runs in another process that gets no Gradio request, so the visitor is read here, in the
+    event, and handed over (``visitors.acting_for``); elsewhere the same path runs in this process."""
+
+    def decorate(fn: Callable) -> Callable:
+        def sized(visitor, *args, **kwargs) -> float:
+            return duration(*args, **kwargs)
+
+        if inspect.isgeneratorfunction(fn):
+            def on_gpu(visitor, *args, **kwargs):
+                produced = fn(*args, **kwargs)
+                while True:  # each step in the visitor's name (the context is not kept between steps)
+                    with acting_for(visitor):
+                        try:
+                            item = next(produced)
+                        except StopIteration:
+                            return
+                    yield item
+
+            def handler(*args, **kwargs):
+                yield from placed(asking_visitor(), *args, **kwargs)
+        else:
+            def on_gpu(visitor, *args, **kwargs):
+                with acting_for(visitor):
+                    return fn(*args, **kwargs)
+
+            def handler(*args, **kwargs):
+                return placed(asking_visitor(), *args, **kwargs)
+
+        on_gpu.__module__, on_gpu.__qualname__ = fn.__module__, fn.__qualname__  # its entry in space.GPU_TASKS
+        placed = gpu(sized)(on_gpu)
+        return functools.wraps(fn)(handler)  # Gradio reads the inputs (and gr.Progress) from fn's signature
+
+    return decorate
 
 
 def friendly(fn: Callable) -> Callable:

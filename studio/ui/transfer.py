@@ -24,7 +24,7 @@ from studio.ui.common import (
     export_row,
     figure_exports,
     friendly,
-    gpu,
+    gpu_for_visitor,
     item_choices,
 )
 
@@ -281,7 +281,7 @@ def wire_cross(state: AppState, cross: Cross) -> None:
     to the GPU process, and the app state is not picklable)."""
 
     @friendly
-    @gpu(lambda tasks, split, limit: 10 + 0.02 * 9 * _int(limit) * max(1, len(tasks or [])))  # 3 origins: 9 cells
+    @gpu_for_visitor(lambda tasks, split, limit: 10 + 0.02 * 9 * _int(limit) * max(1, len(tasks or [])))  # 3 origins: 9 cells
     def on_cross(tasks, split, limit):
         table, figure, text = cross_origin(state, tasks, split, limit)
         return table, figure, text, figure_exports(figure, "cross-origin", CROSS_HEADERS, table), figure.to_json()

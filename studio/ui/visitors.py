@@ -14,13 +14,15 @@ its starter's library although it runs on the worker thread.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import os
 import shutil
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from studio import StudioError
@@ -55,6 +57,25 @@ def current_request():
     from gradio.context import LocalContext
 
     return LocalContext.request.get(None)
+
+
+_ACTING_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("studio_acting_for", default=None)
+
+
+@contextmanager
+def acting_for(key: str | None) -> Iterator[None]:
+    """Act for visitor ``key`` where Gradio's request is not at hand: ZeroGPU runs a ``@gpu`` handler in another
+    process and hands it no request (``common.gpu_for_visitor`` reads the visitor before and passes it on)."""
+    token = _ACTING_FOR.set(key)
+    try:
+        yield
+    finally:
+        _ACTING_FOR.reset(token)
+
+
+def asking_visitor() -> str | None:
+    """The visitor this code acts for: the one ``acting_for`` names, else the one of the event being handled."""
+    return _ACTING_FOR.get() or visitor_key(current_request())
 
 
 def visitor_key(request) -> str | None:
@@ -100,7 +121,7 @@ class Visitors:
         self._lock = threading.Lock()
 
     def key(self) -> str | None:
-        return visitor_key(current_request())
+        return asking_visitor()
 
     def library(self) -> Library:
         """The asking visitor's library; outside an event (laying out the page) the home library, which visitors
