@@ -104,13 +104,17 @@ def gpu_for_visitor(duration: Callable[..., float]) -> Callable[[Callable], Call
         if inspect.isgeneratorfunction(fn):
             def on_gpu(visitor, *args, **kwargs):
                 produced = fn(*args, **kwargs)
-                while True:  # each step in the visitor's name (the context is not kept between steps)
+                try:
+                    while True:  # each step in the visitor's name: Gradio may run each in another thread
+                        with acting_for(visitor):
+                            try:
+                                item = next(produced)
+                            except StopIteration:
+                                return
+                        yield item
+                finally:  # a stream stopped early (a newer slider position) ends in the visitor's name too
                     with acting_for(visitor):
-                        try:
-                            item = next(produced)
-                        except StopIteration:
-                            return
-                    yield item
+                        produced.close()
 
             def handler(*args, **kwargs):
                 yield from placed(asking_visitor(), *args, **kwargs)
