@@ -44,14 +44,16 @@ class EncodedTask:
         return all(len(ids) == 1 for ids in self.target_ids) and len(set(firsts)) == len(firsts)
 
 
-_ENCODED: dict[tuple, EncodedTask] = {}
+_ENCODED: dict[tuple, EncodedTask] = {}  # oldest first
+MAX_ENCODED = 128  # splits kept tokenised (a public Space's visitors bring their own files: the oldest go)
 
 
 def encode_task(backbone: Backbone, task: TaskData, split: str, limit: int | None = None,
                 stratified: bool = False) -> EncodedTask:
     """Tokenise (and cache) a split. ``stratified`` orders examples so that every prefix is class-balanced."""
     key = (backbone.name, task.spec.name, task.data_hash, split, limit, stratified)
-    if key not in _ENCODED:
+    cached = _ENCODED.get(key)  # a local: another thread may drop the entry meanwhile
+    if cached is None:
         examples = task.split(split)
         if stratified:
             examples = stratified_order(examples)
@@ -64,8 +66,11 @@ def encode_task(backbone: Backbone, task: TaskData, split: str, limit: int | Non
             text = backbone.render_input(task.spec.instruction, example.body())
             encoded.append(EncodedExample(example, text, backbone.encode_input(text, MAX_INPUT_TOKENS)))
         targets = [backbone.render_target(word) for word in task.spec.label_words]
-        _ENCODED[key] = EncodedTask(task, encoded, targets, [backbone.encode_target(t) for t in targets])
-    return _ENCODED[key]
+        cached = EncodedTask(task, encoded, targets, [backbone.encode_target(t) for t in targets])
+        while len(_ENCODED) >= MAX_ENCODED:
+            _ENCODED.pop(next(iter(_ENCODED)), None)
+        _ENCODED[key] = cached
+    return cached
 
 
 def stratified_order(examples: Sequence[Example], seed: int = 0) -> list[Example]:

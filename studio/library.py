@@ -397,10 +397,10 @@ class Library:
         item = self.get(item_id)
         holder = self._holder(item)
         if not holder.read_only:
-            return read_prompt_file(holder.root / item.file, item.hidden)[0]
+            return read_prompt_file(self.path_of(item), item.hidden)[0]
         # the prebuilt library never changes: each file is read once (the first views read ~150 at start-up)
         if item_id not in holder._tensors:
-            holder._tensors[item_id] = read_prompt_file(holder.root / item.file, item.hidden)[0]
+            holder._tensors[item_id] = read_prompt_file(self.path_of(item), item.hidden)[0]
         return holder._tensors[item_id].clone()  # a copy: a caller that changes it in place changes only its own
 
     def vector(self, item_id: str) -> TaskPromptVector:

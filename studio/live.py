@@ -41,7 +41,6 @@ DONE = "done"
 MAX_TURN_ROWS = 64
 # (prompt, task, sample size) score tables kept for positions set again; each is [1, examples, labels] floats
 REMEMBERED_SCORES = 512
-MAX_ENCODED = 64  # (task data, sample size) encodings kept
 
 
 @dataclass(eq=False)
@@ -129,7 +128,6 @@ class LiveEvaluator:
         self.rows_scored = 0  # for tests and benchmarks: (prompt, example) pairs the model scored
         self.largest_turn_rows = 0  # for tests and benchmarks: the most rows one model call scored
         self._active: dict[str, LiveRequest] = {}  # visitor -> their newest unfinished request
-        self._encoded: dict[tuple[str, str, int], EncodedTask] = {}  # (task, data, sample)
         self._wake = threading.Condition(threading.RLock())
         self._counter = itertools.count()
         self.chunks_run = 0  # for tests and benchmarks: model calls made
@@ -174,14 +172,9 @@ class LiveEvaluator:
         return {t: len(self._encoding(request, t).examples) for t in request.tasks}
 
     def _encoding(self, request: LiveRequest, task: str) -> EncodedTask:
-        key = (task, request.data[task].data_hash, request.limit)  # two visitors' files may share a name
-        encoded = self._encoded.get(key)
-        if encoded is None:  # stratified: every prefix is class-balanced
-            encoded = encode_task(self._backbone(), request.data[task], self._split, request.limit, stratified=True)
-            while len(self._encoded) >= MAX_ENCODED:  # visitors' own files come and go: the oldest goes
-                self._encoded.pop(next(iter(self._encoded)), None)
-            self._encoded[key] = encoded
-        return encoded
+        """The request's sample of ``task``, tokenised once (``encode_task`` keeps it by the task's data), stratified:
+        every prefix is class-balanced."""
+        return encode_task(self._backbone(), request.data[task], self._split, request.limit, stratified=True)
 
     @staticmethod
     def _remembered_key(request: LiveRequest, task: str) -> tuple:
