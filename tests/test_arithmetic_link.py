@@ -8,10 +8,12 @@ test-artifacts/.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from conftest import chromium_page
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.browser]
 
@@ -50,8 +52,13 @@ def test_a_shared_link_reopens_the_arithmetic_tab_on_its_combination(browser_pag
     assert page.get_by_role("tab", name="Arithmetic").get_attribute("aria-selected") == "true"
     weights = page.locator('input[aria-label^="number input for weight of"]').locator("visible=true")
     assert weights.count() == 2
+    # opening the tab also refreshes its lists, racing the link (its labels may show the page's default for a
+    # moment); what settles must be the link's combination
     for k, (vector_id, weight) in enumerate(zip(vector_ids, ("0.35", "-0.5"))):
-        assert weights.nth(k).input_value() == weight and vector_id in weights.nth(k).get_attribute("aria-label")
+        expect(weights.nth(k)).to_have_attribute("aria-label", re.compile(re.escape(vector_id)), timeout=15_000)
+        assert weights.nth(k).input_value() == weight
+    page.wait_for_timeout(1500)  # and stays so once the events of opening have run
+    assert [weights.nth(k).get_attribute("aria-label").rsplit(" ", 1)[-1] for k in range(2)] == vector_ids
     page.screenshot(path=str(artifacts / "arithmetic-link-opened.png"), full_page=True)
     # what the page now holds, as the browser sends it: the tab's own link names the same combination
     page.get_by_role("button", name="Link to this combination").click()

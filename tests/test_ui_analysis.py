@@ -330,6 +330,22 @@ def test_link_names_the_combination_and_opening_it_restores_the_controls(app, pa
                  api_name="/arithmetic_link", match="cannot go into a link")
 
 
+def test_refreshing_the_lists_keeps_a_selection_it_has_no_reason_to_change(app, pair):
+    """Opening the tab refreshes the lists with the values the page held when the tab was selected. A shared link
+    selects the tab while it sets its own combination, so a refresh that sent those older values back replaced the
+    link's vectors with the page's default (a failure seen in CI): values go out only where an item is gone."""
+    from studio.ui.arithmetic import on_refresh
+
+    _, state = app
+    origin_id, vector_ids = pair
+    origin, vectors, tasks = on_refresh(state, origin_id, vector_ids, ["mr"])
+    assert "value" not in origin.constructor_args and "value" not in vectors.constructor_args
+    assert "value" not in tasks.constructor_args and vector_ids[0] in [v for _, v in vectors.choices]
+    origin, vectors, tasks = on_refresh(state, "o-gone", [vector_ids[0], "v-gone"], [])
+    assert origin.value != "o-gone" and vectors.constructor_args["value"] == [vector_ids[0]]
+    assert tasks.constructor_args["value"] == [state.library.get(vector_ids[0]).task]
+
+
 # ---- transfer ----------------------------------------------------------------------------------------------------
 def test_cross_origin_table_has_own_and_other_rows(app, pair):
     client, state = app
