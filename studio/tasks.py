@@ -25,7 +25,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from studio import StudioError
@@ -343,6 +343,25 @@ def _registered(name: str) -> TaskData | None:
         if task is not None:
             _REGISTERED.move_to_end(key)
         return task
+
+
+def file_tasks_for_evaluation() -> list[TaskData]:
+    """The asking owner's file tasks without their training examples: what a handler that evaluates in another
+    process must be handed. ZeroGPU runs such handlers in a process forked once, whose registry is a copy from
+    then: a file uploaded later is not in it (``adopt_file_tasks`` there)."""
+    owner = _owner()
+    with _REGISTRY_LOCK:
+        owned = [task for (who, _), task in _REGISTERED.items() if who == owner]
+    return [replace(task, train=[]) for task in owned]
+
+
+def adopt_file_tasks(tasks: list[TaskData]) -> None:
+    """Register, for the asking owner, the tasks another process handed over (``file_tasks_for_evaluation``);
+    a task already known with the same data is left as it is (it may still have its training examples)."""
+    for task in tasks:
+        known = _registered(task.spec.name)
+        if known is None or known.data_hash != task.data_hash:
+            register_task(task)
 
 
 def task_spec(name: str) -> TaskSpec:

@@ -153,16 +153,17 @@ def test_the_app_decorates_its_gpu_handlers_with_growing_durations(tmp_path):
     by_name = {name.rsplit(".", 1)[-1]: (name, duration) for name, duration in space.GPU_TASKS.items()}
     for handler in ("on_evaluate", "on_sweep", "on_cross"):
         assert handler in by_name, f"{handler} is not decorated for ZeroGPU"
-    # ZeroGPU sizes a call from the arguments the GPU side gets: the visitor it acts for, then the handler's
+    # ZeroGPU sizes a call from the arguments the GPU side gets: the visitor it acts for and their uploaded tasks,
+    # then the handler's
     _, evaluate = by_name["on_evaluate"]
-    small = evaluate("session:a", "o", ["v"], "weighted_sum", 0.5, ["mr"], 16, *[1.0] * 6, None)
-    large = evaluate("session:a", "o", ["v"], "weighted_sum", 0.5, ["mr", "tweets"], 1000, *[1.0] * 6, None)
+    small = evaluate("session:a", [], "o", ["v"], "weighted_sum", 0.5, ["mr"], 16, *[1.0] * 6, None)
+    large = evaluate("session:a", [], "o", ["v"], "weighted_sum", 0.5, ["mr", "tweets"], 1000, *[1.0] * 6, None)
     assert 5 <= small < large <= space.MAX_GPU_SECONDS
     _, cross = by_name["on_cross"]
-    assert cross(None, ["mr"], "test", 8) < cross(None, ["mr", "bbc"], "test", 200)
+    assert cross(None, [], ["mr"], "test", 8) < cross(None, [], ["mr", "bbc"], "test", 200)
     _, sweep = by_name["on_sweep"]
-    assert sweep(None, "o", ["v"], "weighted_sum", 0.5, [], 16, *[1.0] * 6, "coefficient", 8) < \
-        sweep(None, "o", ["v"], "weighted_sum", 0.5, [], 16, *[1.0] * 6, "coefficient", 200)
+    assert sweep(None, [], "o", ["v"], "weighted_sum", 0.5, [], 16, *[1.0] * 6, "coefficient", 8) < \
+        sweep(None, [], "o", ["v"], "weighted_sum", 0.5, [], 16, *[1.0] * 6, "coefficient", 200)
 
 
 def test_a_space_without_mounted_storage_says_the_library_is_temporary(tmp_path, monkeypatch):

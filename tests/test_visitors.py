@@ -209,6 +209,58 @@ def test_sweeps_cannot_even_be_planned_by_a_visitor(public_app):
     assert answers[0] == answers[1] and "/etc" not in answers[0]
 
 
+def test_a_gpu_handler_finds_the_visitors_files_uploaded_after_its_process_started(monkeypatch, tmp_path):
+    """ZeroGPU forks its GPU process once: its registry of uploaded tasks is a copy from then, so a file uploaded
+    later was an "unknown task" there. The visitor's own uploads go across with each call (without their training
+    examples: these handlers evaluate), and nobody else's; an empty registry stands in for the forked copy."""
+    import csv
+    from collections import OrderedDict
+
+    from studio import StudioError, tasks
+    from studio.ui import common
+    from studio.ui.visitors import acting_for, asking_visitor
+
+    def in_another_process(duration):
+        def place(fn):
+            def run(*args, **kwargs):
+                with monkeypatch.context() as fork:
+                    fork.setattr(tasks, "_REGISTERED", OrderedDict())  # what the process holds: nothing uploaded
+                    return fn(*args, **kwargs)
+            return run
+        return place
+
+    monkeypatch.setattr(common, "gpu", in_another_process)
+
+    @common.gpu_for_visitor(lambda *args: 1)
+    def seen_there(name):
+        try:
+            task = tasks.load_task(name)
+        except StudioError as error:
+            return str(error)
+        return task.data_hash, len(task.train), len(task.validation)
+
+    def upload(folder: str, rows: list) -> tasks.TaskData:
+        path = tmp_path / folder / "notes.csv"
+        path.parent.mkdir()
+        with path.open("w", newline="") as handle:
+            csv.writer(handle).writerows([("text", "label"), *rows])
+        return tasks.load_file_task(path)
+
+    tasks.set_task_owner(asking_visitor)
+    try:
+        with acting_for("session:ada"):
+            ada = upload("ada", [(f"ada's text {i}", "ab"[i % 2]) for i in range(40)])
+            assert len(ada.train) > 0
+            assert seen_there("file:notes") == (ada.data_hash, 0, len(ada.validation))
+        with acting_for("session:bob"):
+            assert "unknown task 'file:notes'" in seen_there("file:notes")  # ada's upload is not bob's
+            bob = upload("bob", [(f"bob's text {i}", "xy"[i % 2]) for i in range(30)])
+            assert seen_there("file:notes")[0] == bob.data_hash != ada.data_hash
+            assert len(tasks.load_task("file:notes").train) == len(bob.train)  # here, the whole task is kept
+    finally:
+        tasks.set_task_owner(None)
+
+
 def test_a_gpu_handler_acts_for_the_visitor_who_asked_even_where_the_request_is_not(monkeypatch):
     """ZeroGPU runs a @gpu handler in another process and hands it no Gradio request, so the handler found no
     visitor there (or the wrong one) for their library and tasks. ``gpu_for_visitor`` reads the visitor in the

@@ -23,6 +23,7 @@ from studio.backbones import DEFAULT_MODEL, load_backbone
 from studio.jobs import JobRunner
 from studio.library import Library
 from studio.space import on_gpu as gpu  # noqa: F401 - ZeroGPU's spaces.GPU, sized per call; a no-op elsewhere
+from studio.tasks import adopt_file_tasks, file_tasks_for_evaluation
 from studio.ui.visitors import VisitorJobs, Visitors, acting_for, asking_visitor
 
 
@@ -94,15 +95,19 @@ class AppState:
 
 def gpu_for_visitor(duration: Callable[..., float]) -> Callable[[Callable], Callable]:
     """``gpu(duration)`` for a handler that acts for the asking visitor (their library, their uploaded tasks). On
-    ZeroGPU the handler runs in another process that gets no Gradio request, so the visitor is read here, in the
-    event, and handed over (``visitors.acting_for``); elsewhere the same path runs in this process."""
+    ZeroGPU the handler runs in another process that gets no Gradio request and whose uploaded tasks are a copy
+    from when it was forked, so the visitor and their uploaded tasks (``tasks.file_tasks_for_evaluation``: these
+    handlers evaluate, tuning hands its data over itself) are read here, in the event, and handed over
+    (``visitors.acting_for``); elsewhere the same path runs in this process."""
 
     def decorate(fn: Callable) -> Callable:
-        def sized(visitor, *args, **kwargs) -> float:
+        def sized(visitor, uploads, *args, **kwargs) -> float:
             return duration(*args, **kwargs)
 
         if inspect.isgeneratorfunction(fn):
-            def on_gpu(visitor, *args, **kwargs):
+            def on_gpu(visitor, uploads, *args, **kwargs):
+                with acting_for(visitor):
+                    adopt_file_tasks(uploads)
                 produced = fn(*args, **kwargs)
                 try:
                     while True:  # each step in the visitor's name: Gradio may run each in another thread
@@ -117,14 +122,15 @@ def gpu_for_visitor(duration: Callable[..., float]) -> Callable[[Callable], Call
                         produced.close()
 
             def handler(*args, **kwargs):
-                yield from placed(asking_visitor(), *args, **kwargs)
+                yield from placed(asking_visitor(), file_tasks_for_evaluation(), *args, **kwargs)
         else:
-            def on_gpu(visitor, *args, **kwargs):
+            def on_gpu(visitor, uploads, *args, **kwargs):
                 with acting_for(visitor):
+                    adopt_file_tasks(uploads)
                     return fn(*args, **kwargs)
 
             def handler(*args, **kwargs):
-                return placed(asking_visitor(), *args, **kwargs)
+                return placed(asking_visitor(), file_tasks_for_evaluation(), *args, **kwargs)
 
         on_gpu.__module__, on_gpu.__qualname__ = fn.__module__, fn.__qualname__  # its entry in space.GPU_TASKS
         placed = gpu(sized)(on_gpu)
