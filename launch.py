@@ -8,6 +8,8 @@ import time
 
 STARTED = time.monotonic()
 
+from studio import StudioError  # noqa: E402
+from studio.config import max_upload_bytes  # noqa: E402
 from studio.space import configure_environment, on_space, on_zero_gpu, prepare  # noqa: E402
 
 configure_environment()  # offline here; online on a Space (before anything imports the hub client)
@@ -41,13 +43,17 @@ def main() -> None:
                         help="also serve the studio's main actions as MCP tools for agents, at "
                              "/gradio_api/mcp/ (needs `pip install -e '.[mcp]'`; also on with GRADIO_MCP_SERVER=true)")
     args = parser.parse_args()
+    try:
+        max_upload_bytes()  # a mistyped STUDIO_MAX_UPLOAD stops here, before the model loads
+    except StudioError as error:
+        raise SystemExit(f"error: {error}") from None
     if args.mcp:
         check_mcp()
     if space:  # a fresh Space has neither the corpora nor the embedded weights: fetched once, with a message
         prepare()
     from studio.backbones import DEFAULT_MODEL
     from studio.live import start_warm_up
-    from studio.ui.app import CSS, create
+    from studio.ui.app import create, serve
 
     # the model loads while the page is built and after it is served: started before Gradio's import (pure Python),
     # the two fought for the GIL and the page came a second later without the model being ready any sooner
@@ -55,7 +61,6 @@ def main() -> None:
 
     app, state = create(args.library, args.model, prebuilt=not args.no_prebuilt, warming=warming)
     if args.mcp:  # the agent tools, and only they, in the MCP tool list
-        from studio import StudioError
         from studio.ui.agents import attach
 
         try:
@@ -68,8 +73,7 @@ def main() -> None:
     print(f"Prompt Arithmetic Studio on http://{args.host}:{args.port}", flush=True)
     if args.mcp:
         print(f"MCP server (streamable HTTP) on http://{args.host}:{args.port}/gradio_api/mcp/", flush=True)
-    app.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, share=False,
-                                                 css=CSS, show_error=True, mcp_server=args.mcp)
+    serve(app, args.host, args.port, mcp=args.mcp)
 
 
 if __name__ == "__main__":

@@ -40,3 +40,18 @@ def cache_dir(kind: str) -> Path:
 
 def user_library_dir() -> Path:
     return Path(os.environ.get("STUDIO_LIBRARY") or studio_home() / "library")
+
+
+MAX_UPLOAD = "100mb"  # a task file, a library zip or an adapter; STUDIO_MAX_UPLOAD changes it (e.g. "1gb")
+
+
+def max_upload_bytes(environ: Mapping[str, str] = os.environ) -> int:
+    """The largest upload the server accepts: without a limit one visitor could fill a Space's disk (Gradio keeps
+    every upload in its cache). Gradio refuses a larger file before it is stored, with its own message."""
+    wanted = (environ.get("STUDIO_MAX_UPLOAD") or MAX_UPLOAD).strip().lower()
+    number = wanted.rstrip("kmgtb")
+    unit = wanted[len(number):] or "b"
+    scale = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}.get(unit)
+    if not number.isdigit() or scale is None or int(number) == 0:
+        raise StudioError(f"STUDIO_MAX_UPLOAD={wanted!r} is not a size: write it like 100mb, 2gb or 500kb")
+    return int(number) * scale

@@ -79,13 +79,12 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
     """The real app on 127.0.0.1 (free port), a fresh user library, the prebuilt library beneath it."""
-    from studio.ui.app import CSS, create
+    from studio.ui.app import create, serve
 
     library_dir = tmp_path_factory.mktemp("user-library")
     app, state = create(str(library_dir))
     port = free_port()
-    app.queue(default_concurrency_limit=4).launch(server_name="127.0.0.1", server_port=port, share=False,
-                                                 prevent_thread_lock=True, css=CSS)
+    serve(app, port=port, block=False)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 60
     while time.time() < deadline:

@@ -46,7 +46,7 @@ def read_json(url: str):
 def studio(tiny_llama_dir, tmp_path_factory):
     """The app with the agent tools attached, served with mcp_server=True; yields (url, state, items)."""
     from studio.ui.agents import attach
-    from studio.ui.app import CSS, create
+    from studio.ui.app import create, serve
 
     app, state = create(str(tmp_path_factory.mktemp("mcp-library")), str(tiny_llama_dir), prebuilt=False)
     library, model = state.library, state.model_name
@@ -63,8 +63,7 @@ def studio(tiny_llama_dir, tmp_path_factory):
                                   metrics={"validation_accuracy": accuracy})
     attach(app, state)
     port = free_port()
-    app.queue(default_concurrency_limit=4).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                                                 css=CSS, mcp_server=True, quiet=True)
+    serve(app, port=port, block=False, mcp=True, quiet=True)
     yield f"http://127.0.0.1:{port}", state, items
     app.close()
 

@@ -89,7 +89,7 @@ def test_idle_signed_out_libraries_are_swept_and_nothing_else(tmp_path):
 def public_app(tmp_path_factory):
     from conftest import free_port
 
-    from studio.ui.app import CSS, create
+    from studio.ui.app import create, serve
 
     home = tmp_path_factory.mktemp("space-library")
     previous = os.environ.get("STUDIO_VISITORS")
@@ -100,8 +100,7 @@ def public_app(tmp_path_factory):
         os.environ.pop("STUDIO_VISITORS") if previous is None else os.environ.update(STUDIO_VISITORS=previous)
     assert state.visitors is not None
     port = free_port()
-    app.queue(default_concurrency_limit=4).launch(server_name="127.0.0.1", server_port=port, share=False,
-                                                 prevent_thread_lock=True, css=CSS)
+    serve(app, port=port, block=False)
     url = f"http://127.0.0.1:{port}/"
     yield url, state, home
     app.close()

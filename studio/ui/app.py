@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from studio.config import max_upload_bytes
 from studio.library import open_library
 from studio.tasks import set_task_owner
 from studio.ui import arithmetic, guide, library_panel, map_panel, similarity, transfer, tune_panel
@@ -95,3 +96,12 @@ def create(library_dir: str | None = None, model: str | None = None, prebuilt: b
         state.model_name = model
     state.warm_up(warming)
     return build_app(state), state
+
+
+def serve(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True, mcp: bool = False,
+          quiet: bool = False) -> None:
+    """Serve the app as every server of the studio does (``launch.py`` and the tests): the queue, the page's CSS,
+    the upload limit; ``block=False`` returns once the server is up."""
+    app.queue(default_concurrency_limit=4).launch(
+        server_name=host, server_port=port, share=False, css=CSS, show_error=True, mcp_server=mcp, quiet=quiet,
+        max_file_size=max_upload_bytes(), prevent_thread_lock=not block)
