@@ -19,7 +19,7 @@ from studio.backbones import Backbone
 from studio.evaluation import evaluate
 from studio.library import Item, Library, content_id, metric_key, split_metrics
 from studio.prompts import MERGE_METHODS, merge, scale_ratio, similarity_matrix
-from studio.tasks import load_task
+from studio.tasks import TaskData, load_task
 
 
 def item_label(item: Item) -> str:
@@ -651,7 +651,7 @@ def few_shot_inits(library: Library, origin_id: str, source_vector_ids: list[str
     return inits
 
 
-def few_shot_study(library: Library, backbone: Backbone, target: str, source_vector_ids: list[str], origin_id: str,
+def few_shot_study(library: Library, backbone: Backbone, target: str | TaskData, source_vector_ids: list[str], origin_id: str,
                    shots: list[int], config, mixture_config=None, on_progress=None, should_stop=None,
                    eval_limit: int | None = 200, run=tune_and_test) -> list[dict] | None:
     """``few_shot_experiment`` plus, with ``mixture_config``, SPoT's multi-task start: one prompt tuned from the
@@ -676,12 +676,13 @@ def few_shot_study(library: Library, backbone: Backbone, target: str, source_vec
                                should_stop, eval_limit, multitask_id=multitask_id, run=run)
 
 
-def few_shot_experiment(library: Library, backbone: Backbone, target: str, source_vector_ids: list[str],
+def few_shot_experiment(library: Library, backbone: Backbone, target: str | TaskData, source_vector_ids: list[str],
                         origin_id: str, shots: list[int], config, on_progress=None, should_stop=None,
                         eval_limit: int | None = 200, seed: int = 0, multitask_id: str | None = None,
                         run=tune_and_test) -> list[dict]:
     """Tune the target task from each init on its first k (class-balanced) training examples, for each k in
-    ``shots``, and score the best prompt on the test split. 0 shots = the init evaluated as it is.
+    ``shots``, and score the best prompt on the test split. 0 shots = the init evaluated as it is. ``target``: a
+    task name, or the task's data itself (a planned study keeps the data it was planned on).
 
     ``config`` is a ``TuneConfig``; its batch size is capped at k. Returns one row per (shots, init). Stops
     early (returning the rows so far) when ``should_stop`` says so.
@@ -694,10 +695,10 @@ def few_shot_experiment(library: Library, backbone: Backbone, target: str, sourc
     shots = sorted({int(k) for k in shots})
     if not shots or shots[0] < 0:
         raise StudioError("shots must be whole numbers >= 0, e.g. 0, 10, 50")
-    task = load_task(target)
+    task = target if isinstance(target, TaskData) else load_task(target)
     train = stratified_order(task.train, seed)
     if shots[-1] > len(train):
-        raise StudioError(f"{target} has {len(train)} training examples; choose shots up to that")
+        raise StudioError(f"{task.spec.name} has {len(train)} training examples; choose shots up to that")
     inits = few_shot_inits(library, origin_id, source_vector_ids, multitask_id)
     for name, tensor in inits.items():
         if tensor.shape[1] != backbone.hidden_size:

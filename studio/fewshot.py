@@ -10,14 +10,14 @@ nothing) into a checked ``FewShotPlan`` (known target task, source TPVs, an orig
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from studio import StudioError
 from studio.analysis import few_shot_inits, few_shot_study, tune_and_test
 from studio.backbones import Backbone
 from studio.jobs import Job, JobRunner
 from studio.library import Library
-from studio.tasks import load_task
+from studio.tasks import TaskData, load_task
 from studio.tuning import TuneConfig, whole_number
 
 MAX_SHOTS = 1000  # training examples per run
@@ -38,6 +38,9 @@ class FewShotPlan:
     mixture: TuneConfig | None  # the multi-task prompt's recipe; None leaves that start out
     eval_limit: int  # test examples per run
     starts: int  # the starts compared besides the multi-task prompt (origin, each source, the sum)
+    # the target's data as it was when the study was planned: the job, which may start later, runs on it (an
+    # upload replaced or dropped meanwhile changes nothing)
+    target_data: TaskData = field(repr=False, compare=False)
 
     @property
     def title(self) -> str:
@@ -88,7 +91,7 @@ def plan_few_shot(library: Library, target: str | None, sources: list[str] | Non
     """Check a few-shot request against the library and derive its recipes; any problem is one StudioError."""
     if not target:
         raise StudioError("choose a target task")
-    load_task(target)  # an unknown target fails now, not inside the job (and a name is never read as a path)
+    target_data = load_task(target)  # an unknown target fails now, not in the job (a name is never read as a path)
     sources = [s for s in (sources or []) if s]
     if not sources:
         raise StudioError("choose at least one source task prompt vector")
@@ -106,7 +109,8 @@ def plan_few_shot(library: Library, target: str | None, sources: list[str] | Non
     starts = few_shot_inits(library, origin_id, sources)  # shape and kind problems show now
     if mixture and len({item.task for item in source_items if item.task}) < 2:
         raise StudioError("a multi-task prompt needs source TPVs of two or more tasks (or set its steps to 0)")
-    return FewShotPlan(target, tuple(sources), origin_id, tuple(shots), config, mixture, eval_limit, len(starts))
+    return FewShotPlan(target, tuple(sources), origin_id, tuple(shots), config, mixture, eval_limit, len(starts),
+                       target_data)
 
 
 def submit_few_shot(runner: JobRunner, library: Library, backbone: Callable[[], Backbone], plan: FewShotPlan,
@@ -125,7 +129,7 @@ def submit_few_shot(runner: JobRunner, library: Library, backbone: Callable[[], 
             if "step" not in event:
                 job.events.append({"stage": event["stage"], "rows": event["rows"]})
 
-        rows = few_shot_study(library, backbone(), plan.target, list(plan.sources), plan.origin_id, shots,
+        rows = few_shot_study(library, backbone(), plan.target_data, list(plan.sources), plan.origin_id, shots,
                               plan.config, plan.mixture, progress, job.cancel.is_set, plan.eval_limit,
                               run=run or tune_and_test)
         if rows is None:  # cancelled while tuning the multi-task prompt: nothing else ran

@@ -14,10 +14,10 @@ import torch
 
 from studio import StudioError
 from studio.backbones import load_backbone
-from studio.fewshot import few_shot_configs, parse_shots, plan_few_shot
+from studio.fewshot import few_shot_configs, parse_shots, plan_few_shot, submit_few_shot
 from studio.jobs import FINISHED, JobRunner, submit_tuning, tune_request
 from studio.library import Library
-from studio.tasks import load_task
+from studio.tasks import load_file_task, load_task
 from studio.tuning import TuneConfig
 
 CONFIG = TuneConfig(steps=2, batch_size=2, lr=0.03, eval_every=1, val_limit=4)
@@ -219,3 +219,38 @@ def test_plan_few_shot_checks_the_request_against_the_library(fewshot_library):
             args[index] = value
         with pytest.raises(StudioError, match=message):
             plan_few_shot(library, *args)
+
+
+def test_a_planned_few_shot_study_runs_on_the_data_it_was_planned_on(fewshot_library, tmp_path):
+    """The job may start long after the plan (a queue, a public Space): an upload replaced under the same name
+    meanwhile (or dropped from the registry) must not change what the study tunes and tests on. The model's work
+    is replaced by a recorder of the task each run gets: what is checked is which data reaches it."""
+    from types import SimpleNamespace
+
+    library, origin, vectors = fewshot_library
+
+    def upload(rows: int):
+        path = tmp_path / f"{rows}" / "notes.csv"
+        path.parent.mkdir()
+        path.write_text("text,label\n" + "".join(f"note {rows}-{i},{'ab'[i % 2]}\n" for i in range(rows)))
+        return load_file_task(path)
+
+    planned = upload(60)
+    plan = plan_few_shot(library, "file:notes", [v.id for v in vectors], origin.id, f"0, {len(planned.train)}", 1,
+                         0.1, 2, 8, 0)
+    replaced = upload(20)  # the same name, other data, fewer training examples than the plan's shots
+    assert load_task("file:notes").data_hash == replaced.data_hash != planned.data_hash
+    seen = []
+
+    def run(backbone, jobs, config, task, eval_limit, *rest):
+        seen.append(task.data_hash)
+        metrics = {"accuracy": 0.5, "accuracy_se": 0.1, "macro_f1": 0.5, "n": eval_limit}
+        outcome = None if config is None else SimpleNamespace(status="done", results=[
+            SimpleNamespace(best_step=1) for _ in jobs])
+        return outcome, [SimpleNamespace(metrics=metrics) for _ in jobs]
+
+    runner = JobRunner()
+    job = submit_few_shot(runner, library, lambda: SimpleNamespace(hidden_size=8), plan, run=run)
+    wait_for(lambda: job.status in FINISHED)
+    assert job.status == "done", job.message
+    assert seen == [planned.data_hash] * 2 and len(job.result) == plan.rows()

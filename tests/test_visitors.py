@@ -63,7 +63,7 @@ def test_a_visitors_job_is_checked_against_the_public_limits():
     seeds = ",".join(str(s) for s in range(MAX_JOB_PROMPTS // 2 + 1))
     assert "prompts" in job_too_big(tune_request(tasks, seeds, TuneConfig(steps=10), 4))
     plan = FewShotPlan("mr", ("tweets",), "o-1", (0, 10), TuneConfig(steps=10), TuneConfig(steps=MAX_JOB_STEPS + 1),
-                       100, 3)
+                       100, 3, tasks[0])
     assert "steps" in job_too_big(plan)
     assert "sweeps" in job_too_big({"tasks": ["mr"]})
 
