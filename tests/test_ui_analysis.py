@@ -344,6 +344,14 @@ def test_refreshing_the_lists_keeps_a_selection_it_has_no_reason_to_change(app, 
     origin, vectors, tasks = on_refresh(state, "o-gone", [vector_ids[0], "v-gone"], [])
     assert origin.value != "o-gone" and vectors.constructor_args["value"] == [vector_ids[0]]
     assert tasks.constructor_args["value"] == [state.library.get(vector_ids[0]).task]
+    # the other tabs' refreshes (run on opening them) follow the same rule
+    from studio.ui import map_panel, similarity, transfer
+
+    for refreshed in (similarity.on_refresh(state, vector_ids), map_panel.on_refresh(state, vector_ids)[0],
+                      *transfer.on_refresh(state, ["mr"], vector_ids, origin_id)):
+        assert "value" not in refreshed.constructor_args
+    assert similarity.on_refresh(state, [vector_ids[0], "v-gone"]).constructor_args["value"] == [vector_ids[0]]
+    assert transfer.on_refresh(state, ["mr"], vector_ids, "o-gone")[2].constructor_args["value"] != "o-gone"
 
 
 # ---- transfer ----------------------------------------------------------------------------------------------------

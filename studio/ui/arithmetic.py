@@ -38,6 +38,7 @@ from studio.ui.common import (
     friendly_stream,
     gpu_for_visitor,
     item_choices,
+    refreshed,
 )
 
 MAX_VECTORS = analysis.MAX_VECTORS
@@ -357,9 +358,8 @@ def on_save(state: AppState, origin_id, vector_ids, method, density, tasks, limi
 
 @friendly
 def on_refresh(state: AppState, current_origin, current_vectors, current_tasks) -> tuple:
-    """Fresh choices; the selection is kept where its items still exist. A value is sent only where it must change:
-    this also runs when a shared link selects the tab, with the values read before the link's were set, and
-    sending those back would replace the link's combination with the page's default."""
+    """Fresh choices; the selection is kept where its items still exist (``refreshed``: a value is sent only where
+    it changes; this also runs when a shared link selects the tab, with the values from before the link's)."""
     origin_list = item_choices(state, ("origin",))
     vector_list = item_choices(state, ("vector",))
     known = {v for _, v in origin_list + vector_list}
@@ -368,13 +368,8 @@ def on_refresh(state: AppState, current_origin, current_vectors, current_tasks) 
     tasks = current_tasks or []
     if kept_vectors != list(current_vectors or []):  # a vector is gone: the tasks follow the rest, as after a pick
         tasks = own_tasks(state, kept_vectors) or tasks
-
-    def changed(value, current) -> dict:
-        return {"value": value} if value != current else {}
-
-    return (gr.Dropdown(choices=origin_list, **changed(kept_origin, current_origin)),
-            gr.Dropdown(choices=vector_list, **changed(kept_vectors, list(current_vectors or []))),
-            gr.Dropdown(choices=task_choices(state), **changed(tasks, current_tasks or [])))
+    return (refreshed(origin_list, current_origin, kept_origin), refreshed(vector_list, current_vectors, kept_vectors),
+            refreshed(task_choices(state), current_tasks, tasks))
 
 
 @friendly

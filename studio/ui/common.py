@@ -203,6 +203,15 @@ def item_choices(state: AppState, kinds: tuple[str, ...] = ("vector",)) -> list[
             for item in sorted(state.library.items(kind=kind, model=state.model_name), key=order)]
 
 
+def refreshed(choices: list, current, kept) -> gr.Dropdown:
+    """A dropdown with fresh ``choices`` whose value is sent only where it must change (``kept``, what the refresh
+    keeps of ``current``, differs from it). A refresh runs with the values of when it was triggered (opening a tab,
+    which a shared link also does), and sending those back undid what the user or the link had set meanwhile."""
+    if isinstance(kept, list):
+        current = list(current or [])
+    return gr.Dropdown(choices=choices, **({} if kept == current else {"value": kept}))
+
+
 EXPORTS_KEPT = 24  # download folders kept; older ones are removed when a new one is made
 
 

@@ -22,6 +22,7 @@ from studio.ui.common import (
     figure_exports,
     friendly,
     item_choices,
+    refreshed,
 )
 
 METHODS = [("UMAP", "umap"), ("PCA", "pca")]
@@ -117,7 +118,7 @@ def on_refresh(state: AppState, current) -> tuple:
     choices = item_choices(state, ("vector", "prompt", "origin"))
     known = {value for _, value in choices}
     kept = [i for i in (current or []) if i in known]
-    return (gr.Dropdown(choices=choices, value=kept or default_ids(state)),
+    return (refreshed(choices, current, kept or default_ids(state)),
             gr.Dropdown(choices=item_choices(state, ("prompt", "origin", "vector"))))
 
 

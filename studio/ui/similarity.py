@@ -21,6 +21,7 @@ from studio.ui.common import (
     figure_exports,
     friendly,
     item_choices,
+    refreshed,
 )
 
 VIEWS = [("vectors: tau = tuned prompt - origin", "vectors"), ("prompts: the tuned matrices P", "prompts")]
@@ -100,7 +101,7 @@ def on_refresh(state: AppState, current) -> gr.Dropdown:
     choices = item_choices(state, ("vector", "prompt", "origin"))
     known = {value for _, value in choices}
     kept = [i for i in (current or []) if i in known]
-    return gr.Dropdown(choices=choices, value=kept or default_ids(state))
+    return refreshed(choices, current, kept or default_ids(state))
 
 
 @friendly

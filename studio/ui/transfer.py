@@ -26,6 +26,7 @@ from studio.ui.common import (
     friendly,
     gpu_for_visitor,
     item_choices,
+    refreshed,
 )
 
 CROSS_HEADERS = ["task", "origin", "vector from", "own", "accuracy", "macro F1", "n", "|tau|/|origin| of the TPV"]
@@ -143,9 +144,9 @@ def on_refresh(state: AppState, current_tasks, current_sources, current_origin) 
     origin_list = item_choices(state, ("origin",))
     known = {v for _, v in vector_list + origin_list}
     kept_origin = current_origin if current_origin in known else (origin_list[0][1] if origin_list else None)
-    return (gr.Dropdown(choices=task_list, value=[t for t in (current_tasks or []) if t in task_list] or task_list),
-            gr.Dropdown(choices=vector_list, value=[s for s in (current_sources or []) if s in known]),
-            gr.Dropdown(choices=origin_list, value=kept_origin))
+    return (refreshed(task_list, current_tasks, [t for t in (current_tasks or []) if t in task_list] or task_list),
+            refreshed(vector_list, current_sources, [s for s in (current_sources or []) if s in known]),
+            refreshed(origin_list, current_origin, kept_origin))
 
 
 @friendly
