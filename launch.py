@@ -73,7 +73,7 @@ def main() -> None:
     print(f"Prompt Arithmetic Studio on http://{args.host}:{args.port}", flush=True)
     if args.mcp:
         print(f"MCP server (streamable HTTP) on http://{args.host}:{args.port}/gradio_api/mcp/", flush=True)
-    serve(app, args.host, args.port, mcp=args.mcp)
+    serve(app, args.host, args.port, mcp=args.mcp, public=state.visitors is not None)
 
 
 if __name__ == "__main__":

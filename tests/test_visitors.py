@@ -100,7 +100,7 @@ def public_app(tmp_path_factory):
         os.environ.pop("STUDIO_VISITORS") if previous is None else os.environ.update(STUDIO_VISITORS=previous)
     assert state.visitors is not None
     port = free_port()
-    serve(app, port=port, block=False)
+    serve(app, port=port, block=False, public=True)
     url = f"http://127.0.0.1:{port}/"
     yield url, state, home
     app.close()
@@ -114,6 +114,31 @@ def listed_ids(client: Client) -> set[str]:
     table, _, _ = client.predict(ALL, ALL, "", ALL, api_name="/library_list")
     headers = table["headers"]
     return {dict(zip(headers, row))["id"] for row in table["data"]}
+
+
+def test_a_call_that_names_no_visitor_is_refused(public_app):
+    """A direct REST call carries no session: it acted on the home library (listed, renamed, exported and deleted
+    the server owner's items) and shared one job list with every such call. The routes are closed, and a request
+    without a visitor is refused wherever it comes from."""
+    import httpx
+    from gradio.context import LocalContext
+
+    url, state, home = public_app
+    answer = httpx.post(f"{url}gradio_api/run/library_list", json={"data": [ALL, ALL, "", ALL]}, timeout=30)
+    assert answer.status_code == 404 and "join the queue" in answer.text
+
+    class Anonymous:
+        username, session_hash = None, None
+
+    token = LocalContext.request.set(Anonymous())
+    try:
+        with pytest.raises(StudioError, match="names no visitor"):
+            state.visitors.library()
+        with pytest.raises(StudioError, match="names no visitor"):
+            state.visitors.jobs()
+    finally:
+        LocalContext.request.reset(token)
+    assert state.visitors.library() is state.visitors.home  # laying out the page (no event at all) is fine
 
 
 def test_a_visitors_items_are_theirs_alone(public_app, tmp_path):

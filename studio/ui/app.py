@@ -99,9 +99,11 @@ def create(library_dir: str | None = None, model: str | None = None, prebuilt: b
 
 
 def serve(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True, mcp: bool = False,
-          quiet: bool = False) -> None:
+          quiet: bool = False, public: bool = False) -> None:
     """Serve the app as every server of the studio does (``launch.py`` and the tests): the queue, the page's CSS,
-    the upload limit; ``block=False`` returns once the server is up."""
-    app.queue(default_concurrency_limit=4).launch(
+    the upload limit; ``block=False`` returns once the server is up. ``public`` (a library per visitor): Gradio's
+    direct REST routes are closed, as Gradio itself does on a Space, so that every call joins the queue with the
+    session that tells visitors apart."""
+    app.queue(default_concurrency_limit=4, api_open=not public).launch(
         server_name=host, server_port=port, share=False, css=CSS, show_error=True, mcp_server=mcp, quiet=quiet,
         max_file_size=max_upload_bytes(), prevent_thread_lock=not block)

@@ -121,7 +121,14 @@ class Visitors:
         self._lock = threading.Lock()
 
     def key(self) -> str | None:
-        return asking_visitor()
+        """The asking visitor; None only outside any event (the page being laid out). An event whose request
+        names no visitor (a direct REST call carries no session) is refused: it would otherwise act on the home
+        library and share one job list and one set of uploads with every such call."""
+        key = asking_visitor()
+        if key is None and current_request() is not None:
+            raise StudioError("this call names no visitor (no session): use the page, or gradio_client, which "
+                              "joins the queue with a session")
+        return key
 
     def library(self) -> Library:
         """The asking visitor's library; outside an event (laying out the page) the home library, which visitors
