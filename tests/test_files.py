@@ -66,3 +66,34 @@ def test_a_dead_writers_temporaries_are_swept_at_once_a_live_ones_kept(tmp_path)
     dead_of_x.write_text("half")
     atomic_write_text(tmp_path / "x", "whole")
     assert not dead_of_x.exists() and (tmp_path / "x").read_text() == "whole"
+
+
+def test_download_folders_are_bounded_and_nothing_else_is_removed(tmp_path, monkeypatch):
+    """Each figure or export gets a fresh folder and only the newest are kept, so downloads do not pile up; and
+    clearing old ones removes only folders the studio named. The export folder sits at a fixed name in the shared
+    temp folder: a link planted there by another user pointed the clearing at their files (7 of 30 deleted)."""
+    import tempfile
+
+    from studio.ui import common
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(common, "_export_root", None)
+    projects = tmp_path / "someone-elses"
+    for k in range(30):
+        (projects / f"project{k}").mkdir(parents=True)
+    (tmp_path / "tmp" / "tpv-studio-exports").symlink_to(projects)
+    folder = common.export_folder("export")
+    assert len(list(projects.iterdir())) == 30 and not folder.resolve().is_relative_to(projects)
+
+    monkeypatch.setattr(common, "_export_root", None)
+    (tmp_path / "tmp" / "tpv-studio-exports").unlink()
+    root = common.export_root()
+    assert root == tmp_path / "tmp" / "tpv-studio-exports" and not root.is_symlink()
+    (root / "notes").mkdir()
+    made = []
+    for _ in range(common.EXPORTS_KEPT + 6):
+        made.append(common.export_folder("figure"))
+        time.sleep(0.01)  # the oldest go first: each a clock tick apart
+    assert sorted(p for p in root.iterdir() if p.name != "notes") == sorted(made[-common.EXPORTS_KEPT:])
+    assert (root / "notes").is_dir()

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import re
+import shutil
+import stat
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -213,19 +218,35 @@ def refreshed(choices: list, current, kept) -> gr.Dropdown:
 
 
 EXPORTS_KEPT = 24  # download folders kept; older ones are removed when a new one is made
+EXPORT_FOLDER = re.compile(r"[\w.-]+-[a-z0-9_]{8}")  # what ``export_folder`` names its folders (mkdtemp's suffix)
+_export_root: Path | None = None
+
+
+def export_root() -> Path:
+    """The studio's one export folder in the system temp folder (where Gradio serves files from): ``tpv-studio-
+    exports``, made by this user and not a link, else a private one for this process. Old exports are removed
+    from it, so it must never be a folder someone else planted there (a link into their files)."""
+    global _export_root
+    if _export_root is None:
+        root = Path(tempfile.gettempdir()) / "tpv-studio-exports"
+        try:
+            root.mkdir(mode=0o700, exist_ok=True)
+            info = root.lstat()
+            ours = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+        except OSError:
+            ours = False
+        _export_root = root if ours else Path(tempfile.mkdtemp(prefix="tpv-studio-exports-"))
+    return _export_root
 
 
 def export_folder(stem: str) -> Path:
-    """A fresh folder for one request's downloads, inside the studio's one export folder in the system temp folder
-    (where Gradio serves files from). Only the newest ``EXPORTS_KEPT`` are kept: figures do not pile up on disk."""
-    import shutil
-    import tempfile
-
-    root = Path(tempfile.gettempdir()) / "tpv-studio-exports"
-    root.mkdir(exist_ok=True)
-    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    """A fresh folder for one request's downloads in ``export_root``. Only the newest ``EXPORTS_KEPT`` of the
+    folders this function names are kept (nothing else there is touched): figures do not pile up on disk."""
+    root = export_root()
+    folders = sorted((p for p in root.iterdir() if EXPORT_FOLDER.fullmatch(p.name) and not p.is_symlink()
+                      and p.is_dir()), key=lambda p: p.stat().st_mtime)
     for old in folders[: max(0, len(folders) - EXPORTS_KEPT + 1)]:
-        shutil.rmtree(old, ignore_errors=True)  # only folders this function made, inside its own root
+        shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{stem}-", dir=root))
 
 
