@@ -530,3 +530,19 @@ def test_whole_number_fields_answer_with_the_studios_message(app, steps):
     with pytest.raises(Exception, match="Steps must be a whole number"):
         start(client, steps=steps)
     assert state.runner.jobs == before  # nothing queued
+
+
+def test_names_from_imports_show_as_text_never_as_markup():
+    """Item names and tasks arrive from imports and pulls: shown in a Markdown message, a name like an image
+    link made every viewer's browser fetch a remote image (telling its server who looks). ``plain`` keeps them text,
+    rendered here by CommonMark (as the page's Markdown renderer does)."""
+    from markdown_it import MarkdownIt
+
+    from studio.ui.common import plain
+
+    hostile = "![seen](https://tracker.example/p.png) [click](https://x.example) <img src=x> **loud** `code` # h"
+    html = MarkdownIt("commonmark").render(f"Renamed **o-1** to *{plain(hostile)}*.")
+    assert "<img" not in html and "<a " not in html and "<strong>loud" not in html and "<code>" not in html
+    text = html.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"')
+    assert hostile in text  # every character is still shown
+    assert plain("mr / origin 3 (lr 0.3)") != "" and MarkdownIt().render(plain("a_b-c.d")).strip() == "<p>a_b-c.d</p>"

@@ -38,6 +38,7 @@ from studio.ui.common import (
     friendly_stream,
     gpu_for_visitor,
     item_choices,
+    plain,
     refreshed,
 )
 
@@ -285,13 +286,13 @@ def save_combination(state: AppState, session: Session, choice: Choice, name: st
     prompt, recipe = analysis.combine(state.library, choice.origin_id, choice.vector_ids, choice.weights,
                                       choice.method, choice.density)
     if (known := analysis.stored_combination(state.library, recipe)) is not None:
-        return f"This combination is already in the library as **{known.name}** (`{known.id}`).", known.id
+        return f"This combination is already in the library as **{plain(known.name)}** (`{known.id}`).", known.id
     reused = analysis.reuse_evaluation(session.evaluated, recipe, choice.tasks)
     metrics, limit = reused or (analysis.score_combination(state.backbone(), prompt, choice.tasks, "validation",
                                                            choice.limit), choice.limit)
     item = analysis.save_combination(state.library, prompt, recipe, metrics, "validation", limit, name)
     scores = ", ".join(f"{t} {m['accuracy']:.3f}" for t, m in metrics.items())
-    return f"Saved **{item.name}** as `{item.id}` (validation accuracy: {scores}).", item.id
+    return f"Saved **{plain(item.name)}** as `{item.id}` (validation accuracy: {plain(scores)}).", item.id
 
 
 def prepare(state: AppState, tasks: list[str], limit: int) -> threading.Thread:
@@ -391,7 +392,8 @@ def open_link(state: AppState, params: dict) -> tuple:
     if choice is None:
         return tuple(gr.skip() for _ in range(6 + MAX_VECTORS + 1))  # Controls.inputs, then the status
     gr.Info("Opened a shared combination in the Arithmetic tab.")
-    terms = " ".join(f"{w:+g} x {state.library.get(v).task or v}" for v, w in zip(choice.vector_ids, choice.weights))
+    terms = " ".join(f"{w:+g} x {plain(state.library.get(v).task or v)}"
+                     for v, w in zip(choice.vector_ids, choice.weights))
     return (gr.Dropdown(choices=item_choices(state, ("origin",)), value=choice.origin_id),
             gr.Dropdown(choices=item_choices(state, ("vector",)), value=choice.vector_ids, multiselect=True),
             choice.method, choice.density,

@@ -217,6 +217,15 @@ def refreshed(choices: list, current, kept) -> gr.Dropdown:
     return gr.Dropdown(choices=choices, **({} if kept == current else {"value": kept}))
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def plain(text: object) -> str:
+    """``text`` shown as it is inside Markdown: a name or task from an import or a pull is data, never a link, an
+    image (a remote image would tell its server who looks at the page) or markup."""
+    return _MARKDOWN.sub(r"\\\1", str(text)).replace("<", "&lt;")
+
+
 EXPORTS_KEPT = 24  # download folders kept; older ones are removed when a new one is made
 EXPORT_FOLDER = re.compile(r"[\w.-]+-[a-z0-9_]{8}")  # what ``export_folder`` names its folders (mkdtemp's suffix)
 _export_root: Path | None = None

@@ -23,7 +23,7 @@ import pandas as pd
 
 from studio import StudioError
 from studio.library import KINDS, Item, Library
-from studio.ui.common import AppState, explain, export_folder, friendly
+from studio.ui.common import AppState, explain, export_folder, friendly, plain
 
 ALL = "all"
 COLUMNS = ["id", "kind", "source", "task", "origin", "name", "tokens", "|tau|/|origin|", "val acc", "test acc",
@@ -143,7 +143,7 @@ def on_details(state: AppState, item_value: str) -> tuple[dict, str]:
 @friendly
 def on_rename(state: AppState, item_value: str, name_value: str, *filter_values) -> tuple:
     item = state.library.rename(_clean_id(item_value), name_value or "")
-    return listing(state, *filter_values), item_details(state, item.id), f"Renamed **{item.id}** to *{item.name}*."
+    return listing(state, *filter_values), item_details(state, item.id), f"Renamed **{item.id}** to *{plain(item.name)}*."
 
 
 @friendly

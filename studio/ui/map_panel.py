@@ -22,6 +22,7 @@ from studio.ui.common import (
     figure_exports,
     friendly,
     item_choices,
+    plain,
     refreshed,
 )
 
@@ -66,13 +67,13 @@ def tokens_table(state: AppState, item_id: str | None, k) -> tuple[list[list], s
     if not 1 <= k <= 20:
         raise StudioError("show between 1 and 20 nearest tokens")
     item = state.library.get(item_id)
-    note = f"{item.name}: nearest vocabulary tokens by cosine to each virtual token's embedding."
+    note = f"{plain(item.name)}: nearest vocabulary tokens by cosine to each virtual token's embedding."
     source = item.id
     if item.kind == "vector":
         if not item.prompt_id:
             raise StudioError(f"{item.id} is a vector without its tuned prompt: choose a prompt or an origin")
         source = item.prompt_id
-        note = (f"{item.name} is a difference of prompts, not an embedding: showing its tuned prompt {source}. "
+        note = (f"{plain(item.name)} is a difference of prompts, not an embedding: showing its tuned prompt {source}. "
                 + note.split(": ", 1)[1])
     backbone = state.backbone()
     if item.model != backbone.name:
