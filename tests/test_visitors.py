@@ -69,19 +69,24 @@ def test_a_visitors_job_is_checked_against_the_public_limits():
 
 
 def test_idle_signed_out_libraries_are_swept_and_nothing_else(tmp_path):
-    old_session, kept_session, fresh_session, user = (tmp_path / n for n in ("s-old", "s-kept", "s-fresh", "u-ada"))
-    for folder in (old_session, kept_session, fresh_session, user):
+    """Idle for a day, or for an hour when empty (a session that only looked, or a script opening sessions)."""
+    names = ("s-old", "s-kept", "s-fresh", "u-ada", "s-looked", "s-worked")
+    old_session, kept_session, fresh_session, user, looked, worked = (tmp_path / n for n in names)
+    for folder in (old_session, kept_session, fresh_session, user, looked, worked):
         Library(folder)  # a real catalog in each
-    day_ago = time.time() - 2 * 24 * 3600
-    for folder in (old_session, kept_session, user):
+    Library(worked).add("origin", torch.randn(2, 4), "m", name="kept work", seed=0)
+    day_ago, two_hours_ago = time.time() - 2 * 24 * 3600, time.time() - 2 * 3600
+    for folder, when in ((old_session, day_ago), (kept_session, day_ago), (user, day_ago),
+                         (looked, two_hours_ago), (worked, two_hours_ago)):
         for path in (folder, *folder.glob("catalog.sqlite*")):
-            os.utime(path, (day_ago, day_ago))
+            os.utime(path, (when, when))
     stranger = tmp_path / "s-not-a-library"  # something else that happens to be there is never removed
     stranger.mkdir()
     os.utime(stranger, (day_ago, day_ago))
     removed = sweep_idle_sessions(tmp_path, keep={"s-kept"})
-    assert removed == ["s-old"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s-fresh", "s-kept", "s-not-a-library", "u-ada"]
+    assert sorted(removed) == ["s-looked", "s-old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s-fresh", "s-kept", "s-not-a-library", "s-worked",
+                                                          "u-ada"]
 
 
 # ---- two visitors on the served app -------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ MAX_JOB_STEPS = 1000  # training steps of one job (each run of a few-shot study)
 MAX_JOB_PROMPTS = 8  # prompts one tuning job trains together (tasks x seeds)
 MAX_JOB_EXAMPLES = 1000  # test examples per few-shot run
 SESSION_LIBRARY_IDLE_S = 24 * 3600  # a signed-out visitor's library is removed this long after its last use
+EMPTY_LIBRARY_IDLE_S = 3600  # ... and sooner when it holds nothing (each new session makes one, even to look)
+SWEEP_EVERY_S = 60  # at most one sweep a minute: a burst of new sessions must not scan the folder each time
 SWEEPS_OFF = "sweeps run on your own machine or a private Space (STUDIO_VISITORS=shared), not on a public one"
 OPEN_LIBRARIES = 256  # visitor libraries kept open (opening one again is cheap; this only bounds memory)
 
@@ -95,15 +97,18 @@ def folder_name(key: str) -> str:
     return ("u-" if key.startswith("user:") else "s-") + hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def sweep_idle_sessions(root: Path, keep: set[str], idle_s: float = SESSION_LIBRARY_IDLE_S) -> list[str]:
-    """Remove signed-out visitors' libraries not used for ``idle_s`` (never a signed-in visitor's, never one in
-    ``keep``): a public Space's disk does not fill up with abandoned sessions."""
+def sweep_idle_sessions(root: Path, keep: set[str], idle_s: float = SESSION_LIBRARY_IDLE_S,
+                        empty_idle_s: float = EMPTY_LIBRARY_IDLE_S) -> list[str]:
+    """Remove signed-out visitors' libraries not used for ``idle_s``, or ``empty_idle_s`` when they hold no item
+    (never a signed-in visitor's, never one in ``keep``): a public Space's disk does not fill up with abandoned
+    sessions, nor with the empty libraries of sessions that only looked (or a script opening sessions)."""
     removed, now = [], time.time()
     for folder in root.glob("s-*"):
         if folder.name in keep or not (folder / "catalog.sqlite").is_file():  # only libraries this module made
             continue
         used = max((p.stat().st_mtime for p in (folder, *folder.glob("catalog.sqlite*"))), default=now)
-        if now - used >= idle_s:
+        empty = not any((folder / "items").glob("*.safetensors"))
+        if now - used >= (empty_idle_s if empty else idle_s):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
     return removed
@@ -119,6 +124,7 @@ class Visitors:
         self.max_active_jobs = max_active_jobs
         self._libraries: OrderedDict[str, Library] = OrderedDict()
         self._lock = threading.Lock()
+        self._swept_at = 0.0
 
     def key(self) -> str | None:
         """The asking visitor; None only outside any event (the page being laid out). An event whose request
@@ -140,7 +146,8 @@ class Visitors:
             library = self._libraries.get(key)
             if library is None:
                 name = folder_name(key)
-                if not (self.root / name).exists():
+                if not (self.root / name).exists() and time.monotonic() - self._swept_at >= SWEEP_EVERY_S:
+                    self._swept_at = time.monotonic()
                     sweep_idle_sessions(self.root, {folder_name(k) for k in self._libraries})
                 library = Library(self.root / name, parents=self.home.parents)
                 self._libraries[key] = library
