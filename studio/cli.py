@@ -288,7 +288,7 @@ def cmd_hub_push(args) -> None:
     library, backbone = _library(args), _backbone(args)
     print(f"pushing {'your library' if args.items is None else ', '.join(args.items)} to {args.repo_id} ...",
           file=sys.stderr)
-    url = push(library, args.items, args.repo_id, backbone, private=args.private)
+    url = push(library, args.items, args.repo_id, backbone, private=args.private, overwrite=args.overwrite)
     _print(args, {"repo_id": args.repo_id, "url": url}, f"pushed to {url}")
 
 
@@ -427,6 +427,8 @@ def _add_sharing_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("repo_id", help="owner/name of the model repository (created if needed)")
     p.add_argument("--items", nargs="+", default=None, help="item ids (default: your whole library of --model)")
     p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--overwrite", action="store_true", help="replace the content of an existing repository the "
+                                                             "studio did not write (its README.md, adapters/, items/)")
     p.set_defaults(run=cmd_hub_push)
     p = hub.add_parser("pull", parents=[common], help="store a repository's items in your library")
     p.add_argument("source", help="owner/name of a model repository, or a local snapshot folder")

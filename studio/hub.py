@@ -5,7 +5,13 @@ A pushed repository is useful without the studio: one PEFT prompt-tuning adapter
 and task prompt vectors as safetensors under ``items/``, ``studio_catalog.json`` (recipe, metrics, lineage) and a
 model card. A pull reads that catalog back with the same content ids (pulling twice stores nothing twice) or, in a
 repository the studio did not write (the paper authors' T5 adapters), every PEFT prompt-tuning adapter in it.
-Everything in a snapshot is checked before anything is stored, so a bad repository changes nothing.
+Everything in a snapshot is checked before anything is stored, so a bad repository changes nothing. Before a pull
+downloads anything it lists the repository (at one commit) and takes only the files it reads (the catalog,
+``items/*.safetensors`` and the adapter files; never a model's weight shards), refusing a repository where those
+are more than ``MAX_PULL_BYTES`` or ``MAX_PULL_FILES``: anyone may pull on a public Space, and its disk is shared.
+They go to a temporary folder that is removed after the pull, not to the Hugging Face cache. A push refuses an
+existing repository without the studio's catalog (it would replace that repository's card and files) unless told
+to ``overwrite`` it.
 
 The studio is offline by default (``HF_HUB_OFFLINE=1``); both directions say so and how to go online. The token
 stays with ``huggingface_hub`` (``HF_TOKEN`` or ``hf auth login``; on a Space, the visitor's Sign-in token, handed
@@ -21,8 +27,8 @@ import os
 import re
 import sqlite3
 import tempfile
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +43,14 @@ CATALOG = "studio_catalog.json"
 CATALOG_FORMAT = "tpv-studio-catalog"
 CATALOG_VERSION = 1
 TAGS = ["prompt-tuning", "task-prompt-vectors", "peft", "tpv-studio"]
-DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.md"]  # weights as safetensors only: pickles are never fetched
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "studio_item.json")  # what pull reads of one
+# What a pull downloads (weights as safetensors only: pickles are never fetched), as huggingface_hub's patterns, whose
+# "*" also matches "/": the files they select are listed and sized first, so the limits hold for whatever they match.
+CATALOG_PATTERNS = [CATALOG, "items/*.safetensors", *(f"adapters/*/{name}" for name in ADAPTER_FILES)]
+ADAPTER_PATTERNS = [*ADAPTER_FILES, *(f"*/{name}" for name in ADAPTER_FILES)]  # adapters at any depth
+MAX_PULL_BYTES = 200 * 1024 ** 2  # a studio library of hundreds of prompts is a few MB; an LLM's shards are GBs
+MAX_PULL_FILES = 6_000  # about 2,000 items (a prompt's adapter is three files)
+MAX_LISTED_FILES = 100_000  # a listing longer than this is not read to its end
 STUDIO_FOLDERS = ["adapters/*", "items/*"]  # what a push replaces in the repository (its history keeps the rest)
 ITEM_ID = re.compile(r"[opv]-[0-9a-f]{8,64}")  # the studio's ids; nothing else may become a file name
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -228,12 +241,13 @@ def model_card(items: list[Item], model: str, repo_id: str | None = None) -> str
 
 
 def push(library: Library, item_ids: list[str] | None, repo_id: str, backbone, token: str | None = None,
-         private: bool = False, api=None, progress: Progress | None = None) -> str:
+         private: bool = False, api=None, progress: Progress | None = None, overwrite: bool = False) -> str:
     """Upload ``item_ids`` (None: the whole user library of ``backbone``'s model) with their lineage to the model
     repository ``repo_id`` (created if needed) and return its address. The push replaces the repository's studio
     content (adapters/, items/, catalog, card) so that it is one consistent library; its history keeps older
-    pushes. ``api`` (an ``HfApi``) is for tests; the token goes only to it. ``progress(fraction, what)`` hears of
-    each step (the Library tab's progress bar)."""
+    pushes. An existing repository without the studio's catalog is refused unless ``overwrite``: the push would
+    replace its card and delete its adapters/ and items/. ``api`` (an ``HfApi``) is for tests; the token goes only
+    to it. ``progress(fraction, what)`` hears of each step (the Library tab's progress bar)."""
     require_online("push to")
     _check_repo_id(repo_id)
     say = progress or _silent
@@ -241,6 +255,9 @@ def push(library: Library, item_ids: list[str] | None, repo_id: str, backbone, t
         from huggingface_hub import HfApi
 
         api = HfApi(token=token)
+    if not overwrite:
+        say(0.0, f"checking {repo_id}")
+        _check_push_target(api, repo_id, token)
     with tempfile.TemporaryDirectory(prefix="studio-hub-") as tmp:
         say(0.0, "writing the adapters, vectors, catalog and model card")
         folder = hub_layout(library, item_ids, backbone, Path(tmp) / "repo", repo_id=repo_id)
@@ -254,6 +271,17 @@ def push(library: Library, item_ids: list[str] | None, repo_id: str, backbone, t
             commit_message=f"Prompt Arithmetic Studio: {count} items"))
     say(1.0, "pushed")
     return str(url) if isinstance(url, str) and url else f"https://huggingface.co/{repo_id}"
+
+
+def _check_push_target(api, repo_id: str, token: str | None) -> None:
+    """Refuse an existing repository the studio did not write (no catalog): a push would replace its README.md and
+    delete its adapters/ and items/ folders, someone else's work (its history keeps it, but the page would not)."""
+    exists = _hub_call(f"look up {repo_id}", token, lambda: api.repo_exists(repo_id, repo_type="model"))
+    if exists and not _hub_call(f"look up {repo_id}", token,
+                                lambda: api.file_exists(repo_id, CATALOG, repo_type="model")):
+        raise StudioError(f"{repo_id} already exists and has no {CATALOG}, so the studio did not write it: a push "
+                          "would replace its README.md and delete its adapters/ and items/; push to a new repository "
+                          "(or, to replace its content on purpose, `studio hub push --overwrite`)")
 
 
 def _silent(fraction: float, what: str) -> None:
@@ -293,55 +321,116 @@ class _Adapter:
 
 def pull(library: Library, source: str | Path, backbone, revision: str | None = None, download=None,
          origin: str | None = None, token: str | bool | None = None, hub_only: bool = False,
-         progress: Progress | None = None) -> list[Item]:
+         progress: Progress | None = None, api=None) -> list[Item]:
     """Store the items of a hub repository (or of a local snapshot folder) in ``library``; returns them.
 
     With a studio catalog, every item keeps its id, kind, task, name, recipe, metrics and lineage. Without one,
     every PEFT prompt-tuning adapter is a prompt; ``origin`` (an adapter's folder name, or an origin already in the
     library) makes that one the origin of the others, which are then stored with their task prompt vectors.
     ``hub_only`` (the web page) takes ``source`` as a repository id and never as a folder of this machine; ``token``
-    goes to the download (None: ``huggingface_hub``'s own, False: none). ``download`` (``snapshot_download``) is for
-    tests. Nothing is stored unless everything checks out."""
+    goes to the listing and the download (None: ``huggingface_hub``'s own, False: none). A repository is listed
+    first: only the files a pull reads are downloaded, within ``MAX_PULL_BYTES`` and ``MAX_PULL_FILES``, into a
+    temporary folder. ``download`` (``snapshot_download``) and ``api`` (an ``HfApi``) are for tests. Nothing is
+    stored unless everything checks out."""
     if library.read_only:
         raise StudioError("this library is read-only (the prebuilt library): pull into your own library")
     say = progress or _silent
     say(0.0, f"downloading {source}")
-    folder, label = _snapshot(str(source), revision, download, token, hub_only)
-    say(0.6, f"checking {label}")
-    if (folder / CATALOG).is_file():
-        if origin:
-            raise StudioError(f"{label} has a studio catalog, which states each item's origin: pull it without "
-                              "--origin")
-        entries = _catalog_entries(library, folder, backbone)
-    else:
-        entries = _adapter_entries(library, _read_adapters(folder, label, backbone), origin, backbone.name)
+    with _snapshot(str(source), revision, download, token, hub_only, api) as (folder, label):
+        say(0.6, f"checking {label}")
+        entries = _read_entries(library, folder, label, backbone, origin)
     _check_against_library(library, entries)
     say(0.9, f"storing {len(entries)} items")
     return _store(library, entries, backbone.name)
 
 
+def _read_entries(library: Library, folder: Path, label: str, backbone, origin: str | None) -> list[_Entry]:
+    """The snapshot's items, read into memory (the snapshot may be a temporary folder) and checked."""
+    if (folder / CATALOG).is_file():
+        if origin:
+            raise StudioError(f"{label} has a studio catalog, which states each item's origin: pull it without "
+                              "--origin")
+        return _catalog_entries(library, folder, backbone)
+    return _adapter_entries(library, _read_adapters(folder, label, backbone), origin, backbone.name)
+
+
+@contextmanager
 def _snapshot(source: str, revision: str | None, download, token: str | bool | None = None,
-              hub_only: bool = False) -> tuple[Path, str]:
-    """A local folder as it is (unless ``hub_only``), or a downloaded snapshot of a repository id; with a name for
-    messages."""
+              hub_only: bool = False, api=None) -> Iterator[tuple[Path, str]]:
+    """A local folder as it is (unless ``hub_only``), or the files a pull reads of a repository id, downloaded to a
+    temporary folder that goes when the pull is done; with a name for messages."""
     if hub_only:
         source = check_repo_id(source)
     else:
         path = Path(source).expanduser()
         if path.is_dir():
-            return path, path.resolve().name
+            yield path, path.resolve().name
+            return
         if path.exists():
             raise StudioError(f"{source} is a file: pull takes a repository id (owner/name) or a snapshot folder")
         if source.startswith((".", "/", "~")) or not HUB_ID.fullmatch(source):
             raise StudioError(f"{source[:100]!r} is neither a folder nor a Hugging Face repository id (owner/name)")
     require_online("pull from")
     _check_repo_id(source)
+    secret = token if isinstance(token, str) else None
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+    commit, patterns = _plan_download(api, source, revision, secret)
     if download is None:
         from huggingface_hub import snapshot_download as download
     options = {"token": token} if token is not None else {}
-    where = _hub_call(f"download {source}", token if isinstance(token, str) else None, lambda: download(
-        repo_id=source, repo_type="model", revision=revision, allow_patterns=DOWNLOAD_PATTERNS, **options))
-    return Path(str(where)), source.split("/")[-1]
+    with tempfile.TemporaryDirectory(prefix="studio-pull-") as tmp:
+        where = _hub_call(f"download {source}", secret, lambda: download(
+            repo_id=source, repo_type="model", revision=commit, allow_patterns=patterns, local_dir=tmp, **options))
+        yield Path(str(where)), source.split("/")[-1]
+
+
+def _plan_download(api, repo_id: str, revision: str | None, token: str | None) -> tuple[str, list[str]]:
+    """The commit to download (the one listed, so the files cannot change in between) and the patterns of the
+    files a pull reads there; refused before anything is downloaded when there are none, or too many."""
+    info = _hub_call(f"download {repo_id}", token, lambda: api.model_info(repo_id, revision=revision))
+    commit = getattr(info, "sha", None) or revision
+    files = _hub_call(f"download {repo_id}", token, lambda: _list_files(api, repo_id, commit))
+    if CATALOG not in files and not any(p.split("/")[-1] == "adapter_config.json" for p in files):
+        raise _nothing_to_pull(repo_id)
+    patterns = CATALOG_PATTERNS if CATALOG in files else ADAPTER_PATTERNS
+    _check_pull_size(repo_id, _matching(files, patterns))
+    return commit, patterns
+
+
+def _list_files(api, repo_id: str, commit: str | None) -> dict[str, int]:
+    """Every file of the repository at ``commit`` with its size in bytes (folders left out)."""
+    files: dict[str, int] = {}
+    for entry in api.list_repo_tree(repo_id, recursive=True, revision=commit, repo_type="model"):
+        size = getattr(entry, "size", None)  # a folder has none
+        if size is not None:
+            files[entry.path] = int(size)
+        if len(files) > MAX_LISTED_FILES:
+            raise StudioError(f"{repo_id} holds more than {MAX_LISTED_FILES:,} files, more than a studio repository "
+                              "ever does: download what you need yourself and pull that folder")
+    return files
+
+
+def _matching(files: dict[str, int], patterns: list[str]) -> dict[str, int]:
+    """The files ``snapshot_download(allow_patterns=patterns)`` fetches: the same matching, so the sizes hold."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    return {path: files[path] for path in filter_repo_objects(list(files), allow_patterns=patterns)}
+
+
+def _check_pull_size(repo_id: str, wanted: dict[str, int]) -> None:
+    total = sum(wanted.values())
+    if len(wanted) > MAX_PULL_FILES or total > MAX_PULL_BYTES:
+        raise StudioError(f"{repo_id} is too big to pull: the files the studio reads are {len(wanted):,} files of "
+                          f"{total / 1024 ** 2:,.1f} MB, and a pull takes at most {MAX_PULL_FILES:,} files of "
+                          f"{MAX_PULL_BYTES // 1024 ** 2} MB; download what you need yourself and pull that folder")
+
+
+def _nothing_to_pull(label: str) -> StudioError:
+    return StudioError(f"{label} has no {CATALOG} and no PEFT adapter (adapter_config.json): there is nothing the "
+                       "studio can pull from it")
 
 
 def _read_catalog(path: Path) -> list[dict]:
@@ -452,8 +541,7 @@ def _read_adapters(folder: Path, label: str, backbone) -> list[_Adapter]:
     paths = sorted({p.parent for p in folder.rglob("adapter_config.json")
                     if not any(part.startswith(".") for part in p.relative_to(folder).parts)})
     if not paths:
-        raise StudioError(f"{label} has no {CATALOG} and no PEFT adapter (adapter_config.json): there is nothing the "
-                          "studio can pull from it")
+        raise _nothing_to_pull(label)
     adapters = []
     for path in paths:
         rel = path.relative_to(folder).as_posix()

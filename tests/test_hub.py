@@ -9,6 +9,7 @@ import pickle
 import shutil
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,7 +18,20 @@ from safetensors.torch import save_file
 from studio import StudioError
 from studio.backbones import load_backbone
 from studio.cli import main
-from studio.hub import CATALOG, TAGS, base_model_id, hub_layout, model_card, pull, push
+from studio.hub import (
+    ADAPTER_PATTERNS,
+    CATALOG,
+    CATALOG_PATTERNS,
+    MAX_LISTED_FILES,
+    MAX_PULL_BYTES,
+    MAX_PULL_FILES,
+    TAGS,
+    base_model_id,
+    hub_layout,
+    model_card,
+    pull,
+    push,
+)
 from studio.library import Library, open_library
 
 FIELDS = ("id", "kind", "name", "model", "task", "seed", "origin_id", "prompt_id", "n_tokens", "hidden", "recipe",
@@ -78,19 +92,73 @@ def tree(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
-class FakeApi:
-    """Stands in for HfApi: records the calls and copies the uploaded folder (the hub's side) to ``target``."""
+COMMIT = "c0ffee" * 6 + "beef"
 
-    def __init__(self, target: Path):
-        self.target, self.calls = target, []
+
+def matching(paths, patterns) -> list[str]:
+    """huggingface_hub's own pattern matching (upload_folder's delete_patterns, snapshot_download's allow_patterns)."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    return sorted(filter_repo_objects(sorted(paths), allow_patterns=patterns))
+
+
+class FakeApi:
+    """Stands in for HfApi and snapshot_download on one repository, whose files (the hub's side) are the folder
+    ``target`` (the repository exists while it does). ``listed`` adds files that the listing shows but no folder
+    holds (a model's weight shards, path -> size) or replaces a file's listed size. ``calls`` records what changes
+    the hub, ``reads`` the listing, ``downloads`` each download and ``fetched`` the files it fetched."""
+
+    def __init__(self, target: Path, listed: dict[str, int] | None = None):
+        self.target, self.listed = target, dict(listed or {})
+        self.calls, self.reads, self.downloads, self.fetched = [], [], [], []
+
+    def repo_exists(self, repo_id, **kwargs):
+        return self.target.exists()
+
+    def file_exists(self, repo_id, filename, **kwargs):
+        return (self.target / filename).is_file()
 
     def create_repo(self, repo_id, **kwargs):
         self.calls.append(("create_repo", repo_id, kwargs))
         return f"https://huggingface.co/{repo_id}"
 
     def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        """The hub's commit: files matching ``delete_patterns`` go, then the folder's files are added or replaced."""
         self.calls.append(("upload_folder", repo_id, kwargs))
-        shutil.copytree(folder_path, self.target)
+        if self.target.exists():
+            for path in matching(tree(self.target), kwargs.get("delete_patterns") or []):
+                (self.target / path).unlink()
+        shutil.copytree(folder_path, self.target, dirs_exist_ok=True)
+
+    def files(self) -> dict[str, int]:
+        held = {p: (self.target / p).stat().st_size for p in tree(self.target)} if self.target.exists() else {}
+        return {**held, **self.listed}
+
+    def model_info(self, repo_id, revision=None, **kwargs):
+        self.reads.append(("model_info", repo_id, revision))
+        return SimpleNamespace(id=repo_id, sha=COMMIT)
+
+    def list_repo_tree(self, repo_id, recursive=False, revision=None, **kwargs):
+        self.reads.append(("list_repo_tree", repo_id, revision))
+        assert recursive and revision == COMMIT  # the whole tree, at the commit that model_info named
+        folders = {path.rsplit("/", 1)[0] for path in self.files() if "/" in path}
+        yield from (SimpleNamespace(path=folder, tree_id="0" * 40) for folder in sorted(folders))  # no size
+        yield from (SimpleNamespace(path=path, size=size) for path, size in self.files().items())
+
+    def snapshot_download(self, *, repo_id, revision, allow_patterns, local_dir=None, **kwargs):
+        """Copies the matching files that ``target`` holds into ``local_dir`` (as snapshot_download does); without
+        one, the snapshot is ``target`` itself (the cache)."""
+        self.downloads.append({"repo_id": repo_id, "revision": revision, "allow_patterns": allow_patterns,
+                               "local_dir": local_dir, **kwargs})
+        fetched = matching(self.files(), allow_patterns)
+        self.fetched += fetched
+        if local_dir is None:
+            return str(self.target)
+        for path in fetched:
+            if (self.target / path).is_file():
+                (Path(local_dir) / path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.target / path, Path(local_dir) / path)
+        return local_dir
 
 
 # ---- push ---------------------------------------------------------------------------------------------------------
@@ -159,6 +227,41 @@ def test_push_of_the_whole_library_leaves_out_the_prebuilt_one(tiny, tmp_path, o
     assert [r["id"] for r in catalog["items"]] == [built["origin"].id, mine.id]  # the user's item and its origin
 
 
+def test_a_push_to_a_repository_the_studio_did_not_write_is_refused(tiny, tmp_path, online):
+    """Someone's model repository: a push would replace its card and delete its adapters/, so nothing happens
+    unless ``overwrite`` says so."""
+    library = Library(tmp_path / "lib")
+    items = populate(library, tiny.name)
+    theirs = {"README.md": b"# my LoRA", "adapters/lora/adapter_config.json": b"{}", "model.safetensors": b"w"}
+    for path, data in theirs.items():
+        (tmp_path / "hub" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "hub" / path).write_bytes(data)
+    api = FakeApi(tmp_path / "hub")
+    with pytest.raises(StudioError, match=f"someone/model already exists and has no {CATALOG}.*--overwrite") as error:
+        push(library, [items["mr"].id], "someone/model", tiny, api=api)
+    assert "\n" not in str(error.value)
+    assert api.calls == [] and {p: (tmp_path / "hub" / p).read_bytes() for p in tree(tmp_path / "hub")} == theirs
+    push(library, [items["mr"].id], "someone/model", tiny, api=api, overwrite=True)  # on purpose: replaced
+    assert [name for name, _, _ in api.calls] == ["create_repo", "upload_folder"]
+    assert (tmp_path / "hub" / CATALOG).is_file() and tree(tmp_path / "hub") & set(theirs) == {
+        "README.md", "model.safetensors"}  # their adapters/ went, their README.md was replaced
+    assert (tmp_path / "hub" / "README.md").read_bytes() != theirs["README.md"]
+
+
+def test_a_push_to_a_repository_the_studio_wrote_replaces_its_library(tiny, tmp_path, online):
+    library = Library(tmp_path / "lib")
+    items = populate(library, tiny.name)
+    api = FakeApi(tmp_path / "hub")
+    push(library, [items["tpv mr"].id], "someone/mine", tiny, api=api)
+    push(library, [items["tweets"].id], "someone/mine", tiny, api=api)  # the repository exists and is the studio's
+    assert [name for name, _, _ in api.calls] == ["create_repo", "upload_folder"] * 2
+    catalog = json.loads((tmp_path / "hub" / CATALOG).read_text())
+    assert [r["id"] for r in catalog["items"]] == [items["origin"].id, items["tweets"].id]
+    gone = (items["mr"].id, items["tpv mr"].id)  # the first push's items went: the repository is one library
+    assert not [p for p in tree(tmp_path / "hub") if any(i in p for i in gone)]
+    assert f"adapters/{items['tweets'].id}/adapter_model.safetensors" in tree(tmp_path / "hub")
+
+
 def test_offline_push_and_pull_say_the_hub_is_unreachable(tiny, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     library = Library(tmp_path / "lib")
@@ -183,17 +286,16 @@ def test_offline_push_and_pull_say_the_hub_is_unreachable(tiny, tmp_path, monkey
 def test_pull_round_trips_a_library(tiny, tiny_llama_dir, tmp_path, online, capsys):
     source = Library(tmp_path / "source")
     populate(source, tiny.name)
-    push(source, None, "someone/lib", tiny, api=FakeApi(tmp_path / "snapshot"))
+    hub = FakeApi(tmp_path / "snapshot")
+    push(source, None, "someone/lib", tiny, api=hub)
     target = Library(tmp_path / "target")
-    calls = []
-
-    def download(**kwargs):  # snapshot_download, with the hub's side already on disk
-        calls.append(kwargs)
-        return str(tmp_path / "snapshot")
-
-    pulled = pull(target, "someone/lib", tiny, revision="main", download=download)
-    assert calls == [{"repo_id": "someone/lib", "repo_type": "model", "revision": "main",
-                      "allow_patterns": ["*.json", "*.safetensors", "*.md"]}]
+    pulled = pull(target, "someone/lib", tiny, revision="main", download=hub.snapshot_download, api=hub)
+    assert hub.reads == [("model_info", "someone/lib", "main"), ("list_repo_tree", "someone/lib", COMMIT)]
+    [download] = hub.downloads  # the commit that was listed, only the files a pull reads, into a temporary folder
+    assert {k: v for k, v in download.items() if k != "local_dir"} == {
+        "repo_id": "someone/lib", "repo_type": "model", "revision": COMMIT, "allow_patterns": CATALOG_PATTERNS}
+    assert set(hub.fetched) == tree(tmp_path / "snapshot") - {"README.md"}
+    assert not Path(download["local_dir"]).exists()  # removed after the pull: nothing piles up in a cache
     assert described(target) == described(source) and sorted(i.id for i in pulled) == sorted(described(source))
     for item in source.items():
         torch.testing.assert_close(target.tensor(item.id), source.tensor(item.id))
@@ -206,6 +308,80 @@ def test_pull_round_trips_a_library(tiny, tiny_llama_dir, tmp_path, online, caps
     assert main(["hub", "pull", str(tmp_path / "snapshot"), "--model", str(tiny_llama_dir), "--library",
                  str(cli_library), "--no-prebuilt", "--json"]) == 0
     assert sorted(r["id"] for r in json.loads(capsys.readouterr().out)) == sorted(described(source))
+
+
+# ---- what a pull may download ------------------------------------------------------------------------------------
+SHARDS = {f"model-0000{i}-of-00004.safetensors": 5 * 1024 ** 3 for i in range(1, 5)}  # an LLM's weights, 20 GB
+
+
+def test_a_model_repository_is_refused_before_anything_is_downloaded(tiny, tmp_path, online):
+    """A big model's repository id typed on a public Space: listed, refused, nothing downloaded."""
+    llm = {**SHARDS, "model.safetensors.index.json": 30_000, "config.json": 700, "tokenizer.json": 2_000_000,
+           "README.md": 5_000}
+    api = FakeApi(tmp_path / "absent", listed=llm)
+    library = Library(tmp_path / "lib")
+    before = snapshot(library)
+    with pytest.raises(StudioError, match=f"big-llm has no {CATALOG} and no PEFT adapter"):
+        pull(library, "someone/big-llm", tiny, download=api.snapshot_download, api=api)
+    assert api.downloads == [] and snapshot(library) == before
+
+
+def _studio_repo(tiny, tmp_path: Path) -> tuple[Path, dict]:
+    source = Library(tmp_path / "source")
+    items = populate(source, tiny.name)
+    return hub_layout(source, None, tiny, tmp_path / "repo"), items
+
+
+def _too_big(repo: Path, items: dict) -> list[tuple[str, dict[str, int]]]:
+    """Listings the limits refuse (what the message says, the listed files): an item file that takes the total just
+    past the limit, a big file deep under items/ (the patterns' "*" matches "/"), too many item files, too many
+    files to list at all."""
+    read = len(tree(repo)) - 1  # every file of the studio's repository but its README.md
+    many = {f"items/o-{i:08x}.safetensors": 1 for i in range(MAX_PULL_FILES - read + 1)}
+    return [(f"too big to pull: .* {read} files of 200.0 MB.* at most {MAX_PULL_FILES:,} files of 200 MB",
+             {f"items/{items['origin'].id}.safetensors": MAX_PULL_BYTES}),
+            (f"{read + 1} files of 300.0 MB", {"items/deep/er/weights.safetensors": 300 * 1024 ** 2}),
+            (f"too big to pull: .* {MAX_PULL_FILES + 1:,} files of", many),
+            (f"more than {MAX_LISTED_FILES:,} files", {f"data/{i}.txt": 1 for i in range(MAX_LISTED_FILES)})]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_a_studio_repository_over_the_limits_is_refused_before_anything_is_downloaded(case, tiny, tmp_path, online):
+    repo, items = _studio_repo(tiny, tmp_path)
+    message, listed = _too_big(repo, items)[case]
+    api = FakeApi(repo, listed=listed)
+    library = Library(tmp_path / "lib")
+    before = snapshot(library)
+    with pytest.raises(StudioError, match=message) as error:
+        pull(library, "someone/lib", tiny, download=api.snapshot_download, api=api)
+    assert "\n" not in str(error.value) and api.downloads == [] and snapshot(library) == before
+
+
+def test_beside_a_models_shards_only_the_adapters_are_downloaded(tiny, tmp_path, online):
+    """A repository without a catalog: its PEFT adapters come (three files each), its model's shards do not."""
+    repo, items = _studio_repo(tiny, tmp_path)
+    (repo / CATALOG).unlink()
+    shutil.rmtree(repo / "items")
+    (repo / "notes.txt").write_text("not needed")
+    api = FakeApi(repo, listed=SHARDS)
+    pulled = pull(Library(tmp_path / "lib"), "someone/mixed", tiny, download=api.snapshot_download, api=api)
+    adapters = {items[k].id for k in ("origin", "mr", "tweets", "combined")}
+    assert sorted((i.kind, i.name) for i in pulled) == sorted(
+        (items[k].kind, items[k].name) for k in ("origin", "mr", "tweets", "combined"))
+    assert api.downloads[0]["allow_patterns"] == ADAPTER_PATTERNS
+    assert sorted(api.fetched) == sorted(f"adapters/{i}/{f}" for i in adapters
+                                         for f in ("adapter_config.json", "adapter_model.safetensors",
+                                                   "studio_item.json"))
+
+
+def test_a_repository_of_peft_adapters_pulls_from_the_hub(t5, authors_repo, tmp_path, online):
+    repo, tensors, n = authors_repo
+    api = FakeApi(repo)
+    pulled = pull(Library(tmp_path / "lib"), "rbelanec/t5-pt", t5, origin="t5-pt-origin0",
+                  download=api.snapshot_download, api=api)
+    assert sorted(i.kind for i in pulled) == ["origin", "prompt", "prompt", "vector", "vector"]
+    assert {Path(p).name for p in api.fetched} == {"adapter_config.json", "adapter_model.safetensors"}
+    assert len(api.fetched) == 2 * len(tensors) and not Path(api.downloads[0]["local_dir"]).exists()
 
 
 def make_peft_t5_adapter(t5_dir: Path, folder: Path, n: int, seed: int) -> torch.Tensor:

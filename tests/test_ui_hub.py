@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import huggingface_hub
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 from studio import StudioError
-from studio.hub import CATALOG, hub_layout, push
+from studio.hub import CATALOG, CATALOG_PATTERNS, hub_layout, push
 from studio.library import Library
 from studio.ui import library_panel
 from studio.ui.common import AppState
@@ -26,6 +27,7 @@ SECRET = "hf_oauthSECRETnever0written1"  # a visitor's token: may reach HfApi an
 SELECTED, WHOLE = PUSH_SCOPES
 FILTERS = ("all", "all", "", "all")  # kind, task, text, source: the table shows everything
 NOT_AN_ID = "not a Hugging Face repository id"
+COMMIT = "0123456789abcdef" * 2 + "01234567"
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")  # gradio's own pandas use
 
 
@@ -41,13 +43,32 @@ def online(monkeypatch):
 
 @pytest.fixture
 def hub(monkeypatch, tmp_path) -> dict:
-    """The hub's side: ``HfApi`` records the token it was made with and keeps each uploaded folder; a snapshot
-    download serves ``repos[repo_id]`` (a folder on disk) and records what it was asked."""
-    record: dict = {"tokens": [], "calls": [], "uploads": [], "downloads": [], "repos": {}}
+    """The hub's side: ``HfApi`` records the token it was made with and keeps each uploaded folder, and lists
+    ``repos[repo_id]`` (a folder on disk) at ``COMMIT``; a snapshot download serves that folder and records what it
+    was asked."""
+    record: dict = {"tokens": [], "calls": [], "uploads": [], "downloads": [], "listings": [], "repos": {}}
 
     class FakeHfApi:
         def __init__(self, token=None, **kwargs):
             record["tokens"].append(token)
+
+        def repo_exists(self, repo_id, **kwargs):
+            return repo_id in record["repos"]
+
+        def file_exists(self, repo_id, filename, **kwargs):
+            return repo_id in record["repos"] and (record["repos"][repo_id] / filename).is_file()
+
+        def model_info(self, repo_id, revision=None, **kwargs):
+            record["listings"].append((repo_id, revision))
+            if repo_id not in record["repos"]:
+                raise RuntimeError(f"404 Client Error: Repository Not Found for url: .../api/models/{repo_id}")
+            return SimpleNamespace(sha=COMMIT)
+
+        def list_repo_tree(self, repo_id, recursive=False, revision=None, **kwargs):
+            assert recursive and revision == COMMIT
+            folder = record["repos"][repo_id]
+            return [SimpleNamespace(path=p.relative_to(folder).as_posix(), size=p.stat().st_size)
+                    for p in folder.rglob("*") if p.is_file()]
 
         def create_repo(self, repo_id, **kwargs):
             record["calls"].append(("create_repo", repo_id, kwargs))
@@ -172,8 +193,10 @@ def test_pull_by_repo_id_round_trips_items_with_lineage_into_the_table(state, hu
     push(source.library, None, "someone/lib", source.backbone(), api=huggingface_hub.HfApi())
     pull_fn = handlers(state)["library_hub_pull"]
     table, _, origins, message = pull_fn("someone/lib", "v1.0", "", *FILTERS, None)
-    assert hub["downloads"] == [{"repo_id": "someone/lib", "repo_type": "model", "revision": "v1.0",
-                                 "allow_patterns": ["*.json", "*.safetensors", "*.md"]}]  # no token: the usual one
+    assert hub["listings"] == [("someone/lib", "v1.0")]
+    assert [{k: v for k, v in d.items() if k != "local_dir"} for d in hub["downloads"]] == [
+        {"repo_id": "someone/lib", "repo_type": "model", "revision": COMMIT,  # the commit listed
+         "allow_patterns": CATALOG_PATTERNS}]  # no token: the usual one
     assert set(table["id"]) == {i.id for i in items.values()}
     for item in items.values():
         back = state.library.get(item.id)
@@ -185,7 +208,7 @@ def test_pull_by_repo_id_round_trips_items_with_lineage_into_the_table(state, hu
     before = library_state(state.library)
     again = pull_fn("someone/lib", "", "", *FILTERS, None)[3]
     assert "0 new, 5 already" in again and library_state(state.library) == before
-    assert hub["downloads"][1]["revision"] is None
+    assert hub["listings"][1] == ("someone/lib", None)
 
 
 @pytest.mark.parametrize("typed", ["/etc", "../x", "~/x", "./someone/lib", "", "gpt2", "a/../b", "someone/lib/x",
@@ -214,7 +237,8 @@ def test_a_server_folder_named_like_a_repo_id_is_never_read(state, hub, online, 
     before = library_state(state.library)
     with pytest.raises(gr.Error, match="could not download someone/lib"):
         handlers(state)["library_hub_pull"]("someone/lib", "", "", *FILTERS, None)
-    assert [d["repo_id"] for d in hub["downloads"]] == ["someone/lib"] and library_state(state.library) == before
+    assert hub["listings"] == [("someone/lib", None)] and hub["downloads"] == []
+    assert library_state(state.library) == before
 
 
 # ---- offline, and on a Space ---------------------------------------------------------------------------------------
@@ -252,6 +276,7 @@ def test_on_a_space_push_needs_the_visitors_sign_in_and_never_the_spaces_token(s
     page["library_hub_pull"]("visitor/prompts", "", "", *FILTERS, None)  # anonymous: public repositories only
     page["library_hub_pull"]("visitor/prompts", "", "", *FILTERS, token())
     assert [d["token"] for d in hub["downloads"]] == [False, SECRET]
+    assert hub["tokens"] == [SECRET, False, SECRET]  # the listing before each download uses the same token
 
 
 def has_login(state: AppState) -> bool:
