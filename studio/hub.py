@@ -36,8 +36,16 @@ import torch
 
 from studio import StudioError
 from studio.files import check_export_target, new_folder
-from studio.library import KINDS, Item, Library, content_id, read_peft_adapter, read_prompt_file
-from studio.limits import MAX_NAME, check_name
+from studio.library import (
+    KINDS,
+    Item,
+    Library,
+    content_id,
+    read_json_file,
+    read_peft_adapter,
+    read_prompt_file,
+)
+from studio.limits import MAX_CATALOG_BYTES, MAX_NAME, check_name
 
 CATALOG = "studio_catalog.json"
 CATALOG_FORMAT = "tpv-studio-catalog"
@@ -434,10 +442,7 @@ def _nothing_to_pull(label: str) -> StudioError:
 
 
 def _read_catalog(path: Path) -> list[dict]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = None
+    data = read_json_file(path, MAX_CATALOG_BYTES, CATALOG)  # refused unread when larger than any library's
     if not isinstance(data, dict) or data.get("format") != CATALOG_FORMAT or not isinstance(data.get("items"), list):
         raise StudioError(f"{CATALOG} is not a studio catalog (not JSON, or no 'items' list): the repository was "
                           "not written by `studio hub push`; remove the file to pull its PEFT adapters instead")

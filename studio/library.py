@@ -30,7 +30,20 @@ from safetensors.torch import save_file
 from studio import HEAVY_IMPORT_LOCK, StudioError
 from studio.faults import kill_point
 from studio.files import atomic_write, check_export_target, new_folder, safe_extract_zip, sweep_partials
-from studio.limits import check_name
+from studio.limits import (
+    MAX_ADAPTER_FILE_BYTES,
+    MAX_CATALOG_BYTES,
+    MAX_HIDDEN,
+    MAX_ITEM_JSON_BYTES,
+    MAX_ITEM_TASK,
+    MAX_METRICS_BYTES,
+    MAX_NAME,
+    MAX_RECIPE_BYTES,
+    check_json_size,
+    check_name,
+    check_prompt_length,
+    check_task_name,
+)
 from studio.prompts import TaskPromptVector, check_prompt_tensor, scale_ratio
 
 KINDS = ("origin", "prompt", "vector")
@@ -149,6 +162,20 @@ def _renamed_fields(record: dict) -> dict:
     return record
 
 
+JSON_LIMITS = {"recipe": MAX_RECIPE_BYTES, "metrics": MAX_METRICS_BYTES}
+
+
+def _checked_dict(value: dict | None, field_name: str, kind: str) -> dict:
+    """An item's recipe or metrics as stored: a JSON object of bounded size (an import's or a pull's is someone
+    else's, and every listing reads them all). Checked before any file is written."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise StudioError(f"the {field_name} of a {kind} must be a JSON object, not {type(value).__name__}")
+    check_json_size(value, f"the {field_name} of a {kind}", JSON_LIMITS[field_name])
+    return value
+
+
 def _row_to_item(row: sqlite3.Row, source: str) -> Item:
     data = _renamed_fields(dict(row))
     data["recipe"] = json.loads(data["recipe"])
@@ -156,17 +183,51 @@ def _row_to_item(row: sqlite3.Row, source: str) -> Item:
     return Item(**data, source=source)
 
 
+PROMPT_DTYPES = ("F32", "F16", "BF16", "F64")  # a prompt is floating point; anything else is refused unread
+PICKLE_STARTS = (b"\x80", b"PK")  # a pickle (protocol 2+) and torch.save's zip
+
+
+def _check_file_head(path: Path) -> None:
+    """Refuse a pickle / torch.save file from its first bytes, and a safetensors header over what a prompt file needs
+    (metadata is a few strings). A safetensors file starts with its header's length (8 bytes) and then ``{``: one
+    whose length begins with byte 0x80 (128, 384... bytes) is not a pickle."""
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    header_bytes = int.from_bytes(head[:8], "little")
+    if len(head) < 9 or head[8:] != b"{" or header_bytes > path.stat().st_size - 8:
+        if head.startswith(PICKLE_STARTS):
+            raise StudioError(
+                f"{path.name} looks like a pickle / torch.save file: it is refused, never loaded (pickles can run "
+                "code). Save the tensor with safetensors.torch.save_file instead")
+        return  # not safetensors either: safe_open says what is wrong
+    if header_bytes > MAX_ITEM_JSON_BYTES:
+        raise StudioError(f"{path.name} has a {header_bytes:,}-byte safetensors header, over the {MAX_ITEM_JSON_BYTES:,}"
+                          " a prompt file needs: it is refused unread; re-export the prompt without extra metadata")
+
+
+def _check_prompt_header(shape: list[int], dtype: str, hidden_size: int | None, what: str) -> None:
+    """The checks of ``check_prompt_tensor`` that the header answers (dtype, rank, length, width), made before the
+    tensor is read: a small zip can hold a file of hundreds of MB that is no prompt at all."""
+    if dtype not in PROMPT_DTYPES:
+        raise StudioError(f"{what} holds a {dtype} tensor; a prompt is floating point ({', '.join(PROMPT_DTYPES)}): "
+                          "re-export it")
+    if len(shape) != 2:
+        raise StudioError(f"{what} must be a 2-D [virtual tokens, hidden] matrix, got shape {tuple(shape)}")
+    check_prompt_length(shape[0], what)
+    if hidden_size is not None and shape[1] != hidden_size:
+        raise StudioError(
+            f"{what} has hidden size {shape[1]} but the model has {hidden_size}: it was made for another model")
+    if hidden_size is None and not 1 <= shape[1] <= MAX_HIDDEN:
+        raise StudioError(f"{what} has hidden size {shape[1]}; a model's is 1 to {MAX_HIDDEN}: it is not a prompt")
+
+
 def read_prompt_file(path: str | Path, hidden_size: int | None = None) -> tuple[torch.Tensor, dict]:
-    """Read one prompt matrix from a safetensors file (ours or a PEFT adapter), refusing anything unsafe or odd."""
+    """Read one prompt matrix from a safetensors file (ours or a PEFT adapter), refusing anything unsafe or odd.
+    Everything the header tells is checked before the tensor is read, so memory stays that of one prompt."""
     path = Path(path)
     if not path.is_file():
         raise StudioError(f"file {path} not found")
-    head = path.read_bytes()[:8]
-    if head[:1] == b"\x80" or head[:2] == b"PK":
-        raise StudioError(
-            f"{path.name} looks like a pickle / torch.save file: it is refused, never loaded (pickles can run code). "
-            "Save the tensor with safetensors.torch.save_file instead"
-        )
+    _check_file_head(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             keys = list(handle.keys())
@@ -176,6 +237,8 @@ def read_prompt_file(path: str | Path, hidden_size: int | None = None) -> tuple[
                 raise StudioError(
                     f"{path.name} has no {TENSOR_KEY!r} or {PEFT_KEY!r} tensor (it has: {', '.join(keys) or 'none'})"
                 )
+            header = handle.get_slice(key)
+            _check_prompt_header(header.get_shape(), header.get_dtype(), hidden_size, path.name)
             tensor = handle.get_tensor(key).float()
     except SafetensorError as error:
         raise StudioError(f"{path.name} is not a valid safetensors file ({error}): re-export it") from None
@@ -248,7 +311,10 @@ class Library:
             self._memory = sqlite3.connect(":memory:", check_same_thread=False)
             self._memory.row_factory = sqlite3.Row
             self._memory.execute(SCHEMA)
-            for record in json.loads(catalog.read_text()):
+            records = read_json_file(catalog, MAX_CATALOG_BYTES, f"the catalog {catalog}")
+            if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+                raise StudioError(f"{catalog} is not a studio catalog (not JSON, or not a list of items): export it again")
+            for record in records:
                 record = _renamed_fields({k: v for k, v in record.items() if k != "source"})
                 record["recipe"], record["metrics"] = json.dumps(record["recipe"]), json.dumps(record["metrics"])
                 self._memory.execute(
@@ -461,9 +527,9 @@ class Library:
         its TPV); a leftover file without a row is rewritten by the rerun, or swept when the library opens."""
         self._writable()
         batch_ids = {n.item_id for n in new if n.item_id}
+        prepared = [self._prepare(entry, batch_ids, exist_ok) for entry in new]  # all checked before any file
         items, written = [], []
-        for entry in new:
-            item, existing = self._prepare(entry, batch_ids, exist_ok)
+        for entry, (item, existing) in zip(new, prepared):
             items.append(existing or item)
             if existing is None:
                 written.append(self._write_file(item, entry.tensor))
@@ -491,6 +557,9 @@ class Library:
             raise StudioError(f"unknown kind {entry.kind!r}: use one of {', '.join(KINDS)}")
         check_prompt_tensor(entry.tensor, what=f"{entry.kind} tensor")
         name = check_name(entry.name, "an item name") if entry.name else ""
+        task = check_task_name(entry.task, f"the task of a {entry.kind}", MAX_ITEM_TASK) if entry.task else None
+        recipe, metrics = _checked_dict(entry.recipe, "recipe", entry.kind), _checked_dict(entry.metrics, "metrics",
+                                                                                            entry.kind)
         for parent in (entry.origin_id, entry.prompt_id):
             if parent and parent not in batch_ids:
                 self.get(parent)
@@ -498,9 +567,9 @@ class Library:
         existing = next((found for lib in (self, *self.parents) if (found := lib._own(item_id))), None)
         if existing and not (exist_ok and existing.kind == entry.kind):
             raise StudioError(f"an item with id {item_id!r} already exists")
-        item = Item(item_id, entry.kind, name or item_id, entry.model, entry.task, entry.seed, entry.origin_id,
-                    entry.prompt_id, int(entry.tensor.shape[0]), int(entry.tensor.shape[1]), entry.recipe or {},
-                    entry.metrics or {}, f"items/{item_id}.safetensors", time.strftime("%Y-%m-%dT%H:%M:%S"))
+        item = Item(item_id, entry.kind, name or item_id, entry.model, task, entry.seed, entry.origin_id,
+                    entry.prompt_id, int(entry.tensor.shape[0]), int(entry.tensor.shape[1]), recipe, metrics,
+                    f"items/{item_id}.safetensors", time.strftime("%Y-%m-%dT%H:%M:%S"))
         return item, existing
 
     def _write_file(self, item: Item, tensor: torch.Tensor) -> Path:
@@ -527,9 +596,10 @@ class Library:
 
     def update_metrics(self, item_id: str, metrics: dict) -> Item:
         self._writable(item_id)
-        merged = {**self.get(item_id).metrics, **metrics}
+        merged = check_json_size({**self.get(item_id).metrics, **metrics}, f"the metrics of {item_id}",
+                                 MAX_METRICS_BYTES)
         with self._transaction() as db:
-            db.execute("UPDATE items SET metrics = ? WHERE id = ?", (json.dumps(merged), item_id))
+            db.execute("UPDATE items SET metrics = ? WHERE id = ?", (merged, item_id))
         return self.get(item_id)
 
     def delete(self, item_id: str, cascade: bool = False) -> list[str]:
@@ -646,6 +716,7 @@ class Library:
         self._writable()
         path = Path(path)
         if path.suffix.lower() == ".zip" and path.is_file():
+            _check_zip_files(path)
             with tempfile.TemporaryDirectory(prefix="studio-import-") as tmp:
                 safe_extract_zip(path, tmp)
                 configs = sorted(Path(tmp).rglob("adapter_config.json"), key=lambda p: len(p.parts))
@@ -695,6 +766,21 @@ class Library:
             return None
 
 
+def _check_zip_files(path: Path) -> None:
+    """Refuse a zip with a file larger than any adapter's, from the sizes its directory states (``zipfile`` never
+    unpacks more than that), before anything is unpacked: the zip limit alone lets a 500 KB zip fill 512 MB."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            big = next((m for m in archive.infolist() if m.file_size > MAX_ADAPTER_FILE_BYTES), None)
+    except (zipfile.BadZipFile, OSError):
+        return  # safe_extract_zip says what is wrong
+    if big is not None:
+        raise StudioError(f"{path.name}: {big.filename[:80]!r} unpacks to {big.file_size:,} bytes, over the "
+                          f"{MAX_ADAPTER_FILE_BYTES:,} an adapter's file may have: it is not a prompt adapter")
+
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 PEFT_TASK_TYPES = {"SEQ_2_SEQ_LM": True, "CAUSAL_LM": False}  # PEFT task type -> made for an encoder-decoder model
 
@@ -724,7 +810,8 @@ def read_peft_adapter(folder: str | Path, backbone, label: str | None = None) ->
         raise StudioError(f"{label}: adapter_config.json has no valid num_virtual_tokens / num_transformer_submodules")
     if tensor.shape[0] != n_tokens * halves:
         raise StudioError(f"{label}: {tensor.shape[0]} prompt rows but the config says {n_tokens * halves}")
-    decisions = {"peft_base_model": config.get("base_model_name_or_path")}
+    base = config.get("base_model_name_or_path")  # kept where it is a plain name: it is only shown
+    decisions = {"peft_base_model": base if isinstance(base, str) and len(base) <= MAX_NAME and base.isprintable() else None}
     if halves != 1:
         tensor = tensor[:n_tokens]
         decisions["peft_halves"] = (
@@ -756,12 +843,25 @@ def _check_peft_task_type(config: dict, backbone, label: str) -> None:
                           f"{backbone.name} is not: choose the model it was tuned on")
 
 
+def read_json_file(path: Path, max_bytes: int, what: str) -> object:
+    """Someone else's JSON file, parsed, or None where it cannot be read or parsed; one over ``max_bytes`` is refused
+    before it is read (``json.loads`` of a few MB of tiny values or nesting takes hundreds of MB). For an import's
+    adapter files, read-only catalogs and pulled catalogs (``MAX_CATALOG_BYTES``)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if size > max_bytes:
+        raise StudioError(f"{what} is {size:,} bytes, over the {max_bytes:,} it may have: it is refused unread")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
 def _json_object(path: Path, problem: str) -> dict:
     """A JSON object from a user's file, or a StudioError saying ``problem`` (unreadable, not JSON, not an object)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = None
+    data = read_json_file(path, MAX_ITEM_JSON_BYTES, f"{path.name} in {path.parent.name}")
     if not isinstance(data, dict):
         raise StudioError(problem)
     return data

@@ -6,6 +6,8 @@ prompt, fifty origins at once) or into a name that breaks a listing (newlines, t
 
 from __future__ import annotations
 
+import json
+
 from studio import StudioError
 
 MAX_SEED = 2**31 - 1
@@ -13,6 +15,15 @@ MAX_SEEDS = 16  # origins in one job
 MAX_PROMPT_TOKENS = 1000  # virtual tokens of a prompt, tuned or imported
 MAX_STEPS = 100_000
 MAX_NAME = 200  # characters of an item name
+MAX_TASK_NAME = 80  # characters of a task's name (a file task's: "file:" and the file's stem, or the name given)
+MAX_ITEM_TASK = 1000  # characters of an item's task: one name, or several joined by "+" (combinations, mixtures)
+MAX_HIDDEN = 16_384  # width of a prompt read from a file when the model's is not known (the largest models': 16,384)
+MAX_FILE_ROWS = 200_000  # rows of a user's CSV/JSONL task file: a full load keeps every row's texts in memory
+MAX_RECIPE_BYTES = 256 * 1024  # an item's recipe as JSON: settings and a tuning curve (~160 bytes a validation)
+MAX_METRICS_BYTES = 64 * 1024  # an item's metrics as JSON: scores per split and task
+MAX_ITEM_JSON_BYTES = 1024 * 1024  # an adapter's adapter_config.json or studio_item.json, a safetensors header
+MAX_CATALOG_BYTES = 16 * 1024 * 1024  # an exported or pulled catalog (JSON): thousands of items
+MAX_ADAPTER_FILE_BYTES = 64 * 1024 * 1024  # one file of a zipped adapter: 1,000 tokens x 16,384 in fp32 fit
 
 
 def parse_seeds(text: str | None) -> list[int]:
@@ -53,3 +64,29 @@ def check_name(name: str, what: str = "a name") -> str:
     if not name.isprintable():
         raise StudioError(f"{what} cannot contain line breaks, tabs or control characters")
     return name
+
+
+def check_task_name(name: object, what: str = "a task name", longest: int = MAX_TASK_NAME) -> str:
+    """A task name as tables and terminals show it: text, printable (no line breaks or terminal escapes), not empty,
+    at most ``longest`` characters. Never trimmed: a task name is an identity (ids, filters, data hashes)."""
+    if not isinstance(name, str) or not name:
+        raise StudioError(f"{what} must be non-empty text")
+    if len(name) > longest:
+        raise StudioError(f"{what} can have at most {longest} characters (got {len(name)}): choose a shorter one")
+    if not name.isprintable():
+        raise StudioError(f"{what} cannot contain line breaks, tabs or control characters: choose a plain name")
+    return name
+
+
+def check_json_size(value: object, what: str, limit: int) -> str:
+    """``value`` as the JSON the catalog stores, refused when it is not JSON or over ``limit`` bytes: recipes and
+    metrics are settings and scores, and one from an import or a pull must not fill the catalog or every listing."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError) as error:
+        raise StudioError(f"{what} is not JSON data ({str(error)[:100]}): keep to numbers, text, lists and objects"
+                          ) from None
+    if len(text) > limit:  # json.dumps writes ASCII: characters are bytes
+        raise StudioError(f"{what} is {len(text):,} bytes of JSON, over the {limit:,} kept: it holds more than "
+                          "settings and scores")
+    return text

@@ -18,19 +18,21 @@ import csv
 import functools
 import hashlib
 import importlib.util
+import itertools
 import json
 import random
 import tarfile
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from studio import StudioError
 from studio.config import cache_dir
 from studio.files import download_package, new_folder
+from studio.limits import MAX_FILE_ROWS, MAX_TASK_NAME, check_task_name
 
 SPLIT_SEED = 42
 MAX_TEST = 500
@@ -304,7 +306,6 @@ def list_tasks() -> list[TaskSpec]:
 _REGISTERED: OrderedDict[tuple[str | None, str], TaskData] = OrderedDict()  # (owner, name) -> task, oldest first
 _REGISTRY_LOCK = threading.Lock()
 MAX_REGISTERED = 256  # file tasks kept (a public Space's visitors each upload some); the least recently used go
-MAX_TASK_NAME = 80
 
 
 def _nobody() -> str | None:
@@ -457,14 +458,63 @@ def guess_columns(columns: list[str]) -> tuple[list[str], str | None]:
 
 def preview_file(path: str | Path, rows: int = 8) -> tuple[list[str], list[list[str]]]:
     """The columns and first ``rows`` rows of a CSV / JSONL file (read as ``load_file_task`` reads it), so people
-    can choose the text and label columns before the whole file is checked."""
+    can choose the text and label columns before the whole file is checked. Reads only those rows: it runs on
+    every file pick, and an upload may be 100 MB."""
     path = Path(path)
-    records = _read_records(path)
-    if not records:
+    records = _records(path)
+    try:
+        first = [record for _, record in itertools.islice(records, max(rows, 1))]
+    finally:
+        records.close()
+    if not first:
         raise StudioError(f"{path.name} has no data rows: add rows with a text and a label column")
-    columns = list(records[0][1].keys())
-    return columns, [["" if record.get(c) is None else str(record.get(c)) for c in columns]
-                     for _, record in records[:rows]]
+    columns = list(first[0].keys())
+    return columns, [["" if record.get(c) is None else str(record.get(c)) for c in columns] for record in first[:rows]]
+
+
+@dataclass
+class _FileRows:
+    """What a full read keeps of a file: each row's clipped texts and label, never the row itself."""
+
+    texts: list[tuple[tuple[str, str], ...]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # one string object per distinct label, shared by its rows
+    problems: list[str] = field(default_factory=list)  # the first few, for the message
+    n_problems: int = 0
+
+    def problem(self, text: str) -> None:
+        self.n_problems += 1
+        if len(self.problems) < 5:
+            self.problems.append(text)
+
+
+def _check_columns(path: Path, columns: list[str], text_columns: tuple[str, ...], label_column: str) -> None:
+    if not text_columns:
+        raise StudioError(f"{path.name}: say which column holds the text (--text-column); columns: {', '.join(columns)}")
+    for column in (*text_columns, label_column):
+        if column not in columns:
+            raise StudioError(f"{path.name}: column {column!r} not found; columns are: {', '.join(columns)}")
+
+
+def _read_rows(path: Path, records: Iterator[tuple[int, dict]], text_columns: tuple[str, ...], label_column: str,
+               label_words: tuple[str, ...] | None) -> _FileRows:
+    """Every row checked as it streams by, keeping only what the task needs (at most ``MAX_FILE_ROWS`` rows)."""
+    rows, distinct = _FileRows(), {}
+    for line, record in records:
+        if len(rows.labels) == MAX_FILE_ROWS:
+            raise StudioError(f"{path.name} has more than {MAX_FILE_ROWS:,} rows: keep a sample of at most "
+                              f"{MAX_FILE_ROWS:,} (a task needs far fewer to tune a prompt)")
+        for column in text_columns:
+            if not str(record.get(column) or "").strip():
+                rows.problem(f"row {line}: empty {column!r}")
+        value = record.get(label_column)  # JSON labels may be numbers: 0 is a label, not an empty cell
+        label = "" if value is None else str(value).strip()
+        if not label:
+            rows.problem(f"row {line}: empty label")
+        elif label_words and label not in label_words:
+            rows.problem(f"row {line}: label {label!r} is not one of {', '.join(label_words)}")
+        rows.labels.append(distinct.setdefault(label, label))
+        rows.texts.append(tuple((c, _clip(record.get(c) or "")) for c in text_columns))
+    return rows
 
 
 def load_file_task(
@@ -475,56 +525,39 @@ def load_file_task(
     instruction: str | None = None,
     name: str | None = None,
 ) -> TaskData:
-    """A user's CSV or JSONL file as a task. Every row is checked; errors name the row and the fix."""
+    """A user's CSV or JSONL file as a task. Every row is checked; errors name the row and the fix. The file is
+    streamed: memory holds each row's clipped texts, not the file, and at most ``MAX_FILE_ROWS`` rows."""
     path = Path(path)
     if not path.is_file():
         raise StudioError(f"data file {path} not found")
-    records = _read_records(path)
-    if not records:
-        raise StudioError(f"{path.name} has no data rows: add rows with text and label columns")
-    columns = list(records[0][1].keys())
-    text_columns = tuple(text_columns or [c for c in TEXT_COLUMN_NAMES if c in columns][:1])
-    if not text_columns:
-        raise StudioError(f"{path.name}: say which column holds the text (--text-column); columns: {', '.join(columns)}")
-    for column in (*text_columns, label_column):
-        if column not in columns:
-            raise StudioError(f"{path.name}: column {column!r} not found; columns are: {', '.join(columns)}")
-    problems: list[str] = []
-    raw_labels = []
-    for line, record in records:
-        for column in text_columns:
-            if not str(record.get(column) or "").strip():
-                problems.append(f"row {line}: empty {column!r}")
-        value = record.get(label_column)  # JSON labels may be numbers: 0 is a label, not an empty cell
-        label = "" if value is None else str(value).strip()
-        if not label:
-            problems.append(f"row {line}: empty label")
-        raw_labels.append(label)
-    if label_words:
-        label_words = tuple(str(w) for w in label_words)
-        problems += [
-            f"row {line}: label {label!r} is not one of {', '.join(label_words)}"
-            for (line, _), label in zip(records, raw_labels)
-            if label and label not in label_words
-        ]
-    if problems:
-        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise StudioError(f"{path.name}: " + "; ".join(problems[:5]) + more + ": fix or remove these rows")
-    label_words = label_words or tuple(sorted(set(raw_labels)))
-    if len(set(raw_labels)) < 2:
-        raise StudioError(f"{path.name}: every row has the label {raw_labels[0]!r}; a task needs at least 2 labels")
-    task_name = name or f"file:{path.stem}"
-    if len(task_name) > MAX_TASK_NAME or not task_name.isprintable():
-        raise StudioError(f"a task name must be printable and at most {MAX_TASK_NAME} characters")
+    task_name = check_task_name(name or f"file:{path.stem}", "a task name")
+    records = _records(path)
+    try:
+        first = next(records, None)
+        if first is None:
+            raise StudioError(f"{path.name} has no data rows: add rows with text and label columns")
+        columns = list(first[1].keys())
+        text_columns = tuple(text_columns or [c for c in TEXT_COLUMN_NAMES if c in columns][:1])
+        _check_columns(path, columns, text_columns, label_column)
+        label_words = tuple(str(w) for w in label_words) if label_words else None
+        rows = _read_rows(path, itertools.chain([first], records), text_columns, label_column, label_words)
+    finally:
+        records.close()
+    if rows.problems:
+        more = f" (and {rows.n_problems - 5} more)" if rows.n_problems > 5 else ""
+        raise StudioError(f"{path.name}: " + "; ".join(rows.problems) + more + ": fix or remove these rows")
+    distinct = set(rows.labels)
+    label_words = label_words or tuple(sorted(distinct))
+    if len(distinct) < 2:
+        raise StudioError(f"{path.name}: every row has the label {rows.labels[0]!r}; a task needs at least 2 labels")
     spec = TaskSpec(
         task_name, path.stem, "custom",
         instruction or f"Classify this text as one of: {', '.join(label_words)}.",
-        text_columns, label_words, "file", f"User file {path.name} ({len(records)} rows)",
+        text_columns, label_words, "file", f"User file {path.name} ({len(rows.labels)} rows)",
     )
-    examples = [
-        Example(tuple((c, _clip(record[c])) for c in text_columns), label_words.index(label))
-        for (_, record), label in zip(records, raw_labels)
-    ]
+    index = {word: i for i, word in enumerate(label_words)}
+    examples = [Example(texts, index[label]) for texts, label in zip(rows.texts, rows.labels)]
+    del rows  # the examples share its texts; the lists themselves go
     if len(examples) < 10:
         raise StudioError(f"{path.name} has only {len(examples)} rows: a task needs at least 10 to split")
     return register_task(_task_data(spec, *_split(examples)))
@@ -533,43 +566,51 @@ def load_file_task(
 MAX_CSV_FIELD = 10_000_000  # characters in one cell; Python's default (131,072) refuses long documents
 
 
-def _read_csv(path: Path) -> list[tuple[int, dict]]:
-    """CSV rows as (line, record); a row with more cells than the header is an error naming the row."""
+def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """CSV rows as (line, record), one at a time; a row with more cells than the header is an error naming the row."""
     csv.field_size_limit(MAX_CSV_FIELD)
-    records = []
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
             for i, row in enumerate(csv.DictReader(handle)):
                 if None in row:  # DictReader puts extra cells under the key None
                     raise StudioError(f"{path.name}: row {i + 2} has more cells than the header has columns: quote "
                                       "cells that contain commas, or fix the row")
-                records.append((i + 2, row))
+                yield i + 2, row
     except csv.Error as error:
         raise StudioError(f"{path.name} is not a readable CSV file ({error}): save it as UTF-8 CSV") from None
-    return records
 
 
-def _read_records(path: Path) -> list[tuple[int, dict]]:
-    """(line number, record) pairs from a .csv or .jsonl/.json file."""
+def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """JSON Lines objects as (line, record), one line at a time."""
+    with path.open(encoding="utf-8") as handle:
+        for i, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise StudioError(f"{path.name}: line {i} is not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise StudioError(f"{path.name}: line {i} is not a JSON object")
+            yield i, record
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, record) pairs from a .csv or .jsonl/.json file, streamed: a caller takes what it needs and
+    closes the rest (``preview_file`` stops after a few rows)."""
     suffix = path.suffix.lower()
+    if suffix == ".csv":
+        reader = _csv_records(path)
+    elif suffix in (".jsonl", ".json"):
+        reader = _jsonl_records(path)
+    else:
+        raise StudioError(f"{path.name}: unsupported file type {suffix!r}; use .csv or .jsonl")
     try:
-        if suffix == ".csv":
-            return _read_csv(path)
-        if suffix in (".jsonl", ".json"):
-            records = []
-            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-                if line.strip():
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as error:
-                        raise StudioError(f"{path.name}: line {i} is not valid JSON ({error.msg})") from None
-                    if not isinstance(record, dict):
-                        raise StudioError(f"{path.name}: line {i} is not a JSON object")
-                    records.append((i, record))
-            return records
+        yield from reader
     except UnicodeDecodeError:
         raise StudioError(f"{path.name} is not UTF-8 text: save it as UTF-8 CSV or JSONL") from None
-    raise StudioError(f"{path.name}: unsupported file type {suffix!r}; use .csv or .jsonl")
+    finally:
+        reader.close()
 
 
 # ---- fetching bundled data -----------------------------------------------------------------------------------

@@ -653,3 +653,215 @@ def test_an_old_catalog_gets_its_date_and_a_catalog_that_cannot_be_written_is_on
     read_only = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     assert _catalog_created(read_only) == float(created)  # read, not written again
     read_only.close()
+
+
+# ---- what a file claims is checked before it is read ------------------------------------------------------------------
+def _peak_rss_added(call) -> tuple[object, float]:
+    """``call()``'s outcome (result or StudioError) and how much the process's peak resident memory grew meanwhile,
+    in MiB: tensors are allocated outside Python's allocator, where tracemalloc does not see them."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # the peak (VmHWM) starts again from the current resident size
+    except OSError:
+        pytest.skip("needs Linux's /proc/self/clear_refs to measure peak memory")
+
+    def peak_kib() -> int:
+        return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+
+    before = peak_kib()
+    try:
+        outcome = call()
+    except StudioError as error:
+        outcome = error
+    return outcome, (peak_kib() - before) / 1024
+
+
+@pytest.fixture
+def tensor_reads(monkeypatch):
+    """The keys ``read_prompt_file`` reads tensors of: a refusal from the header reads none."""
+    import studio.library
+
+    real, read = studio.library.safe_open, []
+
+    class Spy:
+        def __init__(self, *args, **kwargs):
+            self.opened = real(*args, **kwargs)
+
+        def __enter__(self):
+            self.handle = self.opened.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.opened.__exit__(*exc)
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def get_tensor(self, key):
+            read.append(key)
+            return self.handle.get_tensor(key)
+
+    monkeypatch.setattr(studio.library, "safe_open", Spy)
+    return read
+
+
+def _zipped_adapter(tmp_path, tiny, weights: dict, name: str = "adapter") -> object:
+    """A zip of a studio PEFT adapter folder whose weights file holds ``weights`` instead of the prompt."""
+    import shutil
+
+    folder = Library(tmp_path / f"{name}-source").export_peft(
+        Library(tmp_path / f"{name}-source").add("prompt", rand(), tiny.name).id, tmp_path / name, tiny)
+    save_file(weights, str(folder / "adapter_model.safetensors"))
+    return shutil.make_archive(str(tmp_path / name), "zip", root_dir=folder)
+
+
+def test_a_small_zip_of_a_huge_tensor_is_refused_from_its_header(tmp_path, tiny, tensor_reads):
+    """A 40 KB zip held 40 MB of uint8 'prompt': the import unpacked it, read it and made it float (200 MB more)
+    before the shape check refused it."""
+    library = Library(tmp_path / "lib")
+    populate(library, tiny.name)
+    path = _zipped_adapter(tmp_path, tiny, {"prompt_embeddings": torch.zeros(4, 10_000_000, dtype=torch.uint8)})
+    assert os.path.getsize(path) < 200_000
+    before = snapshot(library)
+    tensor_reads.clear()  # what making the adapter read
+    error, added = _peak_rss_added(lambda: library.import_file(path, tiny))
+    assert isinstance(error, StudioError) and "holds a U8 tensor; a prompt is floating point" in str(error)
+    assert tensor_reads == [] and added < 20, f"the refusal took {added:.0f} MiB more"
+    assert snapshot(library) == before
+
+
+@pytest.mark.parametrize("shape, hidden, expected", [
+    ((1001, 32), 32, "between 1 and 1000 virtual tokens"),
+    ((4, 8, 4), 32, "2-D"),
+    ((4, 576), 32, "hidden size 576 but the model has 32"),
+    ((2, 16_385), None, "hidden size 16385; a model's is 1 to 16384"),
+])
+def test_prompt_shapes_are_checked_before_the_tensor_is_read(tmp_path, tensor_reads, shape, hidden, expected):
+    path = tmp_path / "odd.safetensors"
+    save_file({"prompt": torch.zeros(shape)}, str(path))
+    with pytest.raises(StudioError, match=expected):
+        read_prompt_file(path, hidden)
+    assert tensor_reads == []
+    save_file({"prompt": rand(n=5)}, str(path))
+    assert read_prompt_file(path, 32)[0].shape == (5, 32) and tensor_reads == ["prompt"]
+
+
+def test_file_heads_are_read_not_whole_files(tmp_path, tensor_reads):
+    """A safetensors header whose length starts with byte 0x80 (128, 384... bytes) is no pickle; a header of MBs of
+    metadata is refused unread; the pickle check reads a few bytes, not the file."""
+    path = tmp_path / "x.safetensors"
+    pad = next(n for n in range(300) if (save_file({"prompt": rand()}, str(path), metadata={"k": "a" * n}) or
+                                         path.read_bytes()[0] == 0x80))
+    assert read_prompt_file(path, 32)[1] == {"k": "a" * pad}
+    save_file({"prompt": rand()}, str(path), metadata={"task": "x" * 2_000_000})
+    with pytest.raises(StudioError, match="safetensors header, over the 1,048,576"):
+        read_prompt_file(path, 32)
+    assert tensor_reads == ["prompt"]
+    pickled = tmp_path / "big.safetensors"
+    pickled.write_bytes(pickle.dumps(b"x" * 10_000_000))
+    error, added = _peak_rss_added(lambda: read_prompt_file(pickled, 32))
+    assert isinstance(error, StudioError) and "pickle" in str(error) and added < 5
+
+
+def test_a_zip_member_larger_than_an_adapter_file_is_refused_before_unpacking(tmp_path, tiny, monkeypatch):
+    import zipfile
+
+    library = Library(tmp_path / "lib")
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("adapter/adapter_config.json", "{}")
+        with archive.open("adapter/adapter_model.safetensors", "w", force_zip64=True) as member:
+            for _ in range(65):  # MiB: one more than studio.limits.MAX_ADAPTER_FILE_BYTES
+                member.write(bytes(2**20))
+    extracted = []
+    monkeypatch.setattr("studio.library.safe_extract_zip", lambda *args: extracted.append(args))
+    with pytest.raises(StudioError, match=r"'adapter/adapter_model.safetensors' unpacks to 68,157,440 bytes"):
+        library.import_file(path, tiny)
+    assert extracted == [] and library.items() == []
+
+
+def test_an_oversized_adapter_json_is_refused_unread(tmp_path, tiny):
+    source = Library(tmp_path / "source")
+    folder = source.export_peft(source.add("prompt", rand(), tiny.name).id, tmp_path / "adapter", tiny)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps(config) + " " * 1_100_000)
+    library = Library(tmp_path / "lib")
+    with pytest.raises(StudioError, match=r"adapter_config.json in adapter is 1,1\d\d,\d\d\d bytes, over the 1,048,576"):
+        library.import_file(folder, tiny)
+    assert library.items() == []
+
+
+# ---- task names, recipes and metrics: checked on every way in -----------------------------------------------------------
+HOSTILE_TASK = "mr\x1b[2J\x1b[31m\n| p-00000000 | prompt | fake row |"
+
+
+def test_an_imported_task_name_is_checked(tmp_path, tiny):
+    """An imported file's metadata named its task with terminal escapes and a line break: `studio library list`
+    printed them (a cleared screen, a fake table row)."""
+    library = Library(tmp_path / "lib")
+    populate(library, tiny.name)
+    before = snapshot(library)
+    for task in (HOSTILE_TASK, "x" * 2_000_036):
+        path = tmp_path / "theirs.safetensors"
+        save_file({"prompt": rand()}, str(path), metadata={"task": task[:900_000]})
+        with pytest.raises(StudioError, match="the task of a prompt") as error:
+            library.import_file(path, tiny)
+        assert "\n" not in str(error.value) and "\x1b" not in str(error.value)
+        with pytest.raises(StudioError, match="the task of a prompt"):
+            library.import_file(tmp_path / "theirs.safetensors", tiny, task=task)
+    assert snapshot(library) == before
+
+
+def test_every_store_checks_tasks_recipes_and_metrics_before_writing_anything(tmp_path):
+    from studio.library import NewItem
+
+    library = Library(tmp_path / "lib")
+    good = NewItem("origin", rand(seed=1), MODEL, item_id="o-000000000001")
+    cases = [({"task": "two\nlines"}, "line breaks"), ({"task": "\x1b[31mred"}, "control characters"),
+             ({"task": "x" * 1001}, "at most 1000 characters"),  # studio.limits.MAX_ITEM_TASK
+             ({"recipe": {"history": list(range(500_000))}}, r"the recipe of a prompt is [\d,]+ bytes of JSON"),
+             ({"metrics": {f"test_accuracy/t{i}": 0.5 for i in range(5_000)}}, "the metrics of a prompt is"),
+             ({"recipe": {"when": object()}}, "not JSON data"), ({"metrics": [0.5]}, "must be a JSON object")]
+    for fields, expected in cases:
+        bad = NewItem("prompt", rand(seed=2), MODEL, origin_id=good.item_id, **fields)
+        with pytest.raises(StudioError, match=expected):
+            library.add_together([good, bad])  # the good one's file is not written either
+        assert library.items() == [] and list((library.root / "items").iterdir()) == []
+    # what the studio itself stores still fits: a file task's longest name, a combination of six of them
+    long_task = "file:" + "n" * 75  # studio.limits.MAX_TASK_NAME: 80
+    item = library.add("prompt", rand(), MODEL, task="+".join([long_task] * 6), recipe={"history": [{}] * 1000})
+    assert library.get(item.id).task.count("+") == 5
+    with pytest.raises(StudioError, match="the metrics of"):
+        library.update_metrics(item.id, {f"validation_accuracy/t{i}": 0.5 for i in range(5_000)})
+    assert library.get(item.id).metrics == {}
+
+
+def test_a_pulled_catalog_with_a_huge_task_or_recipe_stores_nothing(tmp_path, tiny):
+    """A repository's catalog gave a 2,000,036-character task and a 500,000-entry recipe: both were stored."""
+    from studio.hub import CATALOG, hub_layout, pull
+
+    source = Library(tmp_path / "source")
+    populate(source, tiny.name)
+    target = Library(tmp_path / "target")
+    before = snapshot(target)
+    for n, change in enumerate(({"task": "x" * 2_000_036}, {"recipe": {"steps": list(range(500_000))}},
+                                {"task": HOSTILE_TASK})):
+        repo = hub_layout(source, None, tiny, tmp_path / f"repo{n}")
+        catalog = json.loads((repo / CATALOG).read_text())
+        catalog["items"][-1].update(change)  # the vector, stored after its origin and prompt
+        (repo / CATALOG).write_text(json.dumps(catalog))
+        with pytest.raises(StudioError, match="the task of a vector|the recipe of a vector"):
+            pull(target, repo, tiny)
+        assert snapshot(target) == before
+
+
+def test_an_oversized_read_only_catalog_is_refused_unread(tmp_path, monkeypatch):
+    import studio.library
+
+    exported = Library(tmp_path / "lib")
+    populate(exported)
+    folder = exported.export_catalog(tmp_path / "prebuilt")
+    assert len(Library(folder, read_only=True).items()) == 3
+    monkeypatch.setattr(studio.library, "MAX_CATALOG_BYTES", 1000, raising=False)
+    with pytest.raises(StudioError, match=r"catalog .* is [\d,]+ bytes, over the 1,000"):
+        Library(folder, read_only=True)

@@ -330,3 +330,97 @@ def test_preview_and_column_guess_read_the_file_as_loading_does(tmp_path):
         preview_file(tmp_path / "empty.csv")
     with pytest.raises(StudioError, match="unsupported file type"):
         preview_file(tmp_path / "x.txt")
+
+
+# ---- big files: the preview reads what it shows, a full load is bounded --------------------------------------------
+def _traced(call):
+    """``call()``'s outcome (its result or the StudioError it raised), and the bytes of Python memory it still held
+    and at most held meanwhile (tracemalloc)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        try:
+            outcome = call()
+        except StudioError as error:
+            outcome = error
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return outcome, held, peak
+
+
+def _short_rows(path, size: int):
+    """A file of about ``size`` bytes of very short rows: the shape that made one file pick cost GBs."""
+    if path.suffix == ".csv":
+        lines = ["text,label\n"] + [f"t{i},{'ab'[i % 2]}\n" for i in range(size // 9)]
+    else:
+        lines = [json.dumps({"text": f"t{i}", "label": "ab"[i % 2]}) + "\n" for i in range(size // 32)]
+    path.write_text("".join(lines))
+    assert path.stat().st_size > size * 0.8
+    return path
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_the_preview_reads_only_the_rows_it_shows(tmp_path, suffix):
+    """The preview runs on every file pick: it used to read the whole file into memory (a 10 MB CSV of short rows:
+    over 300 MB; 100 MB uploads are allowed)."""
+    from studio.tasks import preview_file
+
+    path = _short_rows(tmp_path / f"big.{suffix}", 5_000_000)
+    (columns, rows), _, peak = _traced(lambda: preview_file(path, 8))
+    assert columns == ["text", "label"] and rows == [[f"t{i}", "ab"[i % 2]] for i in range(8)]
+    assert peak < 1_000_000, f"the preview of a {path.stat().st_size:,}-byte file took {peak:,} bytes"
+
+
+def test_a_file_without_the_columns_is_refused_at_its_first_row(tmp_path):
+    """10 MB of ``{}`` lines took 800 MB before the missing text column was named."""
+    path = tmp_path / "empty.jsonl"
+    path.write_text("{}\n" * 1_500_000)
+    error, _, peak = _traced(lambda: load_file_task(path))
+    assert isinstance(error, StudioError) and "say which column holds the text" in str(error)
+    assert peak < 1_000_000
+
+
+def test_a_file_over_the_row_limit_is_refused(tmp_path, monkeypatch):
+    import studio.tasks
+
+    big = tmp_path / "rows.csv"
+    big.write_text("text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(200_001)))
+    with pytest.raises(StudioError, match=r"rows.csv has more than 200,000 rows: keep a sample"):
+        load_file_task(big)
+    # the limit itself (studio.limits.MAX_FILE_ROWS): exactly as many rows as allowed load, one more is refused
+    monkeypatch.setattr(studio.tasks, "MAX_FILE_ROWS", len(GOOD_ROWS))
+    assert len(load_file_task(_csv(tmp_path / "fits.csv", ["text", "label"], GOOD_ROWS)).train) > 0
+    with pytest.raises(StudioError, match="more than 20 rows"):
+        load_file_task(_csv(tmp_path / "over.csv", ["text", "label"], GOOD_ROWS + [("one more", "no")]))
+
+
+def test_a_full_load_holds_the_task_and_little_else(tmp_path):
+    """A full load keeps each row's clipped texts once: beside the task it returns, it used to hold every row's
+    record and label as well (about 1.5 times the task's own size more)."""
+    path = tmp_path / "rows.csv"
+    path.write_text("text,label\n" + "".join(f"review number {i} says it is {'good' if i % 2 else 'bad'},"
+                                             f"{'ab'[i % 2]}\n" for i in range(15_000)))
+    data, held, peak = _traced(lambda: load_file_task(path))
+    assert len(data.train) + len(data.validation) + len(data.test) == 15_000
+    assert data.spec.description == "User file rows.csv (15000 rows)"
+    assert peak - held < 0.5 * held, f"held {held:,} bytes for the task, {peak - held:,} more meanwhile"
+
+
+def test_a_file_tasks_data_and_problems_are_as_before(tmp_path):
+    """Streaming keeps the examples and their order (the data hash, hence the ids: the value the code before it
+    gave), the problems named (now in row order) and the task name check."""
+    path = _csv(tmp_path / "mine.csv", ["text", "label"], GOOD_ROWS)
+    assert load_file_task(path).data_hash == "f50faf000b89bbdf"
+    rows = [[f"text {i}", "yes" if i % 2 else "no"] for i in range(20)]
+    rows[1][1], rows[4][0], rows[6][1] = "maybe", "", ""
+    with pytest.raises(StudioError) as error:
+        load_file_task(_csv(tmp_path / "bad.csv", ["text", "label"], rows), label_words=["no", "yes"])
+    message = str(error.value)
+    assert message.startswith("bad.csv: ") and message.endswith(": fix or remove these rows")
+    assert set(message[len("bad.csv: "):-len(": fix or remove these rows")].split("; ")) == {
+        "row 3: label 'maybe' is not one of no, yes", "row 6: empty 'text'", "row 8: empty label"}
+    for bad in ("two\nlines", "\x1b[2Jred", "x" * 81):
+        with pytest.raises(StudioError, match="task name"):
+            load_file_task(path, name=bad)
