@@ -306,6 +306,7 @@ def list_tasks() -> list[TaskSpec]:
 _REGISTERED: OrderedDict[tuple[str | None, str], TaskData] = OrderedDict()  # (owner, name) -> task, oldest first
 _REGISTRY_LOCK = threading.Lock()
 MAX_REGISTERED = 256  # file tasks kept (a public Space's visitors each upload some); the least recently used go
+MAX_REGISTERED_EXAMPLES = 1_000_000  # ... and at most this many examples in all (~300 MB): a file may have 200,000
 
 
 def _nobody() -> str | None:
@@ -332,9 +333,14 @@ def register_task(task: TaskData) -> TaskData:
     with _REGISTRY_LOCK:
         _REGISTERED[key] = task
         _REGISTERED.move_to_end(key)
-        while len(_REGISTERED) > MAX_REGISTERED:
+        while len(_REGISTERED) > MAX_REGISTERED or (len(_REGISTERED) > 1 and _registered_examples() >
+                                                     MAX_REGISTERED_EXAMPLES):
             _REGISTERED.popitem(last=False)
     return task
+
+
+def _registered_examples() -> int:
+    return sum(len(t.train) + len(t.validation) + len(t.test) for t in _REGISTERED.values())
 
 
 def _registered(name: str) -> TaskData | None:

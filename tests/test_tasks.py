@@ -424,3 +424,24 @@ def test_a_file_tasks_data_and_problems_are_as_before(tmp_path):
     for bad in ("two\nlines", "\x1b[2Jred", "x" * 81):
         with pytest.raises(StudioError, match="task name"):
             load_file_task(path, name=bad)
+
+
+def test_uploaded_tasks_are_bounded_by_their_examples_not_only_their_number(tmp_path, monkeypatch):
+    """A file task may have 200,000 rows: 256 of them kept at once were gigabytes. The least recently used go once
+    the examples of all uploaded tasks pass the bound; the newest upload always stays."""
+    from studio import tasks
+
+    monkeypatch.setattr(tasks, "_REGISTERED", tasks.OrderedDict())
+    monkeypatch.setattr(tasks, "MAX_REGISTERED_EXAMPLES", 50)
+    loaded = []
+    for k in range(3):
+        (tmp_path / f"{k}").mkdir()
+        loaded.append(load_file_task(_csv(tmp_path / f"{k}" / f"notes{k}.csv", ["text", "label"], GOOD_ROWS)))
+    assert [t.spec.name for t in tasks._REGISTERED.values()] == ["file:notes1", "file:notes2"]  # 20 examples each
+    with pytest.raises(StudioError, match="unknown task 'file:notes0'"):
+        load_task("file:notes0")
+    assert load_task("file:notes2").data_hash == loaded[2].data_hash
+    monkeypatch.setattr(tasks, "MAX_REGISTERED_EXAMPLES", 5)
+    (tmp_path / "big").mkdir()
+    big = load_file_task(_csv(tmp_path / "big" / "big.csv", ["text", "label"], GOOD_ROWS))
+    assert list(tasks._REGISTERED.values()) == [big]  # over the bound alone, and still known: it was just uploaded
