@@ -59,11 +59,7 @@ def check_name(name: str, what: str = "a name") -> str:
     name = (name or "").strip()
     if not name:
         raise StudioError(f"{what} cannot be empty")
-    if len(name) > MAX_NAME:
-        raise StudioError(f"{what} can have at most {MAX_NAME} characters (got {len(name)})")
-    if not name.isprintable():
-        raise StudioError(f"{what} cannot contain line breaks, tabs or control characters")
-    return name
+    return _shown_text(name, what, MAX_NAME)
 
 
 def check_task_name(name: object, what: str = "a task name", longest: int = MAX_TASK_NAME) -> str:
@@ -71,11 +67,15 @@ def check_task_name(name: object, what: str = "a task name", longest: int = MAX_
     at most ``longest`` characters. Never trimmed: a task name is an identity (ids, filters, data hashes)."""
     if not isinstance(name, str) or not name:
         raise StudioError(f"{what} must be non-empty text")
-    if len(name) > longest:
-        raise StudioError(f"{what} can have at most {longest} characters (got {len(name)}): choose a shorter one")
-    if not name.isprintable():
-        raise StudioError(f"{what} cannot contain line breaks, tabs or control characters: choose a plain name")
-    return name
+    return _shown_text(name, what, longest)
+
+
+def _shown_text(text: str, what: str, longest: int) -> str:
+    if len(text) > longest:
+        raise StudioError(f"{what} can have at most {longest} characters (got {len(text)}): choose a shorter one")
+    if not text.isprintable():
+        raise StudioError(f"{what} cannot contain line breaks, tabs or control characters: choose a plain one")
+    return text
 
 
 def check_json_size(value: object, what: str, limit: int) -> str:
