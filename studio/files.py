@@ -158,6 +158,7 @@ def zip_folder(folder: str | Path, path: str | Path) -> Path:
 
 MAX_ZIP_MEMBERS = 64
 MAX_ZIP_BYTES = 512 * 1024 * 1024  # a prompt adapter is kilobytes; this only stops zip bombs
+MAX_ZIP_MEMBER_BYTES = 64 * 1024 * 1024  # one file: an adapter's 1,000 tokens x 16,384 in fp32, or an item, fit
 
 
 def safe_extract_zip(zip_path: str | Path, into: str | Path) -> None:
@@ -170,6 +171,12 @@ def safe_extract_zip(zip_path: str | Path, into: str | Path) -> None:
             members = archive.infolist()
             if len(members) > MAX_ZIP_MEMBERS or sum(m.file_size for m in members) > MAX_ZIP_BYTES:
                 raise StudioError(f"{zip_path.name} is too large to be a prompt adapter")
+            # from the sizes the zip states (``zipfile`` never unpacks more), before anything is unpacked: the
+            # limit on the whole let a 500 KB zip hold one 500 MB "prompt"
+            big = next((m for m in members if m.file_size > MAX_ZIP_MEMBER_BYTES), None)
+            if big is not None:
+                raise StudioError(f"{zip_path.name}: {big.filename[:80]!r} unpacks to {big.file_size:,} bytes, over "
+                                  f"the {MAX_ZIP_MEMBER_BYTES:,} a prompt's or an adapter's file may have")
             for member in members:
                 target = (into / member.filename).resolve()
                 if member.filename.startswith("/") or not target.is_relative_to(into.resolve()):

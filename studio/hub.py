@@ -282,11 +282,15 @@ def push(library: Library, item_ids: list[str] | None, repo_id: str, backbone, t
 
 
 def _check_push_target(api, repo_id: str, token: str | None) -> None:
-    """Refuse an existing repository the studio did not write (no catalog): a push would replace its README.md and
-    delete its adapters/ and items/ folders, someone else's work (its history keeps it, but the page would not)."""
+    """Refuse an existing repository with files the studio did not write (content but no catalog): a push would
+    replace its README.md and delete its adapters/ and items/ folders, someone else's work (its history keeps it,
+    but the page would not). An empty repository (only ``.gitattributes``: just created, or a push that failed
+    after creating it) is the studio's to fill."""
     exists = _hub_call(f"look up {repo_id}", token, lambda: api.repo_exists(repo_id, repo_type="model"))
-    if exists and not _hub_call(f"look up {repo_id}", token,
-                                lambda: api.file_exists(repo_id, CATALOG, repo_type="model")):
+    if not exists:
+        return
+    files = _hub_call(f"look up {repo_id}", token, lambda: api.list_repo_files(repo_id, repo_type="model"))
+    if CATALOG not in files and any(name != ".gitattributes" for name in files):
         raise StudioError(f"{repo_id} already exists and has no {CATALOG}, so the studio did not write it: a push "
                           "would replace its README.md and delete its adapters/ and items/; push to a new repository "
                           "(or, to replace its content on purpose, `studio hub push --overwrite`)")

@@ -136,20 +136,6 @@ def _checkpoint_dir(library: Library, backbone: Backbone, pairs: list[tuple[Task
     return cache_dir("checkpoints") / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-MAX_HISTORY_POINTS = 400  # a curve's points kept in a prompt's recipe (~160 bytes each; a recipe holds 256 KB)
-
-
-def thinned_history(history: list[dict], best_step: int, most: int = MAX_HISTORY_POINTS) -> list[dict]:
-    """The tuning curve as a prompt's recipe keeps it: every point when there are at most ``most``, else evenly
-    spaced ones with the first, the last and the best step. A long job validated often (100,000 steps, every
-    step) made a recipe over the catalog's limit, and its result could not be stored after all the tuning."""
-    if len(history) <= most:
-        return list(history)
-    keep = {round(i * (len(history) - 1) / (most - 2)) for i in range(most - 1)}
-    keep |= {k for k, point in enumerate(history) if point.get("step") == best_step}
-    return [history[k] for k in sorted(keep)]
-
-
 def _result_items(result, origin: str, backbone: Backbone, config: TuneConfig, outcome, init: str, n_tokens: int,
                   name_prefix: str) -> tuple[NewItem, NewItem]:
     """A tuned prompt and its TPV, with the recipe, metrics and content ids they are stored under."""
@@ -157,7 +143,7 @@ def _result_items(result, origin: str, backbone: Backbone, config: TuneConfig, o
     recipe = {"model": model, "task": task.spec.name, "data_hash": task.data_hash, "seed": seed, "init": init,
               "n_tokens": n_tokens, **asdict(config), "best_step": result.best_step, "steps_done": outcome.steps_done,
               "dtype": str(backbone.dtype).replace("torch.", ""), "device": backbone.device,
-              "seconds": round(outcome.seconds, 1), "history": thinned_history(result.history, result.best_step)}
+              "seconds": round(outcome.seconds, 1), "history": result.history}  # thinned as it is stored (``library.thinned_history``)
     metrics = split_metrics("validation", {k[4:]: v for k, v in result.best_metrics.items() if k.startswith("val_")})
     label = f"{name_prefix}{task.spec.name} / origin {seed}"
     prompt_id = tuned_prompt_id(origin, task, config)

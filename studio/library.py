@@ -31,7 +31,6 @@ from studio import HEAVY_IMPORT_LOCK, StudioError
 from studio.faults import kill_point
 from studio.files import atomic_write, check_export_target, new_folder, safe_extract_zip, sweep_partials
 from studio.limits import (
-    MAX_ADAPTER_FILE_BYTES,
     MAX_CATALOG_BYTES,
     MAX_HIDDEN,
     MAX_ITEM_JSON_BYTES,
@@ -41,10 +40,9 @@ from studio.limits import (
     MAX_RECIPE_BYTES,
     check_json_size,
     check_name,
-    check_prompt_length,
     check_task_name,
 )
-from studio.prompts import TaskPromptVector, check_prompt_tensor, scale_ratio
+from studio.prompts import TaskPromptVector, check_prompt_shape, check_prompt_tensor, scale_ratio
 
 KINDS = ("origin", "prompt", "vector")
 SCHEMA = """
@@ -162,6 +160,21 @@ def _renamed_fields(record: dict) -> dict:
     return record
 
 
+MAX_HISTORY_POINTS = 400  # a curve's points kept in a prompt's recipe (~160 bytes each; a recipe holds 256 KB)
+
+
+def thinned_history(history: list[dict], best_step: int | None, most: int = MAX_HISTORY_POINTS) -> list[dict]:
+    """The tuning curve as a prompt's recipe keeps it: every point when there are at most ``most``, else evenly
+    spaced ones with the first, the last and the best step. A long job validated often (100,000 steps, every
+    step) made a recipe over the catalog's limit, and its result could not be stored after all the tuning; items
+    stored before, with their whole curve, are thinned the same way when they come back (a pull, a restore)."""
+    if len(history) <= most:
+        return list(history)
+    keep = {round(i * (len(history) - 1) / (most - 2)) for i in range(most - 1)}
+    keep |= {k for k, point in enumerate(history) if isinstance(point, dict) and point.get("step") == best_step}
+    return [history[k] for k in sorted(keep)]
+
+
 JSON_LIMITS = {"recipe": MAX_RECIPE_BYTES, "metrics": MAX_METRICS_BYTES}
 
 
@@ -172,6 +185,8 @@ def _checked_dict(value: dict | None, field_name: str, kind: str) -> dict:
         return {}
     if not isinstance(value, dict):
         raise StudioError(f"the {field_name} of a {kind} must be a JSON object, not {type(value).__name__}")
+    if field_name == "recipe" and isinstance(value.get("history"), list):
+        value = {**value, "history": thinned_history(value["history"], value.get("best_step"))}
     check_json_size(value, f"the {field_name} of a {kind}", JSON_LIMITS[field_name])
     return value
 
@@ -205,25 +220,21 @@ def _check_file_head(path: Path) -> None:
                           " a prompt file needs: it is refused unread; re-export the prompt without extra metadata")
 
 
-def _check_prompt_header(shape: list[int], dtype: str, hidden_size: int | None, what: str) -> None:
-    """The checks of ``check_prompt_tensor`` that the header answers (dtype, rank, length, width), made before the
-    tensor is read: a small zip can hold a file of hundreds of MB that is no prompt at all."""
+def _check_prompt_header(shape: list[int], dtype: str, hidden_size: int | None, what: str, halves: int) -> None:
+    """What the header answers (dtype, rank, length, width), checked before the tensor is read: a small zip can hold
+    a file of hundreds of MB that is no prompt at all."""
     if dtype not in PROMPT_DTYPES:
         raise StudioError(f"{what} holds a {dtype} tensor; a prompt is floating point ({', '.join(PROMPT_DTYPES)}): "
                           "re-export it")
-    if len(shape) != 2:
-        raise StudioError(f"{what} must be a 2-D [virtual tokens, hidden] matrix, got shape {tuple(shape)}")
-    check_prompt_length(shape[0], what)
-    if hidden_size is not None and shape[1] != hidden_size:
-        raise StudioError(
-            f"{what} has hidden size {shape[1]} but the model has {hidden_size}: it was made for another model")
+    check_prompt_shape(shape, hidden_size, what, halves)
     if hidden_size is None and not 1 <= shape[1] <= MAX_HIDDEN:
         raise StudioError(f"{what} has hidden size {shape[1]}; a model's is 1 to {MAX_HIDDEN}: it is not a prompt")
 
 
-def read_prompt_file(path: str | Path, hidden_size: int | None = None) -> tuple[torch.Tensor, dict]:
+def read_prompt_file(path: str | Path, hidden_size: int | None = None, halves: int = 1) -> tuple[torch.Tensor, dict]:
     """Read one prompt matrix from a safetensors file (ours or a PEFT adapter), refusing anything unsafe or odd.
-    Everything the header tells is checked before the tensor is read, so memory stays that of one prompt."""
+    Everything the header tells is checked before the tensor is read, so memory stays that of one prompt.
+    ``halves``: rows per virtual token (an encoder-decoder PEFT adapter's 2)."""
     path = Path(path)
     if not path.is_file():
         raise StudioError(f"file {path} not found")
@@ -238,13 +249,13 @@ def read_prompt_file(path: str | Path, hidden_size: int | None = None) -> tuple[
                     f"{path.name} has no {TENSOR_KEY!r} or {PEFT_KEY!r} tensor (it has: {', '.join(keys) or 'none'})"
                 )
             header = handle.get_slice(key)
-            _check_prompt_header(header.get_shape(), header.get_dtype(), hidden_size, path.name)
+            _check_prompt_header(header.get_shape(), header.get_dtype(), hidden_size, path.name, halves)
             tensor = handle.get_tensor(key).float()
     except SafetensorError as error:
         raise StudioError(f"{path.name} is not a valid safetensors file ({error}): re-export it") from None
     except (OSError, ValueError) as error:
         raise StudioError(f"{path.name} could not be read as safetensors ({error})") from None
-    check_prompt_tensor(tensor, hidden_size, what=path.name)
+    check_prompt_tensor(tensor, hidden_size, what=path.name, halves=halves)
     return tensor, metadata
 
 
@@ -716,7 +727,6 @@ class Library:
         self._writable()
         path = Path(path)
         if path.suffix.lower() == ".zip" and path.is_file():
-            _check_zip_files(path)
             with tempfile.TemporaryDirectory(prefix="studio-import-") as tmp:
                 safe_extract_zip(path, tmp)
                 configs = sorted(Path(tmp).rglob("adapter_config.json"), key=lambda p: len(p.parts))
@@ -766,21 +776,6 @@ class Library:
             return None
 
 
-def _check_zip_files(path: Path) -> None:
-    """Refuse a zip with a file larger than any adapter's, from the sizes its directory states (``zipfile`` never
-    unpacks more than that), before anything is unpacked: the zip limit alone lets a 500 KB zip fill 512 MB."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            big = next((m for m in archive.infolist() if m.file_size > MAX_ADAPTER_FILE_BYTES), None)
-    except (zipfile.BadZipFile, OSError):
-        return  # safe_extract_zip says what is wrong
-    if big is not None:
-        raise StudioError(f"{path.name}: {big.filename[:80]!r} unpacks to {big.file_size:,} bytes, over the "
-                          f"{MAX_ADAPTER_FILE_BYTES:,} an adapter's file may have: it is not a prompt adapter")
-
-
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 PEFT_TASK_TYPES = {"SEQ_2_SEQ_LM": True, "CAUSAL_LM": False}  # PEFT task type -> made for an encoder-decoder model
 
@@ -801,12 +796,15 @@ def read_peft_adapter(folder: str | Path, backbone, label: str | None = None) ->
     if config.get("peft_type") != "PROMPT_TUNING":
         raise StudioError(f"{label} is a {config.get('peft_type')} adapter; only PROMPT_TUNING imports")
     _check_peft_task_type(config, backbone, label)
+    halves = config.get("num_transformer_submodules") or 1
+    if not isinstance(halves, int) or isinstance(halves, bool) or halves not in (1, 2):
+        raise StudioError(f"{label}: adapter_config.json has no valid num_transformer_submodules (1 or 2)")
     try:
-        tensor, metadata = read_prompt_file(_peft_weights(folder, label), backbone.hidden_size)
+        tensor, metadata = read_prompt_file(_peft_weights(folder, label), backbone.hidden_size, halves)
     except StudioError as error:
         raise StudioError(f"{label}: {error}") from None
-    n_tokens, halves = config.get("num_virtual_tokens", tensor.shape[0]), config.get("num_transformer_submodules") or 1
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (n_tokens, halves)):
+    n_tokens = config.get("num_virtual_tokens", tensor.shape[0] // halves)
+    if not isinstance(n_tokens, int) or isinstance(n_tokens, bool) or n_tokens <= 0:
         raise StudioError(f"{label}: adapter_config.json has no valid num_virtual_tokens / num_transformer_submodules")
     if tensor.shape[0] != n_tokens * halves:
         raise StudioError(f"{label}: {tensor.shape[0]} prompt rows but the config says {n_tokens * halves}")

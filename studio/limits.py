@@ -23,7 +23,6 @@ MAX_RECIPE_BYTES = 256 * 1024  # an item's recipe as JSON: settings and a tuning
 MAX_METRICS_BYTES = 64 * 1024  # an item's metrics as JSON: scores per split and task
 MAX_ITEM_JSON_BYTES = 1024 * 1024  # an adapter's adapter_config.json or studio_item.json, a safetensors header
 MAX_CATALOG_BYTES = 16 * 1024 * 1024  # an exported or pulled catalog (JSON): thousands of items
-MAX_ADAPTER_FILE_BYTES = 64 * 1024 * 1024  # one file of a zipped adapter: 1,000 tokens x 16,384 in fp32 fit
 
 
 def parse_seeds(text: str | None) -> list[int]:

@@ -52,15 +52,23 @@ def make_origin(backbone, seed: int, n_tokens: int, method: str = "top5000", tex
         return backbone.embed(ids).float().cpu()
 
 
-def check_prompt_tensor(tensor: torch.Tensor, hidden_size: int | None = None, what: str = "prompt") -> torch.Tensor:
-    """Reject tensors that cannot be a soft prompt: wrong rank or width, NaN or infinite values."""
-    if tensor.ndim != 2:
-        raise StudioError(f"{what} must be a 2-D [virtual tokens, hidden] matrix, got shape {tuple(tensor.shape)}")
-    check_prompt_length(tensor.shape[0], what)
-    if hidden_size is not None and tensor.shape[1] != hidden_size:
+def check_prompt_shape(shape: Sequence[int], hidden_size: int | None = None, what: str = "prompt",
+                       halves: int = 1) -> None:
+    """Reject shapes that cannot be a soft prompt: not 2-D, too long, or another model's width. ``halves``: PEFT
+    stores an encoder-decoder prompt of n tokens as [2 n, d] (its encoder half, then its decoder half)."""
+    if len(shape) != 2:
+        raise StudioError(f"{what} must be a 2-D [virtual tokens, hidden] matrix, got shape {tuple(shape)}")
+    check_prompt_length(shape[0] // halves if shape[0] % halves == 0 else shape[0], what)
+    if hidden_size is not None and shape[1] != hidden_size:
         raise StudioError(
-            f"{what} has hidden size {tensor.shape[1]} but the model has {hidden_size}: it was made for another model"
+            f"{what} has hidden size {shape[1]} but the model has {hidden_size}: it was made for another model"
         )
+
+
+def check_prompt_tensor(tensor: torch.Tensor, hidden_size: int | None = None, what: str = "prompt",
+                        halves: int = 1) -> torch.Tensor:
+    """Reject tensors that cannot be a soft prompt: wrong rank, length or width, NaN or infinite values."""
+    check_prompt_shape(tuple(tensor.shape), hidden_size, what, halves)
     if not torch.isfinite(tensor).all():
         bad = int((~torch.isfinite(tensor)).sum())
         raise StudioError(f"{what} contains {bad} NaN or infinite values: it cannot be used")

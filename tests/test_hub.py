@@ -118,6 +118,9 @@ class FakeApi:
     def file_exists(self, repo_id, filename, **kwargs):
         return (self.target / filename).is_file()
 
+    def list_repo_files(self, repo_id, **kwargs):
+        return list(self.files())
+
     def create_repo(self, repo_id, **kwargs):
         self.calls.append(("create_repo", repo_id, kwargs))
         return f"https://huggingface.co/{repo_id}"
@@ -246,6 +249,19 @@ def test_a_push_to_a_repository_the_studio_did_not_write_is_refused(tiny, tmp_pa
     assert (tmp_path / "hub" / CATALOG).is_file() and tree(tmp_path / "hub") & set(theirs) == {
         "README.md", "model.safetensors"}  # their adapters/ went, their README.md was replaced
     assert (tmp_path / "hub" / "README.md").read_bytes() != theirs["README.md"]
+
+
+def test_a_push_into_an_empty_repository_goes_ahead(tiny, tmp_path, online):
+    """A repository with only .gitattributes (made on the website, or by a push whose upload failed after it created
+    the repository) has nothing to lose: a push, or its retry, fills it."""
+    library = Library(tmp_path / "lib")
+    items = populate(library, tiny.name)
+    (tmp_path / "hub").mkdir()
+    (tmp_path / "hub" / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    api = FakeApi(tmp_path / "hub")
+    push(library, [items["mr"].id], "someone/new", tiny, api=api)
+    assert [name for name, _, _ in api.calls] == ["create_repo", "upload_folder"]
+    assert (tmp_path / "hub" / CATALOG).is_file()
 
 
 def test_a_push_to_a_repository_the_studio_wrote_replaces_its_library(tiny, tmp_path, online):

@@ -255,19 +255,3 @@ def test_a_planned_few_shot_study_runs_on_the_data_it_was_planned_on(fewshot_lib
     assert job.status == "done", job.message
     assert seen == [planned.data_hash] * 2 and len(job.result) == plan.rows()
 
-
-def test_a_long_jobs_curve_is_thinned_to_fit_its_recipe():
-    """100,000 steps validated every step made a recipe over the catalog's limit: the tuned prompt could not be
-    stored after all the tuning. The stored curve keeps its first, last and best points, evenly spaced between."""
-    from studio.jobs import MAX_HISTORY_POINTS, thinned_history
-    from studio.limits import MAX_RECIPE_BYTES, check_json_size
-
-    history = [{"step": s, "train_loss": 1 / s, "val_accuracy": 0.5 + s / 1e6, "val_accuracy_se": 0.01,
-                "val_macro_f1": 0.5, "val_n": 100} for s in range(1, 20_001)]
-    with pytest.raises(StudioError, match="over the"):
-        check_json_size({"history": history}, "a recipe", MAX_RECIPE_BYTES)
-    kept = thinned_history(history, best_step=12_345)
-    assert len(kept) <= MAX_HISTORY_POINTS and kept[0]["step"] == 1 and kept[-1]["step"] == 20_000
-    assert 12_345 in [p["step"] for p in kept] and [p["step"] for p in kept] == sorted({p["step"] for p in kept})
-    check_json_size({"history": kept}, "a recipe", MAX_RECIPE_BYTES)
-    assert thinned_history(history[:50], best_step=3) == history[:50]  # a short curve is kept whole

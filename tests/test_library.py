@@ -410,6 +410,11 @@ def test_two_submodule_peft_adapter_keeps_encoder_half(tmp_path, tiny):
     item = library.import_file(folder, tiny)
     assert item.n_tokens == 3
     torch.testing.assert_close(library.tensor(item.id), both[:3])
+    # the token limit counts tokens, not PEFT's rows: 600 tokens are 1,200 rows (refused as 1,200 tokens before)
+    (folder / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 600, "num_transformer_submodules": 2}))
+    save_file({"prompt_embeddings": rand(n=1200, seed=3)}, str(folder / "adapter_model.safetensors"))
+    assert library.import_file(folder, tiny).n_tokens == 600
 
 
 # ---- exports never delete what they did not write -------------------------------------------------------------
@@ -771,10 +776,10 @@ def test_a_zip_member_larger_than_an_adapter_file_is_refused_before_unpacking(tm
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("adapter/adapter_config.json", "{}")
         with archive.open("adapter/adapter_model.safetensors", "w", force_zip64=True) as member:
-            for _ in range(65):  # MiB: one more than studio.limits.MAX_ADAPTER_FILE_BYTES
+            for _ in range(65):  # MiB: one more than studio.files.MAX_ZIP_MEMBER_BYTES
                 member.write(bytes(2**20))
     extracted = []
-    monkeypatch.setattr("studio.library.safe_extract_zip", lambda *args: extracted.append(args))
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", lambda self, *args, **kwargs: extracted.append(args))
     with pytest.raises(StudioError, match=r"'adapter/adapter_model.safetensors' unpacks to 68,157,440 bytes"):
         library.import_file(path, tiny)
     assert extracted == [] and library.items() == []
@@ -819,7 +824,7 @@ def test_every_store_checks_tasks_recipes_and_metrics_before_writing_anything(tm
     good = NewItem("origin", rand(seed=1), MODEL, item_id="o-000000000001")
     cases = [({"task": "two\nlines"}, "line breaks"), ({"task": "\x1b[31mred"}, "control characters"),
              ({"task": "x" * 1001}, "at most 1000 characters"),  # studio.limits.MAX_ITEM_TASK
-             ({"recipe": {"history": list(range(500_000))}}, r"the recipe of a prompt is [\d,]+ bytes of JSON"),
+             ({"recipe": {"steps": list(range(500_000))}}, r"the recipe of a prompt is [\d,]+ bytes of JSON"),
              ({"metrics": {f"test_accuracy/t{i}": 0.5 for i in range(5_000)}}, "the metrics of a prompt is"),
              ({"recipe": {"when": object()}}, "not JSON data"), ({"metrics": [0.5]}, "must be a JSON object")]
     for fields, expected in cases:
@@ -865,3 +870,25 @@ def test_an_oversized_read_only_catalog_is_refused_unread(tmp_path, monkeypatch)
     monkeypatch.setattr(studio.library, "MAX_CATALOG_BYTES", 1000, raising=False)
     with pytest.raises(StudioError, match=r"catalog .* is [\d,]+ bytes, over the 1,000"):
         Library(folder, read_only=True)
+
+
+def test_a_long_jobs_curve_is_thinned_to_fit_its_recipe(tmp_path):
+    """100,000 steps validated every step made a recipe over the catalog's limit: the tuned prompt could not be
+    stored after all the tuning. The stored curve keeps its first, last and best points, evenly spaced between."""
+    from studio.library import MAX_HISTORY_POINTS, thinned_history
+    from studio.limits import MAX_RECIPE_BYTES, check_json_size
+
+    history = [{"step": s, "train_loss": 1 / s, "val_accuracy": 0.5 + s / 1e6, "val_accuracy_se": 0.01,
+                "val_macro_f1": 0.5, "val_n": 100} for s in range(1, 20_001)]
+    with pytest.raises(StudioError, match="over the"):
+        check_json_size({"history": history}, "a recipe", MAX_RECIPE_BYTES)
+    kept = thinned_history(history, best_step=12_345)
+    assert len(kept) <= MAX_HISTORY_POINTS and kept[0]["step"] == 1 and kept[-1]["step"] == 20_000
+    assert 12_345 in [p["step"] for p in kept] and [p["step"] for p in kept] == sorted({p["step"] for p in kept})
+    check_json_size({"history": kept}, "a recipe", MAX_RECIPE_BYTES)
+    assert thinned_history(history[:50], best_step=3) == history[:50]  # a short curve is kept whole
+    # every store thins it: a tuning job's, and an item stored before with its whole curve coming back (a pull)
+    library = Library(tmp_path / "lib")
+    item = library.add("prompt", rand(), "m", name="long job", recipe={"best_step": 12_345, "history": history})
+    stored = library.get(item.id).recipe["history"]
+    assert len(stored) <= MAX_HISTORY_POINTS and 12_345 in [p["step"] for p in stored]

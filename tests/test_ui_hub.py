@@ -58,6 +58,10 @@ def hub(monkeypatch, tmp_path) -> dict:
         def file_exists(self, repo_id, filename, **kwargs):
             return repo_id in record["repos"] and (record["repos"][repo_id] / filename).is_file()
 
+        def list_repo_files(self, repo_id, **kwargs):
+            folder = record["repos"][repo_id]
+            return [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+
         def model_info(self, repo_id, revision=None, **kwargs):
             record["listings"].append((repo_id, revision))
             if repo_id not in record["repos"]:

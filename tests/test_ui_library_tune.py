@@ -540,9 +540,12 @@ def test_names_from_imports_show_as_text_never_as_markup():
 
     from studio.ui.common import plain
 
-    hostile = "![seen](https://tracker.example/p.png) [click](https://x.example) <img src=x> **loud** `code` # h"
+    hostile = ("![seen](https://tracker.example/p.png) [click](https://x.example) <img src=x> **loud** `code` # h "
+               "https://3232235777/p.png www.example.com me@example.com &amp;")
     html = MarkdownIt("commonmark").render(f"Renamed **o-1** to *{plain(hostile)}*.")
     assert "<img" not in html and "<a " not in html and "<strong>loud" not in html and "<code>" not in html
-    text = html.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"')
+    text = html.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&")
     assert hostile in text  # every character is still shown
+    # what GitHub-flavoured Markdown (the page's) turns into links by itself: bare addresses, www., e-mails
+    assert not any(trigger in plain(hostile) for trigger in ("://", "www.", "@"))
     assert plain("mr / origin 3 (lr 0.3)") != "" and MarkdownIt().render(plain("a_b-c.d")).strip() == "<p>a_b-c.d</p>"

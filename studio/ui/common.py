@@ -222,8 +222,10 @@ _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 
 def plain(text: object) -> str:
     """``text`` shown as it is inside Markdown: a name or task from an import or a pull is data, never a link, an
-    image (a remote image would tell its server who looks at the page) or markup."""
-    return _MARKDOWN.sub(r"\\\1", str(text)).replace("<", "&lt;")
+    image (a remote image would tell its server who looks at the page) or markup. ``:`` and ``@`` become entities:
+    the page's Markdown (GitHub's flavour) links bare addresses and e-mails."""
+    escaped = _MARKDOWN.sub(r"\\\1", str(text)).replace("&", "&amp;").replace("<", "&lt;")
+    return escaped.replace(":", "&#58;").replace("@", "&#64;")
 
 
 EXPORTS_KEPT = 24  # download folders kept; older ones are removed when a new one is made
@@ -252,8 +254,15 @@ def export_folder(stem: str) -> Path:
     """A fresh folder for one request's downloads in ``export_root``. Only the newest ``EXPORTS_KEPT`` of the
     folders this function names are kept (nothing else there is touched): figures do not pile up on disk."""
     root = export_root()
+
+    def made_at(folder: Path) -> float:
+        try:
+            return folder.stat().st_mtime
+        except OSError:  # another request removed it meanwhile
+            return 0.0
+
     folders = sorted((p for p in root.iterdir() if EXPORT_FOLDER.fullmatch(p.name) and not p.is_symlink()
-                      and p.is_dir()), key=lambda p: p.stat().st_mtime)
+                      and p.is_dir()), key=made_at)
     for old in folders[: max(0, len(folders) - EXPORTS_KEPT + 1)]:
         shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{stem}-", dir=root))

@@ -148,13 +148,20 @@ class Visitors:
                 name = folder_name(key)
                 if not (self.root / name).exists() and time.monotonic() - self._swept_at >= SWEEP_EVERY_S:
                     self._swept_at = time.monotonic()
-                    sweep_idle_sessions(self.root, {folder_name(k) for k in self._libraries})
+                    sweep_idle_sessions(self.root, self._in_use())
                 library = Library(self.root / name, parents=self.home.parents)
                 self._libraries[key] = library
                 while len(self._libraries) > OPEN_LIBRARIES:
                     self._libraries.popitem(last=False)
             self._libraries.move_to_end(key)
             return library
+
+    def _in_use(self) -> set[str]:
+        """Folders a sweep must leave: the libraries open now, and those of visitors with a job waiting or running
+        (a job writes into the library it was started from, maybe after hours in the queue)."""
+        owners = {job.owner for job in list(self.runner.jobs.values())
+                  if job.owner and job.status in ("queued", "running")}
+        return {folder_name(key) for key in (*self._libraries, *owners)}
 
     def jobs(self) -> VisitorJobs:
         return VisitorJobs(self, self.key())
