@@ -89,6 +89,34 @@ def test_idle_signed_out_libraries_are_swept_and_nothing_else(tmp_path):
                                                           "u-ada"]
 
 
+def test_a_sweep_leaves_the_library_a_queued_job_will_write_to(tmp_path):
+    """A signed-out visitor's first job may wait in the one queue for over an hour while their library is still
+    empty: the sweep of empty libraries must not remove the folder the job will store its prompts in."""
+    import threading
+
+    from studio.jobs import JobRunner
+    from studio.ui.visitors import Visitors, acting_for
+
+    runner = JobRunner()
+    visitors = Visitors(Library(tmp_path / "home"), runner)
+    gate = threading.Event()
+    with acting_for("session:waiting"):
+        library = visitors.library()
+        job = runner.submit("a long wait", lambda job: gate.wait(30), owner="session:waiting")
+    visitors._libraries.clear()  # 256 other sessions came since: it is no longer among the open libraries
+    two_hours_ago = time.time() - 2 * 3600
+    for path in (library.root, *library.root.glob("catalog.sqlite*")):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    try:
+        assert sweep_idle_sessions(visitors.root, visitors._in_use()) == [] and library.root.is_dir()
+    finally:
+        gate.set()
+    deadline = time.time() + 30
+    while job.status not in FINAL and time.time() < deadline:
+        time.sleep(0.05)
+    assert sweep_idle_sessions(visitors.root, visitors._in_use()) == [library.root.name]  # once done, it may go
+
+
 # ---- two visitors on the served app -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def public_app(tmp_path_factory):
