@@ -212,8 +212,9 @@ def refreshed(choices: list, current, kept) -> gr.Dropdown:
     """A dropdown with fresh ``choices`` whose value is sent only where it must change (``kept``, what the refresh
     keeps of ``current``, differs from it). A refresh runs with the values of when it was triggered (opening a tab,
     which a shared link also does), and sending those back undid what the user or the link had set meanwhile."""
-    if isinstance(kept, list):
+    if isinstance(kept, list):  # a multiselect's: said so, or Gradio checks the list as one choice
         current = list(current or [])
+        return gr.Dropdown(choices=choices, multiselect=True, **({} if kept == current else {"value": kept}))
     return gr.Dropdown(choices=choices, **({} if kept == current else {"value": kept}))
 
 
