@@ -587,11 +587,12 @@ def tune_and_test(backbone: Backbone, jobs: list, config, test_task=None, eval_l
     return outcome, evaluate(backbone, prompts, test_task, "test", eval_limit, keep_records=False)
 
 
-def multitask_prompt(library: Library, backbone: Backbone, origin_id: str, tasks: list[str], config,
+def multitask_prompt(library: Library, backbone: Backbone, origin_id: str, tasks: list[str | TaskData], config,
                      on_progress=None, should_stop=None, run=tune_and_test) -> Item | None:
     """SPoT's multi-task baseline: ONE prompt tuned from the origin on the mixture of ``tasks`` (equal shares of
     every batch), stored in the library as a prompt whose task is "A+B". Reused when it is already there (same
-    origin, data and settings); None when ``should_stop`` cancelled the tuning."""
+    origin, data and settings); None when ``should_stop`` cancelled the tuning. ``tasks``: names, or the tasks'
+    data itself (a planned study keeps the data it was planned on)."""
     from dataclasses import asdict
 
     from studio.tuning import TrainingPrompt
@@ -601,10 +602,11 @@ def multitask_prompt(library: Library, backbone: Backbone, origin_id: str, tasks
     origin = library.get(origin_id)
     if origin.kind != "origin":
         raise StudioError(f"{origin_id} is a {origin.kind}; choose an origin to start from")
-    name = "+".join(tasks)
-    data = [load_task(t) for t in tasks]
+    data = [t if isinstance(t, TaskData) else load_task(t) for t in tasks]
+    names = [t.spec.name for t in data]
+    name = "+".join(names)
     settings = {k: v for k, v in asdict(config).items() if k != "micro_batch"}  # micro_batch only splits the work
-    recipe = {"mixture": list(tasks), "data_hashes": [t.data_hash for t in data], "model": backbone.name, **settings}
+    recipe = {"mixture": names, "data_hashes": [t.data_hash for t in data], "model": backbone.name, **settings}
     for item in library.items(kind="prompt", task=name):
         if item.origin_id == origin_id and all(item.recipe.get(k) == v for k, v in recipe.items()):
             return item
@@ -651,15 +653,22 @@ def few_shot_inits(library: Library, origin_id: str, source_vector_ids: list[str
     return inits
 
 
+def mixture_task_names(library: Library, source_vector_ids: list[str]) -> list[str]:
+    """The tasks a few-shot study's multi-task start mixes: those of its source TPVs, in their order."""
+    return list(dict.fromkeys(t for t in (library.get(v).task for v in source_vector_ids) if t))
+
+
 def few_shot_study(library: Library, backbone: Backbone, target: str | TaskData, source_vector_ids: list[str], origin_id: str,
                    shots: list[int], config, mixture_config=None, on_progress=None, should_stop=None,
-                   eval_limit: int | None = 200, run=tune_and_test) -> list[dict] | None:
+                   eval_limit: int | None = 200, run=tune_and_test,
+                   mixture_tasks: list[TaskData] | None = None) -> list[dict] | None:
     """``few_shot_experiment`` plus, with ``mixture_config``, SPoT's multi-task start: one prompt tuned from the
     origin on the source vectors' tasks mixed (reused when stored), compared as one more init. None when
-    ``should_stop`` cancelled the multi-task tuning (nothing else ran)."""
+    ``should_stop`` cancelled the multi-task tuning (nothing else ran). ``mixture_tasks``: those tasks' data as
+    planned (else loaded by name now)."""
     multitask_id = None
     if mixture_config is not None:
-        tasks = list(dict.fromkeys(t for t in (library.get(v).task for v in source_vector_ids) if t))
+        tasks = mixture_tasks or mixture_task_names(library, source_vector_ids)
         if len(tasks) < 2:
             raise StudioError("a multi-task prompt needs source TPVs of two or more tasks")
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from studio import StudioError
-from studio.analysis import few_shot_inits, few_shot_study, tune_and_test
+from studio.analysis import few_shot_inits, few_shot_study, mixture_task_names, tune_and_test
 from studio.backbones import Backbone
 from studio.jobs import Job, JobRunner
 from studio.library import Library
@@ -41,6 +41,7 @@ class FewShotPlan:
     # the target's data as it was when the study was planned: the job, which may start later, runs on it (an
     # upload replaced or dropped meanwhile changes nothing)
     target_data: TaskData = field(repr=False, compare=False)
+    mixture_data: tuple[TaskData, ...] = field(default=(), repr=False, compare=False)  # the multi-task start's
 
     @property
     def title(self) -> str:
@@ -107,10 +108,11 @@ def plan_few_shot(library: Library, target: str | None, sources: list[str] | Non
     if library.get(origin_id).kind != "origin":
         raise StudioError(f"{origin_id} is not an origin")
     starts = few_shot_inits(library, origin_id, sources)  # shape and kind problems show now
-    if mixture and len({item.task for item in source_items if item.task}) < 2:
+    mixed = mixture_task_names(library, sources) if mixture else []
+    if mixture and len(mixed) < 2:
         raise StudioError("a multi-task prompt needs source TPVs of two or more tasks (or set its steps to 0)")
     return FewShotPlan(target, tuple(sources), origin_id, tuple(shots), config, mixture, eval_limit, len(starts),
-                       target_data)
+                       target_data, tuple(load_task(task) for task in mixed))
 
 
 def submit_few_shot(runner: JobRunner, library: Library, backbone: Callable[[], Backbone], plan: FewShotPlan,
@@ -131,7 +133,7 @@ def submit_few_shot(runner: JobRunner, library: Library, backbone: Callable[[], 
 
         rows = few_shot_study(library, backbone(), plan.target_data, list(plan.sources), plan.origin_id, shots,
                               plan.config, plan.mixture, progress, job.cancel.is_set, plan.eval_limit,
-                              run=run or tune_and_test)
+                              run=run or tune_and_test, mixture_tasks=list(plan.mixture_data))
         if rows is None:  # cancelled while tuning the multi-task prompt: nothing else ran
             job.message = "cancelled while tuning the multi-task prompt"
             return []

@@ -587,9 +587,12 @@ def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
-    """JSON Lines objects as (line, record), one line at a time."""
+    """JSON Lines objects as (line, record), one line at a time; a line is read up to ``MAX_CSV_FIELD`` characters
+    (a CSV cell's limit): one line of a whole upload is not parsed."""
     with path.open(encoding="utf-8") as handle:
-        for i, line in enumerate(handle, start=1):
+        for i, line in enumerate(iter(lambda: handle.readline(MAX_CSV_FIELD + 1), ""), start=1):
+            if len(line) > MAX_CSV_FIELD:
+                raise StudioError(f"{path.name}: line {i} is over {MAX_CSV_FIELD:,} characters: one example per line")
             if not line.strip():
                 continue
             try:

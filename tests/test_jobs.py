@@ -255,3 +255,33 @@ def test_a_planned_few_shot_study_runs_on_the_data_it_was_planned_on(fewshot_lib
     assert job.status == "done", job.message
     assert seen == [planned.data_hash] * 2 and len(job.result) == plan.rows()
 
+
+
+def test_a_planned_multi_task_start_tunes_on_the_data_it_was_planned_on(tmp_path):
+    """The multi-task start mixes the source TPVs' tasks; those were loaded by name when the job ran, so an
+    upload replaced meanwhile changed what it tuned on (or failed the job late, once dropped)."""
+    from types import SimpleNamespace
+
+    library = Library(tmp_path / "lib")
+    origin = library.add("origin", torch.randn(4, 8), "m", name="origin 0", seed=0)
+
+    def upload(name: str, rows: int):
+        path = tmp_path / f"{name}-{rows}" / f"{name}.csv"
+        path.parent.mkdir()
+        path.write_text("text,label\n" + "".join(f"{name} {rows}-{i},{'ab'[i % 2]}\n" for i in range(rows)))
+        return load_file_task(path)
+
+    planned = [upload("notes", 40), upload("memos", 40)]
+    vectors = [library.add("vector", torch.randn(4, 8), "m", task=t.spec.name, seed=0, origin_id=origin.id).id
+               for t in planned]
+    plan = plan_few_shot(library, "mr", vectors, origin.id, "0", 1, 0.1, 2, 8, 3)
+    upload("notes", 30)  # replaced after planning
+    seen = []
+
+    def run(backbone, jobs, config, task, eval_limit, *rest):
+        seen.append([job.task.data_hash for job in jobs])
+        return SimpleNamespace(status="cancelled", results=[]), []
+
+    job = submit_few_shot(JobRunner(), library, lambda: SimpleNamespace(hidden_size=8, name="m"), plan, run=run)
+    wait_for(lambda: job.status in FINISHED)
+    assert seen == [[t.data_hash for t in planned]], job.message

@@ -445,3 +445,16 @@ def test_uploaded_tasks_are_bounded_by_their_examples_not_only_their_number(tmp_
     (tmp_path / "big").mkdir()
     big = load_file_task(_csv(tmp_path / "big" / "big.csv", ["text", "label"], GOOD_ROWS))
     assert list(tasks._REGISTERED.values()) == [big]  # over the bound alone, and still known: it was just uploaded
+
+
+def test_a_jsonl_line_longer_than_a_csv_cell_is_refused_unparsed(tmp_path, monkeypatch):
+    from studio import tasks
+
+    monkeypatch.setattr(tasks, "MAX_CSV_FIELD", 1000)
+    path = tmp_path / "one-line.jsonl"
+    path.write_text("".join(f'{{"text": "row {i}", "label": "{"ab"[i % 2]}"}}\n' for i in range(20))
+                    + '{"text": "' + "x" * 5000 + '", "label": "a"}\n')
+    with pytest.raises(StudioError, match="line 21 is over 1,000 characters"):
+        load_file_task(path)
+    path.write_text("".join(f'{{"text": "row {i}", "label": "{"ab"[i % 2]}"}}\n' for i in range(20)))
+    assert len(load_file_task(path).train) > 0  # short lines read as before
