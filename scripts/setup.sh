@@ -9,7 +9,8 @@ want_test=0
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=".venv/.studio-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-12)-$want_test"
-if [ ! -f "$stamp" ]; then
+# a test set-up is a studio set-up and more: `make studio` after `make test` installs nothing again
+if [ ! -f "$stamp" ] && [ ! -f "${stamp%-0}-1" ]; then
   extras=""
   [ $want_test = 1 ] && extras="[test]"
   echo "[setup] installing tpv-studio$extras with torch==2.13.0 (a few minutes the first time)"
