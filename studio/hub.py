@@ -293,7 +293,8 @@ def _check_push_target(api, repo_id: str, token: str | None) -> None:
     if CATALOG not in files and any(name != ".gitattributes" for name in files):
         raise StudioError(f"{repo_id} already exists and has no {CATALOG}, so the studio did not write it: a push "
                           "would replace its README.md and delete its adapters/ and items/; push to a new repository "
-                          "(or, to replace its content on purpose, `studio hub push --overwrite`)")
+                          "(or, to replace its content on purpose, `studio hub push --overwrite`, or tick 'Replace a "
+                          "repository the studio did not write' in the Library tab)")
 
 
 def _silent(fraction: float, what: str) -> None:

@@ -154,7 +154,7 @@ def test_push_uploads_the_selection_with_its_lineage_and_the_token_goes_only_to_
     items = populate(state)
     push_fn = handlers(state)["library_hub_push"]
     vector = items["tpv mr"]
-    message = push_fn(f" {vector.id} ", SELECTED, " someone/my-prompts ", True, token())
+    message = push_fn(f" {vector.id} ", SELECTED, " someone/my-prompts ", True, False, token())
     assert hub["tokens"] == [SECRET]  # the visitor's token reached HfApi...
     assert [(name, repo) for name, repo, _ in hub["calls"]] == [("create_repo", "someone/my-prompts"),
                                                                 ("upload_folder", "someone/my-prompts")]
@@ -176,18 +176,36 @@ def test_push_uploads_the_selection_with_its_lineage_and_the_token_goes_only_to_
 def test_push_of_several_ids_or_the_whole_library(state, hub, online):
     items = populate(state)
     push_fn = handlers(state)["library_hub_push"]
-    push_fn(f"{items['mr'].id}, {items['tweets'].id}", SELECTED, "someone/two", False, None)
+    push_fn(f"{items['mr'].id}, {items['tweets'].id}", SELECTED, "someone/two", False, False, None)
     catalog = json.loads((hub["uploads"][0] / CATALOG).read_text())
     assert {r["id"] for r in catalog["items"]} == {items[k].id for k in ("origin", "mr", "tweets")}
-    message = push_fn("ignored when the whole library goes", WHOLE, "someone/all", False, None)
+    message = push_fn("ignored when the whole library goes", WHOLE, "someone/all", False, False, None)
     catalog = json.loads((hub["uploads"][1] / CATALOG).read_text())
     assert {r["id"] for r in catalog["items"]} == {i.id for i in items.values()} and "**5** item(s)" in message
     assert hub["tokens"] == [None, None]  # off a Space: huggingface_hub's own token (HF_TOKEN, saved login)
     with pytest.raises(gr.Error, match="choose what to push"):
-        push_fn("  ", SELECTED, "someone/none", False, None)
+        push_fn("  ", SELECTED, "someone/none", False, False, None)
     with pytest.raises(gr.Error, match="no library item"):
-        push_fn("v-0000000000000000", SELECTED, "someone/none", False, None)
+        push_fn("v-0000000000000000", SELECTED, "someone/none", False, False, None)
     assert len(hub["uploads"]) == 2
+
+
+def test_a_repository_the_studio_did_not_write_is_replaced_only_with_the_box_ticked(state, hub, online, tmp_path):
+    """The page's way to `studio hub push --overwrite`: refused with a message naming the box, then replaced."""
+    items = populate(state)
+    theirs = tmp_path / "theirs"
+    (theirs / "adapters" / "lora").mkdir(parents=True)
+    (theirs / "README.md").write_text("# my LoRA")
+    (theirs / "adapters" / "lora" / "adapter_config.json").write_text("{}")
+    hub["repos"]["someone/model"] = theirs
+    push_fn = handlers(state)["library_hub_push"]
+    with pytest.raises(gr.Error, match=f"has no {CATALOG}.*{library_panel.OVERWRITE_LABEL}"):
+        push_fn(items["mr"].id, SELECTED, "someone/model", False, False, None)
+    assert hub["calls"] == [] and hub["uploads"] == []
+    message = push_fn(items["mr"].id, SELECTED, "someone/model", False, True, None)
+    assert "**2** item(s)" in message
+    assert [name for name, _, _ in hub["calls"]] == ["create_repo", "upload_folder"]
+    assert (hub["uploads"][0] / CATALOG).is_file()
 
 
 # ---- pull ---------------------------------------------------------------------------------------------------------
@@ -224,7 +242,7 @@ def test_a_path_or_anything_but_owner_name_is_refused_and_changes_nothing(state,
     with pytest.raises(gr.Error, match=NOT_AN_ID):
         page["library_hub_pull"](typed, "", "", *FILTERS, None)
     with pytest.raises(gr.Error, match=NOT_AN_ID):
-        page["library_hub_push"]("", WHOLE, typed, False, token())
+        page["library_hub_push"]("", WHOLE, typed, False, False, token())
     assert hub["downloads"] == [] and hub["tokens"] == [] and library_state(state.library) == before
 
 
@@ -252,7 +270,7 @@ def test_offline_both_buttons_say_the_hub_is_unreachable(state, hub, monkeypatch
     before = library_state(state.library)
     page = handlers(state)
     with pytest.raises(gr.Error, match="not reachable.*HF_HUB_OFFLINE=0"):
-        page["library_hub_push"]("", WHOLE, "someone/x", False, token())
+        page["library_hub_push"]("", WHOLE, "someone/x", False, False, token())
     with pytest.raises(gr.Error, match="not reachable.*HF_HUB_OFFLINE=0"):
         page["library_hub_pull"]("someone/x", "", "", *FILTERS, None)
     assert hub["tokens"] == [] and hub["downloads"] == [] and library_state(state.library) == before
@@ -267,15 +285,15 @@ def test_on_a_space_push_needs_the_visitors_sign_in_and_never_the_spaces_token(s
     page = handlers(state)
     assert not library_panel.sign_in_available()
     with pytest.raises(gr.Error, match="does not offer Sign in.*hf_oauth"):
-        page["library_hub_push"]("", WHOLE, "someone/x", False, None)
+        page["library_hub_push"]("", WHOLE, "someone/x", False, False, None)
     # with hf_oauth: true the platform sets OAUTH_CLIENT_ID; with gradio[oauth] installed the page can sign in
     monkeypatch.setenv("OAUTH_CLIENT_ID", "client-id")
     monkeypatch.setattr(library_panel, "_oauth_installed", lambda: True)
     assert library_panel.sign_in_available()
     with pytest.raises(gr.Error, match="sign in with Hugging Face first"):
-        page["library_hub_push"]("", WHOLE, "someone/x", False, None)
+        page["library_hub_push"]("", WHOLE, "someone/x", False, False, None)
     assert hub["tokens"] == []
-    page["library_hub_push"](items["mr"].id, SELECTED, "visitor/prompts", False, token())
+    page["library_hub_push"](items["mr"].id, SELECTED, "visitor/prompts", False, False, token())
     assert hub["tokens"] == [SECRET]
     page["library_hub_pull"]("visitor/prompts", "", "", *FILTERS, None)  # anonymous: public repositories only
     page["library_hub_pull"]("visitor/prompts", "", "", *FILTERS, token())
@@ -332,9 +350,9 @@ def test_the_buttons_are_wired_in_the_served_app(app_url, hub, monkeypatch):
     try:
         client = gradio_client.Client(url, verbose=False, oauth_token=SECRET)
         with pytest.raises(AppError, match="not reachable"):  # the default: offline
-            client.predict(prompt.id, SELECTED, "someone/served", False, api_name="/library_hub_push")
+            client.predict(prompt.id, SELECTED, "someone/served", False, False, api_name="/library_hub_push")
         monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-        message = client.predict(prompt.id, SELECTED, "someone/served", False, api_name="/library_hub_push")
+        message = client.predict(prompt.id, SELECTED, "someone/served", False, False, api_name="/library_hub_push")
         assert "**2** item(s)" in message and SECRET not in message and hub["tokens"] == [SECRET]
         catalog = json.loads((hub["uploads"][0] / CATALOG).read_text())
         assert [r["id"] for r in catalog["items"]] == [origin.id, prompt.id]

@@ -345,6 +345,7 @@ def wire_backup(state: AppState, browser: Browser, files: Files, backup: Backup)
 
 # ---- the Hugging Face Hub: push, pull ---------------------------------------------------------------------------
 PUSH_SCOPES = ["the selected item(s)", "my whole library"]
+OVERWRITE_LABEL = "Replace a repository the studio did not write"
 
 
 @dataclass
@@ -355,6 +356,7 @@ class Sharing:
     push_repo: gr.Textbox
     scope: gr.Radio
     private: gr.Checkbox
+    overwrite: gr.Checkbox
     push: gr.Button
     pull_repo: gr.Textbox
     revision: gr.Textbox
@@ -410,9 +412,10 @@ def _item_ids(text: str | None) -> list[str]:
 
 
 def push_to_hub(state: AppState, item_text: str | None, scope: str, repo_value: str | None, private: bool,
-                token: str | None, api=None, progress=None) -> str:
+                token: str | None, api=None, progress=None, overwrite: bool = False) -> str:
     """``studio.hub.push`` of the selected items (or the whole library) with their lineage; a message with the
-    repository's address. ``api`` (an ``HfApi``) is for tests."""
+    repository's address. ``overwrite``: replace a repository the studio did not write (the box under the push
+    button; the hub refuses it otherwise). ``api`` (an ``HfApi``) is for tests."""
     from studio.hub import check_repo_id, items_to_push, push, require_online
 
     repo_id = check_repo_id(repo_value)
@@ -421,7 +424,7 @@ def push_to_hub(state: AppState, item_text: str | None, scope: str, repo_value: 
     backbone = state.backbone()
     count = len(items_to_push(state.library, item_ids, backbone.name))
     url = push(state.library, item_ids, repo_id, backbone, token=token, private=bool(private), api=api,
-               progress=progress)
+               progress=progress, overwrite=bool(overwrite))
     return f"Pushed **{count}** item(s) with their lineage to [{repo_id}]({url})."
 
 
@@ -465,6 +468,10 @@ def layout_sharing() -> Sharing:
                                  info="the selected item(s): the id in Selected item id (several: separate them "
                                       "with commas); the origins and prompts they derive from come along")
                 private = gr.Checkbox(label="Private (when the repository is created)", value=False)
+                overwrite = gr.Checkbox(label=OVERWRITE_LABEL, value=False,
+                                        info="a push is refused into a repository the studio did not write: it "
+                                             "would replace its README.md and delete its adapters/ and items/ "
+                                             "(its history keeps them)")
                 push = gr.Button("Push to the Hub")
             with gr.Column():
                 pull_repo = gr.Textbox(label="Repository to pull (owner/name)", placeholder="owner/prompt-adapters")
@@ -473,7 +480,7 @@ def layout_sharing() -> Sharing:
                     origin = gr.Textbox(label="Origin (optional)", placeholder="the adapter folder that is the origin")
                 pull = gr.Button("Pull into my library")
         message = gr.Markdown()
-    return Sharing(login, push_repo, scope, private, push, pull_repo, revision, origin, pull, message)
+    return Sharing(login, push_repo, scope, private, overwrite, push, pull_repo, revision, origin, pull, message)
 
 
 def wire_sharing(state: AppState, browser: Browser, files: Files, selection: Selection, sharing: Sharing) -> None:
@@ -481,11 +488,11 @@ def wire_sharing(state: AppState, browser: Browser, files: Files, selection: Sel
     ``gr.OAuthToken`` parameter by its type hint, which a partial hides."""
 
     @friendly
-    def on_push(item_value: str, scope_value: str, repo_value: str, private_value: bool,
+    def on_push(item_value: str, scope_value: str, repo_value: str, private_value: bool, overwrite_value: bool,
                 oauth_token: gr.OAuthToken | None, progress=gr.Progress()) -> str:
         token = visitor_token(oauth_token, needed=True)
         return push_to_hub(state, item_value, scope_value, repo_value, private_value, token,
-                           progress=_reporter(progress))
+                           progress=_reporter(progress), overwrite=overwrite_value)
 
     @friendly
     def on_pull(repo_value: str, revision_value: str, origin_value: str, kind_value: str, task_value: str,
@@ -495,8 +502,8 @@ def wire_sharing(state: AppState, browser: Browser, files: Files, selection: Sel
         message = pull_from_hub(state, repo_value, revision_value, origin_value, token, progress=_reporter(progress))
         return (*on_list(state, kind_value, task_value, text_value, source_value), message)
 
-    sharing.push.click(on_push, [selection.item_id, sharing.scope, sharing.push_repo, sharing.private],
-                       sharing.message, api_name="library_hub_push")
+    sharing.push.click(on_push, [selection.item_id, sharing.scope, sharing.push_repo, sharing.private,
+                                 sharing.overwrite], sharing.message, api_name="library_hub_push")
     sharing.pull.click(on_pull, [sharing.pull_repo, sharing.revision, sharing.origin, *browser.filters],
                        [browser.table, browser.task, files.origin, sharing.message], api_name="library_hub_pull")
 
