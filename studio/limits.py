@@ -18,6 +18,8 @@ MAX_NAME = 200  # characters of an item name
 MAX_TASK_NAME = 80  # characters of a task's name (a file task's: "file:" and the file's stem, or the name given)
 MAX_ITEM_TASK = 1000  # characters of an item's task: one name, or several joined by "+" (combinations, mixtures)
 MAX_HIDDEN = 16_384  # width of a prompt read from a file when the model's is not known (the largest models': 16,384)
+MAX_LABELS = 100  # classes of a task: each is scored for every example (a text column taken as labels has thousands)
+MAX_LABEL_CHARS = 100  # characters of one label word: the target the prompt is tuned to produce
 MAX_FILE_ROWS = 200_000  # rows of a user's CSV/JSONL task file: a full load keeps every row's texts in memory
 MAX_RECIPE_BYTES = 256 * 1024  # an item's recipe as JSON: settings and a tuning curve (~160 bytes a validation)
 MAX_METRICS_BYTES = 64 * 1024  # an item's metrics as JSON: scores per split and task
@@ -67,6 +69,17 @@ def check_task_name(name: object, what: str = "a task name", longest: int = MAX_
     if not isinstance(name, str) or not name:
         raise StudioError(f"{what} must be non-empty text")
     return _shown_text(name, what, longest)
+
+
+def check_label_words(words: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """A task's label words: 2 to ``MAX_LABELS`` different ones, each printable and at most ``MAX_LABEL_CHARS``."""
+    if len(set(words)) != len(words):
+        raise StudioError(f"{what}: the label words repeat one another; give each class once")
+    if not 2 <= len(words) <= MAX_LABELS:
+        raise StudioError(f"{what} has {len(words):,} labels: a task has between 2 and {MAX_LABELS}")
+    for word in words:
+        _shown_text(word, f"{what}: a label word", MAX_LABEL_CHARS)
+    return words
 
 
 def _shown_text(text: str, what: str, longest: int) -> str:

@@ -32,7 +32,14 @@ from pathlib import Path
 from studio import StudioError
 from studio.config import cache_dir
 from studio.files import download_package, new_folder
-from studio.limits import MAX_FILE_ROWS, MAX_TASK_NAME, check_task_name
+from studio.limits import (
+    MAX_FILE_ROWS,
+    MAX_LABEL_CHARS,
+    MAX_LABELS,
+    MAX_TASK_NAME,
+    check_label_words,
+    check_task_name,
+)
 
 SPLIT_SEED = 42
 MAX_TEST = 500
@@ -516,8 +523,15 @@ def _read_rows(path: Path, records: Iterator[tuple[int, dict]], text_columns: tu
         label = "" if value is None else str(value).strip()
         if not label:
             rows.problem(f"row {line}: empty label")
+        elif len(label) > MAX_LABEL_CHARS:
+            rows.problem(f"row {line}: a label of {len(label):,} characters (at most {MAX_LABEL_CHARS}): is "
+                          f"{label_column!r} the label column?")
+            label = ""  # not kept: the message says enough
         elif label_words and label not in label_words:
             rows.problem(f"row {line}: label {label!r} is not one of {', '.join(label_words)}")
+        elif label not in distinct and len(distinct) == MAX_LABELS:
+            raise StudioError(f"{path.name}: more than {MAX_LABELS} different labels by row {line} (a task has at "
+                              f"most {MAX_LABELS}): is {label_column!r} the label column?")
         rows.labels.append(distinct.setdefault(label, label))
         rows.texts.append(tuple((c, _clip(record.get(c) or "")) for c in text_columns))
     return rows
@@ -545,7 +559,8 @@ def load_file_task(
         columns = list(first[1].keys())
         text_columns = tuple(text_columns or [c for c in TEXT_COLUMN_NAMES if c in columns][:1])
         _check_columns(path, columns, text_columns, label_column)
-        label_words = tuple(str(w) for w in label_words) if label_words else None
+        label_words = (check_label_words(tuple(str(w).strip() for w in label_words), f"{path.name}")
+                       if label_words else None)
         rows = _read_rows(path, itertools.chain([first], records), text_columns, label_column, label_words)
     finally:
         records.close()

@@ -235,6 +235,11 @@ def test_jsonl_file_task_with_numeric_labels(tmp_path):
         ("one_label", {}, r"every row has the label 'yes'; a task needs at least 2 labels"),
         ("one_label_with_words", {"label_words": ["no", "yes"]}, r"a task needs at least 2 labels"),
         ("too_few_rows", {}, r"only 4 rows"),
+        ("text_as_labels", {}, r"more than 100 different labels by row 10[12] .*is 'label' the label column\?"),
+        ("long_label", {}, r"row \d+: a label of 101 characters \(at most 100\): is 'label' the label column\?"),
+        ("repeated_words", {"label_words": ["no", " no"]}, r"label words repeat"),
+        ("too_many_words", {"label_words": [str(i) for i in range(101)]}, r"has 101 labels: .* between 2 and 100"),
+        ("unprintable_word", {"label_words": ["no", "y\x1b[2Jes"]}, r"a label word cannot contain"),
     ],
 )
 def test_bad_file_inputs(tmp_path, suffix, case, kwargs, expected):
@@ -253,6 +258,10 @@ def test_bad_file_inputs(tmp_path, suffix, case, kwargs, expected):
         rows = [{"text": r["text"], "label": "yes"} for r in rows]
     elif case == "too_few_rows":
         rows = rows[:4]
+    elif case == "text_as_labels":  # the wrong column chosen: every label differs
+        rows = [{"text": f"text {i}", "label": f"sentence number {i}"} for i in range(150)]
+    elif case == "long_label":
+        rows[4]["label"] = "x" * 101
     path = tmp_path / f"bad.{suffix}"
     if suffix == "csv":
         header = list(rows[0]) if rows else ["text", "label"]
