@@ -131,10 +131,26 @@ def check_vector_ids(vector_ids: list[str] | None) -> list[str]:
     return ids
 
 
+def parse_weighted(parts: list[str], what: str) -> tuple[list[str], list[float]]:
+    """``ID`` or ``ID:WEIGHT`` texts (a link's ``vectors=``, ``studio combine --vector``) as ids and weights; a
+    missing weight is 1."""
+    ids, weights = [], []
+    for part in parts:
+        vector_id, _, weight = part.partition(":")
+        try:
+            weights.append(float(weight) if weight else 1.0)
+        except ValueError:
+            raise StudioError(f"{what} are ID or ID:WEIGHT; {part[:60]!r} has no number as its weight") from None
+        ids.append(vector_id)
+    return ids, weights
+
+
 def check_combination(library: Library, origin_id: str | None, vector_ids: list[str] | None, method: str,
-                      density, tasks: list[str] | None, limit, weights: list) -> Combination:
-    """Form or API input as a ``Combination``, or one clear error. ``weights`` may be longer than the vectors (one
-    per slider, hidden ones included); tasks default to the vectors' own tasks."""
+                      density, tasks: list[str] | None, limit, weights: list, model: str | None = None
+                      ) -> Combination:
+    """Form, API, link or command-line input as a ``Combination``, or one clear error. ``weights`` may be longer
+    than the vectors (one per slider, hidden ones included); tasks default to the vectors' own tasks. With
+    ``model``, every item must have been made for it (``check_model``)."""
     if not origin_id:
         raise StudioError("choose an origin to apply the vectors to")
     vector_ids = check_vector_ids(vector_ids)
@@ -156,6 +172,7 @@ def check_combination(library: Library, origin_id: str | None, vector_ids: list[
         raise StudioError(f"density must be in (0, 1], got {density}")
     if not 1 <= limit <= MAX_LIMIT:
         raise StudioError(f"the evaluation sample must be between 1 and {MAX_LIMIT} examples, got {limit}")
+    library.get(origin_id)  # an unknown origin is named before the vectors
     vectors = [library.get(v) for v in vector_ids]
     if any(v.kind != "vector" for v in vectors):
         wrong = next(v for v in vectors if v.kind != "vector")
@@ -163,7 +180,20 @@ def check_combination(library: Library, origin_id: str | None, vector_ids: list[
     tasks = [t for t in (tasks or []) if t] or list(dict.fromkeys(v.task for v in vectors if v.task))
     if not tasks:
         raise StudioError("choose at least one dataset to evaluate on")
-    return Combination(origin_id, vector_ids, weights, method, density, tasks, limit)
+    combination = Combination(origin_id, vector_ids, weights, method, density, tasks, limit)
+    if model is not None:
+        check_model(library, combination, model)
+    return combination
+
+
+def check_model(library: Library, combination: Combination, model: str) -> None:
+    """The origin is an origin, and it and every vector were made for ``model`` (the one that will evaluate)."""
+    origin = library.get(combination.origin_id)
+    if origin.kind != "origin":
+        raise StudioError(f"{origin.id} is a {origin.kind}, not an origin")
+    for item in (origin, *(library.get(v) for v in combination.vector_ids)):
+        if item.model != model:
+            raise StudioError(f"{item.id} was made for {item.model}, but this studio runs {model}")
 
 
 def check_sweep(mode: str, limit) -> int:
@@ -252,6 +282,22 @@ def save_combination(library: Library, prompt: torch.Tensor, recipe: dict, metri
                        metrics=keyed_metrics(split, metrics_by_task), item_id=combination_id(recipe), exist_ok=True)
 
 
+def save_scored_combination(library: Library, backbone: Backbone, combination: Combination, name: str | None = None,
+                            evaluated: dict | None = None, split: str = "validation") -> tuple[Item, bool]:
+    """What every Save does (the Arithmetic tab, the agents' tool, ``studio combine --eval-task``): the combined
+    prompt stored with ``LIVE_METRICS`` on the live view's sample of ``split`` (reused from ``evaluated`` when
+    that scored exactly this combination, else scored now). Returns the item and whether it was stored already
+    (then as it was: the same combination is one item, measured once)."""
+    prompt, recipe = combine(library, combination.origin_id, combination.vector_ids, combination.weights,
+                             combination.method, combination.density)
+    if (known := stored_combination(library, recipe)) is not None:
+        return known, True
+    reused = reuse_evaluation(evaluated, recipe, combination.tasks) if split == "validation" else None
+    metrics, limit = reused or (score_combination(backbone, prompt, combination.tasks, split, combination.limit),
+                                combination.limit)
+    return save_combination(library, prompt, recipe, metrics, split, limit, name), False
+
+
 # shared links: a combination as a URL's query
 LINK_TAB = "arithmetic"
 LINK_DEFAULTS = {"method": "weighted_sum", "density": "0.5", "limit": "128"}
@@ -298,25 +344,11 @@ def combination_from_link(library: Library, model: str, params: Mapping[str, str
         raise StudioError("the link is too long to be one combination")
     if not params.get("origin") or not params.get("vectors"):
         raise StudioError("the link names no origin or no vectors (it needs origin=ID&vectors=ID:WEIGHT,...)")
-    ids, weights = [], []
-    for part in params["vectors"].split(","):
-        vector_id, _, weight = part.partition(":")
-        try:
-            weights.append(float(weight) if weight else 1.0)
-        except ValueError:
-            raise StudioError(f"the link's vectors are ID:WEIGHT pairs; {part[:60]!r} has no number as its weight"
-                              ) from None
-        ids.append(vector_id)
+    ids, weights = parse_weighted(params["vectors"].split(","), "the link's vectors")
     value = {**LINK_DEFAULTS, **params}
     tasks = [t for t in value.get("tasks", "").split(",") if t]
     combination = check_combination(library, params["origin"], ids, value["method"], value["density"], tasks,
-                                    value["limit"], weights)
-    origin = library.get(combination.origin_id)
-    if origin.kind != "origin":
-        raise StudioError(f"{origin.id} is a {origin.kind}, not an origin")
-    for item in (origin, *(library.get(v) for v in combination.vector_ids)):
-        if item.model != model:
-            raise StudioError(f"{item.id} was made for {item.model}, but this studio runs {model}")
+                                    value["limit"], weights, model=model)
     _check_link_ranges(combination)
     return combination
 

@@ -25,11 +25,9 @@ import numpy as np
 import torch
 
 from studio import HEAVY_IMPORT_LOCK, StudioError
-from studio.config import cache_dir, on_zero_gpu
+from studio.config import DEFAULT_MODEL, cache_dir, hub_offline, on_zero_gpu
 from studio.faults import kill_point
 from studio.files import atomic_write, new_folder
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 @dataclass(frozen=True)
@@ -490,7 +488,7 @@ def _load_weights(name: str):
         folder = _cached_known_backbone(KNOWN_BACKBONES[name])
     elif Path(name).expanduser().is_dir():
         folder = Path(name).expanduser()
-    elif os.environ.get("HF_HUB_OFFLINE", "1") != "1" and "/" in name:
+    elif not hub_offline() and "/" in name:
         folder = name  # a hub id; transformers downloads it
     else:
         known = ", ".join(KNOWN_BACKBONES)
@@ -521,7 +519,7 @@ def _cached_known_backbone(spec: BackboneSpec) -> Path:
     try:  # the embedded weights first, online too: the prebuilt library was tuned on exactly these
         gguf_path = _embedded_gguf(spec)
     except StudioError:
-        if os.environ.get("HF_HUB_OFFLINE", "1") != "1":
+        if not hub_offline():
             return spec.hub_id  # type: ignore[return-value]
         raise
     from transformers import AutoModelForCausalLM, AutoTokenizer

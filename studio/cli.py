@@ -19,8 +19,7 @@ import sys
 from pathlib import Path
 
 from studio import StudioError
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
+from studio.config import DEFAULT_MODEL
 
 
 def _library(args):
@@ -171,8 +170,9 @@ def cmd_eval(args) -> None:
         prompt = None
     result = evaluate(backbone, None if prompt is None else [prompt], task, args.split, args.limit)[0]
     if args.prompt and args.save:
-        library.update_metrics(args.prompt, {f"{args.split}_{k}/{task.spec.name}": v
-                                             for k, v in result.metrics.items()})
+        from studio.library import split_metrics
+
+        library.update_metrics(args.prompt, split_metrics(args.split, result.metrics, task.spec.name))
     data = {"task": task.spec.name, "split": args.split, "prompt": args.prompt, "metrics": result.metrics,
             "records": result.records}
     m = result.metrics
@@ -180,37 +180,35 @@ def cmd_eval(args) -> None:
                        f"macro-F1 {m['macro_f1']:.3f} (n={m['n']})")
 
 
-def _parse_weighted(specs: list[str]) -> tuple[list[str], list[float]]:
-    ids, weights = [], []
-    for spec in specs:
-        item_id, _, weight = spec.partition(":")
-        try:
-            weights.append(float(weight) if weight else 1.0)
-        except ValueError:
-            raise StudioError(f"--vector takes ID or ID:WEIGHT, got {spec!r}") from None
-        ids.append(item_id)
-    return ids, weights
-
-
 def cmd_combine(args) -> None:
-    from studio.analysis import combine, keyed_metrics, save_combination
-    from studio.evaluation import evaluate
-    from studio.tasks import load_task
+    """The Arithmetic tab's Save from a shell: the same rules, the same sample and metrics, the same stored item."""
+    from studio.analysis import (
+        check_combination,
+        check_model,
+        combine,
+        parse_weighted,
+        save_combination,
+        save_scored_combination,
+        stored_combination,
+    )
+    from studio.library import metric_key
 
     library = _library(args)
-    ids, weights = _parse_weighted(args.vector)
-    prompt, recipe = combine(library, args.origin, ids, weights, args.method, args.density)
-    by_task = {}
+    ids, weights = parse_weighted(args.vector, "--vector values")
+    choice = check_combination(library, args.origin, ids, args.method, args.density, args.eval_task, args.limit,
+                               weights)
     if args.eval_task:
         backbone = _backbone(args)
-        for task_name in args.eval_task:
-            result = evaluate(backbone, [prompt], load_task(task_name), args.split, args.limit, keep_records=False)[0]
-            by_task[task_name] = result.metrics
-    # named, keyed and stored as the Arithmetic tab's Save does; the same combination twice is one item
-    item = save_combination(library, prompt, recipe, by_task, args.split, args.limit, args.name)
-    metrics = keyed_metrics(args.split, by_task)
-    _print(args, item.to_dict(), f"{item.id}  {item.name}  " + "  ".join(
-        f"{k}={v:.3f}" for k, v in metrics.items() if "accuracy" in k and "_se" not in k))
+        check_model(library, choice, backbone.name)
+        item, known = save_scored_combination(library, backbone, choice, args.name, split=args.split)
+    else:  # stored without scores (the same combination twice is one item)
+        prompt, recipe = combine(library, choice.origin_id, choice.vector_ids, choice.weights, choice.method,
+                                 choice.density)
+        known = stored_combination(library, recipe) is not None
+        item = save_combination(library, prompt, recipe, {}, name=args.name)
+    scores = "  ".join(f"{task}={item.metrics[key]:.3f}" for task in choice.tasks
+                       if (key := metric_key(args.split, "accuracy", task)) in item.metrics)
+    _print(args, item.to_dict(), f"{item.id}  {item.name}  {scores}" + ("  (already in the library)" if known else ""))
 
 
 def cmd_similarity(args) -> None:
@@ -338,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_data_commands(sub, common: argparse.ArgumentParser, data_args: argparse.ArgumentParser) -> None:
     """data, tune, eval: commands that read tasks."""
-    from studio.prompts import INIT_METHODS
+    from studio.prompts import TUNING_INITS
 
     p = sub.add_parser("data", parents=[common, data_args], help="list, preview and fetch tasks")
     p.add_argument("action", choices=["list", "preview", "fetch"])
@@ -354,7 +352,7 @@ def _add_data_commands(sub, common: argparse.ArgumentParser, data_args: argparse
     p.add_argument("--task", action="append", required=True, help="task name or CSV/JSONL file (repeatable)")
     p.add_argument("--seeds", default="0", help="origin seeds, e.g. 0,1,2")
     p.add_argument("--n-tokens", type=int, default=None, help="virtual tokens per prompt (default: the model's recipe)")
-    p.add_argument("--init", default="top5000", choices=[m for m in INIT_METHODS if m != "text"],
+    p.add_argument("--init", default="top5000", choices=TUNING_INITS,
                    help="how origins are drawn (default: top5000, the paper's)")
     add_tuning_arguments(p)
     p.set_defaults(run=cmd_tune)

@@ -8,14 +8,23 @@ from pathlib import Path
 
 from studio import StudioError
 
+DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded model: what runs offline out of the box
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREBUILT_LIBRARY = Path(os.environ.get("STUDIO_PREBUILT") or REPO_ROOT / "assets" / "library")
 TRUE = ("1", "t", "true", "yes")  # how the platform's switches and ours say yes
+OFFLINE_VALUES = {"1", "true", "yes", "on"}  # what huggingface_hub reads as HF_HUB_OFFLINE on
 
 
 def on_zero_gpu(environ: Mapping[str, str] = os.environ) -> bool:
     """True on ZeroGPU hardware (the platform sets ``SPACES_ZERO_GPU``; the ``spaces`` package reads the same)."""
     return (environ.get("SPACES_ZERO_GPU") or "").lower() in TRUE
+
+
+def hub_offline(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the hub is off: ``HF_HUB_OFFLINE`` as huggingface_hub reads it, on unless set (the studio is offline
+    by default; ``space.configure_environment`` turns it off on a Space). Every hub check asks here, so ``true``
+    means offline everywhere, as it does to huggingface_hub."""
+    return environ.get("HF_HUB_OFFLINE", "1").strip().lower() in OFFLINE_VALUES
 
 
 def _folder(path: Path, what: str) -> Path:

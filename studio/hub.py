@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import sqlite3
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 import torch
 
 from studio import StudioError
+from studio.config import hub_offline
 from studio.files import check_export_target, new_folder
 from studio.library import (
     KINDS,
@@ -62,16 +62,10 @@ MAX_LISTED_FILES = 100_000  # a listing longer than this is not read to its end
 STUDIO_FOLDERS = ["adapters/*", "items/*"]  # what a push replaces in the repository (its history keeps the rest)
 ITEM_ID = re.compile(r"[opv]-[0-9a-f]{8,64}")  # the studio's ids; nothing else may become a file name
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-OFFLINE_VALUES = {"1", "true", "yes", "on"}
 Progress = Callable[[float, str], object]  # (fraction done, what is happening now)
 
 
 # ---- reaching the hub ---------------------------------------------------------------------------------------------
-def hub_offline() -> bool:
-    """The studio sets ``HF_HUB_OFFLINE=1`` unless the user chose otherwise (see ``studio/__init__.py``)."""
-    return os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() in OFFLINE_VALUES
-
-
 def require_online(action: str) -> None:
     """Fail before any work (or model load) when the hub cannot be reached, saying how to reach it."""
     if hub_offline():

@@ -23,6 +23,7 @@ from studio.limits import check_prompt_length
 
 TOP_K_VOCAB = 5000  # the reference's "Lester et al." heuristic: sample init tokens from the first 5,000 ids
 INIT_METHODS = ("top5000", "sample_vocab", "text", "normal")
+TUNING_INITS = tuple(m for m in INIT_METHODS if m != "text")  # a job's origins are random draws; "text" is not one
 
 
 def make_origin(backbone, seed: int, n_tokens: int, method: str = "top5000", text: str | None = None) -> torch.Tensor:

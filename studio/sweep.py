@@ -18,7 +18,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -27,10 +26,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from studio import StudioError
+from studio.config import hub_offline
 from studio.faults import kill_point
 from studio.jobs import Job, JobRunner, origin_id, tuned_prompt_id, vector_id
 from studio.library import Item, Library, NewItem
 from studio.limits import check_prompt_length, parse_seeds
+from studio.prompts import TUNING_INITS
 from studio.tasks import load_task, task_spec
 from studio.tuning import TuneConfig
 
@@ -39,7 +40,6 @@ SPEC_KEYS = ("models", "tasks", "seeds", "init", "recipe", "ray")
 RECIPE_KEYS = {"lr": float, "steps": int, "batch_size": int, "n_tokens": int, "eval_every": int, "val_limit": int}
 FROM_MODEL = ("lr", "steps", "batch_size", "n_tokens")  # left unset: the model's recipe (backbones.recipe_for)
 RAY_KEYS = {"num_cpus": float, "num_gpus": float, "shard_root": str}
-INITS = ("top5000", "sample_vocab", "normal")  # studio.prompts.INIT_METHODS less "text", as `studio tune` offers
 MAX_RUNS = 10_000  # prompts in one sweep: a typo in a grid should not become a month of tuning
 
 
@@ -129,8 +129,8 @@ def parse_spec(data: dict) -> SweepSpec:
     tasks = tuple(task_spec(t).name for t in _values("tasks", data["tasks"], str))
     seeds = tuple(parse_seeds(",".join(str(s) for s in _values("seeds", data["seeds"], int))))
     init = data.get("init", "top5000")
-    if init not in INITS:
-        raise StudioError(f"init must be one of {', '.join(INITS)} (got {init!r})")
+    if init not in TUNING_INITS:
+        raise StudioError(f"init must be one of {', '.join(TUNING_INITS)} (got {init!r})")
     recipe = data.get("recipe", {})
     if not isinstance(recipe, dict):
         raise StudioError("recipe must be a table of settings, e.g. [recipe] lr = [0.1, 0.2]")
@@ -199,7 +199,7 @@ def _check_model(name: str) -> str:
         raise StudioError("models cannot contain an empty name")
     if name in KNOWN_BACKBONES or Path(name).expanduser().is_dir():
         return name
-    if os.environ.get("HF_HUB_OFFLINE", "1") != "1" and name.count("/") == 1 and not name.startswith((".", "/", "~")):
+    if not hub_offline() and name.count("/") == 1 and not name.startswith((".", "/", "~")):
         return name
     raise StudioError(f"unknown model {name!r}: use one of {', '.join(KNOWN_BACKBONES)}, a local model folder, or a "
                       "Hugging Face id with HF_HUB_OFFLINE=0")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from studio import StudioError
-from studio.config import cache_dir
+from studio.config import cache_dir, hub_offline
 from studio.files import download_package, new_folder
 from studio.limits import (
     MAX_FILE_ROWS,
@@ -421,7 +421,7 @@ def _load_hub_task(task: HubTask, local_path: str | None) -> TaskData:
     except ImportError as error:
         raise StudioError("Hugging Face tasks need the `datasets` package: pip install 'tpv-studio[hub]'") from error
     source = local_path or task.dataset
-    if local_path is None and __import__("os").environ.get("HF_HUB_OFFLINE", "1") == "1":
+    if local_path is None and hub_offline():
         raise StudioError(
             f"task {task.spec.name!r} comes from the Hugging Face hub ({task.dataset}), which is off by default: "
             "set HF_HUB_OFFLINE=0 on a machine that reaches it, or pass --hub-path with a local copy"

@@ -211,8 +211,18 @@ def test_combine_and_similarity(tuned, tmp_path):
     assert item["metrics"]["test_n/mr"] == 4
     expected = lib.tensor(origin_id) + 0.5 * lib.tensor(vectors[0].id) + 0.25 * lib.tensor(vectors[1].id)
     torch.testing.assert_close(lib.tensor(item["id"]), expected)
+    assert set(item["metrics"]) == {"test_accuracy/mr", "test_accuracy_se/mr", "test_n/mr"}  # as the tab saves
     one_error_line(studio("combine", "--origin", vectors[0].id, "--vector", vectors[1].id, library=library),
                    "choose an origin")
+    # the Arithmetic tab's rules hold here too (a NaN weight stored a NaN prompt; a vector twice was accepted)
+    stored = {i.id for i in lib.items()}
+    one_error_line(studio("combine", "--origin", origin_id, "--vector", f"{vectors[0].id}:nan", library=library),
+                   "finite weight")
+    one_error_line(studio("combine", "--origin", origin_id, "--vector", vectors[0].id, "--vector",
+                          f"{vectors[0].id}:2", library=library), "each vector can be chosen once")
+    one_error_line(studio("combine", "--origin", origin_id, "--vector", f"{vectors[0].id}:x", library=library),
+                   "ID or ID:WEIGHT")
+    assert {i.id for i in lib.items()} == stored
 
     out = tmp_path / "similarity.csv"
     assert "wrote" in ok(studio("similarity", "--out", str(out), library=library)).stdout

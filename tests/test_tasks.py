@@ -90,10 +90,19 @@ def test_unknown_task():
         load_task("mr").split("dev")
 
 
-def test_hub_task_needs_the_hub_or_a_local_copy(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+@pytest.mark.parametrize("offline", ["1", "true", "ON", " yes "])
+def test_hub_task_needs_the_hub_or_a_local_copy(monkeypatch, offline):
+    """Every way huggingface_hub reads HF_HUB_OFFLINE as on is offline here too (``true`` went to the hub)."""
+    from studio.backbones import load_backbone
+    from studio.sweep import _check_model as check_model_name
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
     with pytest.raises(StudioError, match="hub-path"):
         load_task("rte")
+    with pytest.raises(StudioError, match="unknown model 'someone/model'.*HF_HUB_OFFLINE=0"):
+        load_backbone("someone/model")
+    with pytest.raises(StudioError, match="unknown model 'someone/model'"):
+        check_model_name("someone/model")
 
 
 # ---- Hugging Face formats from a local dataset folder ---------------------------------------------------------------

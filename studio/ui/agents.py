@@ -166,9 +166,7 @@ class AgentTools:
             raise StudioError(f"weights must be a list of numbers, one per vector (got {weights!r:.80})")
         choice = analysis.check_combination(state.library, (origin_id or "").strip(),
                                             string_list(vector_ids, "vector_ids"), method, density,
-                                            string_list(tasks, "tasks"), limit, weights)
-        if state.library.get(choice.origin_id).model != state.model_name:
-            raise StudioError(f"{choice.origin_id} was made for another model than the loaded {state.model_name}")
+                                            string_list(tasks, "tasks"), limit, weights, model=state.model_name)
         prompt, recipe = analysis.combine(state.library, choice.origin_id, choice.vector_ids, choice.weights,
                                           choice.method, choice.density)
         metrics = analysis.score_combination(state.backbone(), prompt, choice.tasks, "validation", choice.limit)
@@ -177,9 +175,10 @@ class AgentTools:
                   "method": choice.method, "density": choice.density, "split": "validation", "accuracy": accuracy,
                   "accuracy_se": {t: m["accuracy_se"] for t, m in metrics.items()},
                   "n": {t: m["n"] for t, m in metrics.items()}, "mean_accuracy": sum(accuracy.values()) / len(accuracy)}
-        if save:
-            item = analysis.stored_combination(state.library, recipe) or analysis.save_combination(
-                state.library, prompt, recipe, metrics, "validation", choice.limit, name if isinstance(name, str) else "")
+        if save:  # stored with the scores just measured (or as it was, when the same combination is stored)
+            evaluated = {"recipe": recipe, "tasks": choice.tasks, "limit": choice.limit, "metrics": metrics}
+            item, _ = analysis.save_scored_combination(state.library, state.backbone(), choice,
+                                                       name if isinstance(name, str) else "", evaluated)
             record["saved_id"] = item.id
         return as_json(record)
 

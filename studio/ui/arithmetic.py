@@ -25,6 +25,7 @@ import gradio as gr
 
 from studio import StudioError, analysis, plots, views
 from studio.evaluation import encode_task, evaluate_progressively
+from studio.library import metric_key
 from studio.prompts import MERGE_METHODS
 from studio.space import on_zero_gpu
 from studio.tasks import BUNDLED_TASKS, load_task
@@ -91,8 +92,10 @@ Choice = analysis.Combination  # the checked inputs every arithmetic event share
 
 
 def parse(state: AppState, origin_id, vector_ids, method, density, tasks, limit, weights) -> Choice:
-    """The form's values as a checked ``Combination`` (``analysis.check_combination`` holds every rule)."""
-    return analysis.check_combination(state.library, origin_id, vector_ids, method, density, tasks, limit, weights)
+    """The form's values as a checked ``Combination`` (``analysis.check_combination`` holds every rule), made for
+    the studio's model."""
+    return analysis.check_combination(state.library, origin_id, vector_ids, method, density, tasks, limit, weights,
+                                      model=state.model_name)
 
 
 REFERENCES = analysis.REFERENCES
@@ -197,8 +200,6 @@ def live_evaluation(state: AppState, session: Session, choice: Choice):
     prompt, recipe = analysis.combine(state.library, choice.origin_id, choice.vector_ids, choice.weights,
                                       choice.method, choice.density)
     backbone = state.backbone()
-    if state.library.get(choice.origin_id).model != backbone.name:
-        raise StudioError(f"{choice.origin_id} was made for another model than {backbone.name}")
     marks = reference_marks(state, choice, compute=False)  # cached ones at once; the rest after the estimate
     results: dict = {}
     first_at = None
@@ -283,15 +284,11 @@ def sweep_view(result: dict, tasks: list[str], limit: int, current: float) -> tu
 def save_combination(state: AppState, session: Session, choice: Choice, name: str | None) -> tuple[str, str]:
     """Save the combination with the live view's metrics (reused when it was just evaluated, else scored now on the
     same sample); an identical combination already stored is named instead of saved again."""
-    prompt, recipe = analysis.combine(state.library, choice.origin_id, choice.vector_ids, choice.weights,
-                                      choice.method, choice.density)
-    if (known := analysis.stored_combination(state.library, recipe)) is not None:
-        return f"This combination is already in the library as **{plain(known.name)}** (`{known.id}`).", known.id
-    reused = analysis.reuse_evaluation(session.evaluated, recipe, choice.tasks)
-    metrics, limit = reused or (analysis.score_combination(state.backbone(), prompt, choice.tasks, "validation",
-                                                           choice.limit), choice.limit)
-    item = analysis.save_combination(state.library, prompt, recipe, metrics, "validation", limit, name)
-    scores = ", ".join(f"{t} {m['accuracy']:.3f}" for t, m in metrics.items())
+    item, known = analysis.save_scored_combination(state.library, state.backbone(), choice, name, session.evaluated)
+    if known:
+        return f"This combination is already in the library as **{plain(item.name)}** (`{item.id}`).", item.id
+    scores = ", ".join(f"{task} {item.metrics[metric_key('validation', 'accuracy', task)]:.3f}"
+                       for task in choice.tasks)
     return f"Saved **{plain(item.name)}** as `{item.id}` (validation accuracy: {plain(scores)}).", item.id
 
 

@@ -13,7 +13,7 @@ from functools import partial
 import gradio as gr
 
 from studio import StudioError, analysis, fewshot, plots, views
-from studio.jobs import Job
+from studio.jobs import FINISHED, Job
 from studio.space import few_shot_runner
 from studio.tasks import BUNDLED_TASKS
 from studio.ui.common import (
@@ -31,7 +31,6 @@ from studio.ui.common import (
 
 CROSS_HEADERS = ["task", "origin", "vector from", "own", "accuracy", "macro F1", "n", "|tau|/|origin| of the TPV"]
 FEW_SHOT_HEADERS = ["shots", "init", "accuracy", "± se", "macro F1", "n", "best step"]
-FINISHED = ("done", "failed", "cancelled")
 POLL_S = 2.0  # seconds between two ticks of the few-shot job timer
 
 
@@ -52,8 +51,8 @@ def cross_origin(state: AppState, tasks: list[str] | None, split: str, limit, st
         limit = int(limit)
     except (TypeError, ValueError):
         raise StudioError("the number of examples must be a whole number") from None
-    if not 1 <= limit <= 2000:
-        raise StudioError("evaluate on 1 to 2000 examples per task")
+    if not 1 <= limit <= analysis.MAX_LIMIT:
+        raise StudioError(f"evaluate on 1 to {analysis.MAX_LIMIT} examples per task")
     rows = views.stored_cross_origin(state.views, state.library, state.model_name, tasks, split, limit)
     if rows is None and stored_only:
         return None

@@ -20,8 +20,7 @@ import gradio as gr
 import pandas as pd
 
 from studio import StudioError
-from studio.jobs import FINISHED as FINAL
-from studio.jobs import Job, TuneRequest, submit_tuning, tune_request
+from studio.jobs import FINISHED, Job, TuneRequest, submit_tuning, tune_request
 from studio.plots import curves
 from studio.space import tuner
 from studio.tasks import TaskData, guess_columns, list_tasks, load_file_task, load_task, preview_file
@@ -106,7 +105,7 @@ def text_bar(fraction: float, width: int = BAR_WIDTH) -> str:
 def progress_text(job: Job) -> str:
     """The progress bar of a watched job: status, step of steps, percent, speed and ETA while it runs, then the bar."""
     if not job.events:  # queued, preparing, or finished without a step (e.g. its prompts were already stored)
-        if job.status in FINAL:
+        if job.status in FINISHED:
             return f"{job.status} ({100 * job.progress:.0f}%)  \n`{text_bar(job.progress)}`"
         return job.status + (": preparing (loading the model and data)" if job.status == "running" else "")
     event = job.events[-1]
@@ -217,7 +216,7 @@ def on_watch(state: AppState, job_value: str | None) -> tuple:
 def on_follow(state: AppState, watched: Watched | None) -> gr.Timer:
     """Switch the watch timer on while the watched job is queued or running."""
     job = state.runner.jobs.get(watched.job_id) if watched else None
-    return gr.Timer(active=job is not None and job.status not in FINAL)
+    return gr.Timer(active=job is not None and job.status not in FINISHED)
 
 
 @friendly
@@ -227,7 +226,7 @@ def on_tick(state: AppState, watched: Watched | None) -> tuple:
     if job is None:
         return *(gr.skip(),) * 5, watched, gr.Timer(active=False)
     now = Watched.now(job)  # before drawing: a step that lands meanwhile is drawn by the next tick
-    timer = gr.Timer(active=False) if now.status in FINAL else gr.skip()
+    timer = gr.Timer(active=False) if now.status in FINISHED else gr.skip()
     if now == watched:
         return *(gr.skip(),) * 5, watched, timer
     return *job_view(state, job, curves_too=now.steps != watched.steps), now, timer
