@@ -16,7 +16,7 @@ import torch
 
 from studio import StudioError
 from studio.backbones import Backbone
-from studio.evaluation import evaluate
+from studio.evaluation import evaluate, evaluate_many
 from studio.library import Item, Library, content_id, metric_key, split_metrics
 from studio.prompts import MERGE_METHODS, merge, scale_ratio, similarity_matrix
 from studio.tasks import TaskData, load_task
@@ -476,37 +476,6 @@ def _point_record(item: Item, token: int | None) -> dict:
 
 
 # ---- evaluating many prompts: sweeps and landscapes --------------------------------------------------------------
-def evaluate_many(backbone: Backbone, prompts: list[torch.Tensor], tasks: list[str], split: str = "validation",
-                  limit: int | None = 32, chunk: int = 6, on_progress=None, should_stop=None) -> dict:
-    """Accuracy (and its standard error) of every prompt on every task, on the class-balanced first ``limit``
-    examples, in batched chunks of prompts. Returns {"accuracy": [prompts, tasks], "se": ..., "n": [tasks]}."""
-    from studio.evaluation import encode_task, results_from_scores, score_examples, stack_prompts
-
-    if not prompts:
-        raise StudioError("nothing to evaluate")
-    if not tasks:
-        raise StudioError("choose at least one dataset to evaluate on")
-    accuracy = np.zeros((len(prompts), len(tasks)))
-    errors = np.zeros_like(accuracy)
-    sizes = []
-    total, done = len(prompts) * len(tasks), 0
-    for t, name in enumerate(tasks):
-        encoded = encode_task(backbone, load_task(name), split, limit, stratified=True)
-        sizes.append(len(encoded.examples))
-        for start in range(0, len(prompts), chunk):
-            if should_stop and should_stop():
-                raise StudioError("stopped")
-            table = stack_prompts(prompts[start : start + chunk])
-            scores = score_examples(backbone, table, encoded, encoded.examples)
-            for k, result in enumerate(results_from_scores(encoded, encoded.examples, scores, keep_records=False)):
-                accuracy[start + k, t] = result.metrics["accuracy"]
-                errors[start + k, t] = result.metrics["accuracy_se"]
-            done += table.shape[0]
-            if on_progress:
-                on_progress(done, total)
-    return {"accuracy": accuracy, "se": errors, "n": sizes}
-
-
 SWEEP_COEFFICIENTS = tuple(round(0.05 * k, 2) for k in range(21))  # the reference's grid: 0, 0.05, ..., 1.0
 
 

@@ -13,11 +13,12 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from studio import StudioError
 from studio.backbones import Backbone, Row
-from studio.tasks import Example, TaskData
+from studio.tasks import Example, TaskData, load_task
 
 MAX_INPUT_TOKENS = 384
 
@@ -222,3 +223,32 @@ def evaluate_progressively(
         done += len(chunk)
         size = int(done * growth)
         yield results_from_scores(encoded, encoded.examples[:done], scores)
+
+
+def evaluate_many(backbone: Backbone, prompts: list[torch.Tensor], tasks: list[str], split: str = "validation",
+                  limit: int | None = 32, chunk: int = 6, on_progress=None, should_stop=None) -> dict:
+    """Accuracy (and its standard error) of every prompt on every task, on the class-balanced first ``limit``
+    examples, in batched chunks of prompts. Returns {"accuracy": [prompts, tasks], "se": ..., "n": [tasks]}."""
+    if not prompts:
+        raise StudioError("nothing to evaluate")
+    if not tasks:
+        raise StudioError("choose at least one dataset to evaluate on")
+    accuracy = np.zeros((len(prompts), len(tasks)))
+    errors = np.zeros_like(accuracy)
+    sizes = []
+    total, done = len(prompts) * len(tasks), 0
+    for t, name in enumerate(tasks):
+        encoded = encode_task(backbone, load_task(name), split, limit, stratified=True)
+        sizes.append(len(encoded.examples))
+        for start in range(0, len(prompts), chunk):
+            if should_stop and should_stop():
+                raise StudioError("stopped")
+            table = stack_prompts(prompts[start : start + chunk])
+            scores = score_examples(backbone, table, encoded, encoded.examples)
+            for k, result in enumerate(results_from_scores(encoded, encoded.examples, scores, keep_records=False)):
+                accuracy[start + k, t] = result.metrics["accuracy"]
+                errors[start + k, t] = result.metrics["accuracy_se"]
+            done += table.shape[0]
+            if on_progress:
+                on_progress(done, total)
+    return {"accuracy": accuracy, "se": errors, "n": sizes}

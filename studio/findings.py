@@ -292,7 +292,7 @@ def scaling_experiment(library: Library, backbone, tasks: list[str],
                        split: str = "test") -> list[dict]:
     """Is the cross-origin gap about the TPV being too small next to the foreign origin? Scale tau (own vs
     moved) and scale the foreign origin, on the class-balanced first ``limit`` examples (evaluate_many)."""
-    from studio.analysis import evaluate_many
+    from studio.evaluation import evaluate_many
 
     rows = []
     for task in tasks:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from studio import StudioError, findings
-from studio.analysis import evaluate_many
 from studio.backbones import load_backbone
+from studio.evaluation import evaluate_many
 from studio.library import Library
 
 TASKS = ("mr", "uncertainty")

@@ -24,7 +24,7 @@ from functools import partial
 import gradio as gr
 
 from studio import StudioError, analysis, plots, views
-from studio.evaluation import encode_task, evaluate_progressively
+from studio.evaluation import encode_task, evaluate_many, evaluate_progressively
 from studio.library import metric_key
 from studio.prompts import MERGE_METHODS
 from studio.space import on_zero_gpu
@@ -125,7 +125,7 @@ def _reference_accuracies(state: AppState, item_ids: list[str], task: str, limit
     if not item_ids:
         return []
     if on_zero_gpu():
-        result = analysis.evaluate_many(state.backbone(), [state.library.tensor(i) for i in item_ids], [task],
+        result = evaluate_many(state.backbone(), [state.library.tensor(i) for i in item_ids], [task],
                                         "validation", limit)
         return [float(result["accuracy"][k, 0]) for k in range(len(item_ids))]
     with state.live.together():  # one batch
