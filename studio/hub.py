@@ -45,7 +45,8 @@ from studio.library import (
     read_peft_adapter,
     read_prompt_file,
 )
-from studio.limits import MAX_CATALOG_BYTES, MAX_NAME, check_name
+from studio.limits import MAX_CATALOG_BYTES, MAX_NAME, MAX_SEED, check_name
+from studio.prompts import TUNING_INITS, make_origin
 
 CATALOG = "studio_catalog.json"
 CATALOG_FORMAT = "tpv-studio-catalog"
@@ -463,7 +464,44 @@ def _catalog_entries(library: Library, folder: Path, backbone) -> list[_Entry]:
         if entry.id in seen:
             raise StudioError(f"{CATALOG} lists {entry.id} twice: the repository is damaged")
         seen.add(entry.id)
-    return _in_lineage_order(library, entries)
+    entries = _in_lineage_order(library, entries)
+    _check_claims(library, entries, backbone)
+    return entries
+
+
+ORIGIN_TOLERANCE = 0.02  # of an origin's largest value: a bf16 and an fp32 model embed the same ids ~0.4% apart
+VECTOR_TOLERANCE = 1e-4  # of a vector's prompt's largest value: both are stored in fp32
+
+
+def _check_claims(library: Library, entries: list[_Entry], backbone) -> None:
+    """What a catalog states that the studio can recompute must hold, or nothing is pulled. An origin that names its
+    seed and init is that seed's origin: tuning jobs take it as theirs (``Library.find_origin``), so a forged one
+    would steer every later job with that seed. A vector is its prompt minus its origin. A prompt cannot be
+    recomputed without tuning it again: for prompts (and their scores) a pull trusts the repository."""
+    pulled = {entry.id: entry.tensor for entry in entries}
+
+    def tensor(item_id: str) -> torch.Tensor:
+        return pulled[item_id] if item_id in pulled else library.tensor(item_id)
+
+    for entry in entries:
+        if entry.kind == "origin" and entry.seed is not None and entry.recipe.get("init") in TUNING_INITS:
+            made = make_origin(backbone, entry.seed, entry.tensor.shape[0], entry.recipe["init"])
+            if not _close(entry.tensor, made, ORIGIN_TOLERANCE):
+                raise StudioError(f"{entry.id} says it is origin {entry.seed} ({entry.recipe['init']}, "
+                                  f"{entry.tensor.shape[0]} tokens) of {backbone.name}, but its values are not that "
+                                  "origin's: the repository was altered or damaged, so nothing was pulled")
+        elif entry.kind == "vector" and entry.origin_id and entry.prompt_id:
+            if not _close(entry.tensor, tensor(entry.prompt_id) - tensor(entry.origin_id), VECTOR_TOLERANCE):
+                raise StudioError(f"{entry.id} says it is {entry.prompt_id} minus {entry.origin_id}, but its values "
+                                  "are not: the repository was altered or damaged, so nothing was pulled")
+
+
+def _close(tensor: torch.Tensor, expected: torch.Tensor, tolerance: float) -> bool:
+    """Equal shapes, and no entry further from ``expected`` than ``tolerance`` of its largest magnitude."""
+    if tensor.shape != expected.shape:
+        return False
+    scale = float(expected.abs().max()) if expected.numel() else 0.0
+    return bool((tensor.float() - expected.float()).abs().max() <= tolerance * scale + 1e-6)
 
 
 def _catalog_entry(folder: Path, record: dict, backbone) -> _Entry:
@@ -507,8 +545,8 @@ def _catalog_fields(item_id: str, record: dict) -> dict:
     seed = record.get("seed", record.get("origin"))  # catalogs pushed before the rename call it "origin"
     if not isinstance(name, str) or not (task is None or isinstance(task, str)):
         raise bad("a name or task that is not text")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise bad("an origin seed that is not a whole number")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise bad(f"an origin seed that is not a whole number from 0 to {MAX_SEED}")
     parents = {key: record.get(key) or None for key in ("origin_id", "prompt_id")}
     if any(p is not None and not (isinstance(p, str) and ITEM_ID.fullmatch(p)) for p in parents.values()):
         raise bad("a lineage id that is not a studio id")

@@ -33,6 +33,7 @@ from studio.hub import (
     push,
 )
 from studio.library import Library, open_library
+from studio.prompts import make_origin
 
 FIELDS = ("id", "kind", "name", "model", "task", "seed", "origin_id", "prompt_id", "n_tokens", "hidden", "recipe",
           "metrics")
@@ -58,19 +59,23 @@ def rand(n=4, d=32, seed=0):
 
 
 def populate(library: Library, model: str) -> dict:
-    """Two tuned prompts on one origin with their vectors (as run_tuning stores them) and a combined prompt."""
-    origin = library.add("origin", rand(seed=1), model, name="origin 0", seed=0, recipe={"init": "top5000"})
+    """Two tuned prompts on one origin with their vectors (as run_tuning stores them) and a combined prompt. The
+    origin is the real origin 0 of ``model`` (a pull checks that an origin naming its seed and init is that one)."""
+    origin_tensor = make_origin(load_backbone(model), 0, 4, "top5000")
+    origin = library.add("origin", origin_tensor, model, name="origin 0", seed=0, recipe={"init": "top5000"})
     items = {"origin": origin}
+    tuned = {}
     for seed, task in ((2, "mr"), (3, "tweets")):
-        prompt = library.add("prompt", rand(seed=seed), model, name=f"{task} / origin 0", task=task, seed=0,
+        tuned[task] = origin_tensor + 0.1 * rand(seed=seed)
+        prompt = library.add("prompt", tuned[task], model, name=f"{task} / origin 0", task=task, seed=0,
                              origin_id=origin.id, recipe={"lr": 0.2, "history": [{"step": 1, "loss": 0.5}]},
                              metrics={"validation_accuracy": 0.8, f"test_accuracy/{task}": 0.75,
                                       f"test_accuracy_se/{task}": 0.02})
         items[task] = prompt
-        items[f"tpv {task}"] = library.add("vector", rand(seed=seed) - rand(seed=1), model, name=f"TPV {task}",
+        items[f"tpv {task}"] = library.add("vector", tuned[task] - origin_tensor, model, name=f"TPV {task}",
                                            task=task, seed=0, origin_id=origin.id, prompt_id=prompt.id,
                                            recipe={"from": prompt.id})
-    items["combined"] = library.add("prompt", rand(seed=1) + 0.5 * (rand(seed=2) - rand(seed=1)), model,
+    items["combined"] = library.add("prompt", origin_tensor + 0.5 * (tuned["mr"] - origin_tensor), model,
                                     name="weighted_sum of mr | tweets", task="mr+tweets", seed=0,
                                     origin_id=origin.id, recipe={"method": "weighted_sum"})
     return items
@@ -324,6 +329,49 @@ def test_pull_round_trips_a_library(tiny, tiny_llama_dir, tmp_path, online, caps
     assert main(["hub", "pull", str(tmp_path / "snapshot"), "--model", str(tiny_llama_dir), "--library",
                  str(cli_library), "--no-prebuilt", "--json"]) == 0
     assert sorted(r["id"] for r in json.loads(capsys.readouterr().out)) == sorted(described(source))
+
+
+def rewrite_item(folder: Path, item_id: str, change) -> None:
+    """Replace the tensor of ``items/<item_id>.safetensors`` in a pushed repository by ``change(tensor)``, keeping
+    its metadata: what someone altering a repository would do."""
+    from safetensors import safe_open
+
+    path = folder / "items" / f"{item_id}.safetensors"
+    with safe_open(path, "pt") as file:
+        metadata, tensor = file.metadata(), file.get_tensor("prompt")
+    save_file({"prompt": change(tensor).contiguous()}, path, metadata=metadata)
+
+
+@pytest.mark.parametrize("altered", ["origin", "tpv mr"])
+def test_a_pull_refuses_an_origin_or_vector_that_is_not_what_it_says(tiny, tmp_path, online, altered):
+    """A forged origin 0 would become every later seed-0 job's origin (``find_origin``); a vector must be its
+    prompt minus its origin. Either refuses the whole pull; an honest copy of the same repository pulls."""
+    source = Library(tmp_path / "source")
+    items = populate(source, tiny.name)
+    push(source, None, "someone/lib", tiny, api=FakeApi(tmp_path / "repo"))
+    honest = tmp_path / "honest"
+    shutil.copytree(tmp_path / "repo", honest)
+    rewrite_item(tmp_path / "repo", items[altered].id, lambda t: torch.full_like(t, 0.123))
+    target = Library(tmp_path / "target")
+    before = snapshot(target)
+    with pytest.raises(StudioError, match=f"{items[altered].id} says it is .* the repository was altered"):
+        pull(target, tmp_path / "repo", tiny)
+    assert snapshot(target) == before
+    assert len(pull(target, honest, tiny)) == len(items)
+
+
+def test_a_pulled_seed_out_of_range_is_refused_before_anything_is_stored(tiny, tmp_path, online):
+    source = Library(tmp_path / "source")
+    items = populate(source, tiny.name)
+    push(source, None, "someone/lib", tiny, api=FakeApi(tmp_path / "repo"))
+    catalog = json.loads((tmp_path / "repo" / CATALOG).read_text())
+    next(r for r in catalog["items"] if r["id"] == items["tpv mr"].id)["seed"] = 10**30
+    (tmp_path / "repo" / CATALOG).write_text(json.dumps(catalog))
+    target = Library(tmp_path / "target")
+    before = snapshot(target)
+    with pytest.raises(StudioError, match="an origin seed that is not a whole number from 0 to"):
+        pull(target, tmp_path / "repo", tiny)
+    assert snapshot(target) == before
 
 
 # ---- what a pull may download ------------------------------------------------------------------------------------
