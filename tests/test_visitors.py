@@ -139,6 +139,26 @@ def public_app(tmp_path_factory):
     app.close()
 
 
+def test_the_page_shows_visitors_nothing_of_the_home_library(tmp_path, monkeypatch):
+    """The page is laid out outside any event: from the home library, its items' ids and names went into the
+    config every visitor's browser loads (and the API's defaults)."""
+    import json
+
+    from studio.ui.app import create
+
+    home = Library(tmp_path / "home")
+    secret = home.add("origin", torch.randn(4, 576), "smollm2-135m-instruct", name="owner-only origin", seed=3)
+    monkeypatch.setenv("STUDIO_VISITORS", "own")
+    app, state = create(str(home.root))
+    try:
+        config = json.dumps(app.get_config_file(), default=repr)
+        assert secret.id not in config and "owner-only origin" not in config
+        shown = state.visitors.page.items()
+        assert shown and all(item.source == "prebuilt" for item in shown)  # what a new visitor sees
+    finally:
+        app.close()
+
+
 def library_of(client: Client, home: Path) -> Library:
     return Library(home / "visitors" / folder_name(f"session:{client.session_hash}"))
 
@@ -171,7 +191,7 @@ def test_a_call_that_names_no_visitor_is_refused(public_app):
             state.visitors.jobs()
     finally:
         LocalContext.request.reset(token)
-    assert state.visitors.library() is state.visitors.home  # laying out the page (no event at all) is fine
+    assert state.visitors.library() is state.visitors.page  # laying out the page (no event at all) is fine
 
 
 def test_a_visitors_items_are_theirs_alone(public_app, tmp_path):

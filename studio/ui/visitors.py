@@ -125,6 +125,7 @@ class Visitors:
         self._libraries: OrderedDict[str, Library] = OrderedDict()
         self._lock = threading.Lock()
         self._swept_at = 0.0
+        self._page: Library | None = None
 
     def key(self) -> str | None:
         """The asking visitor; None only outside any event (the page being laid out). An event whose request
@@ -137,11 +138,10 @@ class Visitors:
         return key
 
     def library(self) -> Library:
-        """The asking visitor's library; outside an event (laying out the page) the home library, which visitors
-        never write to, so the first view shows the prebuilt library alone."""
+        """The asking visitor's library; outside an event (laying out the page) ``page``, what a new visitor sees."""
         key = self.key()
         if key is None:
-            return self.home
+            return self.page
         with self._lock:
             library = self._libraries.get(key)
             if library is None:
@@ -155,6 +155,16 @@ class Visitors:
                     self._libraries.popitem(last=False)
             self._libraries.move_to_end(key)
             return library
+
+    @property
+    def page(self) -> Library:
+        """The library the page is laid out from: an empty one over the prebuilt library, as a new visitor's is.
+        Never the home library: its items (ids, names, scores) would be in the page's config for every visitor.
+        Nothing writes to it (every write is an event, which has its visitor)."""
+        with self._lock:
+            if self._page is None:
+                self._page = Library(self.root / "page", parents=self.home.parents)
+            return self._page
 
     def _in_use(self) -> set[str]:
         """Folders a sweep must leave: the libraries open now, and those of visitors with a job waiting or running
