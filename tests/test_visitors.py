@@ -66,6 +66,16 @@ def test_a_visitors_job_is_checked_against_the_public_limits():
                        100, 3, tasks[0])
     assert "steps" in job_too_big(plan)
     assert "sweeps" in job_too_big({"tasks": ["mr"]})
+    # the work itself is bounded, not only its steps and prompts: 8 prompts x 1000 steps at batch 512, validated
+    # every step on 100,000 examples, with 1,000-token prompts, was queued and held the one queue for days
+    widest = ",".join(str(s) for s in range(MAX_JOB_PROMPTS // 2))
+    assert job_too_big(tune_request(tasks, widest, TuneConfig(steps=MAX_JOB_STEPS), 20)) is None  # the defaults
+    assert "virtual tokens" in job_too_big(tune_request(tasks, "0", TuneConfig(steps=10), 1000))
+    for heavy in (TuneConfig(steps=MAX_JOB_STEPS, batch_size=512), TuneConfig(steps=MAX_JOB_STEPS, eval_every=1)):
+        assert "example rows" in job_too_big(tune_request(tasks, widest, heavy, 20))
+    many = FewShotPlan("mr", ("tweets",), "o-1", (0, 10, 50), TuneConfig(steps=MAX_JOB_STEPS, batch_size=64), None,
+                       100, 3, tasks[0])
+    assert "example rows" in job_too_big(many)
 
 
 def test_idle_signed_out_libraries_are_swept_and_nothing_else(tmp_path):

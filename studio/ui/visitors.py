@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import math
 import os
 import shutil
 import threading
@@ -33,6 +34,9 @@ MAX_ACTIVE_JOBS = 2  # a visitor's jobs waiting or running at once, so that one 
 MAX_JOB_STEPS = 1000  # training steps of one job (each run of a few-shot study)
 MAX_JOB_PROMPTS = 8  # prompts one tuning job trains together (tasks x seeds)
 MAX_JOB_EXAMPLES = 1000  # test examples per few-shot run
+MAX_JOB_ROWS = 100_000  # example rows a job's model passes read (training and validation); 8 prompts x 1000 steps at
+# the default batch of 8, validated every 50 steps on 100 examples, read 80,000
+MAX_JOB_VIRTUAL_TOKENS = 100  # a prompt's length (the paper's prompts: 50 to 100 tokens); each row carries them
 SESSION_LIBRARY_IDLE_S = 24 * 3600  # a signed-out visitor's library is removed this long after its last use
 EMPTY_LIBRARY_IDLE_S = 3600  # ... and sooner when it holds nothing (each new session makes one, even to look)
 SWEEP_EVERY_S = 60  # at most one sweep a minute: a burst of new sessions must not scan the folder each time
@@ -187,22 +191,37 @@ def job_too_big(spec: object) -> str | None:
         prompts = len(spec.tasks) * len(spec.seeds)
         if prompts > MAX_JOB_PROMPTS:
             return f"{prompts} prompts in one job (tasks x seeds); at most {MAX_JOB_PROMPTS} per job here"
+        if spec.n_tokens > MAX_JOB_VIRTUAL_TOKENS:
+            return f"prompts of {spec.n_tokens} virtual tokens; at most {MAX_JOB_VIRTUAL_TOKENS} here"
         steps = spec.config.steps
+        rows = prompts * _rows_per_prompt(spec.config)
     elif isinstance(spec, FewShotPlan):
         if spec.eval_limit > MAX_JOB_EXAMPLES:
             return f"{spec.eval_limit} test examples per run; at most {MAX_JOB_EXAMPLES} here"
         steps = max(spec.config.steps, spec.mixture.steps if spec.mixture else 0)
+        rows = (spec.rows() * (_rows_per_prompt(spec.config) + spec.eval_limit)  # each (shots, start) run
+                + (_rows_per_prompt(spec.mixture) if spec.mixture else 0))  # tuning the multi-task start
     else:
         return SWEEPS_OFF
     if steps > MAX_JOB_STEPS:
         return f"{steps} steps; at most {MAX_JOB_STEPS} per job here"
+    if rows > MAX_JOB_ROWS:
+        return (f"about {rows:,} example rows to read (prompts x steps x batch size, plus every validation); at most "
+                f"{MAX_JOB_ROWS:,} per job here: fewer steps, a smaller batch, fewer validation examples or a "
+                "longer interval between validations")
     return None
+
+
+def _rows_per_prompt(config) -> int:
+    """The rows one prompt's tuning reads: its batches, and its validation sample at every validation."""
+    return config.steps * config.batch_size + math.ceil(config.steps / config.eval_every) * config.val_limit
 
 
 def limits_text(max_active_jobs: int = MAX_ACTIVE_JOBS) -> str:
     """The per-visitor limits, as the banner states them."""
-    return (f"at most {max_active_jobs} of your jobs wait or run at once, each with at most {MAX_JOB_STEPS} steps "
-            f"and {MAX_JOB_PROMPTS} prompts (few-shot runs: {MAX_JOB_EXAMPLES} test examples); sweeps are off")
+    return (f"at most {max_active_jobs} of your jobs wait or run at once, each with at most {MAX_JOB_STEPS} steps, "
+            f"{MAX_JOB_PROMPTS} prompts of at most {MAX_JOB_VIRTUAL_TOKENS} virtual tokens and {MAX_JOB_ROWS:,} "
+            f"example rows read (few-shot runs: {MAX_JOB_EXAMPLES} test examples); sweeps are off")
 
 
 class VisitorJobs:
