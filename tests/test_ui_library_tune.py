@@ -312,6 +312,12 @@ def test_own_csv_file_preview_and_check(app, tmp_path):
     assert "**mine**" in summary and "neg, pos" in summary and examples["headers"] == ["input", "label"]
     with pytest.raises(AppError, match="column 'missing' not found"):
         client.predict(handle_file(str(path)), ["review"], "missing", "", api_name="/tune_check_file")
+    # a file's labels and name are data in the summary, never Markdown (a remote image tells its server who looks)
+    image = "![x](https://example.com/pixel.png)"
+    path.write_text("review,verdict\n" + "\n".join(f"text {i},{image if i % 2 else 'fine'}" for i in range(30)))
+    summary, _ = client.predict(handle_file(str(path)), ["review"], "verdict", "[me](https://example.com)",
+                                api_name="/tune_check_file")
+    assert "https://example.com" not in summary and "](" not in summary
 
 
 def test_a_server_path_in_place_of_an_upload_is_refused(app_url, tmp_path):

@@ -26,7 +26,7 @@ from studio.space import tuner
 from studio.tasks import TaskData, guess_columns, list_tasks, load_file_task, load_task, preview_file
 from studio.tuning import TuneConfig, config_fields
 from studio.ui import sweep_panel
-from studio.ui.common import AppState, WholeNumber, explain, friendly
+from studio.ui.common import AppState, WholeNumber, explain, friendly, plain
 
 JOB_COLUMNS = ["id", "title", "status", "progress", "message"]
 PREVIEW_ROWS = 10
@@ -76,7 +76,7 @@ def _duration(seconds: float) -> str:
 
 def status_line(job: Job) -> str:
     """One line: where the job is, how fast it goes and how long it still needs."""
-    head = f"**{job.id}** ({job.title}): **{job.status}**"
+    head = f"**{job.id}** ({plain(job.title)}): **{job.status}**"
     if job.events:
         event = job.events[-1]
         losses = event.get("train_loss") or [float("nan")]
@@ -190,8 +190,8 @@ def on_file_columns(path: str | None) -> tuple:
 def on_check_file(path: str | None, text_value, label_value, name_value) -> tuple[str, pd.DataFrame]:
     task = file_task(path, text_value, label_value, name_value)
     rows = [[example.body(), task.spec.label_words[example.label]] for example in task.train[:PREVIEW_ROWS]]
-    summary = (f"**{task.spec.name}**: {len(task.train)} train / {len(task.validation)} validation / "
-               f"{len(task.test)} test examples; labels: {', '.join(task.spec.label_words)}.")
+    summary = (f"**{plain(task.spec.name)}**: {len(task.train)} train / {len(task.validation)} validation / "
+               f"{len(task.test)} test examples; labels: {plain(', '.join(task.spec.label_words))}.")
     return summary, pd.DataFrame(rows, columns=["input", "label"])
 
 
@@ -201,7 +201,7 @@ def on_start(state: AppState, *values) -> tuple:
     job = submit_tuning(state.runner, state.library, state.backbone, make_request(*values), tuner=tuner())
     queued = sum(j.status in ("queued", "running") for j in state.runner.jobs.values()) - 1
     note = f" ({queued} job(s) ahead of it)" if queued > 0 else ""
-    return job.id, f"**{job.id}** queued{note}: {job.title}", jobs_table(state), Watched(job.id)
+    return job.id, f"**{job.id}** queued{note}: {plain(job.title)}", jobs_table(state), Watched(job.id)
 
 
 @friendly
