@@ -173,8 +173,8 @@ def finding_fewshot(library: Library, target: str, sources: tuple[str, ...], sho
                     test_limit: int, fresh: bool, recipe: dict) -> tuple[str, list[dict]]:
     """Random origin vs each source's prompt vs the TPV sum vs a prompt tuned on the sources' mixture (tuned with
     the prebuilt library's own recipe), each tuned on k shots of the held-out target."""
-    from studio.analysis import few_shot_study
     from studio.backbones import load_backbone
+    from studio.fewshot import few_shot_study
     from studio.plots import curves, save_figure
     from studio.tuning import TuneConfig
 

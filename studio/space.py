@@ -165,7 +165,7 @@ def tune_in_chunks(library, backbone, tasks: list, seeds: list[int], config, n_t
 # ---- few-shot studies: each run one GPU call ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunRequest:
-    """One run of a few-shot study or of its multi-task prompt (``analysis.tune_and_test``), picklable."""
+    """One run of a few-shot study or of its multi-task prompt (``fewshot.tune_and_test``), picklable."""
 
     model: str
     jobs: tuple  # TrainingPrompt
@@ -182,8 +182,8 @@ def _run_seconds(request: RunRequest) -> float:
 
 @on_gpu(_run_seconds)
 def run_on_gpu(request: RunRequest) -> tuple:
-    from studio.analysis import tune_and_test
     from studio.backbones import load_backbone
+    from studio.fewshot import tune_and_test
 
     events: list[dict] = []
     outcome, results = tune_and_test(load_backbone(request.model, dtype=request.dtype), list(request.jobs), request.config,
@@ -194,7 +194,7 @@ def run_on_gpu(request: RunRequest) -> tuple:
 def tune_and_test_on_gpu(backbone, jobs: list, config, test_task=None, eval_limit: int | None = None,
                          on_progress: Callable[[dict], None] | None = None,
                          should_stop: Callable[[], bool] | None = None, call: Callable = run_on_gpu) -> tuple:
-    """``analysis.tune_and_test`` as one GPU call (ZeroGPU): the same arguments and answer; its steps are reported
+    """``fewshot.tune_and_test`` as one GPU call (ZeroGPU): the same arguments and answer; its steps are reported
     when the call returns, and a cancel takes effect before the next run (few-shot runs are short)."""
     if should_stop and should_stop():
         from studio.tuning import TuneOutcome
@@ -208,7 +208,7 @@ def tune_and_test_on_gpu(backbone, jobs: list, config, test_task=None, eval_limi
 
 
 def few_shot_runner() -> Callable:
-    """What runs each run of a few-shot study here: ``analysis.tune_and_test``, on ZeroGPU one GPU call each."""
-    from studio.analysis import tune_and_test
+    """What runs each run of a few-shot study here: ``fewshot.tune_and_test``, on ZeroGPU one GPU call each."""
+    from studio.fewshot import tune_and_test
 
     return tune_and_test_on_gpu if on_zero_gpu() else tune_and_test

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from studio import StudioError
-from studio.analysis import few_shot_experiment, few_shot_inits, multitask_prompt
 from studio.backbones import load_backbone
 from studio.evaluation import evaluate
+from studio.fewshot import few_shot_experiment, few_shot_inits, multitask_prompt
 from studio.jobs import origin_item, run_tuning
 from studio.library import Library
 from studio.tasks import load_task

@@ -243,8 +243,8 @@ def test_a_few_shot_study_runs_each_run_as_one_gpu_call_with_the_same_rows(tiny_
 
     import torch
 
-    from studio.analysis import few_shot_study, tune_and_test
     from studio.backbones import load_backbone
+    from studio.fewshot import few_shot_study, tune_and_test
     from studio.jobs import run_tuning
     from studio.library import Library
     from studio.tasks import load_task
