@@ -21,7 +21,7 @@ from studio.files import atomic_write_text
 from studio.jobs import origin_item, run_tuning
 from studio.library import Library, metric_key, split_metrics
 from studio.tasks import load_task
-from studio.tuning import TuneConfig
+from studio.tuning import TuneConfig, checkpoint_step
 from studio.views import compute_views, save_views
 
 
@@ -51,7 +51,7 @@ def build_library(out: Path, tasks: list[str], seeds: list[int], steps: int, bat
         def stop() -> bool:
             if stop_after is None:
                 return False
-            return max(reached[0], _checkpoint_step(checkpoint)) >= stop_after
+            return max(reached[0], checkpoint_step(checkpoint) or 0) >= stop_after
 
         checkpoint = workdir / "checkpoint"
         run_tuning(library, backbone, [task_data[n] for n in missing], seeds, config, n_tokens, on_progress=update,
@@ -85,9 +85,3 @@ def build_library(out: Path, tasks: list[str], seeds: list[int], steps: int, bat
     save_views(out, compute_views(Library(out, read_only=True), backbone))
     print(f"prebuilt library written to {out}")
     return out
-
-
-def _checkpoint_step(checkpoint: Path) -> int:
-    """The step the build's tuning checkpoint holds (0 if none): a resumed job starts there."""
-    state = checkpoint / "state.json"
-    return json.loads(state.read_text()).get("step", 0) if state.exists() else 0

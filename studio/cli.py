@@ -16,10 +16,16 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from studio import StudioError
 from studio.config import DEFAULT_MODEL
+
+if TYPE_CHECKING:  # names for type hints only: cli.py imports the heavy modules where a command runs
+    from studio.library import Library
+    from studio.sweep import RunGroup, SweepSpec
 
 
 def _library(args):
@@ -301,6 +307,71 @@ def cmd_hub_pull(args) -> None:
         f"{i.id:22} {i.kind:7} {i.task or '-':14} {i.name}" for i in items) + f"\npulled {len(items)} item(s)")
 
 
+def _sweep_progress_bar(groups: list[RunGroup]):
+    """One tqdm bar over the sweep's prompts and a status line per group; returns (bar, progress callback)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=sum(len(g.runs) for g in groups), desc="sweep", unit="prompt", file=sys.stderr)
+
+    def update(event: dict) -> None:
+        if event["event"] == "step":
+            bar.set_postfix_str(f"{event['group']} step {event['step']}/{event['steps']}")
+            return
+        if event["status"] in ("done", "skipped", "failed"):
+            bar.update(event["prompts"])
+        seconds = f" in {event['seconds']:.0f} s" if event["status"] in ("done", "failed") else ""
+        message = f": {event['message']}" if event["message"] else ""
+        tqdm.write(f"{event['group']} {event['status']}{seconds}  {event['label']}{message}", file=sys.stderr)
+
+    return bar, update
+
+
+def cmd_sweep(args) -> None:
+    """Tune the spec's missing groups (here or on Ray), then one summary; a failed group fails the command."""
+    from studio.sweep import load_spec, plan, quiet_model_loading, run_local, run_ray, summary
+
+    spec = load_spec(args.spec)  # a bad spec fails before the library opens or a model loads
+    library = _library(args)
+    groups = plan(spec, library)
+    if args.dry_run:
+        _print_sweep_plan(args, spec, groups, library)
+        return
+    quiet_model_loading()
+    bar, update = _sweep_progress_bar(groups)
+    try:
+        outcomes = (run_ray(spec, library, args.ray, update) if args.ray else run_local(spec, library, update))
+    finally:
+        bar.close()
+    data = [{"group": o.group.key, "label": o.group.label(), "status": o.status, "message": o.message,
+             "seconds": round(o.seconds, 1), "prompts": [r.prompt_id for r in o.group.runs]} for o in outcomes]
+    _print(args, data, summary(outcomes))
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise StudioError(f"{len(failed)} of {len(outcomes)} group(s) failed; rerun the same command to retry them "
+                          "(finished groups are kept)")
+
+
+def _print_sweep_plan(args, spec: SweepSpec, groups: list[RunGroup], library: Library) -> None:
+    """``studio sweep --dry-run``: every group and run, each marked done or todo."""
+    from studio.sweep import missing, spec_hash
+
+    data = []
+    for group in groups:
+        todo = {run.prompt_id for run in missing(group, library)}
+        data.append({"group": group.key, "model": group.model, "settings": group.settings,
+                     "n_tokens": group.n_tokens, "init": group.init,
+                     "runs": [{**asdict(run), "done": run.prompt_id not in todo} for run in group.runs]})
+    runs = [run for group in data for run in group["runs"]]
+    lines = [f"sweep {spec_hash(spec)}: {len(groups)} group(s), {len(runs)} prompt(s), "
+             f"{sum(r['done'] for r in runs)} already done"]
+    for group, shown in zip(groups, data):
+        done = sum(r["done"] for r in shown["runs"])
+        lines.append(f"{group.key}  {group.label()}  {done}/{len(group.runs)} done")
+        lines += [f"  {r['prompt_id']}  {r['task']} / origin {r['seed']}  {'done' if r['done'] else 'todo'}"
+                  for r in shown["runs"]]
+    _print(args, {"spec": spec_hash(spec), "groups": data}, "\n".join(lines))
+
+
 def cmd_build_library(args) -> None:
     from studio.build import build_library
 
@@ -315,11 +386,13 @@ def cmd_build_library(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="studio", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", default=DEFAULT_MODEL, help="registry name, local folder or hub id")
-    common.add_argument("--library", default=None, help="your library folder (default: $STUDIO_HOME/library)")
-    common.add_argument("--no-prebuilt", action="store_true", help="do not attach the prebuilt library")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    model_args = argparse.ArgumentParser(add_help=False)
+    model_args.add_argument("--model", default=DEFAULT_MODEL, help="registry name, local folder or hub id")
+    library_args = argparse.ArgumentParser(add_help=False)  # all of common but --model: a sweep's spec names models
+    library_args.add_argument("--library", default=None, help="your library folder (default: $STUDIO_HOME/library)")
+    library_args.add_argument("--no-prebuilt", action="store_true", help="do not attach the prebuilt library")
+    library_args.add_argument("--json", action="store_true", help="machine-readable output")
+    common = argparse.ArgumentParser(add_help=False, parents=[model_args, library_args])
     data_args = argparse.ArgumentParser(add_help=False)
     data_args.add_argument("--hub-path", default=None, help="local copy of a Hugging Face dataset folder")
     data_args.add_argument("--text-column", action="append", default=None, help="for CSV/JSONL files (repeatable)")
@@ -328,9 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(sub, common, data_args)
     _add_prompt_commands(sub, common)
     _add_sharing_commands(sub, common)
-    from studio import sweep
-
-    sweep.add_parser(sub)  # studio sweep SPEC [--ray ADDRESS] [--dry-run]
+    _add_sweep_command(sub, library_args)
     return parser
 
 
@@ -448,6 +519,21 @@ def _add_sharing_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-after", type=int, default=None,
                    help="end tuning at this step and keep the best prompts so far (resumes a checkpoint first)")
     p.set_defaults(run=cmd_build_library)
+
+
+def _add_sweep_command(sub, library_args: argparse.ArgumentParser) -> None:
+    """studio sweep SPEC [--ray ADDRESS] [--dry-run]: the common options less --model (the spec names the models)."""
+    p = sub.add_parser(
+        "sweep", parents=[library_args], help="tune a grid (models x tasks x seeds x recipes), here or on a Ray cluster",
+        description="Tune every run of a sweep spec (TOML or YAML, docs/sweeps.md) that is not in the library yet: "
+                    "each model x recipe point is one batched job over all its tasks x seeds. Rerunning the same "
+                    "spec trains only what is missing.")
+    p.add_argument("spec", help="a .toml, .yaml or .yml sweep spec")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run the groups on Ray: auto (the cluster `ray start --head` runs), HOST:PORT, "
+                        "ray://HOST:10001, or local (start Ray here for this sweep)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (groups, prompts, what is done) and stop")
+    p.set_defaults(run=cmd_sweep)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from studio.library import Item, Library, NewItem, content_id, split_metrics
 from studio.limits import check_prompt_length, parse_seeds
 from studio.prompts import TaskPromptVector, make_origin
 from studio.tasks import TaskData
-from studio.tuning import TrainingPrompt, TuneConfig, tune, whole_number
+from studio.tuning import TrainingPrompt, TuneConfig, clear_checkpoint, tune, whole_number
 
 
 def origin_entry(model: str, tensor: torch.Tensor, seed: int, n_tokens: int, init: str = "top5000",
@@ -123,8 +123,7 @@ def run_tuning(
     if own_checkpoint_dir:  # the job is in the library now
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     else:
-        for path in checkpoint_dir.glob("state.*"):
-            path.unlink()
+        clear_checkpoint(checkpoint_dir)
     return items, "done"
 
 

@@ -8,18 +8,17 @@ rerun trains nothing. ``run_local`` tunes the groups here, one after another, st
 (``submit_sweep``: as one background job of the ``JobRunner``).
 ``run_ray`` makes each group one Ray task that tunes into its own shard library; the driver merges a finished
 shard into the library in one transaction and removes it, so a group is in the library whole or not at all.
-Ray is imported only by ``run_ray``. docs/sweeps.md has the spec format and the cluster set-up.
+Ray is imported only by ``run_ray``. The ``studio sweep`` command is in cli.py; docs/sweeps.md has the spec
+format and the cluster set-up.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import json
 import math
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -33,7 +32,7 @@ from studio.library import Item, Library, NewItem
 from studio.limits import check_prompt_length, parse_seeds
 from studio.prompts import TUNING_INITS
 from studio.tasks import load_task, task_spec
-from studio.tuning import TuneConfig
+from studio.tuning import TuneConfig, has_checkpoint
 
 # ---- the spec ----------------------------------------------------------------------------------------------------
 SPEC_KEYS = ("models", "tasks", "seeds", "init", "recipe", "ray")
@@ -391,7 +390,7 @@ def tune_shard(group: RunGroup, shard: str) -> dict:
     from studio.backbones import load_backbone
     from studio.jobs import run_tuning
 
-    _quiet_model_loading()
+    quiet_model_loading()
     folder = Path(shard)
     backbone = load_backbone(group.model)
     items, status = run_tuning(Library(folder), backbone, [load_task(t) for t in group.tasks], list(group.seeds),
@@ -399,7 +398,7 @@ def tune_shard(group: RunGroup, shard: str) -> dict:
     return {"status": status, "prompts": [i.id for i in items], "device": backbone.device}
 
 
-def _quiet_model_loading() -> None:
+def quiet_model_loading() -> None:
     """No "Loading weights" bars: beside the sweep's own bar (and in every worker's log) they are noise."""
     from transformers.utils import logging as hf_logging
 
@@ -514,7 +513,7 @@ def _collect(ray, ref, library: Library, shard: Path, group: RunGroup) -> Outcom
         return Outcome(group, "done")
     except Exception as error:  # the shard is incomplete, or the library refused it: nothing of it was stored
         reason = reason or _one_line(error)
-    if not any((shard / "checkpoint").glob("state.*")):  # nothing to resume from: nothing worth keeping
+    if not has_checkpoint(shard / "checkpoint"):  # nothing to resume from: nothing worth keeping
         shutil.rmtree(shard, ignore_errors=True)
     else:
         reason += f" (its checkpoint is kept in {shard}: rerun the sweep to resume)"
@@ -558,90 +557,3 @@ def submit_sweep(runner: JobRunner, library: Library, spec: SweepSpec) -> Job:
         return [o.group.key for o in outcomes]
 
     return runner.submit(f"sweep {spec_hash(spec)[:8]}: {groups} group(s)", work, spec=spec)
-
-
-# ---- progress and the command ------------------------------------------------------------------------------------
-def progress_bar(groups: list[RunGroup]):
-    """One tqdm bar over the sweep's prompts and a status line per group; returns (bar, progress callback)."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=sum(len(g.runs) for g in groups), desc="sweep", unit="prompt", file=sys.stderr)
-
-    def update(event: dict) -> None:
-        if event["event"] == "step":
-            bar.set_postfix_str(f"{event['group']} step {event['step']}/{event['steps']}")
-            return
-        if event["status"] in ("done", "skipped", "failed"):
-            bar.update(event["prompts"])
-        seconds = f" in {event['seconds']:.0f} s" if event["status"] in ("done", "failed") else ""
-        message = f": {event['message']}" if event["message"] else ""
-        tqdm.write(f"{event['group']} {event['status']}{seconds}  {event['label']}{message}", file=sys.stderr)
-
-    return bar, update
-
-
-def add_parser(subparsers, parents: list[argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
-    """``studio sweep SPEC``: cli.py registers it with ``sweep.add_parser(sub)``."""
-    if parents is None:
-        common = argparse.ArgumentParser(add_help=False)  # cli.py's common options less --model (the spec names them)
-        common.add_argument("--library", default=None, help="your library folder (default: $STUDIO_HOME/library)")
-        common.add_argument("--no-prebuilt", action="store_true", help="do not attach the prebuilt library")
-        common.add_argument("--json", action="store_true", help="machine-readable output")
-        parents = [common]
-    p = subparsers.add_parser(
-        "sweep", parents=parents, help="tune a grid (models x tasks x seeds x recipes), here or on a Ray cluster",
-        description="Tune every run of a sweep spec (TOML or YAML, docs/sweeps.md) that is not in the library yet: "
-                    "each model x recipe point is one batched job over all its tasks x seeds. Rerunning the same "
-                    "spec trains only what is missing.")
-    p.add_argument("spec", help="a .toml, .yaml or .yml sweep spec")
-    p.add_argument("--ray", metavar="ADDRESS", default=None,
-                   help="run the groups on Ray: auto (the cluster `ray start --head` runs), HOST:PORT, "
-                        "ray://HOST:10001, or local (start Ray here for this sweep)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (groups, prompts, what is done) and stop")
-    p.set_defaults(run=cmd_sweep)
-    return p
-
-
-def cmd_sweep(args) -> None:
-    from studio.library import open_library
-
-    spec = load_spec(args.spec)  # a bad spec fails before the library opens or a model loads
-    library = open_library(args.library, prebuilt=not args.no_prebuilt)
-    groups = plan(spec, library)
-    if args.dry_run:
-        _print_plan(args, spec, groups, library)
-        return
-    _quiet_model_loading()
-    bar, update = progress_bar(groups)
-    try:
-        outcomes = (run_ray(spec, library, args.ray, update) if args.ray else run_local(spec, library, update))
-    finally:
-        bar.close()
-    data = [{"group": o.group.key, "label": o.group.label(), "status": o.status, "message": o.message,
-             "seconds": round(o.seconds, 1), "prompts": [r.prompt_id for r in o.group.runs]} for o in outcomes]
-    print(json.dumps(data, indent=1) if args.json else summary(outcomes))
-    failed = [o for o in outcomes if o.status == "failed"]
-    if failed:
-        raise StudioError(f"{len(failed)} of {len(outcomes)} group(s) failed; rerun the same command to retry them "
-                          "(finished groups are kept)")
-
-
-def _print_plan(args, spec: SweepSpec, groups: list[RunGroup], library: Library) -> None:
-    data = []
-    for group in groups:
-        todo = {run.prompt_id for run in missing(group, library)}
-        data.append({"group": group.key, "model": group.model, "settings": group.settings,
-                     "n_tokens": group.n_tokens, "init": group.init,
-                     "runs": [{**asdict(run), "done": run.prompt_id not in todo} for run in group.runs]})
-    if args.json:
-        print(json.dumps({"spec": spec_hash(spec), "groups": data}, indent=1))
-        return
-    runs = [run for group in data for run in group["runs"]]
-    lines = [f"sweep {spec_hash(spec)}: {len(groups)} group(s), {len(runs)} prompt(s), "
-             f"{sum(r['done'] for r in runs)} already done"]
-    for group, shown in zip(groups, data):
-        done = sum(r["done"] for r in shown["runs"])
-        lines.append(f"{group.key}  {group.label()}  {done}/{len(group.runs)} done")
-        lines += [f"  {r['prompt_id']}  {r['task']} / origin {r['seed']}  {'done' if r['done'] else 'todo'}"
-                  for r in shown["runs"]]
-    print("\n".join(lines))

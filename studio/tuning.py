@@ -497,6 +497,26 @@ def resume(folder: Path, signature: str, state: TrainState, optimizer: torch.opt
         optimizer.load_state_dict(_first_format_optimizer_state(saved, tensors, optimizer))
 
 
+def checkpoint_step(folder: Path) -> int | None:
+    """The step the checkpoint in ``folder`` holds (None if there is none): a resumed job starts there, so a caller
+    that stops at a step (``build_library``'s ``stop_after``) counts it without opening the tensors."""
+    state = folder / STATE_FILE
+    return json.loads(state.read_text()).get("step", 0) if state.exists() else None
+
+
+def has_checkpoint(folder: Path) -> bool:
+    """Whether ``folder`` holds any checkpoint file: a failed sweep group's shard is kept for a resume only then."""
+    return any((folder / name).exists() for name in (STATE_FILE, TENSORS_FILE))
+
+
+def clear_checkpoint(folder: Path) -> None:
+    """Remove the checkpoint's files from a folder the caller owns (it may hold more): once the job is stored, a
+    rerun must not resume it. ``STATE_FILE`` goes first: it is what ``resume`` looks for, so a kill between the two
+    removals leaves a folder that starts afresh, never one whose state names missing tensors."""
+    for name in (STATE_FILE, TENSORS_FILE):
+        (folder / name).unlink(missing_ok=True)
+
+
 def _split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """An optimizer's ``state_dict()`` as safetensors-ready tensors under flat keys and a JSON-ready rest."""
     tensors: dict[str, torch.Tensor] = {}

@@ -6,7 +6,6 @@ The Ray tests need Ray (`pip install 'tpv-studio[cluster]'`); CI installs it, el
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib.util
 import json
@@ -21,6 +20,7 @@ import torch
 
 from studio import StudioError, sweep
 from studio.backbones import SMALL_DECODER_RECIPE
+from studio.cli import build_parser
 from studio.library import Library
 from studio.sweep import SweepSpec, load_spec, parse_spec, plan, run_local, run_ray, spec_hash, tune_shard
 
@@ -253,8 +253,7 @@ def test_merging_a_shard_twice_adds_nothing(local, spec, tmp_path):
 def test_cli_dry_run_and_rerun(local, tiny_llama_dir, tmp_path, capsys):
     library, _, _ = local
     (tmp_path / "s.toml").write_text(TOML.format(model=tiny_llama_dir))
-    parser = argparse.ArgumentParser(prog="studio")
-    sweep.add_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     common = ["--library", str(library.root), "--no-prebuilt"]
     args = parser.parse_args(["sweep", str(tmp_path / "s.toml"), "--dry-run", *common])
     args.run(args)
@@ -297,8 +296,7 @@ def test_a_failed_group_is_reported_and_the_others_still_run(tiny_llama_dir, tmp
     (tmp_path / "not-a-model").mkdir()  # a folder, so the spec passes; loading it fails when its group runs
     (tmp_path / "s.yaml").write_text(f"models: [{tmp_path / 'not-a-model'}, {tiny_llama_dir}]\ntasks: mr\nseeds: 0\n"
                                      "recipe: {steps: 2, batch_size: 2, n_tokens: 4, val_limit: 4}\n")
-    parser = argparse.ArgumentParser(prog="studio")
-    sweep.add_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     args = parser.parse_args(["sweep", str(tmp_path / "s.yaml"), "--library", str(tmp_path / "lib"), "--no-prebuilt"])
     with pytest.raises(StudioError, match="1 of 2 group"):
         args.run(args)
