@@ -418,3 +418,30 @@ def test_same_vs_different_and_flips_and_cross_origin_summary():
     (summary,) = cross_origin_summary(rows)
     assert summary["own_mean"] == pytest.approx(0.8) and summary["other_mean"] == pytest.approx(0.65)
     assert (summary["n_own"], summary["n_other"]) == (1, 2)
+
+
+def test_the_arithmetic_tab_opens_on_the_selection_whose_sweep_is_stored(tiny_llama_dir, tmp_path):
+    """The tab opens on ``views.default_pair`` (the lowest-seed origin), the selection the prebuilt library's sweep
+    was computed for; it picked the first origin of the dropdown, which an imported origin without a seed heads."""
+    import gradio as gr
+
+    from studio.library import Library
+    from studio.ui import arithmetic
+    from studio.ui.common import AppState
+    from studio.views import default_pair
+
+    state = AppState(Library(tmp_path / "lib"), model_name=str(tiny_llama_dir))
+    model, hidden = state.model_name, state.backbone().hidden_size
+    state.library.add("origin", torch.randn(4, hidden), model, name="imported origin")  # no seed
+    origin = state.library.add("origin", torch.randn(4, hidden), model, name="origin 0", seed=0)
+    for task in ("mr", "tweets"):
+        prompt = state.library.add("prompt", torch.randn(4, hidden), model, task=task, seed=0, origin_id=origin.id)
+        state.library.add("vector", torch.randn(4, hidden), model, task=task, seed=0, origin_id=origin.id,
+                          prompt_id=prompt.id)
+    with gr.Blocks() as page:
+        with gr.Tab("Arithmetic") as tab:
+            arithmetic.build(state, tab, page)
+    shown = {block.label: block.value for block in page.blocks.values() if isinstance(block, gr.Dropdown)}
+    expected_origin, expected_vectors = default_pair(state.library, model)
+    assert expected_origin == origin.id
+    assert shown["Origin P0"] == origin.id and shown["Task prompt vectors (up to 6)"] == expected_vectors

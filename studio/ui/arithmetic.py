@@ -31,7 +31,6 @@ from studio.space import on_zero_gpu
 from studio.tasks import BUNDLED_TASKS, load_task
 from studio.ui.common import (
     AppState,
-    default_vectors,
     explain,
     export_row,
     figure_exports,
@@ -576,13 +575,12 @@ def wire_link(state: AppState, controls: Controls, results: Results, app: gr.Blo
 
 
 def build(state: AppState, tab: gr.Tab, app: gr.Blocks) -> None:
-    """The Arithmetic tab inside ``tab``, opened on origin 0 and one TPV per task (``default_vectors``)."""
+    """The Arithmetic tab inside ``tab``, opened on ``views.default_pair``: the lowest-seed origin and one TPV per
+    task, the selection whose sweep the prebuilt library stores."""
     explain("Build a new prompt as origin + a weighted merge of task prompt vectors; each slider is one vector's "
             "weight (negative pushes that task away). Accuracy on the chosen datasets updates live as you move a "
             "slider, a first rough estimate at once and sharper ones after; the sweep shows the whole landscape.")
-    origins = item_choices(state, ("origin",))
-    first_origin = origins[0][1] if origins else None
-    first_vectors = default_vectors(state, first_origin)
+    first_origin, first_vectors = views.default_pair(state.library, state.model_name)
     controls = layout_controls(state, first_origin, first_vectors)
     results = layout_results(state, first_origin, first_vectors)
     wire_evaluation(state, controls, results)

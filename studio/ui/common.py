@@ -305,11 +305,3 @@ def export_row(stem: str, api_name: str) -> tuple[gr.File, gr.State]:
 
     png_button.click(on_png, figure_json, png_file, api_name=api_name)
     return files, figure_json
-
-
-def default_vectors(state: AppState, origin_id: str | None, count: int = 2,
-                    exclude_task: str | None = None) -> list[str]:
-    """A sensible first selection: one vector per task (up to ``count`` tasks) tuned from ``origin_id``."""
-    from studio.views import vectors_from
-
-    return vectors_from(state.library, state.model_name, origin_id, count, exclude_task)

@@ -1,7 +1,7 @@
 """Transfer tab: TPVs moved to another origin (cross-origin), and TPVs as the starting point of few-shot tuning.
 
 The cross-origin table opens on the prebuilt library's stored results; the few-shot study runs as a background job
-(``studio.fewshot`` checks it and queues ``analysis.few_shot_study`` on the ``JobRunner``) that a ``gr.Timer`` follows while it runs: Start switches
+(``studio.fewshot`` checks it and queues its ``few_shot_study`` on the ``JobRunner``) that a ``gr.Timer`` follows while it runs: Start switches
 the timer on, and the tick that finds the job finished switches it off.
 """
 
@@ -19,7 +19,6 @@ from studio.tasks import BUNDLED_TASKS
 from studio.ui.common import (
     AppState,
     WholeNumber,
-    default_vectors,
     explain,
     export_row,
     figure_exports,
@@ -232,8 +231,9 @@ def layout_few_shot_settings(state: AppState) -> tuple:
     with gr.Row():
         target = gr.Dropdown(list(BUNDLED_TASKS), value="movie-reviews" if "movie-reviews" in BUNDLED_TASKS else None,
                              allow_custom_value=True, label="Target task")
-        sources = gr.Dropdown(item_choices(state, ("vector",)), value=default_vectors(
-                              state, origins[0][1] if origins else None, exclude_task="movie-reviews"),
+        sources = gr.Dropdown(item_choices(state, ("vector",)), value=views.vectors_from(
+                              state.library, state.model_name, origins[0][1] if origins else None,
+                              exclude_task="movie-reviews"),
                               multiselect=True, allow_custom_value=True,
                               label="Source TPVs (their sum is the TPV start)", scale=3)
         origin = gr.Dropdown(origins, value=origins[0][1] if origins else None, allow_custom_value=True,
