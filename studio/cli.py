@@ -96,6 +96,8 @@ def cmd_data(args) -> None:
     elif args.action == "preview":
         if not args.name:
             raise StudioError("data preview needs a task name or a file")
+        if args.n < 0:
+            raise StudioError(f"-n is how many rows to show: 0 or more (got {args.n})")
         task = _task(args, args.name)
         rows = [{"label": task.spec.label_words[e.label], "input": e.body()} for e in task.split(args.split)[: args.n]]
         sizes = {s: len(task.split(s)) for s in ("train", "validation", "test")}
@@ -139,23 +141,30 @@ def _with_recipe(args) -> None:
 
 
 def cmd_tune(args) -> None:
-    from studio.jobs import run_tuning
+    """A tuning job checked by the Tune tab's rules (``jobs.tune_request``), run here with a progress bar."""
+    from studio.jobs import run_tuning, tune_request
     from studio.limits import check_prompt_length
 
     _with_recipe(args)
     check_prompt_length(args.n_tokens, "--n-tokens: a prompt")
-    config = tuning_config(args)
-    seeds, tasks = _seeds(args.seeds), _load_tasks(args)  # bad input fails before the model loads
+    # bad input fails before the model loads
+    request = tune_request(_load_tasks(args), _seeds(args.seeds), tuning_config(args), args.n_tokens, args.init)
     library, backbone = _library(args), _backbone(args)
-    bar, update = _progress_bar(config.steps, f"tuning {len(tasks) * len(seeds)} prompt(s)")
+    prompts = len(request.tasks) * len(request.seeds)
+    bar, update = _progress_bar(request.config.steps, f"tuning {prompts} prompt(s)")
     try:
-        items, status = run_tuning(library, backbone, tasks, seeds, config, args.n_tokens, args.init,
-                                   on_progress=update)
+        items, status = run_tuning(library, backbone, list(request.tasks), list(request.seeds), request.config,
+                                   request.n_tokens, request.init, on_progress=update)
     finally:
         bar.close()
-    _print(args, [i.to_dict() for i in items], "\n".join(
-        f"{i.id}  {i.name}  validation accuracy {i.accuracy('validation') or float('nan'):.3f}"
-        for i in items) or status)
+    _print(args, [i.to_dict() for i in items], "\n".join(f"{i.id}  {i.name}  validation accuracy {_score(i)}"
+                                                          for i in items) or status)
+
+
+def _score(item) -> str:
+    """An item's validation accuracy as printed: 0.000 is a score, a missing one is "n/a" (not nan)."""
+    value = item.accuracy("validation")
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def cmd_eval(args) -> None:

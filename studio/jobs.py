@@ -180,7 +180,8 @@ def tune_request(tasks: list[TaskData], seeds: str | list[int], config: TuneConf
         raise StudioError("choose at least one task (or upload your own CSV / JSONL file)")
     names = [t.spec.name for t in tasks]
     if len(set(names)) != len(names):
-        raise StudioError(f"a task is chosen twice ({', '.join(names)}): give your file another task name")
+        raise StudioError(f"a task is chosen twice ({', '.join(names)}): choose each task once (a file named like "
+                          "another task: give it another task name)")
     seeds = parse_seeds(seeds if isinstance(seeds, str) else ",".join(str(s) for s in seeds))
     n = check_prompt_length(whole_number(n_tokens, "prompt length"), "a prompt")
     title = f"{', '.join(names)} x origin{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}: " \

@@ -76,8 +76,16 @@ def spec_syntax(path: str | Path) -> str:
     return "toml" if suffix == ".toml" else "yaml"
 
 
+MAX_SPEC_BYTES = 1024 * 1024  # a spec is a page of settings
+
+
 def _read_spec(path: Path) -> dict:
     syntax = spec_syntax(path)
+    if not path.is_file():  # a folder, or a pipe that would wait for a writer forever
+        raise StudioError(f"the sweep spec {path} is not a file" if path.exists() else f"no sweep spec {path}")
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise StudioError(f"the sweep spec {path.name} is over {MAX_SPEC_BYTES // 1024} KB: a spec is a page of "
+                          "settings")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -96,6 +104,16 @@ def spec_data(text: str, syntax: str, name: str = "the spec") -> dict:
     """The table a spec's text describes (``syntax`` "toml" or "yaml"); the Tune tab's editor uses it too."""
     if syntax not in ("toml", "yaml"):
         raise StudioError(f"unknown spec syntax {syntax!r}: toml or yaml")
+    try:
+        data = _parsed(text, syntax, name)
+    except RecursionError:  # [[[[... thousands deep: no spec nests more than a few levels
+        raise StudioError(f"{name} nests too deeply to be a sweep spec") from None
+    if not isinstance(data, dict):
+        raise StudioError(f"{name}: a sweep spec is a table of keys ({', '.join(SPEC_KEYS[:4])}, ...)")
+    return data
+
+
+def _parsed(text: str, syntax: str, name: str) -> object:
     if syntax == "toml":
         try:
             import tomllib
@@ -112,8 +130,6 @@ def spec_data(text: str, syntax: str, name: str = "the spec") -> dict:
             data = yaml.safe_load(text)
         except yaml.YAMLError as error:
             raise StudioError(f"{name} is not valid YAML: {' '.join(str(error).split())}") from None
-    if not isinstance(data, dict):
-        raise StudioError(f"{name}: a sweep spec is a table of keys ({', '.join(SPEC_KEYS[:4])}, ...)")
     return data
 
 

@@ -97,6 +97,10 @@ def test_more_errors_in_process(tmp_path, capsys):
     lib = ["--library", str(tmp_path), "--no-prebuilt"]
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("content,label\nhello,yes\n")
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("tasks: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    fifo = tmp_path / "spec.toml"
+    os.mkfifo(fifo)
     cases = [
         (["tune", "--task", "no-such-task", *lib], "unknown task"),
         (["tune", "--task", "mr", "--seeds", "a,b", *lib], "origin seeds must be whole numbers"),
@@ -114,6 +118,10 @@ def test_more_errors_in_process(tmp_path, capsys):
         (["library", "show", *lib], "needs an item id"),
         (["similarity", *lib], "at least two"),
         (["eval", "--task", "mr", *lib], "--template"),
+        (["tune", "--task", "mr", "--task", "mr", *lib], "a task is chosen twice"),  # trained one, said two
+        (["data", "preview", "mr", "-n", "-3"], "0 or more"),  # printed nearly the whole split
+        (["sweep", str(deep), *lib], "nests too deeply"),  # RecursionError
+        (["sweep", str(fifo), *lib], "is not a file"),  # waited for a writer forever
     ]
     for argv, fragment in cases:
         assert main(argv) == 2, argv
@@ -269,6 +277,18 @@ def test_rename_and_cascade_delete(tuned):
     assert deleted.startswith("deleted ") and item_id in deleted
     remaining = json.loads(ok(studio("library", "list", "--json", library=library)).stdout)
     assert item_id not in {i["id"] for i in remaining}
+
+
+def test_a_score_of_zero_is_printed_as_zero():
+    """``accuracy or nan`` printed a validation accuracy of 0.0 as nan."""
+    from studio.cli import _score
+    from studio.library import Item
+
+    def item(metrics: dict) -> Item:
+        return Item("p-00000000", "prompt", "x", "m", "mr", 0, None, None, 4, 8, metrics=metrics)
+
+    assert _score(item({"validation_accuracy/mr": 0.0})) == "0.000"
+    assert _score(item({"validation_accuracy/mr": 0.5})) == "0.500" and _score(item({})) == "n/a"
 
 
 def test_tune_flags_come_from_the_config_and_build_it():
