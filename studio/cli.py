@@ -289,7 +289,7 @@ def cmd_library(args) -> None:
             path = library.export_safetensors(args.id, args.out, overwrite=args.overwrite)
         print(f"wrote {path}")
     elif args.action == "import":
-        item = library.import_file(args.id, _backbone(args), kind=args.kind or "prompt", task=args.task,
+        item = library.import_file(args.id, _backbone(args), kind=args.kind, task=args.task,
                                    name=args.name or "", origin_id=args.origin)
         _print(args, item.to_dict(), f"imported {item.id} ({item.kind}, {item.n_tokens} tokens)")
 

@@ -45,7 +45,7 @@ from studio.library import (
     read_peft_adapter,
     read_prompt_file,
 )
-from studio.limits import MAX_CATALOG_BYTES, MAX_NAME, MAX_SEED, check_name
+from studio.limits import MAX_CATALOG_BYTES, MAX_NAME, check_name, check_seed
 from studio.prompts import TUNING_INITS, make_origin
 
 CATALOG = "studio_catalog.json"
@@ -545,8 +545,11 @@ def _catalog_fields(item_id: str, record: dict) -> dict:
     seed = record.get("seed", record.get("origin"))  # catalogs pushed before the rename call it "origin"
     if not isinstance(name, str) or not (task is None or isinstance(task, str)):
         raise bad("a name or task that is not text")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
-        raise bad(f"an origin seed that is not a whole number from 0 to {MAX_SEED}")
+    if seed is not None:
+        try:
+            check_seed(seed, "its origin seed")
+        except StudioError as error:
+            raise StudioError(f"{CATALOG}: item {item_id}: {error}: the repository is damaged") from None
     parents = {key: record.get(key) or None for key in ("origin_id", "prompt_id")}
     if any(p is not None and not (isinstance(p, str) and ITEM_ID.fullmatch(p)) for p in parents.values()):
         raise bad("a lineage id that is not a studio id")

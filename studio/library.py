@@ -2,7 +2,9 @@
 
 A library is a folder: ``catalog.sqlite`` (WAL) plus one safetensors file per item under ``items/``. Files are
 written to a temporary name and renamed before the catalog row is committed, so a crash never leaves a row
-without its file or a half-written file. The prebuilt library in ``assets/library`` is the same data exported
+without its file or a half-written file. Stores and deletes change files only while they hold the catalog's write
+lock, so that a delete and a store of the same item in two processes never interleave (a row left without its
+file). The prebuilt library in ``assets/library`` is the same data exported
 as ``catalog.json``; it is attached read-only beneath the user's own library.
 
 User files are never unpickled: imports accept safetensors only and check key, shape, model and values.
@@ -40,6 +42,7 @@ from studio.limits import (
     MAX_RECIPE_BYTES,
     check_json_size,
     check_name,
+    check_seed,
     check_task_name,
 )
 from studio.prompts import TaskPromptVector, check_prompt_shape, check_prompt_tensor, scale_ratio
@@ -66,6 +69,10 @@ CREATE TABLE IF NOT EXISTS items (
 # when the catalog was first opened by a studio that keeps it: an item file older than that is not one of its
 # orphans (see _set_orphans_aside)
 META_SCHEMA = "CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+# what ``delete`` renames an item's file to before its row goes (never a temporary name: ``sweep_partials`` would
+# remove it, and a delete killed before its commit needs it back)
+DELETING_SUFFIX = ".studio-deleting"
+DEFAULT_IMPORT_KIND = "prompt"  # the kind an import gets when neither the file nor the caller names one
 TENSOR_KEY = "prompt"  # our files; PEFT adapters use "prompt_embeddings"
 PEFT_KEY = "prompt_embeddings"
 
@@ -366,6 +373,7 @@ class Library:
             finally:
                 db.close()
             if self.writable:
+                self._finish_deletes()
                 if created is not None:
                     self._set_orphans_aside(ids, created)
                 self._keep_wal_open()
@@ -396,6 +404,22 @@ class Library:
             except FileNotFoundError:
                 continue
 
+    def _finish_deletes(self) -> None:
+        """Finish the deletes a kill cut short (see ``delete``): a file set aside whose row is still there goes back
+        (that delete never committed); one whose row is gone is removed. Under the write lock, which a delete holds
+        from setting its file aside to its commit: a delete still running is never taken for a killed one."""
+        asides = list((self.root / "items").glob(f".*{DELETING_SUFFIX}"))
+        if not asides:
+            return
+        with self._transaction(immediate=True) as db:
+            for aside in asides:
+                path = aside.with_name(aside.name[1 : -len(DELETING_SUFFIX)])
+                kept = db.execute("SELECT 1 FROM items WHERE file = ?", (f"items/{path.name}",)).fetchone()
+                if kept and not path.exists():
+                    os.replace(aside, path)
+                else:
+                    aside.unlink(missing_ok=True)
+
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
             return self._memory
@@ -408,16 +432,19 @@ class Library:
         return db
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
         """A connection that commits on success, rolls back on error, and is always closed. A catalog that cannot
         be read or written (deleted, damaged, disk full) is a StudioError; a duplicate id stays an IntegrityError
-        for ``add`` to handle."""
+        for ``add`` to handle. ``immediate``: take the write lock at once (not at the first write), so that what is
+        read, and the item files changed, under it stay as they are until the commit."""
         try:
             db = self._connect()
         except sqlite3.DatabaseError as error:
             raise StudioError(f"cannot open the library catalog in {self.root}: {error}") from None
         try:
             with db:
+                if immediate:
+                    db.execute("BEGIN IMMEDIATE")
                 yield db
             if db.total_changes and not self.read_only:  # a write: into the main file at once, as a reader that
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # cannot use the WAL (a read-only folder) reads it
@@ -533,37 +560,56 @@ class Library:
         return self.add_together([new], exist_ok)[0]
 
     def add_together(self, new: list[NewItem], exist_ok: bool = False) -> list[Item]:
-        """Store several items as one: their files first (under temporary names, then renamed), then every catalog
-        row in one transaction. A crash leaves all of them or none in the catalog (a tuned prompt never without
-        its TPV); a leftover file without a row is rewritten by the rerun, or swept when the library opens."""
+        """Store several items as one, under the catalog's write lock: their files (each under a temporary name, then
+        renamed), then every catalog row, in one transaction. A crash leaves all of them or none in the catalog (a
+        tuned prompt never without its TPV); a leftover file without a row is rewritten by the rerun, or set aside
+        when the library opens. Under the lock no delete can come between a file and its row, and an item whose row
+        is there but whose file is not gets its file back. Any failure removes the files this call wrote (while
+        the lock is still held: a store of the same id waits for it) and stores nothing."""
         self._writable()
-        batch_ids = {n.item_id for n in new if n.item_id}
-        prepared = [self._prepare(entry, batch_ids, exist_ok) for entry in new]  # all checked before any file
-        items, written = [], []
-        for entry, (item, existing) in zip(new, prepared):
-            items.append(existing or item)
-            if existing is None:
-                written.append(self._write_file(item, entry.tensor))
-        kill_point("store:files-written")
+        batch = {n.item_id: n.kind for n in new if n.item_id}
+        prepared = [self._prepare(entry, batch, exist_ok) for entry in new]  # all checked before any file
+        written: list[Path] = []
         try:
-            with self._transaction() as db:
-                verb = "INSERT OR IGNORE" if exist_ok else "INSERT"
-                for item in items:
-                    if item.source == "user" and item.file:
-                        record = {k: v for k, v in item.to_dict().items() if k != "source"}
-                        record["recipe"], record["metrics"] = json.dumps(item.recipe), json.dumps(item.metrics)
-                        db.execute(f"{verb} INTO items ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
-                                   list(record.values()))
-        except sqlite3.IntegrityError:  # another writer stored one of these ids first
-            raise StudioError(f"an item with id {items[0].id!r} already exists") from None
-        except (sqlite3.Error, StudioError) as error:
-            for path in written:
-                path.unlink(missing_ok=True)
-            raise StudioError(f"could not record {', '.join(i.id for i in items)} in the catalog: {error}") from None
+            with self._transaction(immediate=True) as db:
+                try:
+                    items = [self._store(db, entry, item, existing, exist_ok, written)
+                             for entry, (item, existing) in zip(new, prepared)]
+                    kill_point("store:files-written")
+                    db.commit()
+                except BaseException:  # an OverflowError from SQLite as much as a full disk: no file without its row
+                    for path in written:
+                        path.unlink(missing_ok=True)
+                    raise
+        except sqlite3.IntegrityError as error:
+            raise StudioError(f"could not record {', '.join(str(n.item_id or n.kind) for n in new)} in the catalog: "
+                              f"{error}") from None
         return [self._own(item.id) or item for item in items] if exist_ok else items
 
-    def _prepare(self, entry: NewItem, batch_ids: set[str], exist_ok: bool) -> tuple[Item, Item | None]:
-        """The checked item to store, and the stored item with its id if there is one (``exist_ok``)."""
+    def _store(self, db: sqlite3.Connection, entry: NewItem, item: Item, existing: Item | None, exist_ok: bool,
+               written: list[Path]) -> Item:
+        """One item of ``add_together``, under the write lock: a parent library's item is used as it is; a row that
+        is here already is kept (its file written again if it is missing: a row must never lack its file); else the
+        file is written (and noted in ``written``) and the row inserted."""
+        if existing is not None and existing.source != self.source:
+            return existing
+        row = db.execute("SELECT * FROM items WHERE id = ?", (item.id,)).fetchone()
+        if row is not None:
+            stored = _row_to_item(row, self.source)
+            _refuse_clash(stored, entry, exist_ok)
+            if not (self.root / stored.file).exists():
+                self._write_file(stored, entry.tensor)  # the same content id: the same content
+            return stored
+        written.append(self._write_file(item, entry.tensor))
+        record = {k: v for k, v in item.to_dict().items() if k != "source"}
+        record["recipe"], record["metrics"] = json.dumps(item.recipe), json.dumps(item.metrics)
+        db.execute(f"INSERT INTO items ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
+                   list(record.values()))
+        return item
+
+    def _prepare(self, entry: NewItem, batch: dict[str, str], exist_ok: bool) -> tuple[Item, Item | None]:
+        """The checked item to store, and the stored item with its id if there is one (``exist_ok``). ``batch``:
+        the kinds of the items stored with it, by id (a prompt's origin may be one of them)."""
         if entry.kind not in KINDS:
             raise StudioError(f"unknown kind {entry.kind!r}: use one of {', '.join(KINDS)}")
         check_prompt_tensor(entry.tensor, what=f"{entry.kind} tensor")
@@ -571,17 +617,29 @@ class Library:
         task = check_task_name(entry.task, f"the task of a {entry.kind}", MAX_ITEM_TASK) if entry.task else None
         recipe, metrics = _checked_dict(entry.recipe, "recipe", entry.kind), _checked_dict(entry.metrics, "metrics",
                                                                                             entry.kind)
-        for parent in (entry.origin_id, entry.prompt_id):
-            if parent and parent not in batch_ids:
-                self.get(parent)
+        if entry.seed is not None:
+            check_seed(entry.seed, f"the seed of a {entry.kind}")
+        self._check_lineage(entry, batch)
         item_id = entry.item_id or f"{entry.kind[0]}-{uuid.uuid4().hex[:8]}"
         existing = next((found for lib in (self, *self.parents) if (found := lib._own(item_id))), None)
-        if existing and not (exist_ok and existing.kind == entry.kind):
-            raise StudioError(f"an item with id {item_id!r} already exists")
+        _refuse_clash(existing, entry, exist_ok)
         item = Item(item_id, entry.kind, name or item_id, entry.model, task, entry.seed, entry.origin_id,
                     entry.prompt_id, int(entry.tensor.shape[0]), int(entry.tensor.shape[1]), recipe, metrics,
                     f"items/{item_id}.safetensors", time.strftime("%Y-%m-%dT%H:%M:%S"))
         return item, existing
+
+    def _check_lineage(self, entry: NewItem, batch: dict[str, str]) -> None:
+        """An origin starts a lineage (it has no origin or prompt); an origin id names an origin and a prompt id a
+        prompt, stored already or in the same ``batch``: a vector "from" a prompt as its origin cannot be applied."""
+        if entry.kind == "origin" and (entry.origin_id or entry.prompt_id):
+            raise StudioError(f"an origin starts a lineage and has no origin or prompt of its own (got "
+                              f"{entry.origin_id or entry.prompt_id}): store it without one (leave --origin out)")
+        for parent, wanted in ((entry.origin_id, "origin"), (entry.prompt_id, "prompt")):
+            if parent:
+                kind = batch.get(parent) or self.get(parent).kind
+                if kind != wanted:
+                    raise StudioError(f"{parent} is {_a(kind)}, not {_a(wanted)}: the {wanted} of {_a(entry.kind)} "
+                                      f"must be {_a(wanted)} (`studio library list --kind {wanted}` shows them)")
 
     def _write_file(self, item: Item, tensor: torch.Tensor) -> Path:
         path = self.root / item.file
@@ -625,9 +683,23 @@ class Library:
             if dependent.id not in deleted:  # a vector depends on its origin and its prompt: delete it once
                 deleted += self.delete(dependent.id, cascade=True)
         item = self.get(item_id)
-        with self._transaction() as db:
-            db.execute("DELETE FROM items WHERE id = ?", (item_id,))
-        (self.root / item.file).unlink(missing_ok=True)
+        path = self.root / item.file
+        aside = path.with_name(f".{path.name}{DELETING_SUFFIX}")
+        # under the write lock, as stores write their files: the file is set aside, the row deleted and committed,
+        # and only then the file removed. A store of the same id cannot come between (it left a row without its
+        # file), and a kill leaves the row with its file set aside (put back when the library opens) or neither.
+        with self._transaction(immediate=True) as db:
+            moved = _move(path, aside)
+            try:
+                kill_point("delete:file-aside")
+                db.execute("DELETE FROM items WHERE id = ?", (item_id,))
+                db.commit()
+            except BaseException:
+                if moved:
+                    os.replace(aside, path)
+                raise
+        kill_point("delete:committed")
+        aside.unlink(missing_ok=True)
         return deleted + [item_id]
 
     # ---- export / import ---------------------------------------------------------------------------------
@@ -719,7 +791,7 @@ class Library:
             except OSError as error:
                 raise StudioError(f"could not write {path}: {error.strerror or error}") from None
 
-    def import_file(self, path: str | Path, backbone, *, kind: str = "prompt", task: str | None = None,
+    def import_file(self, path: str | Path, backbone, *, kind: str | None = None, task: str | None = None,
                     name: str = "", origin_id: str | None = None) -> Item:
         """Import a safetensors prompt/vector file, a PEFT adapter folder or a zip of one, checked against
         ``backbone``. An adapter this studio exported remembers its task, name and origin: when that origin is in
@@ -751,11 +823,10 @@ class Library:
         if metadata.get("model") and metadata["model"] != backbone.name:
             raise StudioError(f"{source_name} was made for model {metadata['model']}, not {backbone.name}: "
                               "choose that model to import it")
-        kind = metadata.get("kind") or kind
-        if kind not in KINDS:
-            raise StudioError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
+        kind = _import_kind(source_name, metadata.get("kind"), kind)
         task = task or metadata.get("task") or None
         if origin_id:
+            self._check_lineage(NewItem(kind, tensor, backbone.name, origin_id=origin_id), {})  # what it is, first
             origin = self.get(origin_id)
             if origin.n_tokens != tensor.shape[0]:
                 raise StudioError(f"{source_name} has {tensor.shape[0]} virtual tokens but origin {origin_id} has "
@@ -774,6 +845,39 @@ class Library:
             return self.get(item_id)
         except StudioError:
             return None
+
+
+def _import_kind(source_name: str, said: str | None, asked: str | None) -> str:
+    """The kind an import stores: what the file says it holds, else what was asked (None: no choice), else
+    ``DEFAULT_IMPORT_KIND``. An asked kind that contradicts the file's is refused, not silently dropped."""
+    for kind in (said, asked):
+        if kind and kind not in KINDS:
+            raise StudioError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
+    if said and asked and asked != said:
+        raise StudioError(f"{source_name} says it holds {_a(said)}, but it was asked to be imported as {_a(asked)}: "
+                          f"import it as {_a(said)} (leave --kind out, or choose {said}); to store its tensor as "
+                          f"{_a(asked)}, save it again without the studio's metadata")
+    return said or asked or DEFAULT_IMPORT_KIND
+
+
+def _a(kind: str) -> str:
+    """'an origin', 'a prompt': a kind in a sentence."""
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
+
+
+def _refuse_clash(existing: Item | None, entry: NewItem, exist_ok: bool) -> None:
+    """An id that is taken is reused only with ``exist_ok`` and for the same kind (the same content id)."""
+    if existing and not (exist_ok and existing.kind == entry.kind):
+        raise StudioError(f"an item with id {existing.id!r} already exists")
+
+
+def _move(path: Path, to: Path) -> bool:
+    """Rename ``path`` to ``to``; False when there is no ``path`` (a file already gone)."""
+    try:
+        os.replace(path, to)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")

@@ -34,12 +34,10 @@ def parse_seeds(text: str | None) -> list[int]:
         if not part:
             continue
         try:
-            seed = int(part)
+            seed = check_seed(int(part))
         except ValueError:
             raise StudioError(f"origin seeds must be whole numbers separated by commas, e.g. 0,1,2 (got {part!r})"
                               ) from None
-        if not 0 <= seed <= MAX_SEED:
-            raise StudioError(f"an origin seed must be between 0 and {MAX_SEED} (got {part[:20]})")
         if seed not in seeds:
             seeds.append(seed)
     if not seeds:
@@ -47,6 +45,14 @@ def parse_seeds(text: str | None) -> list[int]:
     if len(seeds) > MAX_SEEDS:
         raise StudioError(f"at most {MAX_SEEDS} origin seeds in one job (got {len(seeds)}): split the job")
     return seeds
+
+
+def check_seed(seed: object, what: str = "an origin seed") -> int:
+    """A seed as the catalog stores it: a whole number from 0 to ``MAX_SEED`` (10**30 reached SQLite, which cannot
+    store it, after the item's file was written)."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise StudioError(f"{what} must be a whole number between 0 and {MAX_SEED} (got {str(seed)[:20]})")
+    return seed
 
 
 def check_prompt_length(n_tokens: int, what: str = "a prompt") -> int:
@@ -78,8 +84,14 @@ def check_label_words(words: tuple[str, ...], what: str) -> tuple[str, ...]:
     if not 2 <= len(words) <= MAX_LABELS:
         raise StudioError(f"{what} has {len(words):,} labels: a task has between 2 and {MAX_LABELS}")
     for word in words:
-        _shown_text(word, f"{what}: a label word", MAX_LABEL_CHARS)
+        check_label_word(word, f"{what}: a label word")
     return words
+
+
+def check_label_word(word: str, what: str) -> str:
+    """One label word (given, or read from a file's row): printable, at most ``MAX_LABEL_CHARS``; it is printed in
+    previews, listings and reports, so a terminal escape in it would run there."""
+    return _shown_text(word, what, MAX_LABEL_CHARS)
 
 
 def _shown_text(text: str, what: str, longest: int) -> str:

@@ -133,3 +133,88 @@ def test_export_killed_mid_write_leaves_nothing_and_can_be_repeated(tiny_llama_d
         assert rerun.returncode == 0, rerun.stderr[-1500:]
         assert out.exists() and not [p for p in home.iterdir() if "partial" in p.name]
     consistent(home / "lib", home)
+
+
+def _small_library(library: Path) -> tuple[str, str]:
+    """An origin and a prompt tuned from it, stored in-process (no model needed): what the delete tests delete."""
+    import torch
+
+    from studio.library import Library
+
+    items = Library(library)
+    origin = items.add("origin", torch.randn(4, 8), "m", seed=0)
+    return origin.id, items.add("prompt", torch.randn(4, 8), "m", origin_id=origin.id).id
+
+
+DELETE = "import sys; from studio.library import Library; Library(sys.argv[1]).delete(sys.argv[2], cascade=True)"
+
+
+def _python(code: str, *args: str, kill_at: str | None = None) -> subprocess.Popen:
+    """``code`` in its own Python process (the library alone, no command line: no model, no prompts to confirm)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("STUDIO_KILL_AT", None)
+    if kill_at:
+        env["STUDIO_KILL_AT"] = kill_at
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("point", ["delete:file-aside", "delete:committed"])
+def test_a_delete_killed_anywhere_leaves_each_item_whole_or_gone(point, tmp_path):
+    """A delete sets the file aside, deletes the row, commits, then removes the file: killed before the commit the
+    item stays whole (its file put back when the library opens), after it the item is gone, file and all."""
+    from studio.library import Library
+
+    origin, prompt = _small_library(tmp_path / "lib")
+    killed = _python(DELETE, str(tmp_path / "lib"), origin, kill_at=f"{point}:1")  # the prompt goes first
+    assert killed.wait(timeout=120) == -signal.SIGKILL, killed.stderr.read()[-1500:]
+    assert list((tmp_path / "lib" / "items").glob(".*"))  # the kill left the file set aside
+    Library(tmp_path / "lib")  # opening finishes what the kill left
+    by_kind = consistent(tmp_path / "lib", tmp_path)
+    assert [r[0] for r in by_kind["prompt"]] == ([prompt] if point == "delete:file-aside" else [])
+    assert [r[0] for r in by_kind["origin"]] == [origin]
+    rerun = _python(DELETE, str(tmp_path / "lib"), origin)
+    assert rerun.wait(timeout=120) == 0, rerun.stderr.read()[-1500:]
+    assert consistent(tmp_path / "lib", tmp_path) == {"origin": [], "prompt": [], "vector": []}
+
+
+RACE = """
+import sys, time
+from studio import StudioError
+from studio.library import Library
+
+library, mode, seconds, path = Library(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
+
+
+class Backbone:
+    name, hidden_size, is_seq2seq = "m", 8, False
+
+
+end = time.time() + seconds
+while time.time() < end:
+    try:
+        if mode == "import":
+            library.import_file(path, Backbone())
+        else:
+            for item in library.items():
+                library.delete(item.id, cascade=True)
+    except StudioError:  # the other process deleted it first
+        pass
+"""
+
+
+def test_deletes_and_imports_of_the_same_item_in_two_processes_leave_every_row_its_file(tmp_path):
+    """An import (or a tuning job's store) of an item being deleted landed between the delete's commit and its
+    file removal: a row without its file, and re-imports that said "imported" and never wrote it (race.py of
+    the audit, in a loop across two processes)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from studio.library import Library
+
+    Library(tmp_path / "lib")
+    save_file({"prompt": torch.randn(4, 8)}, str(tmp_path / "p.safetensors"))
+    racers = [_python(RACE, str(tmp_path / "lib"), mode, "4", str(tmp_path / "p.safetensors"))
+              for mode in ("import", "delete")]
+    for racer in racers:
+        assert racer.wait(timeout=120) == 0, racer.stderr.read()[-1500:]
+    consistent(tmp_path / "lib", tmp_path)

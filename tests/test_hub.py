@@ -369,7 +369,7 @@ def test_a_pulled_seed_out_of_range_is_refused_before_anything_is_stored(tiny, t
     (tmp_path / "repo" / CATALOG).write_text(json.dumps(catalog))
     target = Library(tmp_path / "target")
     before = snapshot(target)
-    with pytest.raises(StudioError, match="an origin seed that is not a whole number from 0 to"):
+    with pytest.raises(StudioError, match="its origin seed must be a whole number between 0 and .*damaged"):
         pull(target, tmp_path / "repo", tiny)
     assert snapshot(target) == before
 

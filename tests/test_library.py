@@ -844,9 +844,14 @@ def test_every_store_checks_tasks_recipes_and_metrics_before_writing_anything(tm
 def test_a_pulled_catalog_with_a_huge_task_or_recipe_stores_nothing(tmp_path, tiny):
     """A repository's catalog gave a 2,000,036-character task and a 500,000-entry recipe: both were stored."""
     from studio.hub import CATALOG, hub_layout, pull
+    from studio.prompts import make_origin
 
-    source = Library(tmp_path / "source")
-    populate(source, tiny.name)
+    source = Library(tmp_path / "source")  # a pull checks an origin against its seed and init: the real origin 0
+    origin_t = make_origin(tiny, 0, 4, "top5000")
+    tuned_t = origin_t + 0.1 * rand(seed=2)
+    origin = source.add("origin", origin_t, tiny.name, name="origin 0", seed=0, recipe={"init": "top5000"})
+    prompt = source.add("prompt", tuned_t, tiny.name, task="mr", seed=0, origin_id=origin.id)
+    source.add("vector", tuned_t - origin_t, tiny.name, task="mr", seed=0, origin_id=origin.id, prompt_id=prompt.id)
     target = Library(tmp_path / "target")
     before = snapshot(target)
     for n, change in enumerate(({"task": "x" * 2_000_036}, {"recipe": {"steps": list(range(500_000))}},
@@ -892,3 +897,131 @@ def test_a_long_jobs_curve_is_thinned_to_fit_its_recipe(tmp_path):
     item = library.add("prompt", rand(), "m", name="long job", recipe={"best_step": 12_345, "history": history})
     stored = library.get(item.id).recipe["history"]
     assert len(stored) <= MAX_HISTORY_POINTS and 12_345 in [p["step"] for p in stored]
+
+
+# ---- kinds and lineage an import cannot contradict (session 10) ----------------------------------------------------
+def test_an_import_refuses_a_kind_that_contradicts_the_files(tmp_path, tiny):
+    """`import v.safetensors --kind origin` (a vector export) was stored as a vector, --kind silently ignored."""
+    source = Library(tmp_path / "source")
+    vector = populate(source, tiny.name)[2]
+    path = source.export_safetensors(vector.id, tmp_path / "v.safetensors")
+    library = Library(tmp_path / "lib")
+    before = snapshot(library)
+    with pytest.raises(StudioError, match=r"v.safetensors says it holds a vector, but it was asked to be imported as "
+                                          r"an origin: import it as a vector \(leave --kind out, or choose vector\)"):
+        library.import_file(path, tiny, kind="origin")
+    assert snapshot(library) == before
+    with pytest.raises(StudioError, match="says it holds a vector, but it was asked to be imported as a prompt"):
+        library.import_file(path, tiny, kind="prompt")
+    # no choice (the CLI without --kind, the UI's "as the file says") and the same kind import it as what it is
+    assert library.import_file(path, tiny).kind == library.import_file(path, tiny, kind="vector").kind == "vector"
+
+
+@pytest.mark.parametrize("kind,parent,expected", [
+    ("vector", "prompt", r"p-\w+ is a prompt, not an origin: the origin of a vector must be an origin"),
+    ("prompt", "vector", r"v-\w+ is a vector, not an origin: the origin of a prompt must be an origin"),
+    ("origin", "origin", r"an origin starts a lineage and has no origin or prompt of its own .*leave --origin out"),
+])
+def test_an_import_refuses_lineage_that_cannot_be(kind, parent, expected, tmp_path, tiny):
+    """`--kind vector --origin p-...` (a prompt as origin) and `--kind origin --origin o-...` (an origin with an
+    origin) were accepted: the vector could never be applied, and the origin listed as made from another."""
+    library = Library(tmp_path / "lib")
+    origin, prompt, vector = populate(library, tiny.name)
+    path = tmp_path / "plain.safetensors"
+    save_file({"prompt": rand(seed=11)}, str(path))
+    before = snapshot(library)
+    with pytest.raises(StudioError, match=expected):
+        library.import_file(path, tiny, kind=kind, origin_id={"origin": origin, "prompt": prompt,
+                                                               "vector": vector}[parent].id)
+    with pytest.raises(StudioError, match=r"o-\w+ is an origin, not a prompt: the prompt of a vector must be a prompt"):
+        library.add("vector", rand(seed=12), tiny.name, origin_id=origin.id, prompt_id=origin.id)
+    assert snapshot(library) == before
+
+
+# ---- a failed store leaves no file; a row always has its file (session 10) ------------------------------------------
+def test_a_seed_the_catalog_cannot_hold_is_refused_before_any_file(tmp_path):
+    """A seed of 10**30 reached SQLite (OverflowError) after the item's file was written: a file without a row."""
+    library = Library(tmp_path / "lib")
+    for seed in (10**30, -1, True, 2.0):
+        with pytest.raises(StudioError, match=r"the seed of a prompt must be a whole number between 0 and 2147483647"):
+            library.add("prompt", rand(), MODEL, seed=seed)
+    assert library.items() == [] and list((library.root / "items").iterdir()) == []
+
+
+def test_any_failure_while_storing_removes_the_files_written(tmp_path, monkeypatch):
+    """Only sqlite3 and studio errors removed the written files; anything else left item files without rows."""
+    import studio.library
+    from studio.library import NewItem
+
+    def fails(point):
+        if point == "store:files-written":
+            raise RuntimeError("something unexpected")
+
+    library = Library(tmp_path / "lib")
+    monkeypatch.setattr(studio.library, "kill_point", fails)
+    with pytest.raises(RuntimeError, match="something unexpected"):
+        library.add_together([NewItem("origin", rand(seed=1), MODEL, item_id="o-000000000001"),
+                              NewItem("prompt", rand(seed=2), MODEL, origin_id="o-000000000001")])
+    assert library.items() == [] and list((library.root / "items").iterdir()) == []
+    db = sqlite3.connect(library.root / "catalog.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
+
+
+def test_storing_an_item_whose_file_is_missing_writes_it_again(tmp_path, tiny):
+    """A row whose file had gone (a delete racing an import) stayed so: a re-import said "imported" and wrote
+    nothing."""
+    library = Library(tmp_path / "lib")
+    path = tmp_path / "mine.safetensors"
+    save_file({"prompt": rand(seed=5)}, str(path))
+    item = library.import_file(path, tiny)
+    (library.root / item.file).unlink()
+    again = library.import_file(path, tiny)
+    assert again.id == item.id and len(library.items()) == 1
+    torch.testing.assert_close(library.tensor(item.id), rand(seed=5))
+
+
+def test_an_import_landing_between_a_deletes_row_and_its_file_keeps_its_file(tmp_path, tiny, monkeypatch):
+    """A delete committed the row's deletion, then removed the file; an import of the same content id in between
+    wrote its file and row, and the delete then removed the file: a row without its file (two processes in a
+    loop, /tmp/audit-a/race.py). The import is run at the moment the delete removes a file."""
+    from pathlib import Path
+
+    library = Library(tmp_path / "lib")
+    path = tmp_path / "mine.safetensors"
+    save_file({"prompt": rand(seed=6)}, str(path))
+    item = library.import_file(path, tiny)
+    other = Library(tmp_path / "lib")  # another process's library object
+    unlink, raced = Path.unlink, []
+
+    def import_meanwhile(self, missing_ok=False):
+        if item.id in self.name and not raced:
+            raced.append(other.import_file(path, tiny).id)
+        return unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", import_meanwhile)
+    library.delete(item.id)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    assert raced == [item.id]
+    rows = [i.file for i in Library(tmp_path / "lib").items()]
+    assert rows == [item.file] and sorted(p.name for p in (library.root / "items").iterdir()) == [Path(item.file).name]
+    torch.testing.assert_close(library.tensor(item.id), rand(seed=6))
+
+
+def test_a_delete_cut_short_is_finished_when_the_library_opens(tmp_path):
+    """``delete`` sets the file aside before the row goes: killed before its commit, the row and its file are
+    both kept (the file goes back); killed after it, neither."""
+    from studio.library import DELETING_SUFFIX
+
+    library = Library(tmp_path / "lib")
+    kept, gone = (library.add("prompt", rand(seed=s), MODEL) for s in (1, 2))
+    for item in (kept, gone):
+        (library.root / item.file).rename(library.root / "items" / f".{item.id}.safetensors{DELETING_SUFFIX}")
+    db = sqlite3.connect(library.root / "catalog.sqlite")
+    with db:
+        db.execute("DELETE FROM items WHERE id = ?", (gone.id,))
+    db.close()
+    reopened = Library(tmp_path / "lib")
+    assert [i.id for i in reopened.items()] == [kept.id]
+    assert [p.name for p in (library.root / "items").iterdir()] == [f"{kept.id}.safetensors"]
+    torch.testing.assert_close(reopened.tensor(kept.id), rand(seed=1))

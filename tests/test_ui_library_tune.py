@@ -193,6 +193,16 @@ def test_export_peft_zip_and_import_it_back(app, tmp_path):
     assert again.name == "round trip" and again.origin_id == origin.id
     assert torch.equal(state.library.tensor(again.id), state.library.tensor(prompt.id))
 
+    # the menu's first choice takes the kind the file states; another kind is refused (it was silently ignored)
+    from studio.ui.library_panel import KIND_FROM_FILE
+
+    vector = Path(client.predict(_.id, "safetensors", api_name="/library_export"))
+    with pytest.raises(AppError, match="says it holds a vector, but it was asked to be imported as an origin"):
+        client.predict(handle_file(str(vector)), "origin", "", "", "", ALL, ALL, "", ALL, api_name="/library_import")
+    result = client.predict(handle_file(str(vector)), KIND_FROM_FILE, "", "", "", ALL, ALL, "", ALL,
+                            api_name="/library_import")
+    assert state.library.get(result[4]).kind == "vector"
+
     with pytest.raises(AppError, match="task prompt vector"):  # a TPV is not a prompt: PEFT refuses it
         client.predict(state.library.dependents(prompt.id)[0].id, "PEFT adapter (.zip)", api_name="/library_export")
     state.library.delete(origin.id, cascade=True)  # its 4-token mr prompts would join the cross-origin table

@@ -29,6 +29,7 @@ ALL = "all"
 COLUMNS = ["id", "kind", "source", "task", "origin", "name", "tokens", "|tau|/|origin|", "val acc", "test acc",
            "created"]
 EXPORT_FORMATS = ["PEFT adapter (.zip)", "safetensors"]
+KIND_FROM_FILE = "as the file says (else prompt)"  # the import menu's no choice: another kind is checked against it
 
 
 # ---- pure helpers (no gradio) -----------------------------------------------------------------------------------
@@ -96,7 +97,8 @@ def import_upload(state: AppState, path: str | None, kind: str, task: str | None
         raise StudioError("choose a .safetensors file or a .zip of a PEFT adapter folder to import")
     if Path(path).suffix.lower() not in (".safetensors", ".zip"):
         raise StudioError(f"{Path(path).name}: upload a .safetensors file or a .zip of a PEFT adapter folder")
-    return state.library.import_file(path, state.backbone(), kind=kind, task=(task or "").strip() or None,
+    return state.library.import_file(path, state.backbone(), kind=None if kind == KIND_FROM_FILE else kind,
+                                     task=(task or "").strip() or None,
                                      name=(name or "").strip(), origin_id=(origin_id or "").strip() or None)
 
 
@@ -259,7 +261,8 @@ def layout_files(state: AppState) -> Files:
                         "folder. Files are checked (never unpickled): model width, shape, finite values.")
             upload = gr.File(label="File to import", file_types=[".safetensors", ".zip"], type="filepath")
             with gr.Row():
-                kind = gr.Dropdown(list(KINDS), value="prompt", label="Kind (if the file does not say)")
+                kind = gr.Dropdown([KIND_FROM_FILE, *KINDS], value=KIND_FROM_FILE, label="Kind",
+                                   info="a file the studio exported says what it holds; another kind is refused")
                 task = gr.Textbox(label="Task (optional)", placeholder="e.g. mr")
             with gr.Row():
                 name = gr.Textbox(label="Name (optional)")
