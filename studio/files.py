@@ -62,6 +62,9 @@ def check_export_target(target: Path, protected: Sequence[Path] = (), replaceabl
         raise StudioError(f"folder {target.parent} does not exist: create it first, or choose another place")
     if not os.access(resolved.parent, os.W_OK):
         raise StudioError(f"folder {target.parent} is not writable: choose another place")
+    if target.is_symlink() and not resolved.exists() and not overwrite:  # a link to nothing: still someone's name
+        raise StudioError(f"{target} is a link to a missing place: choose a new name, or add --overwrite to replace "
+                          "the link")
     if resolved.is_dir():
         if any(resolved.iterdir()) and not (overwrite and replaceable and replaceable(resolved)):
             hint = " (add --overwrite to replace an earlier export of the same kind)" if replaceable else ""
@@ -76,22 +79,29 @@ def check_export_target(target: Path, protected: Sequence[Path] = (), replaceabl
 @contextmanager
 def new_folder(target: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``target`` to fill; on success it replaces ``target`` (which was checked
-    with ``check_export_target``: missing, empty, or an earlier export of the same kind)."""
+    with ``check_export_target``: missing, empty, or an earlier export of the same kind).
+
+    A ``target`` that is a symbolic link (to an earlier export) is replaced as a link: the link itself goes and the
+    new folder takes its name; the folder it pointed to is left whole (it may be someone's only copy, shared by
+    other links), never emptied through the link."""
     _sweep_dead_partials_of(target)
     partial = partial_name(target)
     partial.mkdir()
+    old: Path | None = None
     try:
         yield partial
         kill_point("folder:before-rename")
-        if target.is_dir():
+        if target.is_dir() or target.is_symlink():
             old = partial_name(target)
-            target.rename(old)  # moved aside, removed only once the new folder is in place
+            target.rename(old)  # moved aside (a link as a link), removed only once the new folder is in place
             partial.rename(target)
-            shutil.rmtree(old)
+            _remove(old)  # unlinks a link, never removes what it points to
         else:
             partial.rename(target)
     except BaseException:
         _remove(partial)
+        if old is not None and os.path.lexists(old) and not os.path.lexists(target):
+            old.rename(target)  # the new folder could not take its place: the earlier export goes back
         raise
 
 
@@ -134,6 +144,7 @@ def _writer_alive(path: Path) -> bool:
 
 
 def _remove(path: Path) -> None:
+    """Remove a temporary or a replaced export: a folder with its files, a link as a link (what it points to stays)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:

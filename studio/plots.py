@@ -129,13 +129,30 @@ def scatter_map(coords: np.ndarray, records: Sequence[dict], color_by: str, titl
     return figure
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula (OWASP)
+
+
+def csv_cell(value: object) -> object:
+    """A cell as a spreadsheet should show it: text that starts like a formula (an item named
+    ``=HYPERLINK(...)``) gets a leading single quote, so it is shown, never run; numbers, and text that is a plain
+    number such as ``-0.25``, are left as they are."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value if value.strip() == value else "'" + value
+
+
 def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence]) -> Path:
-    """The numbers behind a figure, as CSV (written whole or not at all)."""
+    """The numbers behind a figure, as CSV (written whole or not at all), every text cell made safe to open in a
+    spreadsheet (``csv_cell``): the names in it are anyone's."""
     def write(partial: Path) -> None:
         with partial.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows(rows)
+            writer.writerow([csv_cell(cell) for cell in header])
+            writer.writerows([csv_cell(cell) for cell in row] for row in rows)
 
     return atomic_write(path, write)
 

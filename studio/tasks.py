@@ -37,6 +37,7 @@ from studio.limits import (
     MAX_LABEL_CHARS,
     MAX_LABELS,
     MAX_TASK_NAME,
+    check_label_word,
     check_label_words,
     check_task_name,
 )
@@ -506,6 +507,10 @@ def _check_columns(path: Path, columns: list[str], text_columns: tuple[str, ...]
     for column in (*text_columns, label_column):
         if column not in columns:
             raise StudioError(f"{path.name}: column {column!r} not found; columns are: {', '.join(columns)}")
+    if label_column in text_columns:  # every row its own class: 40 rows made 40 classes
+        raise StudioError(f"{path.name}: column {label_column!r} is chosen as both a text column and the label "
+                          "column: the label column holds each row's class; choose a different column for one of "
+                          "them")
 
 
 def _read_rows(path: Path, records: Iterator[tuple[int, dict]], text_columns: tuple[str, ...], label_column: str,
@@ -527,6 +532,8 @@ def _read_rows(path: Path, records: Iterator[tuple[int, dict]], text_columns: tu
             rows.problem(f"row {line}: a label of {len(label):,} characters (at most {MAX_LABEL_CHARS}): is "
                           f"{label_column!r} the label column?")
             label = ""  # not kept: the message says enough
+        elif not _printable_label(rows, line, label):
+            label = ""  # not kept: the message says enough
         elif label_words and label not in label_words:
             rows.problem(f"row {line}: label {label!r} is not one of {', '.join(label_words)}")
         elif label not in distinct and len(distinct) == MAX_LABELS:
@@ -535,6 +542,17 @@ def _read_rows(path: Path, records: Iterator[tuple[int, dict]], text_columns: tu
         rows.labels.append(distinct.setdefault(label, label))
         rows.texts.append(tuple((c, _clip(record.get(c) or "")) for c in text_columns))
     return rows
+
+
+def _printable_label(rows: _FileRows, line: int, label: str) -> bool:
+    """Whether a row's label is plain text (the checks label words given by hand pass); if not, the row's problem
+    is noted: a label is printed by previews and listings, where a terminal escape in it would run."""
+    try:
+        check_label_word(label, f"row {line}: label {label!r}")
+    except StudioError as error:
+        rows.problem(str(error))
+        return False
+    return True
 
 
 def load_file_task(
@@ -604,7 +622,7 @@ def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
     """JSON Lines objects as (line, record), one line at a time; a line is read up to ``MAX_CSV_FIELD`` characters
     (a CSV cell's limit): one line of a whole upload is not parsed."""
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:  # a byte-order mark (Windows editors) is read as CSV reads it
         for i, line in enumerate(iter(lambda: handle.readline(MAX_CSV_FIELD + 1), ""), start=1):
             if len(line) > MAX_CSV_FIELD:
                 raise StudioError(f"{path.name}: line {i} is over {MAX_CSV_FIELD:,} characters: one example per line")

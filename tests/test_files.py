@@ -91,9 +91,85 @@ def test_download_folders_are_bounded_and_nothing_else_is_removed(tmp_path, monk
     root = common.export_root()
     assert root == tmp_path / "tmp" / "tpv-studio-exports" and not root.is_symlink()
     (root / "notes").mkdir()
+    # a download another visitor is still building is never removed, however many figures come meanwhile
+    building = common.export_folder("my-library")
+    for _ in range(common.EXPORTS_KEPT + 6):
+        common.export_folder("figure")
+    assert building.is_dir()
+    # once settled, only the newest are kept
+    monkeypatch.setattr(common, "EXPORT_MIN_AGE_S", 0)
     made = []
     for _ in range(common.EXPORTS_KEPT + 6):
         made.append(common.export_folder("figure"))
         time.sleep(0.01)  # the oldest go first: each a clock tick apart
     assert sorted(p for p in root.iterdir() if p.name != "notes") == sorted(made[-common.EXPORTS_KEPT:])
     assert (root / "notes").is_dir()
+
+
+def test_overwriting_an_export_through_a_link_replaces_the_link_and_keeps_what_it_points_to(tmp_path):
+    """`library export ID --format peft --out out2/link --overwrite` with link -> an earlier export printed "Cannot
+    call rmtree on a symbolic link" after the export had succeeded, and left the link behind under a temporary name.
+    The link itself is replaced; the folder it pointed to (maybe shared by other links) is left whole."""
+    from studio.files import check_export_target
+
+    real = tmp_path / "real"
+    with new_folder(real) as partial:
+        (partial / "studio_item.json").write_text("earlier")
+    (tmp_path / "out2").mkdir()
+    link = tmp_path / "out2" / "link"
+    link.symlink_to(real, target_is_directory=True)
+    check_export_target(link, replaceable=lambda folder: True, overwrite=True)
+    with new_folder(link) as partial:
+        (partial / "studio_item.json").write_text("new")
+    assert not link.is_symlink() and (link / "studio_item.json").read_text() == "new"
+    assert (real / "studio_item.json").read_text() == "earlier"
+    assert [p.name for p in (tmp_path / "out2").iterdir()] == ["link"]  # no temporary left beside it
+    # a link to nothing is someone's name too: replaced only when asked
+    dangling = tmp_path / "out2" / "dangling"
+    dangling.symlink_to(tmp_path / "gone", target_is_directory=True)
+    with pytest.raises(StudioError, match="is a link to a missing place: .* add --overwrite to replace the link"):
+        check_export_target(dangling, replaceable=lambda folder: True)
+    check_export_target(dangling, replaceable=lambda folder: True, overwrite=True)
+    with new_folder(dangling) as partial:
+        (partial / "studio_item.json").write_text("new")
+    assert not dangling.is_symlink() and (dangling / "studio_item.json").read_text() == "new"
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["dangling", "link"]
+
+
+def test_a_folder_that_cannot_take_its_place_puts_the_earlier_export_back(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    target = tmp_path / "adapter"
+    with new_folder(target) as partial:
+        (partial / "studio_item.json").write_text("earlier")
+    rename = Path.rename
+
+    def fails_for_the_new_folder(self, to):
+        if PARTIAL_SUFFIX in self.name and Path(to) == target and (self / "studio_item.json").read_text() == "new":
+            raise OSError("disk full")
+        return rename(self, to)
+
+    monkeypatch.setattr(Path, "rename", fails_for_the_new_folder)
+    with pytest.raises(OSError), new_folder(target) as partial:
+        (partial / "studio_item.json").write_text("new")
+    assert (target / "studio_item.json").read_text() == "earlier" and [p.name for p in tmp_path.iterdir()] == ["adapter"]
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_escaped_and_numbers_stay_numbers(tmp_path):
+    """Item names are anyone's: a similarity CSV with an item named =HYPERLINK(...) ran it as a formula when opened
+    in a spreadsheet. Text that starts like a formula gets a leading quote (OWASP); numbers, negative ones too, not."""
+    import csv
+
+    import numpy as np
+
+    from studio.plots import write_csv
+
+    names = ['=HYPERLINK("http://x","y")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tTAB", "\rCR", "plain"]
+    rows = [[name, -0.5, np.float64(-1.25), 3, "-0.25", "\t-1"] for name in names]
+    path = write_csv(tmp_path / "s.csv", ["item", *names], rows)
+    with path.open(newline="") as handle:
+        header, *read = list(csv.reader(handle))
+    shown = ["'" + name for name in names[:-1]] + ["plain"]
+    assert header == ["item", *shown]
+    assert [row[0] for row in read] == shown
+    assert all(row[1:] == ["-0.5", "-1.25", "3", "-0.25", "'\t-1"] for row in read)

@@ -249,6 +249,11 @@ def test_jsonl_file_task_with_numeric_labels(tmp_path):
         ("repeated_words", {"label_words": ["no", " no"]}, r"label words repeat"),
         ("too_many_words", {"label_words": [str(i) for i in range(101)]}, r"has 101 labels: .* between 2 and 100"),
         ("unprintable_word", {"label_words": ["no", "y\x1b[2Jes"]}, r"a label word cannot contain"),
+        # a row's label is printed by `studio data preview` and listings: a terminal escape in it ran there
+        ("unprintable_label", {}, r"row \d+: label '\\x1b\[2Jyes' cannot contain line breaks, tabs or control"),
+        # the text column taken as the label column too: every row its own class (40 rows, 40 classes)
+        ("text_as_label_column", {"label_column": "text"}, r"column 'text' is chosen as both a text column and the "
+                                                            r"label column"),
     ],
 )
 def test_bad_file_inputs(tmp_path, suffix, case, kwargs, expected):
@@ -271,6 +276,8 @@ def test_bad_file_inputs(tmp_path, suffix, case, kwargs, expected):
         rows = [{"text": f"text {i}", "label": f"sentence number {i}"} for i in range(150)]
     elif case == "long_label":
         rows[4]["label"] = "x" * 101
+    elif case == "unprintable_label":
+        rows[6]["label"] = "\x1b[2Jyes"
     path = tmp_path / f"bad.{suffix}"
     if suffix == "csv":
         header = list(rows[0]) if rows else ["text", "label"]
@@ -280,7 +287,7 @@ def test_bad_file_inputs(tmp_path, suffix, case, kwargs, expected):
     with pytest.raises(StudioError, match=expected) as error:
         load_file_task(path, **kwargs)
     message = str(error.value)
-    assert "\n" not in message and message.startswith("bad.")
+    assert "\n" not in message and "\x1b" not in message and message.startswith("bad.")
 
 
 def test_problems_are_listed_with_row_numbers(tmp_path):
@@ -304,6 +311,20 @@ def test_csv_short_row_is_an_empty_cell(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(StudioError, match=r"row 14: empty label"):
         load_file_task(path)
+
+
+def test_a_jsonl_file_with_a_byte_order_mark_reads_as_a_csv_one_does(tmp_path):
+    """Windows editors save UTF-8 with a byte-order mark: a CSV file with one loaded, a JSONL file was refused
+    ("Unexpected UTF-8 BOM")."""
+    from studio.tasks import preview_file
+
+    path = tmp_path / "bom.jsonl"
+    path.write_text("\ufeff" + "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in GOOD_ROWS),
+                    encoding="utf-8")
+    assert preview_file(path, 1) == (["text", "label"], [["text number 0", "no"]])
+    task = load_file_task(path)
+    assert task.spec.fields == ("text",) and task.spec.label_words == ("no", "yes")
+    assert len(task.train) + len(task.validation) + len(task.test) == len(GOOD_ROWS)
 
 
 def test_invalid_json_line(tmp_path):

@@ -17,6 +17,7 @@ import shutil
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,7 +230,8 @@ def plain(text: object) -> str:
     return escaped.replace(":", "&#58;").replace("@", "&#64;")
 
 
-EXPORTS_KEPT = 24  # download folders kept; older ones are removed when a new one is made
+EXPORTS_KEPT = 24  # download folders kept; older ones are removed when a new one is made...
+EXPORT_MIN_AGE_S = 600  # ...once they are this old: a download another visitor is still building must stay
 EXPORT_FOLDER = re.compile(r"[\w.-]+-[a-z0-9_]{8}")  # what ``export_folder`` names its folders (mkdtemp's suffix)
 _export_root: Path | None = None
 
@@ -253,19 +255,23 @@ def export_root() -> Path:
 
 def export_folder(stem: str) -> Path:
     """A fresh folder for one request's downloads in ``export_root``. Only the newest ``EXPORTS_KEPT`` of the
-    folders this function names are kept (nothing else there is touched): figures do not pile up on disk."""
+    folders this function names are kept (nothing else there is touched), and none younger than
+    ``EXPORT_MIN_AGE_S``: figures do not pile up on disk, and one visitor's figures never remove another's
+    download while it is being written or fetched (the whole process shares the folder)."""
     root = export_root()
 
     def made_at(folder: Path) -> float:
         try:
             return folder.stat().st_mtime
         except OSError:  # another request removed it meanwhile
-            return 0.0
+            return time.time()
 
     folders = sorted((p for p in root.iterdir() if EXPORT_FOLDER.fullmatch(p.name) and not p.is_symlink()
                       and p.is_dir()), key=made_at)
+    settled = time.time() - EXPORT_MIN_AGE_S
     for old in folders[: max(0, len(folders) - EXPORTS_KEPT + 1)]:
-        shutil.rmtree(old, ignore_errors=True)
+        if made_at(old) <= settled:
+            shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{stem}-", dir=root))
 
 
