@@ -723,7 +723,7 @@ class Library:
                     records.append({k: v for k, v in item.to_dict().items() if k != "source"})
                 (partial / "catalog.json").write_text(json.dumps(records, indent=1))
                 for name, text in (extra_files or {}).items():
-                    (partial / name).write_text(text)
+                    (partial / name).write_text(text, encoding="utf-8")
         except OSError as error:
             raise StudioError(f"could not write {folder}: {error.strerror or error}") from None
         return folder

@@ -149,7 +149,7 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence])
     """The numbers behind a figure, as CSV (written whole or not at all), every text cell made safe to open in a
     spreadsheet (``csv_cell``): the names in it are anyone's."""
     def write(partial: Path) -> None:
-        with partial.open("w", newline="") as handle:
+        with partial.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow([csv_cell(cell) for cell in header])
             writer.writerows([csv_cell(cell) for cell in row] for row in rows)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -173,3 +175,18 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_escaped_and_numbers_stay_num
     assert header == ["item", *shown]
     assert [row[0] for row in read] == shown
     assert all(row[1:] == ["-0.5", "-1.25", "3", "-0.25", "'\t-1"] for row in read)
+
+
+def test_csv_and_library_texts_are_utf8_whatever_the_locale(tmp_path):
+    """A machine whose locale is ASCII (a bare container) failed the few-shot table's CSV ("± se") and any
+    non-ASCII name with 'ascii' codec can't encode: files the studio writes are UTF-8 everywhere."""
+    script = tmp_path / "write.py"
+    script.write_text(
+        "import sys\n"
+        "from studio.plots import write_csv\n"
+        "write_csv(sys.argv[1], ['shots', '\\u00b1 se'], [['caf\\u00e9', 0.5]])\n")
+    env = {**os.environ, "PYTHONCOERCECLOCALE": "0", "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
+    out = tmp_path / "table.csv"
+    subprocess.run([sys.executable, "-X", "utf8=0", str(script), str(out)], env=env, check=True, timeout=120,
+                   capture_output=True)
+    assert out.read_text(encoding="utf-8") == "shots,\u00b1 se\ncaf\u00e9,0.5\n"
