@@ -176,6 +176,8 @@ def cmd_eval(args) -> None:
     library, backbone = _library(args), _backbone(args)
     if args.prompt:
         item = library.get(args.prompt)
+        if args.save:  # before the evaluation, not after it
+            library.check_writable(item.id)
         if item.model != backbone.name:
             raise StudioError(f"{item.id} was made for {item.model}; pass --model {item.model}")
         prompt = library.tensor(item.id) if item.kind != "vector" else None
@@ -184,15 +186,19 @@ def cmd_eval(args) -> None:
     else:
         prompt = None
     result = evaluate(backbone, None if prompt is None else [prompt], task, args.split, args.limit)[0]
+    replaced = ""
     if args.prompt and args.save:
-        from studio.library import split_metrics
+        from studio.library import metric_key, split_metrics
 
+        before, n_before = (item.metrics.get(metric_key(args.split, name, task.spec.name)) for name in ("accuracy", "n"))
+        if isinstance(before, (int, float)):
+            replaced = f"; saved in place of {before:.3f} (n={n_before})"
         library.update_metrics(args.prompt, split_metrics(args.split, result.metrics, task.spec.name))
     data = {"task": task.spec.name, "split": args.split, "prompt": args.prompt, "metrics": result.metrics,
             "records": result.records}
     m = result.metrics
     _print(args, data, f"{task.spec.name} {args.split}: accuracy {m['accuracy']:.3f} +- {m['accuracy_se']:.3f}, "
-                       f"macro-F1 {m['macro_f1']:.3f} (n={m['n']})")
+                       f"macro-F1 {m['macro_f1']:.3f} (n={m['n']}){replaced}")
 
 
 def cmd_combine(args) -> None:

@@ -540,7 +540,8 @@ class Library:
         return [i for i in self.items() if item_id in (i.origin_id, i.prompt_id)]
 
     # ---- writing -----------------------------------------------------------------------------------------
-    def _writable(self, item_id: str | None = None) -> None:
+    def check_writable(self, item_id: str | None = None) -> None:
+        """Refuse a change to a read-only library or to an item of the prebuilt one, saying where to work instead."""
         if self.read_only:
             raise StudioError("this library is read-only (the prebuilt library): work in your own library")
         if not getattr(self, "writable", True):
@@ -566,7 +567,7 @@ class Library:
         when the library opens. Under the lock no delete can come between a file and its row, and an item whose row
         is there but whose file is not gets its file back. Any failure removes the files this call wrote (while
         the lock is still held: a store of the same id waits for it) and stores nothing."""
-        self._writable()
+        self.check_writable()
         batch = {n.item_id: n.kind for n in new if n.item_id}
         prepared = [self._prepare(entry, batch, exist_ok) for entry in new]  # all checked before any file
         written: list[Path] = []
@@ -657,14 +658,14 @@ class Library:
         return None
 
     def rename(self, item_id: str, name: str) -> Item:
-        self._writable(item_id)
+        self.check_writable(item_id)
         name = check_name(name, "a name")
         with self._transaction() as db:
             db.execute("UPDATE items SET name = ? WHERE id = ?", (name, item_id))
         return self.get(item_id)
 
     def update_metrics(self, item_id: str, metrics: dict) -> Item:
-        self._writable(item_id)
+        self.check_writable(item_id)
         merged = check_json_size({**self.get(item_id).metrics, **metrics}, f"the metrics of {item_id}",
                                  MAX_METRICS_BYTES)
         with self._transaction() as db:
@@ -673,7 +674,7 @@ class Library:
 
     def delete(self, item_id: str, cascade: bool = False) -> list[str]:
         """Delete an item; items derived from it (vectors of a prompt...) only with ``cascade``."""
-        self._writable(item_id)
+        self.check_writable(item_id)
         dependents = self.dependents(item_id)
         if dependents and not cascade:
             names = ", ".join(d.id for d in dependents)
@@ -796,7 +797,7 @@ class Library:
         """Import a safetensors prompt/vector file, a PEFT adapter folder or a zip of one, checked against
         ``backbone``. An adapter this studio exported remembers its task, name and origin: when that origin is in
         the library (and no other is given) the lineage is kept."""
-        self._writable()
+        self.check_writable()
         path = Path(path)
         if path.suffix.lower() == ".zip" and path.is_file():
             with tempfile.TemporaryDirectory(prefix="studio-import-") as tmp:

@@ -180,6 +180,15 @@ def test_eval_prompt_and_save(tuned):
     assert data["prompt"] == item_id and data["metrics"]["n"] == 3
     shown = json.loads(ok(studio("library", "show", item_id, "--json", library=library)).stdout)
     assert shown["metrics"]["test_n/mr"] == 3 and len(shown["dependents"]) == 1
+    # saving again says which score it replaced (a 4-example score silently replaced a full one)
+    again = ok(studio("eval", "--prompt", item_id, "--task", "mr", "--limit", "4", "--save", library=library)).stdout
+    assert f"saved in place of {shown['metrics']['test_accuracy/mr']:.3f} (n=3)" in again
+    # a prebuilt item cannot be saved to: said before the evaluation runs, not after it
+    from studio.library import open_library
+
+    prebuilt = next(i for i in open_library(library).items(kind="prompt") if i.source == "prebuilt")
+    one_error_line(studio("eval", "--prompt", prebuilt.id, "--task", prebuilt.task, "--limit", "100000", "--save",
+                          "--library", str(library), timeout=60), "prebuilt library, which is read-only")
 
 
 def test_export_peft_and_safetensors(tuned, tmp_path):
