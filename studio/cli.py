@@ -515,7 +515,8 @@ def _add_sharing_commands(sub, common: argparse.ArgumentParser) -> None:
                                                              "studio did not write (its README.md, adapters/, items/)")
     p.set_defaults(run=cmd_hub_push)
     p = hub.add_parser("pull", parents=[common], help="store a repository's items in your library")
-    p.add_argument("source", help="owner/name of a model repository, or a local snapshot folder")
+    p.add_argument("source", help="owner/name of a model repository, a local snapshot folder, or a library zip "
+                                  "(the Library tab's Download my library)")
     p.add_argument("--origin", help="without a studio catalog: the adapter folder (or library origin id) that is the "
                                     "origin of the other adapters; their task prompt vectors are stored too")
     p.add_argument("--revision", help="a branch, tag or commit of the repository")

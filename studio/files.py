@@ -10,7 +10,10 @@ Temporary names end in ``PARTIAL_SUFFIX``, so ``sweep_partials`` can remove what
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import stat
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -215,3 +218,49 @@ def download_package(requirement: str, folder: str | Path, source: bool = False)
     if not files:
         raise StudioError(f"pip downloaded nothing for {requirement}")
     return files[0]
+
+
+# ---- downloads served by the web page ------------------------------------------------------------------------
+EXPORTS_KEPT = 24  # download folders kept; older ones are removed when a new one is made...
+EXPORT_MIN_AGE_S = 600  # ...once they are this old: a download another visitor is still building must stay
+EXPORT_FOLDER = re.compile(r"[\w.-]+-[a-z0-9_]{8}")  # what ``export_folder`` names its folders (mkdtemp's suffix)
+_export_root: Path | None = None
+
+
+def export_root() -> Path:
+    """The studio's one export folder in the system temp folder (where Gradio serves files from): ``tpv-studio-
+    exports``, made by this user and not a link, else a private one for this process. Old exports are removed
+    from it, so it must never be a folder someone else planted there (a link into their files)."""
+    global _export_root
+    if _export_root is None:
+        root = Path(tempfile.gettempdir()) / "tpv-studio-exports"
+        try:
+            root.mkdir(mode=0o700, exist_ok=True)
+            info = root.lstat()
+            ours = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+        except OSError:
+            ours = False
+        _export_root = root if ours else Path(tempfile.mkdtemp(prefix="tpv-studio-exports-"))
+    return _export_root
+
+
+def export_folder(stem: str) -> Path:
+    """A fresh folder for one request's downloads in ``export_root``. Only the newest ``EXPORTS_KEPT`` of the
+    folders this function names are kept (nothing else there is touched), and none younger than
+    ``EXPORT_MIN_AGE_S``: figures do not pile up on disk, and one visitor's figures never remove another's
+    download while it is being written or fetched (the whole process shares the folder)."""
+    root = export_root()
+
+    def made_at(folder: Path) -> float:
+        try:
+            return folder.stat().st_mtime
+        except OSError:  # another request removed it meanwhile
+            return time.time()
+
+    folders = sorted((p for p in root.iterdir() if EXPORT_FOLDER.fullmatch(p.name) and not p.is_symlink()
+                      and p.is_dir()), key=made_at)
+    settled = time.time() - EXPORT_MIN_AGE_S
+    for old in folders[: max(0, len(folders) - EXPORTS_KEPT + 1)]:
+        if made_at(old) <= settled:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{stem}-", dir=root))

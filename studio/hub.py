@@ -35,7 +35,7 @@ import torch
 
 from studio import StudioError
 from studio.config import hub_offline
-from studio.files import check_export_target, new_folder
+from studio.files import check_export_target, new_folder, safe_extract_zip
 from studio.library import (
     KINDS,
     Item,
@@ -77,7 +77,9 @@ def require_online(action: str) -> None:
 
 
 def is_local_folder(source: str | Path) -> bool:
-    return Path(source).expanduser().is_dir()
+    """A folder or a library zip of this machine (pulled offline), not a repository id."""
+    path = Path(source).expanduser()
+    return path.is_dir() or (path.suffix.lower() == ".zip" and path.is_file())
 
 
 def _hub_call(what: str, token: str | None, call: Callable[[], object]) -> object:
@@ -374,8 +376,13 @@ def _snapshot(source: str, revision: str | None, download, token: str | bool | N
         if path.is_dir():
             yield path, path.resolve().name
             return
+        if path.suffix.lower() == ".zip" and path.is_file():
+            with _unzipped(path) as folder:
+                yield folder, path.name
+            return
         if path.exists():
-            raise StudioError(f"{source} is a file: pull takes a repository id (owner/name) or a snapshot folder")
+            raise StudioError(f"{source} is a file: pull takes a repository id (owner/name), a snapshot folder or "
+                              "a library zip (Download my library)")
         if source.startswith((".", "/", "~")) or not HUB_ID.fullmatch(source):
             raise StudioError(f"{source[:100]!r} is neither a folder nor a Hugging Face repository id (owner/name)")
     require_online("pull from")
@@ -393,6 +400,18 @@ def _snapshot(source: str, revision: str | None, download, token: str | bool | N
         where = _hub_call(f"download {source}", secret, lambda: download(
             repo_id=source, repo_type="model", revision=commit, allow_patterns=patterns, local_dir=tmp, **options))
         yield Path(str(where)), source.split("/")[-1]
+
+
+@contextmanager
+def _unzipped(path: Path) -> Iterator[Path]:
+    """A library zip (the Library tab's Download my library, or a zipped repository), checked as it is extracted
+    (``safe_extract_zip``), as the folder of its shallowest catalog, in a temporary folder that goes afterwards."""
+    with tempfile.TemporaryDirectory(prefix="studio-restore-") as tmp:
+        safe_extract_zip(path, tmp)
+        catalogs = sorted(Path(tmp).rglob(CATALOG), key=lambda p: len(p.parts))
+        if not catalogs:
+            raise StudioError(f"{path.name} holds no {CATALOG}: it is not a library made by this studio")
+        yield catalogs[0].parent
 
 
 def _plan_download(api, repo_id: str, revision: str | None, token: str | None) -> tuple[str, list[str]]:

@@ -76,35 +76,35 @@ def test_download_folders_are_bounded_and_nothing_else_is_removed(tmp_path, monk
     temp folder: a link planted there by another user pointed the clearing at their files (7 of 30 deleted)."""
     import tempfile
 
-    from studio.ui import common
+    from studio import files
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(common, "_export_root", None)
+    monkeypatch.setattr(files, "_export_root", None)
     projects = tmp_path / "someone-elses"
     for k in range(30):
         (projects / f"project{k}").mkdir(parents=True)
     (tmp_path / "tmp" / "tpv-studio-exports").symlink_to(projects)
-    folder = common.export_folder("export")
+    folder = files.export_folder("export")
     assert len(list(projects.iterdir())) == 30 and not folder.resolve().is_relative_to(projects)
 
-    monkeypatch.setattr(common, "_export_root", None)
+    monkeypatch.setattr(files, "_export_root", None)
     (tmp_path / "tmp" / "tpv-studio-exports").unlink()
-    root = common.export_root()
+    root = files.export_root()
     assert root == tmp_path / "tmp" / "tpv-studio-exports" and not root.is_symlink()
     (root / "notes").mkdir()
     # a download another visitor is still building is never removed, however many figures come meanwhile
-    building = common.export_folder("my-library")
-    for _ in range(common.EXPORTS_KEPT + 6):
-        common.export_folder("figure")
+    building = files.export_folder("my-library")
+    for _ in range(files.EXPORTS_KEPT + 6):
+        files.export_folder("figure")
     assert building.is_dir()
     # once settled, only the newest are kept
-    monkeypatch.setattr(common, "EXPORT_MIN_AGE_S", 0)
+    monkeypatch.setattr(files, "EXPORT_MIN_AGE_S", 0)
     made = []
-    for _ in range(common.EXPORTS_KEPT + 6):
-        made.append(common.export_folder("figure"))
+    for _ in range(files.EXPORTS_KEPT + 6):
+        made.append(files.export_folder("figure"))
         time.sleep(0.01)  # the oldest go first: each a clock tick apart
-    assert sorted(p for p in root.iterdir() if p.name != "notes") == sorted(made[-common.EXPORTS_KEPT:])
+    assert sorted(p for p in root.iterdir() if p.name != "notes") == sorted(made[-files.EXPORTS_KEPT:])
     assert (root / "notes").is_dir()
 
 

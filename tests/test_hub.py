@@ -604,3 +604,27 @@ def test_bad_repository_is_refused_and_changes_nothing(kind, tiny, tiny_t5_dir, 
     assert snapshot(library) == before
     assert not [p for p in (tmp_path / "lib").rglob("*") if "partial" in p.name]
     assert not (tmp_path / "pwned").exists(), "a pickle was loaded"
+
+
+def test_a_library_zip_pulls_offline_from_the_command_line(tiny, tiny_llama_dir, tmp_path, capsys, monkeypatch):
+    """`studio hub pull my-library.zip`: the Library tab's download (Restore's input) works from a shell too, offline,
+    with the same checks; a zip without a catalog stores nothing."""
+    from studio.files import zip_folder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = Library(tmp_path / "source")
+    populate(source, tiny.name)
+    archive = zip_folder(hub_layout(source, None, tiny, tmp_path / "my-library"), tmp_path / "mine.zip")
+    target = tmp_path / "target"
+    assert main(["hub", "pull", str(archive), "--model", str(tiny_llama_dir), "--library", str(target),
+                 "--no-prebuilt", "--json"]) == 0
+    assert sorted(r["id"] for r in json.loads(capsys.readouterr().out)) == sorted(described(source))
+    assert described(Library(target)) == described(source)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("hello")
+    empty = zip_folder(tmp_path / "other", tmp_path / "empty.zip")
+    fresh = Library(tmp_path / "fresh")
+    before = snapshot(fresh)
+    with pytest.raises(StudioError, match="holds no studio_catalog.json"):
+        pull(fresh, empty, tiny)
+    assert snapshot(fresh) == before

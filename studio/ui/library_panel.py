@@ -22,8 +22,9 @@ import gradio as gr
 import pandas as pd
 
 from studio import StudioError
+from studio.files import export_folder
 from studio.library import KINDS, Item, Library
-from studio.ui.common import AppState, explain, export_folder, friendly, plain
+from studio.ui.common import AppState, explain, friendly, plain
 
 ALL = "all"
 COLUMNS = ["id", "kind", "source", "task", "origin", "name", "tokens", "|tau|/|origin|", "val acc", "test acc",
@@ -295,20 +296,15 @@ def download_library(state: AppState) -> str:
 
 
 def restore_library(state: AppState, path: str | None) -> list[Item]:
-    """Store the items of a downloaded library zip (checked as a hub pull is: nothing stored unless all is good)."""
-    import tempfile
-
-    from studio.files import safe_extract_zip
-    from studio.hub import CATALOG, pull
+    """Store the items of a downloaded library zip (``studio hub pull my-library.zip``: checked as a hub pull is,
+    nothing stored unless all is good)."""
+    from studio.hub import pull
 
     if not path:
         raise StudioError("choose a library .zip made by Download my library (or a zipped hub repository)")
-    with tempfile.TemporaryDirectory(prefix="studio-restore-") as tmp:
-        safe_extract_zip(path, tmp)
-        catalogs = sorted(Path(tmp).rglob(CATALOG), key=lambda p: len(p.parts))
-        if not catalogs:
-            raise StudioError(f"{Path(path).name} holds no {CATALOG}: it is not a library made by this studio")
-        return pull(state.library, catalogs[0].parent, state.backbone())
+    if Path(path).suffix.lower() != ".zip":
+        raise StudioError(f"{Path(path).name}: upload the .zip that Download my library made")
+    return pull(state.library, path, state.backbone())
 
 
 @friendly
