@@ -18,7 +18,7 @@ from studio.backbones import load_backbone
 from studio.config import studio_home
 from studio.evaluation import evaluate
 from studio.files import atomic_write_text
-from studio.jobs import origin_item, run_tuning
+from studio.jobs import origin_item, progress_summary, run_tuning
 from studio.library import Library, metric_key, split_metrics
 from studio.tasks import load_task
 from studio.tuning import TuneConfig, checkpoint_step
@@ -45,8 +45,8 @@ def build_library(out: Path, tasks: list[str], seeds: list[int], steps: int, bat
         def update(event: dict) -> None:
             reached[0] = event["step"]
             bar.update(event["step"] - bar.n)
-            bar.set_postfix(loss=f"{sum(event['train_loss']) / len(event['train_loss']):.3f}",
-                            ex_s=f"{event['examples_per_s']:.1f}")
+            summary = progress_summary([event])
+            bar.set_postfix(loss=f"{summary['train_loss']:.3f}", ex_s=f"{summary['examples_per_s']:.1f}")
 
         def stop() -> bool:
             if stop_after is None:

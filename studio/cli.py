@@ -69,15 +69,16 @@ def _load_tasks(args) -> list:
 def _progress_bar(total: int, desc: str):
     from tqdm import tqdm
 
+    from studio.jobs import progress_summary
+
     bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr)
 
     def update(event: dict) -> None:
         bar.update(event["step"] - bar.n)
-        postfix = {"loss": f"{sum(event['train_loss']) / len(event['train_loss']):.3f}",
-                   "ex/s": f"{event['examples_per_s']:.1f}"}
-        if event.get("validation"):
-            accs = [v["val_accuracy"] for v in event["validation"]]
-            postfix["val_acc"] = f"{sum(accs) / len(accs):.3f}"
+        summary = progress_summary([event])  # this step's numbers: validation accuracy only at a validation
+        postfix = {"loss": f"{summary['train_loss']:.3f}", "ex/s": f"{summary['examples_per_s']:.1f}"}
+        if summary["val_accuracy"] is not None:
+            postfix["val_acc"] = f"{summary['val_accuracy']:.3f}"
         bar.set_postfix(postfix)
 
     return bar, update

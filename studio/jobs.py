@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -216,8 +216,29 @@ def submit_tuning(runner: JobRunner, library: Library, backbone: Callable[[], Ba
     return runner.submit(request.title, work, spec=request, resumable=True)
 
 
+def progress_summary(job: Job | Sequence[dict]) -> dict:
+    """Where a tuning job stands, from the step events ``tune`` reports into ``job.events``: {} before its first
+    step, else "step", "steps", "train_loss" (mean over its prompts at the last step; None without losses),
+    "examples_per_s", "eta_s" (None where the event has none), and from the last validation "val_accuracies" (one per
+    prompt) and "val_accuracy" (their mean), both None before the first. The Tune tab, the MCP tool, the CLI and
+    build-library all show these numbers, so they are computed here once. ``job`` may be a list of events instead:
+    a progress callback has no ``Job`` (the CLI's bars pass the event just reported)."""
+    events = job.events if isinstance(job, Job) else job
+    if not events:
+        return {}
+    event = events[-1]
+    losses = event.get("train_loss") or []
+    validated = next((e["validation"] for e in reversed(events) if e.get("validation")), None)
+    accuracies = [v["val_accuracy"] for v in validated] if validated else None
+    return {"step": event["step"], "steps": event["steps"],
+            "train_loss": sum(losses) / len(losses) if losses else None,
+            "examples_per_s": event["examples_per_s"], "eta_s": event.get("eta_s"),
+            "val_accuracies": accuracies, "val_accuracy": sum(accuracies) / len(accuracies) if accuracies else None}
+
+
 # ---- the background runner ------------------------------------------------------------------------------------
 FINISHED = ("done", "cancelled", "failed")
+ACTIVE = ("queued", "running")
 
 
 @dataclass
@@ -265,6 +286,10 @@ class JobRunner:
                 self._work_of[job.id] = work
         self._queue.put((job, work, contextvars.copy_context()))
         return job
+
+    def ahead_of(self, job: Job) -> int:
+        """How many jobs wait or run before ``job``, for "N job(s) ahead of it" (``jobs_ahead``)."""
+        return jobs_ahead(self.jobs.values(), job)
 
     def get(self, job_id: str) -> Job:
         if job_id not in self.jobs:
@@ -314,3 +339,14 @@ class JobRunner:
             except Exception as error:  # a bug: keep the worker alive, show one line, log the rest
                 job.status, job.message = "failed", f"{type(error).__name__}: {error}"
                 traceback.print_exc()
+
+
+def jobs_ahead(jobs: Iterable[Job], job: Job) -> int:
+    """Of ``jobs`` (in the order they were queued: a runner's ``jobs``), those queued or running before ``job``. The
+    queue is FIFO, so these are the jobs it waits for; ``VisitorJobs`` counts a visitor's own jobs with it."""
+    ahead = 0
+    for other in list(jobs):  # a copy: another thread may queue a job meanwhile
+        if other is job:
+            return ahead
+        ahead += other.status in ACTIVE
+    return ahead

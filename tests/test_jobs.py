@@ -15,7 +15,7 @@ import torch
 from studio import StudioError
 from studio.backbones import load_backbone
 from studio.fewshot import few_shot_configs, parse_shots, plan_few_shot, submit_few_shot
-from studio.jobs import FINISHED, JobRunner, submit_tuning, tune_request
+from studio.jobs import FINISHED, Job, JobRunner, progress_summary, submit_tuning, tune_request
 from studio.library import Library
 from studio.tasks import load_file_task, load_task
 from studio.tuning import TuneConfig
@@ -125,6 +125,42 @@ def test_resumes_at_the_same_moment_queue_one_job(runner):
     gate.set()
     assert len(resumed) == 1 and len(refused) == 7 and all("already resumed" in r for r in refused)
     assert len(runner.jobs) == 3
+
+
+
+def test_jobs_ahead_are_the_unfinished_ones_queued_before(runner):
+    """"N job(s) ahead of it" (Tune tab, start_tuning): the running job and the queued ones before it, not the
+    finished or cancelled ones, nor the job itself or those queued after it."""
+    finished = runner.submit("finished", lambda job: ["done"])
+    wait_for(lambda: finished.status == "done")
+    gate_job, gate = hold(runner)
+    first, cancelled, second = (runner.submit(title, lambda job: []) for title in ("first", "cancelled", "second"))
+    runner.cancel(cancelled.id)
+    assert [runner.ahead_of(j) for j in (finished, gate_job, first, cancelled, second)] == [0, 0, 1, 2, 2]
+    gate.set()
+    wait_for(lambda: second.status in FINISHED)
+    assert runner.ahead_of(second) == 0
+
+
+def test_progress_summary_is_the_last_step_and_the_last_validation():
+    """The numbers the Tune tab, the MCP tool and the CLI bars show: means over the prompts at the last step, the
+    accuracies of the last validation (a step without one keeps it), nothing before the first step."""
+    def step(n: int, losses: list[float], accuracies: list[float] | None = None) -> dict:
+        event = {"step": n, "steps": 10, "train_loss": losses, "examples_per_s": 4.0 * n, "eta_s": 10.0 - n}
+        if accuracies is not None:
+            event["validation"] = [{"step": n, "val_accuracy": a} for a in accuracies]
+        return event
+
+    job = Job("j1", "mr")
+    assert progress_summary(job) == {}
+    job.events += [step(1, [1.0, 0.5], [0.5, 0.75]), step(2, [0.75, 0.25]), step(3, [0.5, 0.0], [])]
+    assert progress_summary(job) == {"step": 3, "steps": 10, "train_loss": 0.25, "examples_per_s": 12.0, "eta_s": 7.0,
+                                     "val_accuracies": [0.5, 0.75], "val_accuracy": 0.625}
+    job.events.append(step(4, [], [1.0, 0.0, 0.5]))
+    summary = progress_summary(job)
+    assert summary["train_loss"] is None and summary["val_accuracies"] == [1.0, 0.0, 0.5]
+    assert summary["val_accuracy"] == 0.5
+    assert progress_summary(job.events[1:2])["val_accuracy"] is None  # one event alone: the CLI bar's view
 
 
 # ---- tuning jobs --------------------------------------------------------------------------------------------------

@@ -383,3 +383,27 @@ def test_a_gpu_handler_acts_for_the_visitor_who_asked_even_where_the_request_is_
         assert list(who_at_each_step(2)) == [(0, "session:ada"), (1, "session:ada")]
         assert contextvars.Context().run(asking_visitor) is None  # what the other place saw before
     assert list(inspect.signature(who).parameters) == ["x"]  # Gradio reads the inputs from it
+
+
+def test_a_visitor_is_told_how_many_jobs_their_job_waits_for_other_visitors_too(tmp_path):
+    """One queue serves everyone: a visitor's job behind two of another visitor's waits for them, and was said to
+    have none ahead (only the visitor's own jobs were counted)."""
+    import threading
+
+    from studio.jobs import JobRunner
+    from studio.ui.visitors import Visitors, acting_for
+
+    runner = JobRunner()
+    visitors = Visitors(Library(tmp_path / "home"), runner)
+    gate = threading.Event()
+    first = runner.submit("ada 1", lambda job: gate.wait(30) and [], owner="session:ada")
+    runner.submit("ada 2", lambda job: [], owner="session:ada")
+    mine = runner.submit("bob 1", lambda job: [], owner="session:bob")
+    with acting_for("session:bob"):
+        bob = visitors.jobs()
+        assert bob.ahead_of(mine) == 2 and set(bob.jobs) == {mine.id}  # counted, never listed
+    gate.set()
+    deadline = time.time() + 30
+    while mine.status not in FINAL and time.time() < deadline:
+        time.sleep(0.02)
+    assert first.status == "done" and bob.ahead_of(mine) == 0

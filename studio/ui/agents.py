@@ -26,14 +26,14 @@ from typing import Literal
 import gradio as gr
 
 from studio import StudioError, analysis
-from studio.jobs import Job, submit_tuning, tune_request
+from studio.jobs import Job, progress_summary, submit_tuning, tune_request
 from studio.library import Item
 from studio.prompts import MERGE_METHODS, SIMILARITY_MEASURES
 from studio.space import tuner
 from studio.tasks import list_tasks, load_task
 from studio.tuning import TuneConfig
 from studio.ui import arithmetic, library_panel, tune_panel
-from studio.ui.common import AppState, friendly
+from studio.ui.common import AppState, friendly, job_of
 
 TOOLS = ("list_library", "list_tasks", "evaluate_combination", "similarity_table", "start_tuning", "tuning_status",
          "cancel_tuning")
@@ -81,13 +81,10 @@ def job_record(state: AppState, job: Job) -> dict:
     """A tuning job as the Tune tab shows it: status, step, losses, ETA and, once done, the stored items."""
     record = {"job_id": job.id, "title": job.title, "status": job.status, "progress": round(job.progress, 4),
               "message": job.message, "summary": tune_panel.status_line(job).replace("**", "")}
-    if job.events:
-        event = job.events[-1]
-        losses = event.get("train_loss") or []
-        validated = [e["validation"] for e in job.events if e.get("validation")]
-        record.update(step=event["step"], steps=event["steps"], eta_s=round(event["eta_s"], 1),
-                      train_loss=sum(losses) / len(losses) if losses else None,
-                      validation_accuracy=[v["val_accuracy"] for v in validated[-1]] if validated else None)
+    summary = progress_summary(job)
+    if summary:
+        record.update(step=summary["step"], steps=summary["steps"], eta_s=round(summary["eta_s"], 1),
+                      train_loss=summary["train_loss"], validation_accuracy=summary["val_accuracies"])
     if job.status == "done" and isinstance(job.result, list):  # run_tuning's prompt ids
         prompts = set(job.result)
         record["prompt_ids"] = list(job.result)
@@ -102,10 +99,8 @@ class AgentTools:
         self.state = state
 
     def _job(self, job_id: str) -> Job:
-        job_id = (job_id or "").strip() if isinstance(job_id, str) else ""
-        if job_id not in self.state.runner.jobs:
-            raise StudioError(f"no tuning job {job_id!r}: start_tuning returns the id of a new job")
-        return self.state.runner.jobs[job_id]
+        key = job_id.strip() if isinstance(job_id, str) else ""
+        return job_of(self.state, key, f"no tuning job {key!r}: start_tuning returns the id of a new job")
 
     @friendly
     def list_library(self, kind: Kind = "all", task: str = "") -> str:
@@ -241,8 +236,8 @@ class AgentTools:
                                ",".join(str(s) for s in seeds), config,
                                recipe.n_tokens if n_tokens is None else n_tokens)
         job = submit_tuning(state.runner, state.library, state.backbone, request, tuner=tuner())
-        ahead = sum(j.status in ("queued", "running") for j in state.runner.jobs.values()) - 1
-        return as_json({"job_id": job.id, "title": job.title, "status": job.status, "jobs_ahead": max(ahead, 0)})
+        return as_json({"job_id": job.id, "title": job.title, "status": job.status,
+                        "jobs_ahead": state.runner.ahead_of(job)})
 
     @friendly
     def tuning_status(self, job_id: str) -> str:

@@ -21,7 +21,7 @@ import gradio as gr
 from studio import StudioError
 from studio.backbones import DEFAULT_MODEL, load_backbone
 from studio.files import export_folder
-from studio.jobs import JobRunner
+from studio.jobs import Job, JobRunner
 from studio.library import Library
 from studio.space import on_gpu as gpu  # noqa: F401 - ZeroGPU's spaces.GPU, sized per call; a no-op elsewhere
 from studio.tasks import adopt_file_tasks, file_tasks_for_evaluation
@@ -92,6 +92,24 @@ class AppState:
             task()
 
         threading.Thread(target=work, daemon=True, name="after-warm-up").start()
+
+
+def job_of(state: AppState, job_id: object, missing: str | None = None, quiet: bool = False) -> Job | None:
+    """The job ``job_id`` (stripped) names, found with ``state.runner.get``: on a public studio that is the asking
+    visitor's view, which refuses other visitors' jobs, so no panel can reach one by its id. An empty id raises
+    "choose a job first", an unknown one the runner's message; ``missing``: the panel's own message for both.
+    ``quiet``: None instead of raising, for a timer that just stops."""
+    key = job_id.strip() if isinstance(job_id, str) else ""
+    try:
+        if not key:
+            raise StudioError("choose a job first: start one, or click a row of the jobs table")
+        return state.runner.get(key)
+    except StudioError:
+        if quiet:
+            return None
+        if missing is None:
+            raise
+        raise StudioError(missing) from None
 
 
 def gpu_for_visitor(duration: Callable[..., float]) -> Callable[[Callable], Callable]:

@@ -17,7 +17,7 @@ import pandas as pd
 from studio import StudioError
 from studio import sweep as sweeps
 from studio.jobs import FINISHED
-from studio.ui.common import AppState, friendly
+from studio.ui.common import AppState, friendly, job_of
 from studio.ui.visitors import SWEEPS_OFF
 
 EXAMPLE_SPEC = """# a grid of tuning runs: every model x recipe point x task x seed (lists are crossed)
@@ -86,7 +86,7 @@ def on_run(state: AppState, text: str | None, syntax: str) -> tuple[str, str, pd
 
 
 def on_tick(state: AppState, job_id: str | None) -> tuple[str, gr.Timer]:
-    job = state.runner.jobs.get((job_id or "").strip())
+    job = job_of(state, job_id, quiet=True)
     if job is None:
         return "", gr.Timer(active=False)
     lines = [f"Sweep job `{job.id}`: **{job.status}** ({job.progress:.0%}) {job.message}"]

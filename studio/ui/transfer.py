@@ -25,6 +25,7 @@ from studio.ui.common import (
     friendly,
     gpu_for_visitor,
     item_choices,
+    job_of,
     refreshed,
 )
 
@@ -84,9 +85,7 @@ def start_few_shot(state: AppState, target: str | None, sources: list[str] | Non
 
 
 def few_shot_view(state: AppState, job_id: str | None) -> tuple:
-    job = state.runner.jobs.get((job_id or "").strip())
-    if job is None:
-        raise StudioError(f"no few-shot job {job_id!r}: start one first")
+    job = job_of(state, job_id, f"no few-shot job {job_id!r}: start one first")
     rows = job.result if job.status == "done" and isinstance(job.result, list) else (
         job.events[-1]["rows"] if job.events else [])
     series: dict[str, tuple[list, list]] = {}
@@ -122,7 +121,7 @@ def on_status(state: AppState, job_id: str | None) -> tuple:
 @friendly
 def on_poll(state: AppState, job_value: str | None) -> tuple:
     """One tick of the few-shot timer: the job's view, and the timer off once it finished."""
-    job = state.runner.jobs.get((job_value or "").strip())
+    job = job_of(state, job_value, quiet=True)
     if job is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)
     return *few_shot_view(state, job_value), gr.Timer(active=job.status not in FINISHED)

@@ -20,13 +20,13 @@ import gradio as gr
 import pandas as pd
 
 from studio import StudioError
-from studio.jobs import FINISHED, Job, TuneRequest, submit_tuning, tune_request
+from studio.jobs import FINISHED, Job, TuneRequest, progress_summary, submit_tuning, tune_request
 from studio.plots import curves
 from studio.space import tuner
 from studio.tasks import TaskData, guess_columns, list_tasks, load_file_task, load_task, preview_file
 from studio.tuning import TuneConfig, config_fields
 from studio.ui import sweep_panel
-from studio.ui.common import AppState, WholeNumber, explain, friendly, plain
+from studio.ui.common import AppState, WholeNumber, explain, friendly, job_of, plain
 
 JOB_COLUMNS = ["id", "title", "status", "progress", "message"]
 PREVIEW_ROWS = 10
@@ -77,18 +77,16 @@ def _duration(seconds: float) -> str:
 def status_line(job: Job) -> str:
     """One line: where the job is, how fast it goes and how long it still needs."""
     head = f"**{job.id}** ({plain(job.title)}): **{job.status}**"
-    if job.events:
-        event = job.events[-1]
-        losses = event.get("train_loss") or [float("nan")]
-        head += (f" - step {event['step']}/{event['steps']}, loss {sum(losses) / len(losses):.3f}, "
-                 f"{event['examples_per_s']:.1f} examples/s")
+    summary = progress_summary(job)
+    if summary:
+        loss = float("nan") if summary["train_loss"] is None else summary["train_loss"]
+        head += (f" - step {summary['step']}/{summary['steps']}, loss {loss:.3f}, "
+                 f"{summary['examples_per_s']:.1f} examples/s")
         if job.status == "running":
-            head += f", ETA {_duration(event['eta_s'])}"
-        validated = [e["validation"] for e in job.events if e.get("validation")]
-        if validated:
-            accuracies = [v["val_accuracy"] for v in validated[-1]]
-            head += f", validation accuracy {sum(accuracies) / len(accuracies):.3f}" + (
-                " (mean over prompts)" if len(accuracies) > 1 else "")
+            head += f", ETA {_duration(summary['eta_s'])}"
+        if summary["val_accuracies"]:
+            head += f", validation accuracy {summary['val_accuracy']:.3f}" + (
+                " (mean over prompts)" if len(summary["val_accuracies"]) > 1 else "")
     elif job.status == "running":
         head += " - preparing (loading the model and data, first validation)"
     if job.message:
@@ -104,14 +102,14 @@ def text_bar(fraction: float, width: int = BAR_WIDTH) -> str:
 
 def progress_text(job: Job) -> str:
     """The progress bar of a watched job: status, step of steps, percent, speed and ETA while it runs, then the bar."""
-    if not job.events:  # queued, preparing, or finished without a step (e.g. its prompts were already stored)
+    summary = progress_summary(job)
+    if not summary:  # queued, preparing, or finished without a step (e.g. its prompts were already stored)
         if job.status in FINISHED:
             return f"{job.status} ({100 * job.progress:.0f}%)  \n`{text_bar(job.progress)}`"
         return job.status + (": preparing (loading the model and data)" if job.status == "running" else "")
-    event = job.events[-1]
-    line = f"{job.status}: step {event['step']} of {event['steps']} ({100 * job.progress:.0f}%)"
+    line = f"{job.status}: step {summary['step']} of {summary['steps']} ({100 * job.progress:.0f}%)"
     if job.status == "running":
-        line += f" · {event['examples_per_s']:.1f} examples/s · ETA {_duration(event['eta_s'])}"
+        line += f" · {summary['examples_per_s']:.1f} examples/s · ETA {_duration(summary['eta_s'])}"
     return f"{line}  \n`{text_bar(job.progress)}`"
 
 
@@ -139,13 +137,6 @@ def jobs_table(state: AppState) -> pd.DataFrame:
     jobs = sorted(state.runner.jobs.values(), key=lambda j: j.created, reverse=True)
     return pd.DataFrame([[j.id, j.title, j.status, f"{100 * j.progress:.0f}%", j.message] for j in jobs],
                         columns=JOB_COLUMNS)
-
-
-def _job(state: AppState, job_id: str | None) -> Job:
-    job_id = (job_id or "").strip()
-    if not job_id:
-        raise StudioError("choose a job first: start one, or click a row of the jobs table")
-    return state.runner.get(job_id)
 
 
 def labels(job: Job) -> list[str]:
@@ -199,15 +190,15 @@ def on_check_file(path: str | None, text_value, label_value, name_value) -> tupl
 def on_start(state: AppState, *values) -> tuple:
     """Queue a job; the page then watches it (the returned ``Watched`` goes to its State, the timer follows)."""
     job = submit_tuning(state.runner, state.library, state.backbone, make_request(*values), tuner=tuner())
-    queued = sum(j.status in ("queued", "running") for j in state.runner.jobs.values()) - 1
-    note = f" ({queued} job(s) ahead of it)" if queued > 0 else ""
+    ahead = state.runner.ahead_of(job)
+    note = f" ({ahead} job(s) ahead of it)" if ahead > 0 else ""
     return job.id, f"**{job.id}** queued{note}: {plain(job.title)}", jobs_table(state), Watched(job.id)
 
 
 @friendly
 def on_watch(state: AppState, job_value: str | None) -> tuple:
     """The job as it is now (once); the page keeps watching it through the timer while it is not finished."""
-    job = _job(state, job_value)
+    job = job_of(state, job_value)
     now = Watched.now(job)  # before drawing: a step that lands meanwhile is drawn by the next tick
     return *job_view(state, job), now
 
@@ -215,14 +206,14 @@ def on_watch(state: AppState, job_value: str | None) -> tuple:
 @friendly
 def on_follow(state: AppState, watched: Watched | None) -> gr.Timer:
     """Switch the watch timer on while the watched job is queued or running."""
-    job = state.runner.jobs.get(watched.job_id) if watched else None
+    job = job_of(state, watched.job_id, quiet=True) if watched else None
     return gr.Timer(active=job is not None and job.status not in FINISHED)
 
 
 @friendly
 def on_tick(state: AppState, watched: Watched | None) -> tuple:
     """One tick of the watch timer: what changed since the last one, and the timer off once the job finished."""
-    job = state.runner.jobs.get(watched.job_id) if watched else None
+    job = job_of(state, watched.job_id, quiet=True) if watched else None
     if job is None:
         return *(gr.skip(),) * 5, watched, gr.Timer(active=False)
     now = Watched.now(job)  # before drawing: a step that lands meanwhile is drawn by the next tick
@@ -234,14 +225,14 @@ def on_tick(state: AppState, watched: Watched | None) -> tuple:
 
 @friendly
 def on_cancel(state: AppState, job_value: str | None) -> tuple[str, pd.DataFrame]:
-    job = state.runner.cancel(_job(state, job_value).id)
+    job = state.runner.cancel(job_of(state, job_value).id)
     when = "before it started" if job.status == "cancelled" else "after the current step (checkpoint kept)"
     return f"Cancelling **{job.id}**: it stops {when}.", jobs_table(state)
 
 
 @friendly
 def on_resume(state: AppState, job_value: str | None) -> tuple:
-    job = _job(state, job_value)
+    job = job_of(state, job_value)
     again = state.runner.resume(job.id)  # the runner refuses a job that is not stopped, or was resumed already
     return again.id, f"**{again.id}** queued: resumes {job.id} from its checkpoint", jobs_table(state), Watched(again.id)
 

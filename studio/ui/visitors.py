@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from studio import StudioError
-from studio.jobs import Job, JobRunner
+from studio.jobs import Job, JobRunner, jobs_ahead
 from studio.library import Library
 
 MAX_ACTIVE_JOBS = 2  # a visitor's jobs waiting or running at once, so that one visitor cannot fill the queue
@@ -241,6 +241,11 @@ class VisitorJobs:
         if job is None or job.owner != self.key:  # another visitor's job does not exist for this one
             raise StudioError(f"no job {job_id!r} in this session: the jobs table lists them")
         return job
+
+    def ahead_of(self, job: Job) -> int:
+        """Every job waiting or running before ``job`` in the one queue, other visitors' too: their job waits for
+        all of them (only the count is told, nothing about the jobs)."""
+        return jobs_ahead(list(self._runner.jobs.values()), job)
 
     def _room_for_one_more(self) -> None:
         active = sum(job.status in ("queued", "running") for job in self.jobs.values())
