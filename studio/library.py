@@ -802,10 +802,14 @@ class Library:
         if path.suffix.lower() == ".zip" and path.is_file():
             with tempfile.TemporaryDirectory(prefix="studio-import-") as tmp:
                 safe_extract_zip(path, tmp)
-                configs = sorted(Path(tmp).rglob("adapter_config.json"), key=lambda p: len(p.parts))
+                configs = sorted((p for p in Path(tmp).rglob("adapter_config.json") if p.is_file()),
+                                 key=lambda p: (len(p.parts), p.as_posix()))
                 if not configs:
                     raise StudioError(f"{path.name} holds no adapter_config.json: it is not a zipped PEFT adapter "
                                       "folder")
+                if len(configs) > 1 and len(configs[1].parts) == len(configs[0].parts):
+                    raise StudioError(f"{path.name} holds several adapters side by side: zip one adapter folder "
+                                      "per file (or pull the folder with `studio hub pull FOLDER`)")
                 return self._import(configs[0].parent, path.name, backbone, kind, task, name, origin_id)
         if not path.exists():
             raise StudioError(f"file {path} not found: give a .safetensors file, a PEFT adapter folder or a .zip of one")

@@ -1025,3 +1025,29 @@ def test_a_delete_cut_short_is_finished_when_the_library_opens(tmp_path):
     assert [i.id for i in reopened.items()] == [kept.id]
     assert [p.name for p in (library.root / "items").iterdir()] == [f"{kept.id}.safetensors"]
     torch.testing.assert_close(reopened.tensor(kept.id), rand(seed=1))
+
+
+def test_a_zip_of_several_adapters_side_by_side_is_refused_and_a_folder_named_like_a_config_is_skipped(tmp_path, tiny):
+    """Which of two adapters at the same depth was imported depended on the order of the zip's files; a folder
+    named adapter_config.json, shallower than the real adapter, was read as a file ("not valid JSON")."""
+    import zipfile
+
+    source = Library(tmp_path / "source")
+    _, prompt, _ = populate(source, tiny.name)
+    adapter = source.export_peft(prompt.id, tmp_path / "adapter", tiny)
+    both = tmp_path / "both.zip"
+    with zipfile.ZipFile(both, "w") as archive:
+        for folder in ("a", "b"):
+            for file in adapter.iterdir():
+                archive.write(file, f"{folder}/{file.name}")
+    library = Library(tmp_path / "lib")
+    before = snapshot(library)
+    with pytest.raises(StudioError, match="several adapters side by side"):
+        library.import_file(both, tiny)
+    assert snapshot(library) == before
+    decoy = tmp_path / "decoy.zip"
+    with zipfile.ZipFile(decoy, "w") as archive:
+        archive.writestr("adapter_config.json/readme.txt", "a folder, not a config")
+        for file in adapter.iterdir():
+            archive.write(file, f"deeper/adapter/{file.name}")
+    assert library.import_file(decoy, tiny).kind == "prompt"
