@@ -146,11 +146,12 @@ def parse_weighted(parts: list[str], what: str) -> tuple[list[str], list[float]]
 
 
 def check_combination(library: Library, origin_id: str | None, vector_ids: list[str] | None, method: str,
-                      density, tasks: list[str] | None, limit, weights: list, model: str | None = None
-                      ) -> Combination:
+                      density, tasks: list[str] | None, limit, weights: list, model: str | None = None,
+                      scored: bool = True) -> Combination:
     """Form, API, link or command-line input as a ``Combination``, or one clear error. ``weights`` may be longer
     than the vectors (one per slider, hidden ones included); tasks default to the vectors' own tasks. With
-    ``model``, every item must have been made for it (``check_model``)."""
+    ``model``, every item must have been made for it (``check_model``). ``scored=False`` (``studio combine``
+    without ``--eval-task``): nothing is evaluated, so neither tasks nor a sample size are needed."""
     if not origin_id:
         raise StudioError("choose an origin to apply the vectors to")
     vector_ids = check_vector_ids(vector_ids)
@@ -170,7 +171,7 @@ def check_combination(library: Library, origin_id: str | None, vector_ids: list[
         raise StudioError("every chosen vector needs a finite weight")
     if not 0 < density <= 1:
         raise StudioError(f"density must be in (0, 1], got {density}")
-    if not 1 <= limit <= MAX_LIMIT:
+    if scored and not 1 <= limit <= MAX_LIMIT:
         raise StudioError(f"the evaluation sample must be between 1 and {MAX_LIMIT} examples, got {limit}")
     library.get(origin_id)  # an unknown origin is named before the vectors
     vectors = [library.get(v) for v in vector_ids]
@@ -178,7 +179,7 @@ def check_combination(library: Library, origin_id: str | None, vector_ids: list[
         wrong = next(v for v in vectors if v.kind != "vector")
         raise StudioError(f"{wrong.id} is a {wrong.kind}, not a task prompt vector")
     tasks = [t for t in (tasks or []) if t] or list(dict.fromkeys(v.task for v in vectors if v.task))
-    if not tasks:
+    if scored and not tasks:
         raise StudioError("choose at least one dataset to evaluate on")
     combination = Combination(origin_id, vector_ids, weights, method, density, tasks, limit)
     if model is not None:

@@ -211,6 +211,7 @@ def cmd_combine(args) -> None:
         parse_weighted,
         save_combination,
         save_scored_combination,
+        score_combination,
         stored_combination,
     )
     from studio.library import metric_key
@@ -218,11 +219,17 @@ def cmd_combine(args) -> None:
     library = _library(args)
     ids, weights = parse_weighted(args.vector, "--vector values")
     choice = check_combination(library, args.origin, ids, args.method, args.density, args.eval_task, args.limit,
-                               weights)
+                               weights, scored=bool(args.eval_task))
     if args.eval_task:
         backbone = _backbone(args)
         check_model(library, choice, backbone.name)
         item, known = save_scored_combination(library, backbone, choice, args.name, split=args.split)
+        if known:  # stored as it was: scored now all the same, as asked (not stored over its first scores)
+            measured = score_combination(backbone, library.tensor(item.id), choice.tasks, args.split, choice.limit)
+            scores = "  ".join(f"{task}={m['accuracy']:.3f}" for task, m in measured.items())
+            _print(args, {**item.to_dict(), "scored_now": measured},
+                   f"{item.id}  {item.name}  {scores}  (already in the library; scored now, not stored)")
+            return
     else:  # stored without scores (the same combination twice is one item)
         prompt, recipe = combine(library, choice.origin_id, choice.vector_ids, choice.weights, choice.method,
                                  choice.density)

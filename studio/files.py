@@ -222,7 +222,8 @@ def download_package(requirement: str, folder: str | Path, source: bool = False)
 
 # ---- downloads served by the web page ------------------------------------------------------------------------
 EXPORTS_KEPT = 24  # download folders kept; older ones are removed when a new one is made...
-EXPORT_MIN_AGE_S = 600  # ...once they are this old: a download another visitor is still building must stay
+EXPORT_MIN_AGE_S = 120  # ...once they are this old: a download another visitor is still building must stay...
+EXPORTS_MAX = 64  # ...unless a burst made this many (a figure's HTML is ~5 MB: the disk stays bounded)
 EXPORT_FOLDER = re.compile(r"[\w.-]+-[a-z0-9_]{8}")  # what ``export_folder`` names its folders (mkdtemp's suffix)
 _export_root: Path | None = None
 
@@ -245,10 +246,10 @@ def export_root() -> Path:
 
 
 def export_folder(stem: str) -> Path:
-    """A fresh folder for one request's downloads in ``export_root``. Only the newest ``EXPORTS_KEPT`` of the
-    folders this function names are kept (nothing else there is touched), and none younger than
-    ``EXPORT_MIN_AGE_S``: figures do not pile up on disk, and one visitor's figures never remove another's
-    download while it is being written or fetched (the whole process shares the folder)."""
+    """A fresh folder for one request's downloads in ``export_root``. Of the folders this function names (nothing
+    else there is touched) the newest ``EXPORTS_KEPT`` are kept, and those younger than ``EXPORT_MIN_AGE_S`` (one
+    visitor's figures must not remove another's download while it is written and handed to Gradio, which keeps
+    its own copy), up to ``EXPORTS_MAX`` in all: figures do not pile up on disk, even in a burst."""
     root = export_root()
 
     def made_at(folder: Path) -> float:
@@ -259,8 +260,8 @@ def export_folder(stem: str) -> Path:
 
     folders = sorted((p for p in root.iterdir() if EXPORT_FOLDER.fullmatch(p.name) and not p.is_symlink()
                       and p.is_dir()), key=made_at)
-    settled = time.time() - EXPORT_MIN_AGE_S
-    for old in folders[: max(0, len(folders) - EXPORTS_KEPT + 1)]:
-        if made_at(old) <= settled:
+    settled, over = time.time() - EXPORT_MIN_AGE_S, len(folders) + 1 - EXPORTS_MAX
+    for k, old in enumerate(folders[: max(0, len(folders) - EXPORTS_KEPT + 1)]):
+        if k < over or made_at(old) <= settled:
             shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{stem}-", dir=root))

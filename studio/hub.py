@@ -489,7 +489,7 @@ def _catalog_entries(library: Library, folder: Path, backbone) -> list[_Entry]:
 
 
 ORIGIN_TOLERANCE = 0.02  # of an origin's largest value: a bf16 and an fp32 model embed the same ids ~0.4% apart
-VECTOR_TOLERANCE = 1e-4  # of a vector's prompt's largest value: both are stored in fp32
+VECTOR_TOLERANCE = 1e-4  # of a vector's prompt's largest value (both are stored in fp32), on top of its origin's
 
 
 def _check_claims(library: Library, entries: list[_Entry], backbone) -> None:
@@ -505,22 +505,29 @@ def _check_claims(library: Library, entries: list[_Entry], backbone) -> None:
     for entry in entries:
         if entry.kind == "origin" and entry.seed is not None and entry.recipe.get("init") in TUNING_INITS:
             made = make_origin(backbone, entry.seed, entry.tensor.shape[0], entry.recipe["init"])
-            if not _close(entry.tensor, made, ORIGIN_TOLERANCE):
+            if not _close(entry.tensor, made, ORIGIN_TOLERANCE * _largest(made)):
                 raise StudioError(f"{entry.id} says it is origin {entry.seed} ({entry.recipe['init']}, "
                                   f"{entry.tensor.shape[0]} tokens) of {backbone.name}, but its values are not that "
                                   "origin's: the repository was altered or damaged, so nothing was pulled")
         elif entry.kind == "vector" and entry.origin_id and entry.prompt_id:
-            if not _close(entry.tensor, tensor(entry.prompt_id) - tensor(entry.origin_id), VECTOR_TOLERANCE):
+            prompt, origin = tensor(entry.prompt_id), tensor(entry.origin_id)
+            # the origin here may be this machine's copy of the same id (made by a bf16 or an fp32 model): as
+            # close as the origin check allows, plus fp32 rounding of the prompt
+            allowed = ORIGIN_TOLERANCE * _largest(origin) + VECTOR_TOLERANCE * _largest(prompt)
+            if not _close(entry.tensor, prompt - origin, allowed):
                 raise StudioError(f"{entry.id} says it is {entry.prompt_id} minus {entry.origin_id}, but its values "
                                   "are not: the repository was altered or damaged, so nothing was pulled")
 
 
-def _close(tensor: torch.Tensor, expected: torch.Tensor, tolerance: float) -> bool:
-    """Equal shapes, and no entry further from ``expected`` than ``tolerance`` of its largest magnitude."""
+def _largest(tensor: torch.Tensor) -> float:
+    return float(tensor.abs().max()) if tensor.numel() else 0.0
+
+
+def _close(tensor: torch.Tensor, expected: torch.Tensor, allowed: float) -> bool:
+    """Equal shapes, and no entry further than ``allowed`` from ``expected``."""
     if tensor.shape != expected.shape:
         return False
-    scale = float(expected.abs().max()) if expected.numel() else 0.0
-    return bool((tensor.float() - expected.float()).abs().max() <= tolerance * scale + 1e-6)
+    return bool((tensor.float() - expected.float()).abs().max() <= allowed + 1e-6)
 
 
 def _catalog_entry(folder: Path, record: dict, backbone) -> _Entry:

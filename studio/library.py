@@ -72,6 +72,7 @@ META_SCHEMA = "CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, va
 # what ``delete`` renames an item's file to before its row goes (never a temporary name: ``sweep_partials`` would
 # remove it, and a delete killed before its commit needs it back)
 DELETING_SUFFIX = ".studio-deleting"
+LOCK_WAIT_S = 120  # how long a writer waits for another's store (which writes its item files under the lock)
 DEFAULT_IMPORT_KIND = "prompt"  # the kind an import gets when neither the file nor the caller names one
 TENSOR_KEY = "prompt"  # our files; PEFT adapters use "prompt_embeddings"
 PEFT_KEY = "prompt_embeddings"
@@ -425,9 +426,9 @@ class Library:
             return self._memory
         path = self.root / "catalog.sqlite"
         if getattr(self, "writable", True):
-            db = sqlite3.connect(path, timeout=30)
+            db = sqlite3.connect(path, timeout=LOCK_WAIT_S)
         else:  # read-only folder: no WAL files can be made, so open the database file itself read-only
-            db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=30)
+            db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=LOCK_WAIT_S)
         db.row_factory = sqlite3.Row
         return db
 
@@ -451,6 +452,10 @@ class Library:
         except sqlite3.IntegrityError:
             raise
         except sqlite3.DatabaseError as error:
+            if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):  # waited LOCK_WAIT_S
+                raise StudioError(f"the library in {self.root} is busy: another studio process has been writing to "
+                                  f"it for over {LOCK_WAIT_S} s (a large sweep merge?); try again when it is done"
+                                  ) from None
             raise StudioError(f"the library catalog in {self.root} could not be read or written ({error}): check "
                               "that the folder still exists, is writable and has free space") from None
         finally:

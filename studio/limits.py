@@ -7,6 +7,7 @@ prompt, fifty origins at once) or into a name that breaks a listing (newlines, t
 from __future__ import annotations
 
 import json
+import unicodedata
 
 from studio import StudioError
 
@@ -94,10 +95,15 @@ def check_label_word(word: str, what: str) -> str:
     return _shown_text(word, what, MAX_LABEL_CHARS)
 
 
+# control and format characters (terminal escapes, zero-width and direction marks), line and paragraph breaks,
+# surrogates, private and unassigned code points; spaces of any kind (a no-break space in "très bon") are text
+HIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
 def _shown_text(text: str, what: str, longest: int) -> str:
     if len(text) > longest:
         raise StudioError(f"{what} can have at most {longest} characters (got {len(text)}): choose a shorter one")
-    if not text.isprintable():
+    if any(unicodedata.category(c) in HIDDEN_CATEGORIES for c in text):
         raise StudioError(f"{what} cannot contain line breaks, tabs or control characters: choose a plain one")
     return text
 

@@ -229,6 +229,13 @@ def test_combine_and_similarity(tuned, tmp_path):
     expected = lib.tensor(origin_id) + 0.5 * lib.tensor(vectors[0].id) + 0.25 * lib.tensor(vectors[1].id)
     torch.testing.assert_close(lib.tensor(item["id"]), expected)
     assert set(item["metrics"]) == {"test_accuracy/mr", "test_accuracy_se/mr", "test_n/mr"}  # as the tab saves
+    again = ok(studio("combine", "--origin", origin_id, "--vector", f"{vectors[0].id}:0.5", "--vector",
+                      f"{vectors[1].id}:0.25", "--eval-task", "mr", "--limit", "4", library=library)).stdout
+    assert item["id"] in again and "mr=" in again and "scored now, not stored" in again  # it printed no score
+    # without --eval-task nothing is evaluated: no sample size or task is needed (a --limit over 2000 was refused)
+    unscored = json.loads(ok(studio("combine", "--origin", origin_id, "--vector", f"{vectors[0].id}:0.3",
+                                    "--limit", "5000", "--json", library=library)).stdout)
+    assert unscored["metrics"] == {} and unscored["recipe"]["combination"]["weights"] == [0.3]
     one_error_line(studio("combine", "--origin", vectors[0].id, "--vector", vectors[1].id, library=library),
                    "choose an origin")
     # the Arithmetic tab's rules hold here too (a NaN weight stored a NaN prompt; a vector twice was accepted)

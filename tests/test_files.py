@@ -98,6 +98,10 @@ def test_download_folders_are_bounded_and_nothing_else_is_removed(tmp_path, monk
     for _ in range(files.EXPORTS_KEPT + 6):
         files.export_folder("figure")
     assert building.is_dir()
+    # ...within a bound: a burst of figures never fills the disk
+    for _ in range(files.EXPORTS_MAX + 10):
+        files.export_folder("figure")
+    assert len([p for p in root.iterdir() if p.name != "notes"]) == files.EXPORTS_MAX
     # once settled, only the newest are kept
     monkeypatch.setattr(files, "EXPORT_MIN_AGE_S", 0)
     made = []

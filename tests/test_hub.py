@@ -628,3 +628,20 @@ def test_a_library_zip_pulls_offline_from_the_command_line(tiny, tiny_llama_dir,
     with pytest.raises(StudioError, match="holds no studio_catalog.json"):
         pull(fresh, empty, tiny)
     assert snapshot(fresh) == before
+
+
+def test_a_library_mixing_two_machines_copies_of_one_origin_pulls(tiny, tmp_path, online):
+    """Machine A (an fp32 model) and machine B (bf16) both made origin 0: one content id, values a rounding apart.
+    A restored B's prompts and vectors (its own origin kept), then pushed: the vectors are B's prompt minus B's
+    origin, a rounding away from A's origin. That library is honest and must pull."""
+    library = Library(tmp_path / "mixed")
+    origin_a = make_origin(tiny, 0, 4, "top5000")
+    origin_b = origin_a.to(torch.bfloat16).float()
+    assert not torch.equal(origin_a, origin_b)
+    origin = library.add("origin", origin_a, tiny.name, name="origin 0", seed=0, recipe={"init": "top5000"})
+    prompt_b = origin_b + 0.1 * rand(seed=5)
+    prompt = library.add("prompt", prompt_b, tiny.name, task="mr", seed=0, origin_id=origin.id)
+    library.add("vector", prompt_b - origin_b, tiny.name, task="mr", seed=0, origin_id=origin.id,
+                prompt_id=prompt.id)
+    push(library, None, "someone/mixed", tiny, api=FakeApi(tmp_path / "repo"))
+    assert len(pull(Library(tmp_path / "target"), tmp_path / "repo", tiny)) == 3

@@ -1051,3 +1051,22 @@ def test_a_zip_of_several_adapters_side_by_side_is_refused_and_a_folder_named_li
         for file in adapter.iterdir():
             archive.write(file, f"deeper/adapter/{file.name}")
     assert library.import_file(decoy, tiny).kind == "prompt"
+
+
+def test_a_library_another_process_keeps_busy_says_so(tmp_path, monkeypatch):
+    """A store holds the write lock while it writes its files (a large sweep merge for long): a writer that waited
+    its limit is told the library is busy, not to check its disk space."""
+    from studio import library as library_module
+
+    library = Library(tmp_path / "lib")
+    item = library.add("prompt", rand(), MODEL, name="mine")
+    other = sqlite3.connect(tmp_path / "lib" / "catalog.sqlite")
+    other.execute("BEGIN IMMEDIATE")
+    monkeypatch.setattr(library_module, "LOCK_WAIT_S", 0.2)
+    try:
+        with pytest.raises(StudioError, match="is busy: another studio process has been writing to it"):
+            library.rename(item.id, "renamed")
+    finally:
+        other.rollback()
+        other.close()
+    assert library.rename(item.id, "renamed").name == "renamed"

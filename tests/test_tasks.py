@@ -497,3 +497,14 @@ def test_a_jsonl_line_longer_than_a_csv_cell_is_refused_unparsed(tmp_path, monke
         load_file_task(path)
     path.write_text("".join(f'{{"text": "row {i}", "label": "{"ab"[i % 2]}"}}\n' for i in range(20)))
     assert len(load_file_task(path).train) > 0  # short lines read as before
+
+
+def test_labels_with_a_no_break_space_are_text(tmp_path):
+    """French "très bon" often carries a no-break space; it was refused as a control character (Python's
+    isprintable() says no to every space but ' '). Control and format characters are still refused."""
+    rows = [(f"text {i}", "tr\u00e8s\u00a0bon" if i % 2 else "mauvais") for i in range(20)]
+    data = load_file_task(_csv(tmp_path / "avis.csv", ["text", "label"], rows))
+    assert data.spec.label_words == ("mauvais", "tr\u00e8s\u00a0bon")
+    rows[3] = ("text 3", "bon\u200b")  # a zero-width space: invisible, so two labels would look one
+    with pytest.raises(StudioError, match="row 5"):
+        load_file_task(_csv(tmp_path / "hidden.csv", ["text", "label"], rows))

@@ -165,6 +165,7 @@ def test_the_page_shows_visitors_nothing_of_the_home_library(tmp_path, monkeypat
         assert secret.id not in config and "owner-only origin" not in config
         shown = state.visitors.page.items()
         assert shown and all(item.source == "prebuilt" for item in shown)  # what a new visitor sees
+        assert not state.visitors.page.root.is_relative_to(home.root)  # a read-only home lays the page out too
     finally:
         app.close()
 

@@ -19,6 +19,7 @@ import hashlib
 import math
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -164,10 +165,12 @@ class Visitors:
     def page(self) -> Library:
         """The library the page is laid out from: an empty one over the prebuilt library, as a new visitor's is.
         Never the home library: its items (ids, names, scores) would be in the page's config for every visitor.
-        Nothing writes to it (every write is an event, which has its visitor)."""
+        Nothing writes to it (every write is an event, which has its visitor), so it lives in a temporary folder:
+        a read-only home library lays the page out too."""
         with self._lock:
             if self._page is None:
-                self._page = Library(self.root / "page", parents=self.home.parents)
+                folder = Path(tempfile.mkdtemp(prefix="studio-page-"))
+                self._page = Library(folder, parents=self.home.parents)
             return self._page
 
     def _in_use(self) -> set[str]:
