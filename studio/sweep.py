@@ -82,7 +82,8 @@ MAX_SPEC_BYTES = 1024 * 1024  # a spec is a page of settings
 def _read_spec(path: Path) -> dict:
     syntax = spec_syntax(path)
     if not path.is_file():  # a folder, or a pipe that would wait for a writer forever
-        raise StudioError(f"the sweep spec {path} is not a file" if path.exists() else f"no sweep spec {path}")
+        raise StudioError(f"cannot read the sweep spec {path}: " + ("it is not a file" if path.exists() else
+                                                                     "there is no such file"))
     if path.stat().st_size > MAX_SPEC_BYTES:
         raise StudioError(f"the sweep spec {path.name} is over {MAX_SPEC_BYTES // 1024} KB: a spec is a page of "
                           "settings")

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 from studio import StudioError
 from studio.library import Library
+from studio.ui.common import plain
 from studio.ui.visitors import (
     MAX_JOB_PROMPTS,
     MAX_JOB_STEPS,
@@ -273,7 +274,7 @@ def test_a_visitors_uploaded_data_is_theirs_alone(public_app, tmp_path):
     path = tmp_path / "ada-secret.csv"
     path.write_text("text,label\n" + "".join(f"ADA-PRIVATE note {i},{'yes' if i % 2 else 'no'}\n" for i in range(40)))
     summary, _ = ada.predict(handle_file(str(path)), ["text"], "label", "", api_name="/tune_check_file")
-    assert "file:ada-secret" in summary
+    assert plain("file:ada-secret") in summary  # shown as text (the page renders it as file:ada-secret)
     info = bob.view_api(return_format="dict", print_info=False)["named_endpoints"]["/arithmetic_eval"]
     args = [p.get("parameter_default") for p in info["parameters"]]
     args[4], args[5] = ["file:ada-secret"], 16  # the tasks to evaluate on, the sample size
