@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,14 @@ class Recipe:
     batch_size: int
     n_tokens: int
     why: str = ""
+
+    def filled(self, **given: float | int | None) -> dict[str, float | int]:
+        """Every recipe setting: the ``given`` value where there is one, this recipe's where it is None or absent."""
+        return {name: getattr(self, name) if given.get(name) is None else given[name] for name in RECIPE_SETTINGS}
+
+
+# the settings a recipe fixes; every entry point (Tune tab, CLI, sweeps, agents) fills these from it when unset
+RECIPE_SETTINGS = tuple(setting.name for setting in fields(Recipe) if setting.name != "why")
 
 
 # measured on SmolLM2-135M (docs/findings.md, "When does a TPV transfer?"): at 80 x 8, lr 0.03 a TPV moved to

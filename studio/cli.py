@@ -107,12 +107,12 @@ def cmd_data(args) -> None:
                + "\n".join(f"[{r['label']}] {r['input'][:150]}" for r in rows))
 
 
-RECIPE_SETTINGS = ("steps", "batch_size", "lr")  # left unset, these come from the model's recipe
 FLAGS = {"seed": "--data-seed"}  # a plain --seed would read as an origin seed
 
 
 def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per ``TuneConfig`` setting, with its help and choices: the config is the one place they are written."""
+    from studio.backbones import RECIPE_SETTINGS  # left unset, these come from the model's recipe
     from studio.tuning import TuneConfig, config_fields
 
     for setting in config_fields(TuneConfig):
@@ -135,10 +135,8 @@ def _with_recipe(args) -> None:
     """Fill the tuning options left unset from the model's default recipe (``backbones.recipe_for``)."""
     from studio.backbones import recipe_for
 
-    recipe = recipe_for(args.model)
-    for option in ("steps", "batch_size", "lr", "n_tokens"):
-        if getattr(args, option) is None:
-            setattr(args, option, getattr(recipe, option))
+    for option, value in recipe_for(args.model).filled(**vars(args)).items():
+        setattr(args, option, value)
 
 
 def cmd_tune(args) -> None:

@@ -37,7 +37,6 @@ from studio.tuning import TuneConfig, has_checkpoint
 # ---- the spec ----------------------------------------------------------------------------------------------------
 SPEC_KEYS = ("models", "tasks", "seeds", "init", "recipe", "ray")
 RECIPE_KEYS = {"lr": float, "steps": int, "batch_size": int, "n_tokens": int, "eval_every": int, "val_limit": int}
-FROM_MODEL = ("lr", "steps", "batch_size", "n_tokens")  # left unset: the model's recipe (backbones.recipe_for)
 RAY_KEYS = {"num_cpus": float, "num_gpus": float, "shard_root": str}
 MAX_RUNS = 10_000  # prompts in one sweep: a typo in a grid should not become a month of tuning
 
@@ -265,8 +264,8 @@ def grid(spec: SweepSpec, model: str) -> list[dict]:
     """The recipe points for one model: the spec's lists crossed, unset settings from the model's recipe."""
     from studio.backbones import recipe_for
 
-    recipe = recipe_for(model)
-    axes = {key: spec.recipe.get(key, (getattr(recipe, key),) if key in FROM_MODEL else None) for key in RECIPE_KEYS}
+    from_model = {key: (value,) for key, value in recipe_for(model).filled().items()}
+    axes = {key: spec.recipe.get(key, from_model.get(key)) for key in RECIPE_KEYS}
     axes = {key: values for key, values in axes.items() if values is not None}
     return [dict(zip(axes, point)) for point in itertools.product(*axes.values())]
 

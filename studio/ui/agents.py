@@ -227,14 +227,12 @@ class AgentTools:
         if not isinstance(seeds, list):
             raise StudioError(f"seeds must be a list of whole numbers, e.g. [0, 1] (got {seeds!r:.80})")
         defaults = tune_panel.DEFAULTS  # what the Tune tab's form starts from
-        config = TuneConfig.parse(steps=recipe.steps if steps is None else steps,
-                                  batch_size=recipe.batch_size if batch_size is None else batch_size,
-                                  lr=recipe.lr if lr is None else lr, eval_every=defaults.eval_every,
-                                  val_limit=defaults.val_limit, schedule=defaults.schedule,
-                                  select_by=defaults.select_by)
+        settings = recipe.filled(steps=steps, batch_size=batch_size, lr=lr, n_tokens=n_tokens)
+        config = TuneConfig.parse(steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
+                                  eval_every=defaults.eval_every, val_limit=defaults.val_limit,
+                                  schedule=defaults.schedule, select_by=defaults.select_by)
         request = tune_request([load_task(name) for name in string_list(tasks, "tasks")],
-                               ",".join(str(s) for s in seeds), config,
-                               recipe.n_tokens if n_tokens is None else n_tokens)
+                               ",".join(str(s) for s in seeds), config, settings["n_tokens"])
         job = submit_tuning(state.runner, state.library, state.backbone, request, tuner=tuner())
         return as_json({"job_id": job.id, "title": job.title, "status": job.status,
                         "jobs_ahead": state.runner.ahead_of(job)})
