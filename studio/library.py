@@ -357,7 +357,8 @@ class Library:
             raise StudioError(f"{self.root} holds an exported catalog (catalog.json: the prebuilt library, a "
                               "build-library output or a download), not a working library: choose another folder "
                               "for your library (--library or STUDIO_LIBRARY); nothing in this one was changed")
-        self.writable = not self.root.exists() or os.access(self.root, os.W_OK)
+        catalog = self.root / "catalog.sqlite"  # a read-only catalog file in a writable folder is read-only too
+        self.writable = all(not path.exists() or os.access(path, os.W_OK) for path in (self.root, catalog))
         try:
             if self.writable:
                 (self.root / "items").mkdir(parents=True, exist_ok=True)
@@ -550,8 +551,8 @@ class Library:
         if self.read_only:
             raise StudioError("this library is read-only (the prebuilt library): work in your own library")
         if not getattr(self, "writable", True):
-            raise StudioError(f"the library folder {self.root} is read-only: it can be listed and exported, not "
-                              "changed; use a library folder you can write (--library)")
+            raise StudioError(f"the library folder {self.root} (or its catalog.sqlite) is read-only: it can be "
+                              "listed and exported, not changed; use a library folder you can write (--library)")
         if item_id is not None and self._own(item_id) is None:
             self.get(item_id)  # raises "no such item" if it is nowhere
             raise StudioError(f"{item_id} is part of the prebuilt library, which is read-only; export it to copy it")
@@ -574,10 +575,12 @@ class Library:
         the lock is still held: a store of the same id waits for it) and stores nothing."""
         self.check_writable()
         batch = {n.item_id: n.kind for n in new if n.item_id}
-        prepared = [self._prepare(entry, batch, exist_ok) for entry in new]  # all checked before any file
+        prepared = [self._prepare(entry, exist_ok) for entry in new]  # all checked before any file
         written: list[Path] = []
         try:
             with self._transaction(immediate=True) as db:
+                for entry in new:  # under the lock: a parent deleted by another process is never a parent here
+                    self._check_lineage(entry, batch)
                 try:
                     items = [self._store(db, entry, item, existing, exist_ok, written)
                              for entry, (item, existing) in zip(new, prepared)]
@@ -613,9 +616,9 @@ class Library:
                    list(record.values()))
         return item
 
-    def _prepare(self, entry: NewItem, batch: dict[str, str], exist_ok: bool) -> tuple[Item, Item | None]:
-        """The checked item to store, and the stored item with its id if there is one (``exist_ok``). ``batch``:
-        the kinds of the items stored with it, by id (a prompt's origin may be one of them)."""
+    def _prepare(self, entry: NewItem, exist_ok: bool) -> tuple[Item, Item | None]:
+        """The checked item to store, and the stored item with its id if there is one (``exist_ok``). Its lineage
+        is checked later, under the write lock."""
         if entry.kind not in KINDS:
             raise StudioError(f"unknown kind {entry.kind!r}: use one of {', '.join(KINDS)}")
         check_prompt_tensor(entry.tensor, what=f"{entry.kind} tensor")
@@ -625,7 +628,6 @@ class Library:
                                                                                             entry.kind)
         if entry.seed is not None:
             check_seed(entry.seed, f"the seed of a {entry.kind}")
-        self._check_lineage(entry, batch)
         item_id = entry.item_id or f"{entry.kind[0]}-{uuid.uuid4().hex[:8]}"
         existing = next((found for lib in (self, *self.parents) if (found := lib._own(item_id))), None)
         _refuse_clash(existing, entry, exist_ok)

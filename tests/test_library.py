@@ -1070,3 +1070,43 @@ def test_a_library_another_process_keeps_busy_says_so(tmp_path, monkeypatch):
         other.rollback()
         other.close()
     assert library.rename(item.id, "renamed").name == "renamed"
+
+
+# ---- lineage under the write lock; a read-only catalog file (session 11) ---------------------------------------------
+def test_a_parent_deleted_by_another_process_after_the_checks_is_never_stored_as_a_parent(tmp_path, monkeypatch):
+    """The lineage was checked before the write lock: an origin deleted by another process between the check and
+    the store left a vector whose origin did not exist."""
+    library = Library(tmp_path / "lib")
+    origin = library.add("origin", rand(seed=1), MODEL, seed=0)
+    other_process = Library(tmp_path / "lib")
+    real_prepare = Library._prepare
+
+    def prepare_then_lose_the_origin(self, entry, exist_ok):
+        prepared = real_prepare(self, entry, exist_ok)
+        other_process.delete(origin.id)  # no dependents yet: the delete is allowed
+        return prepared
+
+    monkeypatch.setattr(Library, "_prepare", prepare_then_lose_the_origin)
+    with pytest.raises(StudioError, match=rf"no library item '{origin.id}'"):
+        library.add("vector", rand(seed=2), MODEL, origin_id=origin.id)
+    assert library.items() == [] and list((library.root / "items").glob("*.safetensors")) == []
+
+
+def test_a_read_only_catalog_file_in_a_writable_folder_opens_read_only(tmp_path, monkeypatch):
+    """A catalog.sqlite the user may not write (in a folder they may) was opened for writing: opening it tried to
+    finish a killed delete (a write: it failed to open), and changes failed with a raw SQLite error. It is opened
+    read-only now, and nothing is touched (as root here, os.access's answer is what is replaced)."""
+    library = Library(tmp_path / "lib")
+    _, prompt, _ = populate(library)
+    aside = library.root / "items" / f".{prompt.id}.safetensors.studio-deleting"
+    aside.write_bytes(b"left by a killed delete")
+    before = snapshot(library)
+    catalog = str(library.root / "catalog.sqlite")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK and str(path) == catalog
+                        else real_access(path, mode))
+    shared = Library(tmp_path / "lib")
+    assert [i.id for i in shared.items()] == [i.id for i in library.items()]
+    with pytest.raises(StudioError, match=r"\(or its catalog.sqlite\) is read-only: it can be listed and exported"):
+        shared.rename(prompt.id, "new name")
+    assert snapshot(library) == before
