@@ -33,13 +33,28 @@ def partial_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it (``os.umask`` sets one to read it, racing other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(temporary_path)``, then rename the result over ``path``; on any failure remove the temporary."""
+    """Call ``write(temporary_path)``, then rename the result over ``path``; on any failure remove the temporary.
+    The file gets the mode any new file of the user's gets (safetensors writes 0600: an export shared on a
+    multi-user machine could not be read by the people it was made for)."""
     path = Path(path)
     _sweep_dead_partials_of(path)
     partial = partial_name(path)
     try:
         write(partial)
+        if partial.is_file() and not partial.is_symlink():
+            os.chmod(partial, 0o666 & ~_umask())
         kill_point("atomic:before-rename")
         os.replace(partial, path)
     except BaseException:

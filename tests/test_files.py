@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -194,3 +195,21 @@ def test_csv_and_library_texts_are_utf8_whatever_the_locale(tmp_path):
     subprocess.run([sys.executable, "-X", "utf8=0", str(script), str(out)], env=env, check=True, timeout=120,
                    capture_output=True)
     assert out.read_text(encoding="utf-8") == "shots,\u00b1 se\ncaf\u00e9,0.5\n"
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_get_the_users_usual_mode(tmp_path, umask, mode):
+    """safetensors writes 0600: an exported prompt shared on a multi-user machine could not be read by anyone else."""
+    import torch
+
+    from studio.library import Library
+
+    library = Library(tmp_path / "lib")
+    item = library.add("origin", torch.randn(4, 8), "tiny")
+    previous = os.umask(umask)
+    try:
+        exported = library.export_safetensors(item.id, tmp_path / "shared.safetensors")
+        text = atomic_write_text(tmp_path / "notes.txt", "hello")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(exported.stat().st_mode) == stat.S_IMODE(text.stat().st_mode) == mode
