@@ -36,15 +36,8 @@ import torch
 from studio import StudioError
 from studio.config import hub_offline
 from studio.files import check_export_target, new_folder, safe_extract_zip
-from studio.library import (
-    KINDS,
-    Item,
-    Library,
-    content_id,
-    read_json_file,
-    read_peft_adapter,
-    read_prompt_file,
-)
+from studio.item_files import read_json_file, read_peft_adapter, read_prompt_file
+from studio.library import KINDS, Item, Library, content_id
 from studio.limits import MAX_CATALOG_BYTES, MAX_NAME, check_name, check_seed
 from studio.prompts import TUNING_INITS, make_origin
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from studio.library import Library, read_prompt_file
+from studio.item_files import read_prompt_file
+from studio.library import Library
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}

@@ -12,7 +12,7 @@ LAYERS = [
     {"config", "limits", "faults", "files"},
     {"backbones", "tasks", "prompts"},
     {"evaluation"},
-    {"tuning", "library"},
+    {"tuning", "library", "item_files"},
     {"jobs", "analysis", "projection", "plots", "live"},
     {"views", "build", "hub", "findings", "sweep", "fewshot", "space"},
     {"cli", "ui"},

@@ -684,9 +684,9 @@ def _peak_rss_added(call) -> tuple[object, float]:
 @pytest.fixture
 def tensor_reads(monkeypatch):
     """The keys ``read_prompt_file`` reads tensors of: a refusal from the header reads none."""
-    import studio.library
+    import studio.item_files
 
-    real, read = studio.library.safe_open, []
+    real, read = studio.item_files.safe_open, []
 
     class Spy:
         def __init__(self, *args, **kwargs):
@@ -706,7 +706,7 @@ def tensor_reads(monkeypatch):
             read.append(key)
             return self.handle.get_tensor(key)
 
-    monkeypatch.setattr(studio.library, "safe_open", Spy)
+    monkeypatch.setattr(studio.item_files, "safe_open", Spy)
     return read
 
 
