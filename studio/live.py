@@ -13,6 +13,10 @@ worker thread that:
 - hands each request its refined results as they come (``stream``);
 - remembers the scores of recent (prompt, task) pairs: a position set again (a slider dragged back, the same
   weights another visitor chose) continues from what was scored for it, and equal prompts in one turn run once.
+
+Beside the worker: the accuracies of stored library items on the live view's sample (``item_accuracies``: the
+Arithmetic chart's marks, computed once for every visitor), and the warm-ups that let a first move pay only for its
+own forward passes (``start_warm_up``, ``start_samples_warm_up``).
 """
 
 from __future__ import annotations
@@ -115,6 +119,26 @@ def start_warm_up(model: str) -> threading.Thread:
     return thread
 
 
+def warm_up_samples(backbone: Callable[[], Backbone], tasks: list[str], limit: int) -> None:
+    """Load the model and tokenise the validation samples a live view scores (``limit`` examples of each task,
+    stratified, as ``LiveEvaluator`` draws them), so the first slider move only pays for the forward passes.
+    Problems are left for the live evaluation, which reports them with a clear message."""
+    try:
+        model = backbone()
+        for name in tasks:
+            encode_task(model, load_task(name), "validation", limit, stratified=True)
+    except Exception:  # see the docstring
+        pass
+
+
+def start_samples_warm_up(backbone: Callable[[], Backbone], tasks: list[str], limit: int) -> threading.Thread:
+    """``warm_up_samples`` on a background thread (the Arithmetic tab starts it for the selection it opens on)."""
+    thread = threading.Thread(target=warm_up_samples, args=(backbone, tasks, limit), daemon=True,
+                              name="warm-arithmetic")
+    thread.start()
+    return thread
+
+
 class LiveEvaluator:
     """The one worker that evaluates every visitor's slider positions (see the module docstring)."""
 
@@ -156,6 +180,21 @@ class LiveEvaluator:
         chunks run as one batch from the first."""
         with self._wake:  # a re-entrant lock: ``submit`` inside takes it again
             yield
+
+    def accuracies(self, prompts: dict[str, torch.Tensor], task: str, limit: int) -> list[float]:
+        """The accuracy of each of ``prompts`` (library items, by id) on the whole sample: ``limit`` examples of
+        ``task``. Submitted as one arrival, so they run as one batch, queued with every visitor's moves; each under a
+        key of its own, so that none supersedes another."""
+        with self.together():  # one batch
+            requests = [self.submit(f"reference {item_id} {task} {limit}", prompt, [task], limit, first=limit)
+                        for item_id, prompt in prompts.items()]
+        accuracies = []
+        for request in requests:
+            final = list(self.stream(request))[-1:]
+            if isinstance(request.outcome, BaseException):
+                raise request.outcome
+            accuracies.append(final[0][task].metrics["accuracy"] if final else float("nan"))
+        return accuracies
 
     def stream(self, request: LiveRequest, timeout: float = 600.0) -> Iterator[dict[str, EvalResult]]:
         """The request's results after each chunk (all tasks seen so far); ends when it is complete
@@ -268,3 +307,30 @@ class LiveEvaluator:
                 request.updates.put(outcome)
             if self._active.get(request.key) is request:
                 del self._active[request.key]
+
+
+# ---- the accuracies of stored library items on the live view's sample ----------------------------------------------
+# (item id, task, the task's data, sample size) -> validation accuracy. Content ids never change, so one table serves
+# every visitor of this process.
+_item_accuracy: dict[tuple[str, str, str, int], float] = {}
+_item_accuracy_lock = threading.Lock()
+
+Scorer = Callable[[list[str], str, int], list[float]]  # (item ids, task, sample size) -> their accuracies, in order
+
+
+def item_accuracies(items: dict[str, list[str]], limit: int,
+                    score: Scorer | None = None) -> dict[tuple[str, str], float]:
+    """The accuracies known of ``items`` (task -> item ids) on the live view's sample of ``limit`` examples, by (item
+    id, task). With ``score``, the missing ones are scored first, one call per task (``LiveEvaluator.accuracies``
+    batches them): one visitor computes a missing accuracy, the others wait and then find it kept."""
+    data = {task: load_task(task).data_hash for task in items}  # two visitors' files may share a name
+    if score is not None:
+        with _item_accuracy_lock:
+            for task, item_ids in items.items():
+                missing = [i for i in dict.fromkeys(item_ids) if (i, task, data[task], limit) not in _item_accuracy]
+                if missing:
+                    for item_id, accuracy in zip(missing, score(missing, task, limit)):
+                        _item_accuracy[(item_id, task, data[task], limit)] = accuracy
+    return {(item_id, task): _item_accuracy[(item_id, task, data[task], limit)]
+            for task, item_ids in items.items() for item_id in item_ids
+            if (item_id, task, data[task], limit) in _item_accuracy}

@@ -9,23 +9,26 @@ is read from the page's query on load. Query parameters rather than ``gr.DeepLin
 whole page into the server's temporary folder (gone with a restart, the Space's included) and records the origin
 only once an event has read it, while content ids in a query stay valid wherever the same items exist.
 ``layout_*`` make the components, ``wire_*`` attach the events; the math and every rule (limits, saving, links) are
-in ``studio.analysis`` and ``studio.evaluation``.
+in ``studio.analysis`` and ``studio.evaluation``, the reference marks' scores and the warm-up in ``studio.live``.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import gradio as gr
 
 from studio import StudioError, analysis, plots, views
-from studio.evaluation import encode_task, evaluate_many, evaluate_progressively
+from studio.evaluation import evaluate_many, evaluate_progressively
 from studio.library import metric_key
+from studio.live import item_accuracies, start_samples_warm_up
 from studio.prompts import MERGE_METHODS
 from studio.space import on_zero_gpu
 from studio.tasks import BUNDLED_TASKS, load_task
@@ -90,53 +93,73 @@ SESSION_TTL_S = 6 * 3600  # a visitor's Session is dropped this long after its l
 Choice = analysis.Combination  # the checked inputs every arithmetic event shares
 
 
-def parse(state: AppState, origin_id, vector_ids, method, density, tasks, limit, weights) -> Choice:
-    """The form's values as a checked ``Combination`` (``analysis.check_combination`` holds every rule), made for
-    the studio's model."""
-    return analysis.check_combination(state.library, origin_id, vector_ids, method, density, tasks, limit, weights,
-                                      model=state.model_name)
+class Form(NamedTuple):
+    """The controls' values as an event receives them, unchecked, in ``Controls.inputs``' order."""
+
+    origin_id: str | None
+    vector_ids: list[str] | None
+    method: str
+    density: float
+    tasks: list[str] | None
+    limit: int
+    weights: list[float]  # one per slider, hidden ones included
+
+
+def split_form(values: Sequence) -> tuple[Form, tuple]:
+    """An event's positional values as the form (``Controls.inputs``: six fields, then ``MAX_VECTORS`` weights) and
+    the event's own inputs after it."""
+    origin_id, vector_ids, method, density, tasks, limit, *rest = values
+    return (Form(origin_id, vector_ids, method, density, tasks, limit, list(rest[:MAX_VECTORS])),
+            tuple(rest[MAX_VECTORS:]))
+
+
+def parse(state: AppState, form: Form) -> Choice:
+    """The form as a checked ``Combination`` (``analysis.check_combination`` holds every rule), made for the studio's
+    model."""
+    return analysis.check_combination(state.library, form.origin_id, form.vector_ids, form.method, form.density,
+                                      form.tasks, form.limit, form.weights, model=state.model_name)
+
+
+# what the API page calls the form's inputs: a handler's parameter names (one weight per slider)
+FORM_PARAMETERS = (*Form._fields[:-1], *(f"w{k}" for k in range(1, MAX_VECTORS + 1)))
+
+
+def takes_form(*own: str, progress: bool = False) -> Callable[[Callable], Callable]:
+    """Give a handler written ``fn([state,] *values)`` (the form, then the event's ``own`` inputs) one named
+    parameter per input. Gradio reads a handler's parameters from its signature: the API page names the inputs after
+    them, and a ``gr.Progress`` (``progress``) is filled in only as a named parameter after the inputs."""
+
+    def decorate(fn: Callable) -> Callable:
+        before = [p for p in inspect.signature(fn).parameters.values() if p.kind != p.VAR_POSITIONAL]  # ``state``
+        named = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in (*FORM_PARAMETERS, *own)]
+        if progress:
+            named.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()))
+        fn.__signature__ = inspect.Signature([*before, *named])
+        return fn
+
+    return decorate
 
 
 REFERENCES = analysis.REFERENCES
-_reference_accuracy: dict[tuple[str, str, str, int], float] = {}  # (item, task, its data, sample) -> accuracy
-_reference_lock = threading.Lock()
 
 
 def reference_marks(state: AppState, choice: Choice, compute: bool) -> dict[str, list[float | None]]:
-    """The marks' accuracies on the live view's sample, cached by item id (content ids never change); with
+    """The marks' accuracies on the live view's sample (``live.item_accuracies`` keeps them for every visitor); with
     ``compute``, the missing ones are evaluated first, in one batched pass per task."""
     items = analysis.reference_items(state.library, state.model_name, choice)
-    data = {task: load_task(task).data_hash for task in choice.tasks}  # two visitors' files may share a name
-    if compute:
-        with _reference_lock:  # one visitor computes a missing mark; the others then find it cached
-            for task, by_mark in items.items():
-                missing = [i for i in dict.fromkeys(by_mark.values()) if i and (i, task, data[task], choice.limit)
-                           not in _reference_accuracy]
-                for item_id, accuracy in zip(missing, _reference_accuracies(state, missing, task, choice.limit)):
-                    _reference_accuracy[(item_id, task, data[task], choice.limit)] = accuracy
-    return {mark: [_reference_accuracy.get((items[t][mark], t, data[t], choice.limit)) if items[t][mark] else None
-                   for t in choice.tasks] for mark in REFERENCES}
+    wanted = {task: [item_id for item_id in by_mark.values() if item_id] for task, by_mark in items.items()}
+    known = item_accuracies(wanted, choice.limit, partial(reference_accuracies, state) if compute else None)
+    return {mark: [known.get((items[t][mark], t)) for t in choice.tasks] for mark in REFERENCES}
 
 
-def _reference_accuracies(state: AppState, item_ids: list[str], task: str, limit: int) -> list[float]:
+def reference_accuracies(state: AppState, item_ids: list[str], task: str, limit: int) -> list[float]:
     """Validation accuracy of each item on the live view's own sample (stratified, ``limit`` examples). Through the
     shared live evaluator (one batch, queued with every visitor's moves); on ZeroGPU directly, in this GPU call."""
-    if not item_ids:
-        return []
     if on_zero_gpu():
-        result = evaluate_many(state.backbone(), [state.library.tensor(i) for i in item_ids], [task],
-                                        "validation", limit)
+        result = evaluate_many(state.backbone(), [state.library.tensor(i) for i in item_ids], [task], "validation",
+                               limit)
         return [float(result["accuracy"][k, 0]) for k in range(len(item_ids))]
-    with state.live.together():  # one batch
-        requests = [state.live.submit(f"reference {item_id} {task} {limit}", state.library.tensor(item_id), [task],
-                                      limit, first=limit) for item_id in item_ids]
-    accuracies = []
-    for request in requests:
-        final = list(state.live.stream(request))[-1:]
-        if isinstance(request.outcome, BaseException):
-            raise request.outcome
-        accuracies.append(final[0][task].metrics["accuracy"] if final else float("nan"))
-    return accuracies
+    return state.live.accuracies({item_id: state.library.tensor(item_id) for item_id in item_ids}, task, limit)
 
 
 def chart(tasks: list[str], results: dict, previous: dict[str, float], title: str,
@@ -291,23 +314,6 @@ def save_combination(state: AppState, session: Session, choice: Choice, name: st
     return f"Saved **{plain(item.name)}** as `{item.id}` (validation accuracy: {plain(scores)}).", item.id
 
 
-def prepare(state: AppState, tasks: list[str], limit: int) -> threading.Thread:
-    """Load the model and tokenise the default selection's validation samples in the background, so the first
-    slider move only pays for the forward passes. Problems are left for the real evaluation to report."""
-
-    def work() -> None:
-        try:
-            backbone = state.backbone()
-            for name in tasks:
-                encode_task(backbone, load_task(name), "validation", limit, stratified=True)
-        except Exception:  # the live evaluation raises the same problem with a clear message
-            pass
-
-    thread = threading.Thread(target=work, daemon=True, name="warm-arithmetic")
-    thread.start()
-    return thread
-
-
 def slider_label(state: AppState, vector_ids: list[str], k: int) -> str:
     item = state.library.find(vector_ids[k]) if k < len(vector_ids) else None
     if item is None:  # a hidden slider, or an id the evaluation will report as unknown
@@ -347,10 +353,10 @@ def on_vectors_shown(state: AppState, vector_ids) -> list:
 
 
 @friendly
-def on_save(state: AppState, origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5, w6, name,
-            session: Session) -> tuple[str, str]:
-    choice = parse(state, origin_id, vector_ids, method, density, tasks, limit, [w1, w2, w3, w4, w5, w6])
-    return save_combination(state, session, choice, name)
+@takes_form("name", "session")
+def on_save(state: AppState, *values) -> tuple[str, str]:
+    form, (name, session) = split_form(values)
+    return save_combination(state, session, parse(state, form), name)
 
 
 @friendly
@@ -370,11 +376,11 @@ def on_refresh(state: AppState, current_origin, current_vectors, current_tasks) 
 
 
 @friendly
-def on_link(state: AppState, origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5, w6,
-            page_url) -> str:
+@takes_form("page_url")
+def on_link(state: AppState, *values) -> str:
     """A link to this page that reopens the tab on the current combination (``analysis.combination_url``)."""
-    choice = parse(state, origin_id, vector_ids, method, density, tasks, limit, [w1, w2, w3, w4, w5, w6])
-    return analysis.combination_url(page_url or "", choice)
+    form, (page_url,) = split_form(values)
+    return analysis.combination_url(page_url or "", parse(state, form))
 
 
 @friendly
@@ -416,8 +422,26 @@ class Controls:
 
     @property
     def inputs(self) -> list:
-        """``parse``'s arguments, weights last."""
+        """The form every arithmetic event starts with, in ``Form``'s order (``split_form`` reads it back)."""
         return [self.origin, self.vectors, self.method, self.density, self.tasks, self.limit, *self.sliders]
+
+
+@dataclass
+class Sweep:
+    """The sweep accordion: its settings, its button and what it draws."""
+
+    mode: gr.Radio
+    limit: gr.Slider
+    button: gr.Button
+    text: gr.Markdown
+    plot: gr.Plot
+    files: gr.File
+    figure_json: gr.State  # the drawn figure, for the PNG export
+
+    @property
+    def outputs(self) -> list:
+        """``run_sweep``'s results, in its order."""
+        return [self.plot, self.text, self.files, self.figure_json]
 
 
 @dataclass
@@ -428,13 +452,7 @@ class Results:
     status: gr.Markdown
     plot: gr.Plot
     flips: gr.Dataframe
-    sweep_mode: gr.Radio
-    sweep_limit: gr.Slider
-    sweep: gr.Button
-    sweep_text: gr.Markdown
-    sweep_plot: gr.Plot
-    sweep_files: gr.File
-    sweep_json: gr.State
+    sweep: Sweep
     save_name: gr.Textbox
     save: gr.Button
     save_text: gr.Markdown
@@ -467,7 +485,7 @@ def layout_controls(state: AppState, first_origin: str | None, first_vectors: li
     return Controls(origin, vectors, refresh, method, density, tasks, limit, sliders, session)
 
 
-def layout_sweep(state: AppState, first_origin: str | None, first_vectors: list[str]) -> tuple:
+def layout_sweep(state: AppState, first_origin: str | None, first_vectors: list[str]) -> Sweep:
     """The sweep accordion, opened on the prebuilt library's stored sweep of the default pair when there is one."""
     with gr.Accordion("Sweep: accuracy landscape", open=False):
         with gr.Row():
@@ -481,7 +499,7 @@ def layout_sweep(state: AppState, first_origin: str | None, first_vectors: list[
         text = gr.Markdown(first[1] + " (stored with the prebuilt library)" if first else "")
         plot = gr.Plot(first[0] if first else None, label="Landscape", elem_id="sweep-plot")
         files, figure_json = export_row("sweep", "arithmetic_png")
-    return mode, limit, button, text, plot, files, figure_json
+    return Sweep(mode, limit, button, text, plot, files, figure_json)
 
 
 def layout_results(state: AppState, first_origin: str | None, first_vectors: list[str]) -> Results:
@@ -501,7 +519,7 @@ def layout_results(state: AppState, first_origin: str | None, first_vectors: lis
         link_text = gr.Textbox(label="Link: opens this tab on the same origin, vectors, weights, method and sample",
                                interactive=False, buttons=["copy"], scale=3, elem_id="arithmetic-link")
     page_url = gr.Textbox(visible=False)
-    return Results(evaluate, status, plot, flips, *sweep, save_name, save, save_text, saved_id, link, link_text,
+    return Results(evaluate, status, plot, flips, sweep, save_name, save, save_text, saved_id, link, link_text,
                    page_url)
 
 
@@ -514,23 +532,42 @@ def _int(value, default: int = 128) -> int:
         return default
 
 
+def _task_count(tasks: list[str] | None) -> int:
+    """How many tasks a GPU call evaluates, for sizing it: two while none is chosen (the vectors' own, usually)."""
+    return max(1, len(tasks or [None, None]))
+
+
+def evaluation_seconds(*values) -> float:
+    """A live evaluation's GPU call (``on_evaluate``'s inputs): longer for a larger sample and more tasks."""
+    form, _ = split_form(values)
+    return 10 + 0.02 * _int(form.limit) * _task_count(form.tasks)
+
+
+def sweep_seconds(*values) -> float:
+    """A sweep's GPU call (``on_sweep``'s inputs): up to 25 prompts (the 5 x 5 grid; the coefficient sweep has 21),
+    each on the sweep's sample of every task."""
+    form, (_, sweep_examples, *_) = split_form(values)
+    return 15 + 0.01 * 25 * _int(sweep_examples) * _task_count(form.tasks)
+
+
 def wire_evaluation(state: AppState, controls: Controls, results: Results) -> None:
     """Live evaluation and the sweep. Both are closures, not partials: on ZeroGPU a @gpu function's arguments are
     pickled to the GPU process, and the app state is not picklable."""
 
     @friendly_stream
-    @gpu_for_visitor(lambda *args, **kwargs: 10 + 0.02 * _int(args[5]) * max(1, len(args[4] or [2, 2])))
-    def on_evaluate(origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5, w6, session: Session):
-        choice = parse(state, origin_id, vector_ids, method, density, tasks, limit, [w1, w2, w3, w4, w5, w6])
-        for outputs in live_evaluation(state, session, choice):
+    @gpu_for_visitor(evaluation_seconds)
+    @takes_form("session")
+    def on_evaluate(*values):
+        form, (session,) = split_form(values)
+        for outputs in live_evaluation(state, session, parse(state, form)):
             yield *outputs, session  # handing the Session back starts its time to live
 
     @friendly
-    @gpu_for_visitor(lambda *args, **kwargs: 15 + 0.01 * 25 * _int(args[13]) * max(1, len(args[4] or [2, 2])))
-    def on_sweep(origin_id, vector_ids, method, density, tasks, limit, w1, w2, w3, w4, w5, w6, sweep,
-                 sweep_examples, progress=gr.Progress()):
-        choice = parse(state, origin_id, vector_ids, method, density, tasks, limit, [w1, w2, w3, w4, w5, w6])
-        return run_sweep(state, choice, sweep, sweep_examples, progress)
+    @gpu_for_visitor(sweep_seconds)
+    @takes_form("sweep", "sweep_examples", progress=True)
+    def on_sweep(*values):
+        form, (mode, sweep_examples, progress) = split_form(values)
+        return run_sweep(state, parse(state, form), mode, sweep_examples, progress)
 
     # every slider release (and the button, and the merge settings) starts a new live evaluation; "multiple" lets
     # the new one start at once, and it makes the stale one stop at its next round (the Session's generation)
@@ -538,9 +575,9 @@ def wire_evaluation(state: AppState, controls: Controls, results: Results) -> No
            controls.density.release], on_evaluate, [*controls.inputs, controls.session],
           [results.plot, results.status, results.flips, controls.session], api_name="arithmetic_eval",
           trigger_mode="multiple", show_progress="minimal", concurrency_limit=LIVE_CONCURRENCY)
-    results.sweep.click(on_sweep, [*controls.inputs, results.sweep_mode, results.sweep_limit],
-                        [results.sweep_plot, results.sweep_text, results.sweep_files, results.sweep_json],
-                        api_name="arithmetic_sweep")
+    sweep = results.sweep
+    sweep.button.click(on_sweep, [*controls.inputs, sweep.mode, sweep.limit], sweep.outputs,
+                       api_name="arithmetic_sweep")
 
 
 def wire_choices(state: AppState, controls: Controls, results: Results, tab: gr.Tab) -> None:
@@ -586,4 +623,5 @@ def build(state: AppState, tab: gr.Tab, app: gr.Blocks) -> None:
     wire_evaluation(state, controls, results)
     wire_choices(state, controls, results, tab)
     wire_link(state, controls, results, app)
-    prepare(state, [state.library.get(v).task for v in first_vectors if state.library.get(v).task], 128)
+    start_samples_warm_up(state.backbone, [state.library.get(v).task for v in first_vectors
+                                           if state.library.get(v).task], 128)
