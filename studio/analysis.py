@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -36,16 +37,44 @@ class SimilarityTable:
     as_vectors: bool
 
 
+SIMILARITY_VIEWS = ("vectors", "prompts")  # what a table compares: tau = prompt - origin, or the prompts P
+SIMILARITY_ORDERS = ("task", "origin", "cluster")
+
+
+def compared_ids(ids: list[str] | None) -> list[str]:
+    """The items a similarity table compares: blanks dropped, an id named twice one row (not a duplicate block),
+    and at least two of them (a table of one says nothing)."""
+    named = [i for i in (ids or []) if i]
+    distinct = list(dict.fromkeys(named))
+    if len(distinct) < 2:
+        raise StudioError("choose at least two different prompts or vectors to compare" if len(named) >= 2 else
+                          "choose at least two prompts or vectors to compare")
+    return distinct
+
+
+def compares_vectors(view: str) -> bool:
+    """A view's name (the Similarity tab's, the agents' tool's) as ``similarity_table``'s ``as_vectors``."""
+    if view not in SIMILARITY_VIEWS:
+        raise StudioError(f"unknown view {view!r}: use vectors or prompts")
+    return view == "vectors"
+
+
+def check_one_model(items: list[Item], action: str) -> None:
+    """Items compared or drawn together were made for one model: another model's embeddings live in another
+    space. ``action``: what the message asks to do one model at a time."""
+    models = {i.model for i in items}
+    if len(models) > 1:
+        raise StudioError(f"items come from different models ({', '.join(sorted(models))}): {action} one at a time")
+
+
 def similarity_table(library: Library, ids: list[str], measure: str = "token_mean_cosine",
                      as_vectors: bool = True, order: str = "task") -> SimilarityTable:
-    """Similarity of the chosen items, as task prompt vectors (tau) or as raw prompts (P).
+    """Similarity of the chosen items (``compared_ids``), as task prompt vectors (tau) or as raw prompts (P).
 
     ``order``: "task" (task, then origin), "origin" (origin, then task) or "cluster" (hierarchical, average link).
     """
-    ids = list(dict.fromkeys(ids))  # an id named twice is one row, not a duplicate block
-    if len(ids) < 2:
-        raise StudioError("choose at least two different prompts or vectors to compare")
-    if order not in ("task", "origin", "cluster"):
+    ids = compared_ids(ids)
+    if order not in SIMILARITY_ORDERS:
         raise StudioError(f"unknown order {order!r}: use task, origin or cluster")
     items = [library.get(i) for i in ids]
     if as_vectors:
@@ -53,9 +82,7 @@ def similarity_table(library: Library, ids: list[str], measure: str = "token_mea
     else:
         tensors = [library.tensor(i.prompt_id) if i.kind == "vector" and i.prompt_id else library.tensor(i.id)
                    for i in items]
-    models = {i.model for i in items}
-    if len(models) > 1:
-        raise StudioError(f"items come from different models ({', '.join(sorted(models))}): compare one at a time")
+    check_one_model(items, "compare")
     matrix = similarity_matrix(tensors, measure).numpy()
     index = list(range(len(items)))
     if order == "task":
@@ -360,6 +387,27 @@ def is_single_task_prompt(item: Item) -> bool:
             and "mixture" not in item.recipe)
 
 
+MIN_CROSS_ORIGINS = 2  # origins a task needs tuned prompts on before its TPVs can move between them
+CROSS_ORIGIN_SPLITS = ("validation", "test")
+
+
+def check_cross_origin(tasks: list[str] | None, split: str, limit) -> tuple[list[str], int]:
+    """Form or API input for a cross-origin table as (tasks without blanks, sample size per task), or one clear
+    error. Whether each task has prompts on enough origins is ``cross_origin_table``'s to say."""
+    tasks = [t for t in (tasks or []) if t]
+    if not tasks:
+        raise StudioError("choose at least one task with prompts tuned on two or more origins")
+    if split not in CROSS_ORIGIN_SPLITS:
+        raise StudioError(f"unknown split {split!r}: use validation or test")
+    try:
+        limit = int(limit)
+    except (TypeError, ValueError):
+        raise StudioError("the number of examples must be a whole number") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise StudioError(f"evaluate on 1 to {MAX_LIMIT} examples per task")
+    return tasks, limit
+
+
 def tuned_prompts_by_origin(library: Library, model: str, task: str) -> dict[str, Item]:
     """The tuned prompt per origin id that a cross-origin table uses for ``task``: the first stored per origin,
     among prompts of one length (a TPV only moves to an origin of its own shape): the length tuned on the most
@@ -383,7 +431,7 @@ def cross_origin_table(library: Library, backbone: Backbone, tasks: list[str], s
     rows = []
     for task_name in tasks:
         by_origin = tuned_prompts_by_origin(library, backbone.name, task_name)
-        if len(by_origin) < 2:
+        if len(by_origin) < MIN_CROSS_ORIGINS:
             raise StudioError(f"task {task_name!r} needs tuned prompts on at least two origins for a cross-origin table")
         task = load_task(task_name)
         vectors = {origin: library.vector(prompt.id).delta for origin, prompt in by_origin.items()}
@@ -422,6 +470,42 @@ def same_vs_different(table: SimilarityTable) -> dict:
 
 
 # ---- map (projection of items) ----------------------------------------------------------------------------------
+MAP_VIEWS = ("items", "tokens")  # one point per item (its flattened matrix), or one per virtual token
+MAP_COLOURS = ("task", "origin", "kind")  # the fields of a point's record (``_point_record``) a map is coloured by
+
+
+def drawn_ids(ids: list[str] | None) -> list[str]:
+    """The items a map draws: blanks dropped, an id named twice one point, and at least one of them."""
+    distinct = list(dict.fromkeys(i for i in (ids or []) if i))
+    if not distinct:
+        raise StudioError("choose at least one prompt or vector to draw")
+    return distinct
+
+
+class MapRequest(NamedTuple):
+    """A map's checked input (``check_map``): what ``map_points`` is asked for."""
+
+    ids: list[str]
+    dims: int
+    seed: int
+    per_token: bool
+
+
+def check_map(ids: list[str] | None, dims, colour: str, view: str, seed) -> MapRequest:
+    """Form or API input for a map as a ``MapRequest``, or one clear error: the items (``drawn_ids``), a colour
+    among the points' record fields, one of ``MAP_VIEWS``, and the dimensions and seed
+    (``projection.map_settings``). The projection itself is ``projection.choose_method``'s to check."""
+    from studio.projection import map_settings
+
+    ids = drawn_ids(ids)
+    if colour not in MAP_COLOURS:
+        raise StudioError(f"colour by one of {', '.join(MAP_COLOURS)}, not {colour!r}")
+    if view not in MAP_VIEWS:
+        raise StudioError(f"unknown view {view!r}: use items or tokens")
+    dims, seed = map_settings(dims, seed)
+    return MapRequest(ids, dims, seed, per_token=view == "tokens")
+
+
 @dataclass
 class MapPoints:
     coords: np.ndarray  # [points, dims]
@@ -442,13 +526,9 @@ def map_points(library: Library, ids: list[str], method: str = "umap", dims: int
     exactly these points (``studio.views``), used instead of projecting again."""
     from studio.projection import project
 
-    ids = list(dict.fromkeys(ids))  # an id named twice is one point
-    if not ids:
-        raise StudioError("choose at least one prompt or vector to draw")
+    ids = drawn_ids(ids)
     items = [library.get(i) for i in ids]
-    models = {i.model for i in items}
-    if len(models) > 1:
-        raise StudioError(f"items come from different models ({', '.join(sorted(models))}): draw one at a time")
+    check_one_model(items, "draw")
     tensors = [library.vector(i.id).delta if i.kind == "vector" else library.tensor(i.id) for i in items]
     records = []
     if per_token:

@@ -22,6 +22,7 @@ from studio import StudioError
 METHODS = ("umap", "pca")
 MIN_UMAP_POINTS = 4
 SMALL_N = 10  # below this, UMAP's spectral init is fragile: start from a random layout instead
+MAX_SEED = 2**32 - 1  # the largest seed UMAP's random_state (numpy's RandomState) takes
 
 _ready = threading.Event()
 _failed: list[str] = []
@@ -30,11 +31,32 @@ _warm_lock = threading.Lock()
 warm_seconds: list[float] = []  # how long the warm-up fit took, once done
 
 
-def _check(matrix: np.ndarray, method: str, dims: int) -> np.ndarray:
+def _check_method(method: str) -> None:
     if method not in METHODS:
         raise StudioError(f"unknown projection {method!r}: use one of {', '.join(METHODS)}")
+
+
+def _check_dims(dims: int) -> None:
     if dims not in (2, 3):
         raise StudioError(f"a map has 2 or 3 dimensions, got {dims}")
+
+
+def map_settings(dims, seed) -> tuple[int, int]:
+    """A map's dimensions and seed as a form or the API sends them (3, "3"; no seed is seed 0) as whole numbers,
+    or one clear error: 2 or 3 dimensions, a seed from 0 to ``MAX_SEED``."""
+    try:
+        dims, seed = int(dims), int(seed if seed is not None else 0)
+    except (TypeError, ValueError):
+        raise StudioError("dimensions must be 2 or 3 and the seed a whole number") from None
+    _check_dims(dims)
+    if not 0 <= seed <= MAX_SEED:
+        raise StudioError(f"the seed must be a whole number from 0 to {MAX_SEED}, got {seed}")
+    return dims, seed
+
+
+def _check(matrix: np.ndarray, method: str, dims: int) -> np.ndarray:
+    _check_method(method)
+    _check_dims(dims)
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2:
         raise StudioError(f"projection needs a [points, features] matrix, got shape {matrix.shape}")
@@ -109,8 +131,7 @@ def choose_method(method: str, n_points: int | None = None, stored: bool = False
     for fewer than ``MIN_UMAP_POINTS`` points, while UMAP warms up (this starts the warm-up: its first fit compiles
     for about half a minute, which no visitor should wait for), or when its warm-up failed. ``n_points``: the
     points to draw, where known before their matrix is."""
-    if method not in METHODS:
-        raise StudioError(f"unknown projection {method!r}: use one of {', '.join(METHODS)}")
+    _check_method(method)
     if method != "umap" or stored:
         return MethodChoice(method, "")
     if n_points is not None and n_points < MIN_UMAP_POINTS:

@@ -13,7 +13,13 @@ import json
 import sys
 from pathlib import Path
 
-from studio.analysis import coefficient_sweep, cross_origin_table, map_points, tuned_prompts_by_origin
+from studio.analysis import (
+    MIN_CROSS_ORIGINS,
+    coefficient_sweep,
+    cross_origin_table,
+    map_points,
+    tuned_prompts_by_origin,
+)
 from studio.backbones import Backbone
 from studio.files import atomic_write_text
 from studio.library import Library
@@ -26,9 +32,9 @@ MAP_SETTINGS = [("umap", 2), ("pca", 2), ("umap", 3), ("pca", 3)]
 
 # ---- the default selections (shared with the UI, so a stored view and a live one start from the same items) --------
 def cross_origin_tasks(library: Library, model: str) -> list[str]:
-    """Tasks with single-task prompts tuned on at least two origins."""
+    """Tasks with single-task prompts tuned on at least two origins (``analysis.MIN_CROSS_ORIGINS``)."""
     tasks = dict.fromkeys(i.task for i in library.items(kind="prompt", model=model) if i.task)
-    return [t for t in tasks if len(tuned_prompts_by_origin(library, model, t)) >= 2]
+    return [t for t in tasks if len(tuned_prompts_by_origin(library, model, t)) >= MIN_CROSS_ORIGINS]
 
 
 def cross_origin_key(library: Library, model: str, tasks: list[str]) -> dict[str, list[str]]:

@@ -1,5 +1,5 @@
 """What every panel shares: the app state, error handling, the optional ZeroGPU decorator, dropdown choices and
-the figure download row.
+their refresh, the figure download row, and the figure of default items the Similarity and Map tabs open on.
 
 A panel is a module with ``build(state, tab, app)``: it lays out its components inside ``tab`` (``app.py`` makes the
 ``gr.Tab``), refreshes them with ``tab.select`` and attaches page-load events with ``app.load``. Handlers take the
@@ -13,7 +13,7 @@ import functools
 import inspect
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -232,6 +232,16 @@ def refreshed(choices: list, current, kept) -> gr.Dropdown:
     return gr.Dropdown(choices=choices, **({} if kept == current else {"value": kept}))
 
 
+def still_chosen(current, known: Iterable, default):
+    """What a refresh keeps of a dropdown's value ``current``: the chosen values that are still ``known`` (a
+    multiselect's, in their order: ``default`` is a list) or the one value while it is; ``default`` where nothing is
+    left."""
+    known = set(known)
+    if isinstance(default, list):
+        return [value for value in (current or []) if value in known] or default
+    return current if current in known else default
+
+
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 
 
@@ -279,3 +289,76 @@ def export_row(stem: str, api_name: str) -> tuple[gr.File, gr.State]:
 
     png_button.click(on_png, figure_json, png_file, api_name=api_name)
     return files, figure_json
+
+
+# ---- tabs that open on a figure of their default items (Similarity, Map) -----------------------------------------
+# The figure is drawn on its own at start-up; ``shown`` holds the ids it was drawn from. Opening the tab again redraws
+# it when the default items changed (a job stored new prompts), until the user draws: then the figure is theirs.
+ITEM_KINDS = ("vector", "prompt", "origin")  # what their item pickers list
+
+
+def draw_quietly(draw: Callable[..., tuple], *args) -> tuple | None:
+    """``draw(*args)``, or None where it cannot draw (too few items, items of different lengths...): a figure drawn
+    on its own leaves the tab empty instead, and the user hears why when they draw."""
+    try:
+        return draw(*args)
+    except StudioError:
+        return None
+
+
+def refreshed_items(state: AppState, current, default_ids: list[str]) -> gr.Dropdown:
+    """The item picker with fresh choices; its selection kept where its items still exist, else ``default_ids``."""
+    choices = item_choices(state, ITEM_KINDS)
+    return refreshed(choices, current, still_chosen(current, (value for _, value in choices), default_ids))
+
+
+def reopened(state: AppState, current, shown_ids: list[str] | None, default_ids: list[str],
+             first_view: Callable[[list[str]], tuple | None]) -> tuple:
+    """What opening the tab sends to (picker, plot, text, shown): while the figure shown is the one drawn on its own
+    and the default items changed, ``first_view`` of them (figure, text, ...) with the picker set to them; otherwise
+    the refreshed picker and the figure left as it is."""
+    if shown_ids is not None and default_ids != shown_ids and (drawn := first_view(default_ids)) is not None:
+        picker = gr.Dropdown(choices=item_choices(state, ITEM_KINDS), value=default_ids, multiselect=True)
+        return picker, drawn[0], drawn[1], default_ids
+    return refreshed_items(state, current, default_ids), gr.skip(), gr.skip(), shown_ids
+
+
+def layout_items(state: AppState, default_ids: list[str], label: str) -> tuple[gr.Dropdown, gr.Button]:
+    """The item picker, set to ``default_ids``, and its Refresh button in one row."""
+    with gr.Row():
+        items = gr.Dropdown(item_choices(state, ITEM_KINDS), value=default_ids, multiselect=True,
+                            allow_custom_value=True, label=label, scale=5)
+        refresh = gr.Button("Refresh list", scale=0, size="sm")
+    return items, refresh
+
+
+@dataclass
+class FirstFigure:
+    """The figure, the text above it (``draw``'s first two results), its download row, and what it was drawn from."""
+
+    text: gr.Markdown
+    plot: gr.Plot
+    files: gr.File
+    figure_json: gr.State
+    shown: gr.State  # the ids of the figure drawn on its own (at start-up or on opening); None once the user draws
+
+    @property
+    def drawn(self) -> list:
+        """What a draw event fills, in its order."""
+        return [self.plot, self.text, self.files, self.figure_json]
+
+
+def layout_first_figure(first: tuple | None, default_ids: list[str], label: str, elem_id: str, stem: str,
+                        png_api_name: str) -> FirstFigure:
+    """The figure area, showing ``first`` (the figure drawn on its own, or None) of ``default_ids``."""
+    text = gr.Markdown(first[1] if first else "")
+    plot = gr.Plot(first[0] if first else None, label=label, elem_id=elem_id)
+    files, figure_json = export_row(stem, png_api_name)
+    return FirstFigure(text, plot, files, figure_json, gr.State(default_ids if first else None))
+
+
+def wire_draw(triggers: list, handler: Callable, inputs: list, figure: FirstFigure, api_name: str) -> None:
+    """The draw event (``api_name``) and, once it succeeded, ``figure.shown`` cleared (``{api_name}_drawn``): a
+    figure the user drew is not replaced on opening the tab."""
+    gr.on(triggers, handler, inputs, figure.drawn, api_name=api_name).success(
+        lambda: None, None, figure.shown, api_name=f"{api_name}_drawn", api_visibility="private")

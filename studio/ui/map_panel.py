@@ -16,41 +16,35 @@ from studio.projection import choose_method, warm_umap
 from studio.prompts import nearest_tokens
 from studio.ui.common import (
     AppState,
+    FirstFigure,
     WholeNumber,
+    draw_quietly,
     explain,
-    export_row,
     figure_exports,
     friendly,
     item_choices,
+    layout_first_figure,
+    layout_items,
     plain,
-    refreshed,
+    refreshed_items,
+    reopened,
+    wire_draw,
 )
 
 METHODS = [("UMAP", "umap"), ("PCA", "pca")]
-COLOURS = ("task", "origin", "kind")
 VIEWS = [("one point per item (flattened matrix)", "items"), ("one point per virtual token", "tokens")]
 CSV_HEADER = ["x", "y", "z", "id", "name", "kind", "task", "origin", "token", "metrics"]
+TOKEN_KINDS = ("prompt", "origin", "vector")  # what the nearest-token lookup lists (a vector shows its tuned prompt)
 
 
 def draw(state: AppState, ids: list[str] | None, method: str, dims, colour: str, view: str, seed) -> tuple:
-    ids = [i for i in (ids or []) if i]
-    if not ids:
-        raise StudioError("choose at least one prompt or vector to draw")
-    if colour not in COLOURS:
-        raise StudioError(f"colour by one of {', '.join(COLOURS)}, not {colour!r}")
-    if view not in ("items", "tokens"):
-        raise StudioError(f"unknown view {view!r}: use items or tokens")
-    try:
-        dims, seed = int(dims), int(seed if seed is not None else 0)
-    except (TypeError, ValueError):
-        raise StudioError("dimensions must be 2 or 3 and the seed a whole number") from None
-    if not 0 <= seed < 2**32:
-        raise StudioError(f"the seed must be a whole number from 0 to {2**32 - 1}, got {seed}")
-    stored = views.stored_map(state.views, ids, method, dims, seed) if view == "items" else None
-    method, why = choose_method(method, len(set(ids)) if view == "items" else None, stored is not None)
-    points = analysis.map_points(state.library, ids, method, dims, seed, per_token=view == "tokens", stored=stored)
-    kinds = "tokens" if view == "tokens" else "items"
-    title = f"{method.upper()} of {len(points.records)} {kinds} (coloured by {colour})"
+    """The map, its note and its CSV rows; ``analysis.check_map`` checks the settings, ``choose_method`` the
+    projection (the prebuilt library's stored coordinates where they are of exactly these items)."""
+    ids, dims, seed, per_token = analysis.check_map(ids, dims, colour, view, seed)
+    stored = None if per_token else views.stored_map(state.views, ids, method, dims, seed)
+    method, why = choose_method(method, None if per_token else len(ids), stored is not None)
+    points = analysis.map_points(state.library, ids, method, dims, seed, per_token=per_token, stored=stored)
+    title = f"{method.upper()} of {len(points.records)} {'tokens' if per_token else 'items'} (coloured by {colour})"
     figure = plots.scatter_map(points.coords, points.records, colour, title)
     rows = [[*(round(float(v), 6) for v in xyz), *([""] * (3 - len(xyz))),
              *(record[k] for k in CSV_HEADER[3:])] for xyz, record in zip(points.coords, points.records)]
@@ -87,15 +81,17 @@ def first_view(state: AppState, ids: list[str]) -> tuple | None:
     """The default map, drawn at start-up so the tab opens on it: the prebuilt library's stored UMAP coordinates
     when the default items are exactly the prebuilt ones, else PCA (UMAP compiles for ~30 s on first use)."""
     method = "umap" if views.stored_map(state.views, ids, "umap", 2, 0) is not None else "pca"
-    try:
-        return draw(state, ids, method, 2, "task", "items", 0) if ids else None
-    except StudioError:  # e.g. items of different lengths: the tab opens empty and says why when drawn
-        return None
+    return draw_quietly(draw, state, ids, method, 2, "task", "items", 0)
 
 
 def default_ids(state: AppState) -> list[str]:
     """Every prompt and TPV of the model (``views.map_ids``)."""
     return views.map_ids(state.library, state.model_name)
+
+
+def token_picker(state: AppState) -> gr.Dropdown:
+    """Fresh choices for the nearest-token lookup."""
+    return gr.Dropdown(choices=item_choices(state, TOKEN_KINDS))
 
 
 # ---- event handlers: ``state`` first, bound with functools.partial when wired --------------------------------------
@@ -116,22 +112,14 @@ def on_lookup(state: AppState, item_id, k) -> tuple:
 @friendly
 def on_refresh(state: AppState, current) -> tuple:
     """Fresh choices for both pickers; the map's selection is kept where its items still exist."""
-    choices = item_choices(state, ("vector", "prompt", "origin"))
-    known = {value for _, value in choices}
-    kept = [i for i in (current or []) if i in known]
-    return (refreshed(choices, current, kept or default_ids(state)),
-            gr.Dropdown(choices=item_choices(state, ("prompt", "origin", "vector"))))
+    return refreshed_items(state, current, default_ids(state)), token_picker(state)
 
 
 @friendly
 def on_open(state: AppState, current, shown_ids) -> tuple:
     """Fresh choices; and while the tab shows the automatic map, redraw it if the library changed."""
-    ids = default_ids(state)
-    lists = on_refresh(state, current)
-    if shown_ids is None or ids == shown_ids or (drawn := first_view(state, ids)) is None:
-        return *lists, gr.skip(), gr.skip(), shown_ids
-    return gr.Dropdown(choices=item_choices(state, ("vector", "prompt", "origin")), value=ids), lists[1], \
-        drawn[0], drawn[1], ids
+    items, plot, note, shown = reopened(state, current, shown_ids, default_ids(state), partial(first_view, state))
+    return items, token_picker(state), plot, note, shown
 
 
 # ---- layout -------------------------------------------------------------------------------------------------------
@@ -147,11 +135,7 @@ class MapView:
     view: gr.Radio
     seed: gr.Number
     run: gr.Button
-    note: gr.Markdown
-    plot: gr.Plot
-    files: gr.File
-    figure_json: gr.State
-    shown: gr.State  # the ids of the map drawn on its own (at start-up or on opening); None once the user draws
+    figure: FirstFigure  # the map and its note
     token_item: gr.Dropdown
     top_k: gr.Slider
     lookup: gr.Button
@@ -166,24 +150,17 @@ class MapView:
 
 def layout_map(state: AppState) -> tuple:
     """The map's pickers and its first figure (``first_view``)."""
-    with gr.Row():
-        items = gr.Dropdown(item_choices(state, ("vector", "prompt", "origin")), value=default_ids(state),
-                            multiselect=True, allow_custom_value=True,
-                            label="Items (default: every prompt and TPV of the model)", scale=5)
-        refresh = gr.Button("Refresh list", scale=0, size="sm")
+    ids = default_ids(state)
+    items, refresh = layout_items(state, ids, "Items (default: every prompt and TPV of the model)")
     with gr.Row():
         method = gr.Radio(METHODS, value="umap", label="Projection")
         dims = gr.Radio([2, 3], value=2, label="Dimensions")
-        colour = gr.Radio(list(COLOURS), value="task", label="Colour by")
+        colour = gr.Radio(list(analysis.MAP_COLOURS), value="task", label="Colour by")
         view = gr.Radio(VIEWS, value="items", label="Points")
         seed = WholeNumber(0, label="Seed", minimum=0)
     run = gr.Button("Draw map", variant="primary")
-    first = first_view(state, default_ids(state))
-    note = gr.Markdown(first[1] if first else "")
-    plot = gr.Plot(first[0] if first else None, label="Map", elem_id="map-plot")
-    files, figure_json = export_row("map", "map_png")
-    shown = gr.State(default_ids(state) if first else None)
-    return items, refresh, method, dims, colour, view, seed, run, note, plot, files, figure_json, shown
+    figure = layout_first_figure(first_view(state, ids), ids, "Map", "map-plot", "map", "map_png")
+    return items, refresh, method, dims, colour, view, seed, run, figure
 
 
 def layout(state: AppState) -> MapView:
@@ -191,7 +168,7 @@ def layout(state: AppState) -> MapView:
     gr.Markdown("### Nearest vocabulary tokens\nWhich real tokens each virtual token of a prompt is closest to "
                 "(cosine in the input-embedding space). Tuned prompts usually drift away from every real token.")
     with gr.Row():
-        token_item = gr.Dropdown(item_choices(state, ("prompt", "origin", "vector")), allow_custom_value=True,
+        token_item = gr.Dropdown(item_choices(state, TOKEN_KINDS), allow_custom_value=True,
                                  label="Prompt (a vector shows its tuned prompt)", scale=4)
         top_k = gr.Slider(1, 10, value=5, step=1, label="Tokens per virtual token")
         lookup = gr.Button("Look up", scale=0)
@@ -203,13 +180,13 @@ def layout(state: AppState) -> MapView:
 # ---- wiring -------------------------------------------------------------------------------------------------------
 def wire(state: AppState, ui: MapView, tab: gr.Tab) -> None:
     """Drawing (the button and every setting), the lookup, Refresh, and opening the tab."""
-    gr.on([ui.run.click, ui.method.input, ui.dims.input, ui.colour.input, ui.view.input], partial(on_draw, state),
-          ui.settings, [ui.plot, ui.note, ui.files, ui.figure_json], api_name="map").success(
-        lambda: None, None, ui.shown, api_name="map_drawn", api_visibility="private")
+    wire_draw([ui.run.click, ui.method.input, ui.dims.input, ui.colour.input, ui.view.input], partial(on_draw, state),
+              ui.settings, ui.figure, api_name="map")
     gr.on([ui.lookup.click, ui.token_item.input], partial(on_lookup, state), [ui.token_item, ui.top_k],
           [ui.token_rows, ui.token_note], api_name="nearest_tokens")
     ui.refresh.click(partial(on_refresh, state), ui.items, [ui.items, ui.token_item], api_name="map_refresh")
-    tab.select(partial(on_open, state), [ui.items, ui.shown], [ui.items, ui.token_item, ui.plot, ui.note, ui.shown],
+    tab.select(partial(on_open, state), [ui.items, ui.figure.shown],
+               [ui.items, ui.token_item, ui.figure.plot, ui.figure.text, ui.figure.shown],
                api_name="map_on_open", api_visibility="private")
 
 

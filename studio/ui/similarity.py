@@ -12,16 +12,20 @@ from functools import partial
 
 import gradio as gr
 
-from studio import StudioError, analysis, plots
+from studio import analysis, plots
 from studio.prompts import SIMILARITY_MEASURES
 from studio.ui.common import (
     AppState,
+    FirstFigure,
+    draw_quietly,
     explain,
-    export_row,
     figure_exports,
     friendly,
-    item_choices,
-    refreshed,
+    layout_first_figure,
+    layout_items,
+    refreshed_items,
+    reopened,
+    wire_draw,
 )
 
 VIEWS = [("vectors: tau = tuned prompt - origin", "vectors"), ("prompts: the tuned matrices P", "prompts")]
@@ -54,14 +58,8 @@ def summary_text(stats: dict, as_vectors: bool) -> str:
 
 
 def draw(state: AppState, ids: list[str] | None, view: str, measure: str, order: str):
-    ids = [i for i in (ids or []) if i]
-    if len(ids) < 2:
-        raise StudioError("choose at least two prompts or vectors to compare")
-    if view not in {value for _, value in VIEWS}:
-        raise StudioError(f"unknown view {view!r}: use vectors or prompts")
-    if order not in {value for _, value in ORDERS}:
-        raise StudioError(f"unknown order {order!r}: use task, origin or cluster")
-    as_vectors = view == "vectors"
+    """The heatmap, its summary line and its CSV (header, rows); ``analysis.similarity_table`` checks the choice."""
+    as_vectors = analysis.compares_vectors(view)
     table = analysis.similarity_table(state.library, ids, measure, as_vectors, order)
     ids_sorted = [item.id for item in table.items]
     labels = unique_labels(table.labels, ids_sorted)
@@ -77,10 +75,7 @@ def draw(state: AppState, ids: list[str] | None, view: str, measure: str, order:
 
 def first_view(state: AppState, ids: list[str]) -> tuple | None:
     """The default heatmap (every TPV, token-mean cosine), drawn when the app starts so the tab opens on it."""
-    try:
-        return draw(state, ids, "vectors", "token_mean_cosine", "task") if len(ids) >= 2 else None
-    except StudioError:  # e.g. vectors of different lengths: the tab opens empty and says why when drawn
-        return None
+    return draw_quietly(draw, state, ids, "vectors", "token_mean_cosine", "task")
 
 
 def default_ids(state: AppState) -> list[str]:
@@ -98,20 +93,13 @@ def on_draw(state: AppState, ids, view, measure, order) -> tuple:
 @friendly
 def on_refresh(state: AppState, current) -> gr.Dropdown:
     """Fresh choices; the selection is kept where its items still exist."""
-    choices = item_choices(state, ("vector", "prompt", "origin"))
-    known = {value for _, value in choices}
-    kept = [i for i in (current or []) if i in known]
-    return refreshed(choices, current, kept or default_ids(state))
+    return refreshed_items(state, current, default_ids(state))
 
 
 @friendly
 def on_open(state: AppState, current, shown_ids) -> tuple:
     """Fresh choices; and while the tab shows the automatic heatmap, redraw it if the library changed."""
-    ids = default_ids(state)
-    if shown_ids is None or ids == shown_ids or (drawn := first_view(state, ids)) is None:
-        return on_refresh(state, current), gr.skip(), gr.skip(), shown_ids
-    return gr.Dropdown(choices=item_choices(state, ("vector", "prompt", "origin")), value=ids), drawn[0], \
-        drawn[1], ids
+    return reopened(state, current, shown_ids, default_ids(state), partial(first_view, state))
 
 
 # ---- layout and wiring --------------------------------------------------------------------------------------------
@@ -123,41 +111,30 @@ class SimilarityView:
     measure: gr.Dropdown
     order: gr.Radio
     run: gr.Button
-    summary: gr.Markdown
-    plot: gr.Plot
-    files: gr.File
-    figure_json: gr.State
-    shown: gr.State  # the ids of the heatmap drawn on its own (at start-up or on opening); None once the user draws
+    figure: FirstFigure  # the heatmap and its summary line
 
 
 def layout(state: AppState) -> SimilarityView:
-    with gr.Row():
-        items = gr.Dropdown(item_choices(state, ("vector", "prompt", "origin")), value=default_ids(state),
-                            multiselect=True, allow_custom_value=True, label="Items (default: every TPV of the model)",
-                            scale=5)
-        refresh = gr.Button("Refresh list", scale=0, size="sm")
+    ids = default_ids(state)
+    items, refresh = layout_items(state, ids, "Items (default: every TPV of the model)")
     with gr.Row():
         view = gr.Radio(VIEWS, value="vectors", label="Compare as")
         measure = gr.Dropdown([(f"{name}: {text}", name) for name, text in SIMILARITY_MEASURES.items()],
                               value="token_mean_cosine", label="Measure")
         order = gr.Radio(ORDERS, value="task", label="Order")
     run = gr.Button("Draw heatmap", variant="primary")
-    first = first_view(state, default_ids(state))
-    summary = gr.Markdown(first[1] if first else "")
-    plot = gr.Plot(first[0] if first else None, label="Similarity", elem_id="similarity-plot")
-    files, figure_json = export_row("similarity", "similarity_png")
-    shown = gr.State(default_ids(state) if first else None)
-    return SimilarityView(items, refresh, view, measure, order, run, summary, plot, files, figure_json, shown)
+    figure = layout_first_figure(first_view(state, ids), ids, "Similarity", "similarity-plot", "similarity",
+                                 "similarity_png")
+    return SimilarityView(items, refresh, view, measure, order, run, figure)
 
 
 def wire(state: AppState, ui: SimilarityView, tab: gr.Tab) -> None:
     """Drawing (the button and every setting), Refresh, and opening the tab."""
-    gr.on([ui.run.click, ui.view.input, ui.measure.input, ui.order.input], partial(on_draw, state),
-          [ui.items, ui.view, ui.measure, ui.order], [ui.plot, ui.summary, ui.files, ui.figure_json],
-          api_name="similarity").success(lambda: None, None, ui.shown, api_name="similarity_drawn",
-                                         api_visibility="private")
+    wire_draw([ui.run.click, ui.view.input, ui.measure.input, ui.order.input], partial(on_draw, state),
+              [ui.items, ui.view, ui.measure, ui.order], ui.figure, api_name="similarity")
     ui.refresh.click(partial(on_refresh, state), ui.items, ui.items, api_name="similarity_refresh")
-    tab.select(partial(on_open, state), [ui.items, ui.shown], [ui.items, ui.plot, ui.summary, ui.shown],
+    tab.select(partial(on_open, state), [ui.items, ui.figure.shown],
+               [ui.items, ui.figure.plot, ui.figure.text, ui.figure.shown],
                api_name="similarity_on_open", api_visibility="private")
 
 

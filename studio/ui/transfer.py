@@ -12,7 +12,7 @@ from functools import partial
 
 import gradio as gr
 
-from studio import StudioError, analysis, fewshot, plots, views
+from studio import analysis, fewshot, plots, views
 from studio.jobs import FINISHED, Job
 from studio.space import few_shot_runner
 from studio.tasks import BUNDLED_TASKS
@@ -27,6 +27,7 @@ from studio.ui.common import (
     item_choices,
     job_of,
     refreshed,
+    still_chosen,
 )
 
 CROSS_HEADERS = ["task", "origin", "vector from", "own", "accuracy", "macro F1", "n", "|tau|/|origin| of the TPV"]
@@ -42,17 +43,7 @@ def cross_origin_tasks(state: AppState) -> list[str]:
 def cross_origin(state: AppState, tasks: list[str] | None, split: str, limit, stored_only: bool = False) -> tuple:
     """The cross-origin table, chart and summary: from the prebuilt library's stored view when it was computed from
     these very prompts with these settings, else evaluated now (``stored_only``: then None instead)."""
-    tasks = [t for t in (tasks or []) if t]
-    if not tasks:
-        raise StudioError("choose at least one task with prompts tuned on two or more origins")
-    if split not in ("validation", "test"):
-        raise StudioError(f"unknown split {split!r}: use validation or test")
-    try:
-        limit = int(limit)
-    except (TypeError, ValueError):
-        raise StudioError("the number of examples must be a whole number") from None
-    if not 1 <= limit <= analysis.MAX_LIMIT:
-        raise StudioError(f"evaluate on 1 to {analysis.MAX_LIMIT} examples per task")
+    tasks, limit = analysis.check_cross_origin(tasks, split, limit)
     rows = views.stored_cross_origin(state.views, state.library, state.model_name, tasks, split, limit)
     if rows is None and stored_only:
         return None
@@ -139,11 +130,11 @@ def on_refresh(state: AppState, current_tasks, current_sources, current_origin) 
     task_list = cross_origin_tasks(state)
     vector_list = item_choices(state, ("vector",))
     origin_list = item_choices(state, ("origin",))
-    known = {v for _, v in vector_list + origin_list}
-    kept_origin = current_origin if current_origin in known else (origin_list[0][1] if origin_list else None)
-    return (refreshed(task_list, current_tasks, [t for t in (current_tasks or []) if t in task_list] or task_list),
-            refreshed(vector_list, current_sources, [s for s in (current_sources or []) if s in known]),
-            refreshed(origin_list, current_origin, kept_origin))
+    known = [v for _, v in vector_list + origin_list]
+    first_origin = origin_list[0][1] if origin_list else None
+    return (refreshed(task_list, current_tasks, still_chosen(current_tasks, task_list, task_list)),
+            refreshed(vector_list, current_sources, still_chosen(current_sources, known, [])),
+            refreshed(origin_list, current_origin, still_chosen(current_origin, known, first_origin)))
 
 
 @friendly
