@@ -19,7 +19,7 @@ from studio import StudioError
 from studio.backbones import Backbone
 from studio.evaluation import evaluate, evaluate_many
 from studio.library import Item, Library, content_id, split_metrics
-from studio.prompts import MERGE_METHODS, merge, scale_ratio, similarity_matrix
+from studio.prompts import MERGE_METHODS, is_cosine, merge, scale_ratio, similarity_matrix
 from studio.tasks import load_task
 
 
@@ -93,8 +93,7 @@ def similarity_table(library: Library, ids: list[str], measure: str = "token_mea
         from scipy.cluster.hierarchy import leaves_list, linkage
         from scipy.spatial.distance import squareform
 
-        is_similarity = measure.endswith("cosine")
-        distance = (1 - matrix) if is_similarity else matrix.copy()
+        distance = (1 - matrix) if is_cosine(measure) else matrix.copy()
         np.fill_diagonal(distance, 0)
         index = list(leaves_list(linkage(squareform(np.clip(distance, 0, None), checks=False), "average")))
     matrix = matrix[np.ix_(index, index)]
@@ -135,6 +134,18 @@ LINK_LIMITS = (16, 512)  # the sample slider's range, which a shared link must f
 MAX_SWEEP_LIMIT = 500  # examples per task of a sweep: every point scores them all
 SWEEPS = ("coefficient", "grid")
 LIVE_METRICS = ("accuracy", "accuracy_se", "n")  # what the live view measures, and what a saved combination keeps
+
+
+def sample_size(value, most: int, what: str) -> int:
+    """``value`` (a form's or the API's) as a sample of 1 to ``most`` examples per task, or one clear error:
+    the one rule of the live evaluation's, a sweep's and the cross-origin table's sample sizes."""
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise StudioError(f"{what} must be a whole number of examples") from None
+    if not 1 <= size <= most:
+        raise StudioError(f"{what} must be between 1 and {most} examples per task, got {size}")
+    return size
 
 
 @dataclass
@@ -190,16 +201,14 @@ def check_combination(library: Library, origin_id: str | None, vector_ids: list[
         raise StudioError(f"unknown merge method {method!r}: use one of {', '.join(MERGE_METHODS)}")
     try:
         density = float(density)
-        limit = int(limit)
         weights = [float(w) for w in weights[: len(vector_ids)]]
     except (TypeError, ValueError):
-        raise StudioError("weights, density and sample size must be numbers") from None
+        raise StudioError("weights and density must be numbers") from None
     if len(weights) < len(vector_ids) or not all(math.isfinite(w) for w in weights):
         raise StudioError("every chosen vector needs a finite weight")
     if not 0 < density <= 1:
         raise StudioError(f"density must be in (0, 1], got {density}")
-    if scored and not 1 <= limit <= MAX_LIMIT:
-        raise StudioError(f"the evaluation sample must be between 1 and {MAX_LIMIT} examples, got {limit}")
+    limit = sample_size(limit, MAX_LIMIT, "the evaluation sample") if scored else limit
     library.get(origin_id)  # an unknown origin is named before the vectors
     vectors = [library.get(v) for v in vector_ids]
     if any(v.kind != "vector" for v in vectors):
@@ -226,12 +235,7 @@ def check_model(library: Library, combination: Combination, model: str) -> None:
 
 def check_sweep(mode: str, limit) -> int:
     """The sweep's sample size per task, checked with its mode."""
-    try:
-        limit = int(limit)
-    except (TypeError, ValueError):
-        raise StudioError("the sweep sample size must be a whole number") from None
-    if not 1 <= limit <= MAX_SWEEP_LIMIT:
-        raise StudioError(f"the sweep sample must be between 1 and {MAX_SWEEP_LIMIT} examples per task")
+    limit = sample_size(limit, MAX_SWEEP_LIMIT, "the sweep sample")
     if mode not in SWEEPS:
         raise StudioError(f"unknown sweep {mode!r}: use {' or '.join(SWEEPS)}")
     return limit
@@ -399,13 +403,7 @@ def check_cross_origin(tasks: list[str] | None, split: str, limit) -> tuple[list
         raise StudioError("choose at least one task with prompts tuned on two or more origins")
     if split not in CROSS_ORIGIN_SPLITS:
         raise StudioError(f"unknown split {split!r}: use validation or test")
-    try:
-        limit = int(limit)
-    except (TypeError, ValueError):
-        raise StudioError("the number of examples must be a whole number") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise StudioError(f"evaluate on 1 to {MAX_LIMIT} examples per task")
-    return tasks, limit
+    return tasks, sample_size(limit, MAX_LIMIT, "the cross-origin sample")
 
 
 def tuned_prompts_by_origin(library: Library, model: str, task: str) -> dict[str, Item]:

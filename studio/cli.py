@@ -257,7 +257,9 @@ def cmd_similarity(args) -> None:
         if out.suffix == ".csv":
             write_csv(out, ["item", *table.labels], rows)
         else:
-            bounded = args.measure.endswith("cosine")
+            from studio.prompts import is_cosine
+
+            bounded = is_cosine(args.measure)
             save_figure(heatmap(table.matrix, table.labels, f"{args.measure} of {kind}", args.measure,
                                 [f"{i.id} {i.name}" for i in table.items],
                                 -1 if bounded else None, 1 if bounded else None), out)

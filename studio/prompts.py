@@ -201,6 +201,7 @@ class Measure(NamedTuple):
     function: Callable[[torch.Tensor], torch.Tensor]
     description: str
     token_mean: bool = False  # compare the token-averaged matrices (any lengths) instead of the flattened ones
+    cosine: bool = False  # a similarity in [-1, 1] (1: the same direction); the others are distances (0: equal)
 
 
 def _cosine(rows: torch.Tensor) -> torch.Tensor:
@@ -223,13 +224,18 @@ def _norm_gap(rows: torch.Tensor) -> torch.Tensor:
 
 MEASURES: dict[str, Measure] = {
     "token_mean_cosine": Measure(_cosine, "cosine of the token-averaged matrices, cos(P1.mean(0), P2.mean(0)) "
-                                          "(the paper's main one)", token_mean=True),
-    "flat_cosine": Measure(_cosine, "cosine of the flattened matrices"),
+                                          "(the paper's main one)", token_mean=True, cosine=True),
+    "flat_cosine": Measure(_cosine, "cosine of the flattened matrices", cosine=True),
     "l2": Measure(_l2, "Euclidean distance of the flattened matrices"),
     "mean_abs_diff": Measure(_mean_abs_diff, "mean |P1 - P2| over all entries"),
     "norm_gap": Measure(_norm_gap, "| ||P1|| - ||P2|| | of the flattened matrices"),
 }
 SIMILARITY_MEASURES: dict[str, str] = {name: entry.description for name, entry in MEASURES.items()}
+
+
+def is_cosine(measure: str) -> bool:
+    """Whether ``measure`` is a cosine (drawn on a fixed -1..1 scale, clustered by 1 - cosine) or a distance."""
+    return MEASURES[measure].cosine
 
 
 def similarity_matrix(tensors: Sequence[torch.Tensor], measure: str = "token_mean_cosine") -> torch.Tensor:

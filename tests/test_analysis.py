@@ -118,7 +118,7 @@ def test_check_combination_holds_the_forms_limits(setup):
         "must be numbers": combination_args(origin_id, vectors, ["heavy", 1]),
         "finite weight": combination_args(origin_id, vectors, [float("nan"), 1]),
         "density must be in (0, 1]": combination_args(origin_id, vectors, [1, 1], density=0),
-        "between 1 and 2000 examples, got 2001": combination_args(origin_id, vectors, [1, 1], limit=2001),
+        "between 1 and 2000 examples per task, got 2001": combination_args(origin_id, vectors, [1, 1], limit=2001),
         f"{origin_id} is a origin, not a task prompt vector": combination_args(origin_id, [origin_id], [1]),
         "no library item 'v-nothing'": combination_args(origin_id, ["v-nothing"], [1]),
     }

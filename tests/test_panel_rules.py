@@ -74,8 +74,9 @@ def test_a_cross_origin_table_is_asked_for_tasks_a_split_and_a_sample():
     assert check_cross_origin(["mr", ""], "test", "16") == (["mr"], 16)
     for args, message in ((([""], "test", 16), "at least one task with prompts tuned on two or more origins"),
                           ((["mr"], "train", 16), "unknown split 'train': use validation or test"),
-                          ((["mr"], "test", "many"), "the number of examples must be a whole number"),
-                          ((["mr"], "test", MAX_LIMIT + 1), f"evaluate on 1 to {MAX_LIMIT} examples per task")):
+                          ((["mr"], "test", "many"), "the cross-origin sample must be a whole number of examples"),
+                          ((["mr"], "test", MAX_LIMIT + 1),
+                           f"the cross-origin sample must be between 1 and {MAX_LIMIT} examples per task")):
         with pytest.raises(StudioError, match=message):
             check_cross_origin(*args)
 
@@ -108,7 +109,7 @@ def test_the_tabs_say_what_is_wrong_as_before(state):
         map_panel.draw(state, ids, "tsne", 2, "task", "items", 0)
     with pytest.raises(StudioError, match="choose at least one task with prompts tuned on two or more origins"):
         transfer.cross_origin(state, [], "test", 16)
-    with pytest.raises(StudioError, match="evaluate on 1 to 2000 examples per task"):
+    with pytest.raises(StudioError, match="the cross-origin sample must be between 1 and 2000 examples per task"):
         transfer.cross_origin(state, ["mr"], "test", 0)
 
 

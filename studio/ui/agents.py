@@ -40,8 +40,8 @@ TOOLS = ("list_library", "list_tasks", "evaluate_combination", "similarity_table
 Kind = Literal["all", "origin", "prompt", "vector"]
 MergeMethod = Literal[tuple(MERGE_METHODS)]  # the registries' names, so a client sees them as an enum
 Measure = Literal[tuple(SIMILARITY_MEASURES)]
-View = Literal["vectors", "prompts"]
-Order = Literal["task", "origin", "cluster"]
+View = Literal[analysis.SIMILARITY_VIEWS]
+Order = Literal[analysis.SIMILARITY_ORDERS]
 
 
 def as_json(value) -> str:
@@ -193,10 +193,8 @@ class AgentTools:
         Returns:
             JSON {"ids": [...], "labels": [...], "matrix": [[...]] (rows and columns in the order of ids), "measure", "view", "same_task_mean", "different_task_mean", "n_same", "n_different"}.
         """
-        if view not in ("vectors", "prompts"):
-            raise StudioError(f"unknown view {view!r}: use vectors or prompts")
-        table = analysis.similarity_table(self.state.library, string_list(ids, "ids"), measure, view == "vectors",
-                                          order)
+        table = analysis.similarity_table(self.state.library, string_list(ids, "ids"), measure,
+                                          analysis.compares_vectors(view), order)
         stats = analysis.same_vs_different(table)
         return as_json({"ids": [item.id for item in table.items], "labels": table.labels,
                         "matrix": table.matrix.tolist(), "measure": measure, "view": view,

@@ -43,6 +43,7 @@ from studio.ui.common import (
     item_choices,
     plain,
     refreshed,
+    still_chosen,
 )
 
 MAX_VECTORS = analysis.MAX_VECTORS
@@ -365,9 +366,8 @@ def on_refresh(state: AppState, current_origin, current_vectors, current_tasks) 
     it changes; this also runs when a shared link selects the tab, with the values from before the link's)."""
     origin_list = item_choices(state, ("origin",))
     vector_list = item_choices(state, ("vector",))
-    known = {v for _, v in origin_list + vector_list}
-    kept_origin = current_origin if current_origin in known else (origin_list[0][1] if origin_list else None)
-    kept_vectors = [v for v in (current_vectors or []) if v in known]
+    kept_origin = still_chosen(current_origin, (v for _, v in origin_list), origin_list[0][1] if origin_list else None)
+    kept_vectors = still_chosen(current_vectors, (v for _, v in vector_list), [])
     tasks = current_tasks or []
     if kept_vectors != list(current_vectors or []):  # a vector is gone: the tasks follow the rest, as after a pick
         tasks = own_tasks(state, kept_vectors) or tasks

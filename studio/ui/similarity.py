@@ -13,7 +13,7 @@ from functools import partial
 import gradio as gr
 
 from studio import analysis, plots
-from studio.prompts import SIMILARITY_MEASURES
+from studio.prompts import SIMILARITY_MEASURES, is_cosine
 from studio.ui.common import (
     AppState,
     FirstFigure,
@@ -49,7 +49,7 @@ def summary_text(stats: dict, as_vectors: bool) -> str:
     what = "TPVs" if as_vectors else "prompts"
     line = (f"Mean {measure} of {what}: same task across origins {mean('same_task', 'n_same')} · different tasks "
             f"{mean('different_task', 'n_different')}.")
-    if measure.endswith("cosine") and not math.isnan(stats["same_task"]) and not math.isnan(stats["different_task"]):
+    if is_cosine(measure) and not math.isnan(stats["same_task"]) and not math.isnan(stats["different_task"]):
         gap = stats["same_task"] - stats["different_task"]
         line += f" Gap {gap:+.3f}: " + ("the task, not the random origin, decides what a TPV looks like."
                                         if as_vectors and gap > 0.1 else
@@ -64,7 +64,7 @@ def draw(state: AppState, ids: list[str] | None, view: str, measure: str, order:
     ids_sorted = [item.id for item in table.items]
     labels = unique_labels(table.labels, ids_sorted)
     hover = [f"{item.name} ({item.id})" for item in table.items]
-    cosine = measure.endswith("cosine")
+    cosine = is_cosine(measure)
     figure = plots.heatmap(table.matrix, labels, f"{measure} of {'task prompt vectors' if as_vectors else 'prompts'}",
                            measure, hover, zmin=-1.0 if cosine else None, zmax=1.0 if cosine else None)
     rows = [[label, item_id, *(round(float(v), 6) for v in row)]
