@@ -310,8 +310,11 @@ class Library:
                     self._set_orphans_aside(ids, created)
                 self._keep_wal_open()
         except sqlite3.DatabaseError as error:
-            raise StudioError(f"{self.root / 'catalog.sqlite'} is damaged or not a studio catalog ({error}): "
-                              "move it away to start an empty library there") from None
+            if not catalog.is_file():  # nothing to call damaged: the folder cannot hold a catalog (/proc, a device)
+                raise StudioError(f"cannot make a library catalog in {self.root} ({error}): choose a folder you can "
+                                  "write with --library (or STUDIO_LIBRARY / STUDIO_HOME)") from None
+            raise StudioError(f"{catalog} is damaged or not a studio catalog ({error}): move it away to start an "
+                              "empty library there") from None
         except OSError as error:
             raise StudioError(f"cannot use {self.root} as a library folder: {error.strerror or error}") from None
 

@@ -500,6 +500,9 @@ def test_odd_library_folders_give_one_clear_error(tmp_path, monkeypatch):
     (damaged / "catalog.sqlite").write_bytes(b"this is not a database" * 100)
     with pytest.raises(StudioError, match="damaged or not a studio catalog"):
         Library(damaged)
+    if os.path.isdir("/proc/self"):  # a folder that cannot hold a catalog is not called damaged
+        with pytest.raises(StudioError, match=r"cannot make a library catalog in /proc/self .*choose a folder"):
+            Library("/proc/self")
     # a folder the user may read but not write (as root here, the answer of os.access is what is replaced): it is
     # listed, read and exported without writing a byte; changes say why they cannot happen
     library = Library(tmp_path / "shared")
