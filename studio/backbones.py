@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,36 +28,12 @@ from studio import HEAVY_IMPORT_LOCK, StudioError
 from studio.config import DEFAULT_MODEL, cache_dir, hub_offline, on_zero_gpu
 from studio.faults import kill_point
 from studio.files import atomic_write, new_folder
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A backbone's default prompt-tuning recipe: the budget at which its TPVs transfer across origins.
-
-    Every entry point (Tune tab, ``studio tune``, ``build-library``, the few-shot experiment) starts from it.
-    """
-
-    lr: float
-    steps: int
-    batch_size: int
-    n_tokens: int
-    why: str = ""
-
-    def filled(self, **given: float | int | None) -> dict[str, float | int]:
-        """Every recipe setting: the ``given`` value where there is one, this recipe's where it is None or absent."""
-        return {name: getattr(self, name) if given.get(name) is None else given[name] for name in RECIPE_SETTINGS}
-
-
-# the settings a recipe fixes; every entry point (Tune tab, CLI, sweeps, agents) fills these from it when unset
-RECIPE_SETTINGS = tuple(setting.name for setting in fields(Recipe) if setting.name != "why")
-
-
-# measured on SmolLM2-135M (docs/findings.md, "When does a TPV transfer?"): at 80 x 8, lr 0.03 a TPV moved to
-# another origin lost up to 30 points; at 150 x 8, lr 0.2 it keeps its accuracy within about a point
-SMALL_DECODER_RECIPE = Recipe(lr=0.2, steps=150, batch_size=8, n_tokens=20,
-                              why="150 steps x 8 at lr 0.2: TPVs transfer across origins on SmolLM2-135M")
-# the paper's T5-base setting (lr 0.3, batch 32, 50 encoder tokens); steps are a single-GPU budget
-T5_RECIPE = Recipe(lr=0.3, steps=1000, batch_size=32, n_tokens=50, why="the paper's T5-base recipe (lr 0.3)")
+from studio.settings import (  # noqa: F401 - RECIPE_SETTINGS: still imported from here by cli
+    RECIPE_SETTINGS,
+    SMALL_DECODER_RECIPE,
+    T5_RECIPE,
+    Recipe,
+)
 
 
 @dataclass(frozen=True)

@@ -120,3 +120,17 @@ def check_json_size(value: object, what: str, limit: int) -> str:
         raise StudioError(f"{what} is {len(text):,} bytes of JSON, over the {limit:,} kept: it holds more than "
                           "settings and scores")
     return text
+
+
+def whole_number(value: object, what: str) -> int:
+    """A whole number as typed into a form or a flag ("12", 12.0, 12): empty, text or a fraction is one StudioError
+    that names ``what``."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise StudioError(f"{what} is empty: enter a whole number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise StudioError(f"{what} must be a whole number (got {value!r})") from None
+    if not number.is_integer():
+        raise StudioError(f"{what} must be a whole number (got {value})")
+    return int(number)

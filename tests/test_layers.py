@@ -9,7 +9,7 @@ import studio
 
 STUDIO = Path(studio.__file__).parent
 LAYERS = [
-    {"config", "limits", "faults", "files"},
+    {"config", "limits", "faults", "files", "settings"},
     {"backbones", "tasks", "prompts"},
     {"evaluation"},
     {"tuning", "library", "item_files"},
