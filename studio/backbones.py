@@ -127,11 +127,51 @@ class Row:
     target_ids: list[int]
 
 
+# padded tokens per forward pass (``Backbone.batch_tokens``), measured: on an H100 a 384-row step in one forward ran
+# 10x faster than in 16-row micro-batches; on this project's 2-core CPU a training step is fastest at 16 rows of ~100
+# tokens, and a pass without gradients costs least per token near 1,024 (docs/performance.md)
+GPU_BATCH_TOKENS = 65536
+CPU_TRAINING_BATCH_TOKENS = 2048
+CPU_EVAL_BATCH_TOKENS = 1024
+# what one more CPU pass without gradients costs in padded tokens: ~45 ms against ~0.28 ms per token
+CPU_PASS_COST_TOKENS = 160
+
+
+def plan_batches(lengths: list[int], budget: int, pass_cost: int, max_rows: int | None = None) -> list[range]:
+    """Consecutive groups of rows (sorted by length, either way), one forward pass each: of the groupings whose
+    passes fit ``budget`` padded tokens (and ``max_rows`` rows), the one that computes the fewest padded tokens,
+    counting each pass as ``pass_cost`` more (dynamic programming over where groups end)."""
+    if not lengths:
+        return []
+    size = np.asarray(lengths, dtype=np.int64)
+    best = np.zeros(len(size) + 1)  # best[i]: the cheapest grouping of rows[:i]
+    start_of = np.zeros(len(size) + 1, dtype=np.int64)
+    first = 0  # the earliest row a group ending here may start at (moves forward only: rows are sorted)
+    for stop in range(1, len(size) + 1):
+        while stop - first > 1 and ((stop - first) * max(size[first], size[stop - 1]) > budget
+                                    or (max_rows and stop - first > max_rows)):
+            first += 1
+        starts = np.arange(first, stop)
+        longest = np.maximum(size[starts], size[stop - 1])
+        costs = best[starts] + (stop - starts) * longest + pass_cost
+        pick = int(np.argmin(costs))
+        best[stop], start_of[stop] = costs[pick], starts[pick]
+    groups, stop = [], len(size)
+    while stop:
+        groups.append(range(int(start_of[stop]), stop))
+        stop = int(start_of[stop])
+    return groups[::-1]
+
+
 class Backbone:
     """A frozen model plus tokenizer. Every parameter has ``requires_grad=False``."""
 
     def __init__(self, name: str, model, tokenizer, device: str, dtype: torch.dtype):
         self.name = name
+        # made on first use: the eager-attention twin tuning runs on, the (maybe compiled) body, the fp32 LM head
+        self._training_twin: Backbone | None = None
+        self._body_module = None
+        self._head_weight: torch.Tensor | None = None
         self.model = model.to(device=device, dtype=dtype).eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
@@ -173,7 +213,7 @@ class Backbone:
         (docs/performance.md). Evaluation keeps SDPA, so scores do not depend on whether a job is running."""
         if self.device != "cpu" or self.dtype != torch.bfloat16 or self.is_seq2seq:
             return self
-        if getattr(self, "_training_twin", None) is None:
+        if self._training_twin is None:
             shared = {id(t): t for t in (*self.model.parameters(), *self.model.buffers())}
             model = copy.deepcopy(self.model, memo=shared)  # new modules and config, the same tensors
             try:
@@ -190,13 +230,13 @@ class Backbone:
         """The decoder without its LM head (``.model`` for Llama/Gemma, ``.transformer`` for GPT-2...); compiled with
         ``torch.compile`` when ``compile_wanted`` says so (a launch-bound GPU step fuses its kernels). Shapes are
         dynamic, so new batch sizes and lengths do not recompile; a first call in a new grad mode does."""
-        if getattr(self, "_body_module", None) is None:
+        if self._body_module is None:
             body = self.model.base_model
             self._body_module = torch.compile(body, dynamic=True) if compile_wanted(self.device) else body
         return self._body_module
 
     def _head_fp32(self) -> torch.Tensor:
-        if getattr(self, "_head_weight", None) is None:
+        if self._head_weight is None:
             self._head_weight = self.model.get_output_embeddings().weight.detach().float()
         return self._head_weight
 
@@ -233,19 +273,14 @@ class Backbone:
 
     # ---- the forward pass ------------------------------------------------------------------------------
     def batch_tokens(self, training: bool = True) -> int:
-        """Padded tokens per forward pass: small on a CPU (cache-friendly), large on a GPU (one launch per step).
-
-        Measured: on an H100 a 384-row step in one forward ran 10x faster than in 16-row micro-batches; on this
-        2-core CPU a training step is fastest at 16 rows of ~100 tokens, and a forward pass without gradients costs
-        least per token at about 1,024 tokens (0.31 ms; 0.46 ms at 2,048: docs/performance.md).
-        ``STUDIO_BATCH_TOKENS`` overrides both.
-        """
+        """Padded tokens per forward pass: small on a CPU (cache-friendly), large on a GPU (one launch per step; the
+        measurements are at ``GPU_BATCH_TOKENS`` and its neighbours). ``STUDIO_BATCH_TOKENS`` overrides both."""
         forced = os.environ.get("STUDIO_BATCH_TOKENS")
         if forced:
             return int(forced)
         if self.device.startswith("cuda"):
-            return 65536
-        return 2048 if training else 1024
+            return GPU_BATCH_TOKENS
+        return CPU_TRAINING_BATCH_TOKENS if training else CPU_EVAL_BATCH_TOKENS
 
     @property
     def budget_counts_prefix(self) -> bool:
@@ -258,33 +293,11 @@ class Backbone:
         """What one more forward pass costs, in padded tokens: on this project's CPU a pass without gradients takes
         about 45 ms plus 0.28 ms per token, so ~160 tokens. A GPU is launch-bound, and a training pass also runs
         its prompts' shared prefixes and a backward again: there, as few passes as fit the budget."""
-        return 160 if self.device == "cpu" and not training else self.batch_tokens(training)
+        return CPU_PASS_COST_TOKENS if self.device == "cpu" and not training else self.batch_tokens(training)
 
     def batches(self, lengths: list[int], max_rows: int | None = None, training: bool = True) -> list[range]:
-        """Consecutive groups of rows (sorted by length, either way), one forward pass each: of the groupings whose
-        passes fit ``batch_tokens`` padded tokens (and ``max_rows`` rows), the one that computes the fewest padded
-        tokens, counting each pass as ``pass_cost_tokens`` more (dynamic programming over where groups end)."""
-        if not lengths:
-            return []
-        budget, pass_cost = self.batch_tokens(training), self.pass_cost_tokens(training)
-        size = np.asarray(lengths, dtype=np.int64)
-        best = np.zeros(len(size) + 1)  # best[i]: the cheapest grouping of rows[:i]
-        start_of = np.zeros(len(size) + 1, dtype=np.int64)
-        first = 0  # the earliest row a group ending here may start at (moves forward only: rows are sorted)
-        for stop in range(1, len(size) + 1):
-            while stop - first > 1 and ((stop - first) * max(size[first], size[stop - 1]) > budget
-                                        or (max_rows and stop - first > max_rows)):
-                first += 1
-            starts = np.arange(first, stop)
-            longest = np.maximum(size[starts], size[stop - 1])
-            costs = best[starts] + (stop - starts) * longest + pass_cost
-            pick = int(np.argmin(costs))
-            best[stop], start_of[stop] = costs[pick], starts[pick]
-        groups, stop = [], len(size)
-        while stop:
-            groups.append(range(int(start_of[stop]), stop))
-            stop = int(start_of[stop])
-        return groups[::-1]
+        """The rows' forward passes on this backbone (``plan_batches`` with its token budget and cost per pass)."""
+        return plan_batches(lengths, self.batch_tokens(training), self.pass_cost_tokens(training), max_rows)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Input embeddings through the model's own layer (so models that scale embeddings, like Gemma, agree)."""
