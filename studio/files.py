@@ -33,28 +33,39 @@ def partial_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
 
 
-def _umask() -> int:
-    """This process's umask, read without changing it (``os.umask`` sets one to read it, racing other threads)."""
+def usual_mode(folder: Path) -> int:
+    """The mode a new file made in ``folder`` by a plain ``open()`` gets: the umask's, or the folder's default ACL
+    (a shared project folder) where it has one. Asked of the system itself, by making and removing a probe file."""
+    probe = folder / f".{os.getpid()}-{uuid.uuid4().hex[:8]}.mode{PARTIAL_SUFFIX}"
+    descriptor = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
+        return stat.S_IMODE(os.fstat(descriptor).st_mode)
+    finally:
+        os.close(descriptor)
+        probe.unlink(missing_ok=True)
+
+
+def give_usual_mode(path: Path, mode: int) -> None:
+    """Give a written file ``mode`` (``usual_mode``): safetensors writes 0600, so an export shared on a multi-user
+    machine could not be read by the people it was made for. Where modes cannot be set (a FAT stick, some network
+    mounts) the file keeps the one it has."""
+    try:
+        if path.is_file() and not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) != mode:
+            os.chmod(path, mode)
+    except OSError:
         pass
-    return 0o022
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(temporary_path)``, then rename the result over ``path``; on any failure remove the temporary.
-    The file gets the mode any new file of the user's gets (safetensors writes 0600: an export shared on a
-    multi-user machine could not be read by the people it was made for)."""
+    The file gets the mode a plain ``open()`` would give it (``usual_mode``)."""
     path = Path(path)
     _sweep_dead_partials_of(path)
     partial = partial_name(path)
     try:
+        mode = usual_mode(path.parent)
         write(partial)
-        if partial.is_file() and not partial.is_symlink():
-            os.chmod(partial, 0o666 & ~_umask())
+        give_usual_mode(partial, mode)
         kill_point("atomic:before-rename")
         os.replace(partial, path)
     except BaseException:
@@ -108,6 +119,9 @@ def new_folder(target: Path) -> Iterator[Path]:
     old: Path | None = None
     try:
         yield partial
+        mode = usual_mode(partial)
+        for path in partial.rglob("*"):  # the files its writers made (a PEFT adapter's weights: 0600)
+            give_usual_mode(path, mode)
         kill_point("folder:before-rename")
         if target.is_dir() or target.is_symlink():
             old = partial_name(target)

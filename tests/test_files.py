@@ -213,3 +213,26 @@ def test_written_files_get_the_users_usual_mode(tmp_path, umask, mode):
     finally:
         os.umask(previous)
     assert stat.S_IMODE(exported.stat().st_mode) == stat.S_IMODE(text.stat().st_mode) == mode
+
+
+def test_a_folder_export_gives_its_files_the_usual_mode_and_a_refused_chmod_writes_anyway(tmp_path, monkeypatch):
+    """A PEFT adapter's weights were still 0600 (safetensors' own mode, written into a new folder); on a file
+    system that refuses modes (a FAT stick) the export must still be written."""
+    import torch
+    from safetensors.torch import save_file
+
+    previous = os.umask(0o022)
+    try:
+        with new_folder(tmp_path / "adapter") as partial:
+            save_file({"prompt_embeddings": torch.zeros(2, 4)}, str(partial / "adapter_model.safetensors"))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "adapter" / "adapter_model.safetensors").stat().st_mode) == 0o644
+
+    def refused(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", refused)
+    written = atomic_write(tmp_path / "stick.safetensors",
+                           lambda p: save_file({"prompt": torch.zeros(2, 4)}, str(p)))
+    assert written.exists() and not list(tmp_path.glob(f"*{PARTIAL_SUFFIX}"))
