@@ -201,14 +201,16 @@ def check_combination(library: Library, origin_id: str | None, vector_ids: list[
         raise StudioError(f"unknown merge method {method!r}: use one of {', '.join(MERGE_METHODS)}")
     try:
         density = float(density)
+        limit = int(limit)
         weights = [float(w) for w in weights[: len(vector_ids)]]
     except (TypeError, ValueError):
-        raise StudioError("weights and density must be numbers") from None
+        raise StudioError("weights, density and sample size must be numbers") from None
     if len(weights) < len(vector_ids) or not all(math.isfinite(w) for w in weights):
         raise StudioError("every chosen vector needs a finite weight")
     if not 0 < density <= 1:
         raise StudioError(f"density must be in (0, 1], got {density}")
-    limit = sample_size(limit, MAX_LIMIT, "the evaluation sample") if scored else limit
+    if scored:
+        sample_size(limit, MAX_LIMIT, "the evaluation sample")
     library.get(origin_id)  # an unknown origin is named before the vectors
     vectors = [library.get(v) for v in vector_ids]
     if any(v.kind != "vector" for v in vectors):

@@ -127,6 +127,10 @@ def test_check_combination_holds_the_forms_limits(setup):
             check_combination(library, *args)
     with pytest.raises(StudioError, match="needs a finite weight"):  # fewer weights than vectors
         check_combination(library, origin_id, vectors, "weighted_sum", 0.5, [], 64, [1.0])
+    # nothing scored (`studio combine` without --eval-task): no sample is needed, but what is given is still a number
+    assert check_combination(library, *combination_args(origin_id, vectors, [1, 1], limit=12.0), scored=False).limit == 12
+    with pytest.raises(StudioError, match="weights, density and sample size must be numbers"):
+        check_combination(library, *combination_args(origin_id, vectors, [1, 1], limit="x"), scored=False)
     assert check_vector_ids(["", vectors[0], None]) == [vectors[0]]
     assert check_sweep("grid", "8") == 8
     for mode, limit, message in (("grid", 0, "between 1 and 500"), ("grid", "many", "whole number"),

@@ -537,13 +537,13 @@ def _task_count(tasks: list[str] | None) -> int:
     return max(1, len(tasks or [None, None]))
 
 
-def evaluation_seconds(*values) -> float:
+def evaluation_seconds(*values, **_) -> float:
     """A live evaluation's GPU call (``on_evaluate``'s inputs): longer for a larger sample and more tasks."""
     form, _ = split_form(values)
     return 10 + 0.02 * _int(form.limit) * _task_count(form.tasks)
 
 
-def sweep_seconds(*values) -> float:
+def sweep_seconds(*values, **_) -> float:
     """A sweep's GPU call (``on_sweep``'s inputs): up to 25 prompts (the 5 x 5 grid; the coefficient sweep has 21),
     each on the sweep's sample of every task."""
     form, (_, sweep_examples, *_) = split_form(values)
