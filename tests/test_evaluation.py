@@ -85,7 +85,7 @@ def test_multi_word_file_labels(tiny, prompts, tmp_path):
     path = tmp_path / "phrases.csv"
     rows = ["text,label"] + [f"item {i},{'very good indeed' if i % 2 else 'rather bad'}" for i in range(12)]
     path.write_text("\n".join(rows) + "\n")
-    from studio.tasks import load_file_task
+    from studio.task_files import load_file_task
 
     task = load_file_task(path)
     result = evaluate(tiny, [prompts[0]], task, "train", limit=2)[0]

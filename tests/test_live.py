@@ -167,7 +167,8 @@ def test_two_visitors_files_under_one_name_are_scored_on_their_own_data(tiny, tm
     encodings and remembered scores are kept by the data, not only the task name."""
     import csv
 
-    from studio.tasks import load_file_task, set_task_owner
+    from studio.task_files import load_file_task
+    from studio.tasks import set_task_owner
 
     asking = {"who": "a"}
     set_task_owner(lambda: asking["who"])

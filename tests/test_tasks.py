@@ -9,12 +9,12 @@ from collections import Counter
 import pytest
 
 from studio import StudioError
+from studio.task_files import load_file_task
 from studio.tasks import (
     BUNDLED_TASKS,
     HUB_TASKS,
     clear_task_cache,
     list_tasks,
-    load_file_task,
     load_task,
     set_task_owner,
     task_spec,
@@ -316,7 +316,7 @@ def test_csv_short_row_is_an_empty_cell(tmp_path):
 def test_a_jsonl_file_with_a_byte_order_mark_reads_as_a_csv_one_does(tmp_path):
     """Windows editors save UTF-8 with a byte-order mark: a CSV file with one loaded, a JSONL file was refused
     ("Unexpected UTF-8 BOM")."""
-    from studio.tasks import preview_file
+    from studio.task_files import preview_file
 
     path = tmp_path / "bom.jsonl"
     path.write_text("\ufeff" + "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in GOOD_ROWS),
@@ -351,7 +351,7 @@ def test_unreadable_files(tmp_path):
 
 
 def test_preview_and_column_guess_read_the_file_as_loading_does(tmp_path):
-    from studio.tasks import guess_columns, preview_file
+    from studio.task_files import guess_columns, preview_file
 
     csv_path = tmp_path / "mine.csv"
     csv_path.write_text("id,review,label\n" + "".join(f"{i},\"text, {i}\",{'ab'[i % 2]}\n" for i in range(20)),
@@ -404,7 +404,7 @@ def _short_rows(path, size: int):
 def test_the_preview_reads_only_the_rows_it_shows(tmp_path, suffix):
     """The preview runs on every file pick: it used to read the whole file into memory (a 10 MB CSV of short rows:
     over 300 MB; 100 MB uploads are allowed)."""
-    from studio.tasks import preview_file
+    from studio.task_files import preview_file
 
     path = _short_rows(tmp_path / f"big.{suffix}", 5_000_000)
     (columns, rows), _, peak = _traced(lambda: preview_file(path, 8))
@@ -422,14 +422,14 @@ def test_a_file_without_the_columns_is_refused_at_its_first_row(tmp_path):
 
 
 def test_a_file_over_the_row_limit_is_refused(tmp_path, monkeypatch):
-    import studio.tasks
+    import studio.task_files
 
     big = tmp_path / "rows.csv"
     big.write_text("text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(200_001)))
     with pytest.raises(StudioError, match=r"rows.csv has more than 200,000 rows: keep a sample"):
         load_file_task(big)
     # the limit itself (studio.limits.MAX_FILE_ROWS): exactly as many rows as allowed load, one more is refused
-    monkeypatch.setattr(studio.tasks, "MAX_FILE_ROWS", len(GOOD_ROWS))
+    monkeypatch.setattr(studio.task_files, "MAX_FILE_ROWS", len(GOOD_ROWS))
     assert len(load_file_task(_csv(tmp_path / "fits.csv", ["text", "label"], GOOD_ROWS)).train) > 0
     with pytest.raises(StudioError, match="more than 20 rows"):
         load_file_task(_csv(tmp_path / "over.csv", ["text", "label"], GOOD_ROWS + [("one more", "no")]))
@@ -487,9 +487,9 @@ def test_uploaded_tasks_are_bounded_by_their_examples_not_only_their_number(tmp_
 
 
 def test_a_jsonl_line_longer_than_a_csv_cell_is_refused_unparsed(tmp_path, monkeypatch):
-    from studio import tasks
+    from studio import task_files
 
-    monkeypatch.setattr(tasks, "MAX_CSV_FIELD", 1000)
+    monkeypatch.setattr(task_files, "MAX_CSV_FIELD", 1000)
     path = tmp_path / "one-line.jsonl"
     path.write_text("".join(f'{{"text": "row {i}", "label": "{"ab"[i % 2]}"}}\n' for i in range(20))
                     + '{"text": "' + "x" * 5000 + '", "label": "a"}\n')

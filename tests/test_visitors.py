@@ -305,7 +305,7 @@ def test_a_gpu_handler_finds_the_visitors_files_uploaded_after_its_process_start
     import csv
     from collections import OrderedDict
 
-    from studio import StudioError, tasks
+    from studio import StudioError, task_files, tasks
     from studio.ui import common
     from studio.ui.visitors import acting_for, asking_visitor
 
@@ -333,7 +333,7 @@ def test_a_gpu_handler_finds_the_visitors_files_uploaded_after_its_process_start
         path.parent.mkdir()
         with path.open("w", newline="") as handle:
             csv.writer(handle).writerows([("text", "label"), *rows])
-        return tasks.load_file_task(path)
+        return task_files.load_file_task(path)
 
     tasks.set_task_owner(asking_visitor)
     try:
