@@ -10,7 +10,7 @@ is queued, and ``submit_few_shot`` runs it on the ``JobRunner`` with its progres
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -19,9 +19,11 @@ from studio.analysis import combine
 from studio.backbones import Backbone
 from studio.evaluation import evaluate, stratified_order
 from studio.jobs import Job, JobRunner
-from studio.library import Item, Library, content_id, metric_key
+from studio.library import Item, Library, content_id, metric_key, result_settings
+from studio.limits import whole_number
+from studio.settings import TuneConfig
 from studio.tasks import TaskData, load_task
-from studio.tuning import TrainingPrompt, TuneConfig, tune, whole_number
+from studio.tuning import TrainingPrompt, tune
 
 MAX_SHOTS = 1000  # training examples per run
 MAX_TEST_EXAMPLES = 2000
@@ -180,8 +182,8 @@ def multitask_prompt(library: Library, backbone: Backbone, origin_id: str, tasks
     data = [t if isinstance(t, TaskData) else load_task(t) for t in tasks]
     names = [t.spec.name for t in data]
     name = "+".join(names)
-    settings = {k: v for k, v in asdict(config).items() if k != "micro_batch"}  # micro_batch only splits the work
-    recipe = {"mixture": names, "data_hashes": [t.data_hash for t in data], "model": backbone.name, **settings}
+    recipe = {"mixture": names, "data_hashes": [t.data_hash for t in data], "model": backbone.name,
+              **result_settings(config)}
     for item in library.items(kind="prompt", task=name):
         if item.origin_id == origin_id and all(item.recipe.get(k) == v for k, v in recipe.items()):
             return item

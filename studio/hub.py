@@ -5,13 +5,13 @@ A pushed repository is useful without the studio: one PEFT prompt-tuning adapter
 and task prompt vectors as safetensors under ``items/``, ``studio_catalog.json`` (recipe, metrics, lineage) and a
 model card. A pull reads that catalog back with the same content ids (pulling twice stores nothing twice) or, in a
 repository the studio did not write (the paper authors' T5 adapters), every PEFT prompt-tuning adapter in it.
-Everything in a snapshot is checked before anything is stored, so a bad repository changes nothing. Before a pull
-downloads anything it lists the repository (at one commit) and takes only the files it reads (the catalog,
-``items/*.safetensors`` and the adapter files; never a model's weight shards), refusing a repository where those
-are more than ``MAX_PULL_BYTES`` or ``MAX_PULL_FILES``: anyone may pull on a public Space, and its disk is shared.
-They go to a temporary folder that is removed after the pull, not to the Hugging Face cache. A push refuses an
-existing repository without the studio's catalog (it would replace that repository's card and files) unless told
-to ``overwrite`` it.
+Everything in a snapshot is checked before anything is stored, and all of it is stored in one transaction, so a
+bad repository (or a pull killed half-way) changes nothing. Before a pull downloads anything it lists the
+repository (at one commit) and takes only the files it reads (the catalog, ``items/*.safetensors`` and the adapter
+files; never a model's weight shards), refusing a repository where those are more than ``MAX_PULL_BYTES`` or
+``MAX_PULL_FILES``: anyone may pull on a public Space, and its disk is shared. They go to a temporary folder that is
+removed after the pull, not to the Hugging Face cache. A push refuses an existing repository without the studio's
+catalog (it would replace that repository's card and files) unless told to ``overwrite`` it.
 
 The studio is offline by default (``HF_HUB_OFFLINE=1``); both directions say so and how to go online. The token
 stays with ``huggingface_hub`` (``HF_TOKEN`` or ``hf auth login``; on a Space, the visitor's Sign-in token, handed
@@ -21,14 +21,12 @@ to ``HfApi`` / the download only): it is never written, printed or logged. The w
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,7 +35,7 @@ from studio import StudioError
 from studio.config import hub_offline
 from studio.files import check_export_target, new_folder, safe_extract_zip
 from studio.item_files import read_json_file, read_peft_adapter, read_prompt_file
-from studio.library import KINDS, Item, Library, content_id
+from studio.library import KINDS, Item, Library, NewItem, content_id, prompt_and_vector, tensor_digest
 from studio.limits import MAX_CATALOG_BYTES, MAX_NAME, check_name, check_seed
 from studio.prompts import TUNING_INITS, make_origin
 
@@ -293,25 +291,6 @@ def _silent(fraction: float, what: str) -> None:
 
 # ---- pulling ------------------------------------------------------------------------------------------------------
 @dataclass
-class _Entry:
-    """One item a pull will store, read and checked before anything is written."""
-
-    id: str
-    kind: str
-    tensor: torch.Tensor
-    name: str
-    task: str | None = None
-    seed: int | None = None
-    origin_id: str | None = None
-    prompt_id: str | None = None
-    recipe: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
-
-    def parents(self) -> list[str]:
-        return [p for p in (self.origin_id, self.prompt_id) if p]
-
-
-@dataclass
 class _Adapter:
     """A PEFT prompt-tuning adapter found in a snapshot without a catalog."""
 
@@ -334,20 +313,21 @@ def pull(library: Library, source: str | Path, backbone, revision: str | None = 
     goes to the listing and the download (None: ``huggingface_hub``'s own, False: none). A repository is listed
     first: only the files a pull reads are downloaded, within ``MAX_PULL_BYTES`` and ``MAX_PULL_FILES``, into a
     temporary folder. ``download`` (``snapshot_download``) and ``api`` (an ``HfApi``) are for tests. Nothing is
-    stored unless everything checks out."""
+    stored unless everything checks out: what only a pull can check (the repository's files, its claims against
+    the model) is checked here, then ``Library.add_together`` checks what it checks of any store (names, kinds,
+    lineage) and stores all of it in one transaction, or nothing."""
     if library.read_only:
         raise StudioError("this library is read-only (the prebuilt library): pull into your own library")
     say = progress or _silent
     say(0.0, f"downloading {source}")
     with _snapshot(str(source), revision, download, token, hub_only, api) as (folder, label):
         say(0.6, f"checking {label}")
-        entries = _read_entries(library, folder, label, backbone, origin)
-    _check_against_library(library, entries)
-    say(0.9, f"storing {len(entries)} items")
-    return _store(library, entries, backbone.name)
+        new = _read_entries(library, folder, label, backbone, origin)
+    say(0.9, f"storing {len(new)} items")
+    return library.add_together(new, exist_ok=True)
 
 
-def _read_entries(library: Library, folder: Path, label: str, backbone, origin: str | None) -> list[_Entry]:
+def _read_entries(library: Library, folder: Path, label: str, backbone, origin: str | None) -> list[NewItem]:
     """The snapshot's items, read into memory (the snapshot may be a temporary folder) and checked."""
     if (folder / CATALOG).is_file():
         if origin:
@@ -466,18 +446,19 @@ def _read_catalog(path: Path) -> list[dict]:
     return data["items"]
 
 
-def _catalog_entries(library: Library, folder: Path, backbone) -> list[_Entry]:
+def _catalog_entries(library: Library, folder: Path, backbone) -> list[NewItem]:
     records = _read_catalog(folder / CATALOG)
     if not records:
         raise StudioError(f"{CATALOG} lists no items: there is nothing to pull")
     entries = [_catalog_entry(folder, record, backbone) for record in records]
     seen: set[str] = set()
     for entry in entries:
-        if entry.id in seen:
-            raise StudioError(f"{CATALOG} lists {entry.id} twice: the repository is damaged")
-        seen.add(entry.id)
+        if entry.item_id in seen:
+            raise StudioError(f"{CATALOG} lists {entry.item_id} twice: the repository is damaged")
+        seen.add(entry.item_id)
     entries = _in_lineage_order(library, entries)
     _check_claims(library, entries, backbone)
+    _check_shapes(library, entries)
     return entries
 
 
@@ -485,12 +466,12 @@ ORIGIN_TOLERANCE = 0.02  # of an origin's largest value: a bf16 and an fp32 mode
 VECTOR_TOLERANCE = 1e-4  # of a vector's prompt's largest value (both are stored in fp32), on top of its origin's
 
 
-def _check_claims(library: Library, entries: list[_Entry], backbone) -> None:
+def _check_claims(library: Library, entries: list[NewItem], backbone) -> None:
     """What a catalog states that the studio can recompute must hold, or nothing is pulled. An origin that names its
     seed and init is that seed's origin: tuning jobs take it as theirs (``Library.find_origin``), so a forged one
     would steer every later job with that seed. A vector is its prompt minus its origin. A prompt cannot be
     recomputed without tuning it again: for prompts (and their scores) a pull trusts the repository."""
-    pulled = {entry.id: entry.tensor for entry in entries}
+    pulled = {entry.item_id: entry.tensor for entry in entries}
 
     def tensor(item_id: str) -> torch.Tensor:
         return pulled[item_id] if item_id in pulled else library.tensor(item_id)
@@ -499,7 +480,7 @@ def _check_claims(library: Library, entries: list[_Entry], backbone) -> None:
         if entry.kind == "origin" and entry.seed is not None and entry.recipe.get("init") in TUNING_INITS:
             made = make_origin(backbone, entry.seed, entry.tensor.shape[0], entry.recipe["init"])
             if not _close(entry.tensor, made, ORIGIN_TOLERANCE * _largest(made)):
-                raise StudioError(f"{entry.id} says it is origin {entry.seed} ({entry.recipe['init']}, "
+                raise StudioError(f"{entry.item_id} says it is origin {entry.seed} ({entry.recipe['init']}, "
                                   f"{entry.tensor.shape[0]} tokens) of {backbone.name}, but its values are not that "
                                   "origin's: the repository was altered or damaged, so nothing was pulled")
         elif entry.kind == "vector" and entry.origin_id and entry.prompt_id:
@@ -508,8 +489,8 @@ def _check_claims(library: Library, entries: list[_Entry], backbone) -> None:
             # close as the origin check allows, plus fp32 rounding of the prompt
             allowed = ORIGIN_TOLERANCE * _largest(origin) + VECTOR_TOLERANCE * _largest(prompt)
             if not _close(entry.tensor, prompt - origin, allowed):
-                raise StudioError(f"{entry.id} says it is {entry.prompt_id} minus {entry.origin_id}, but its values "
-                                  "are not: the repository was altered or damaged, so nothing was pulled")
+                raise StudioError(f"{entry.item_id} says it is {entry.prompt_id} minus {entry.origin_id}, but its "
+                                  "values are not: the repository was altered or damaged, so nothing was pulled")
 
 
 def _largest(tensor: torch.Tensor) -> float:
@@ -523,7 +504,7 @@ def _close(tensor: torch.Tensor, expected: torch.Tensor, allowed: float) -> bool
     return bool((tensor.float() - expected.float()).abs().max() <= allowed + 1e-6)
 
 
-def _catalog_entry(folder: Path, record: dict, backbone) -> _Entry:
+def _catalog_entry(folder: Path, record: dict, backbone) -> NewItem:
     item_id, kind = record.get("id"), record.get("kind")
     if kind not in KINDS or not isinstance(item_id, str) or not ITEM_ID.fullmatch(item_id) or item_id[0] != kind[0]:
         raise StudioError(f"{CATALOG} has an item with a bad id or kind ({str(item_id)[:40]!r}, {str(kind)[:20]!r})")
@@ -534,7 +515,7 @@ def _catalog_entry(folder: Path, record: dict, backbone) -> _Entry:
     if [record.get("n_tokens"), record.get("hidden")] != list(tensor.shape):
         raise StudioError(f"{item_id}: its file holds a {tuple(tensor.shape)} prompt but the catalog says "
                           f"({record.get('n_tokens')}, {record.get('hidden')}): the repository is damaged")
-    return _Entry(item_id, kind, tensor, **_catalog_fields(item_id, record))
+    return NewItem(kind, tensor, backbone.name, item_id=item_id, **_catalog_fields(item_id, record))
 
 
 def _catalog_tensor(folder: Path, item_id: str, backbone) -> torch.Tensor:
@@ -579,25 +560,43 @@ def _catalog_fields(item_id: str, record: dict) -> dict:
             "recipe": recipe, "metrics": metrics}
 
 
-
-
-def _in_lineage_order(library: Library, entries: list[_Entry]) -> list[_Entry]:
+def _in_lineage_order(library: Library, entries: list[NewItem]) -> list[NewItem]:
     """Parents before the items derived from them; every parent is in the snapshot or already in the library."""
-    pending = {entry.id: entry for entry in entries}
-    ordered: list[_Entry] = []
+    pending = {entry.item_id: entry for entry in entries}
+    ordered: list[NewItem] = []
     placed: set[str] = set()
     while pending:
         ready = [e for e in pending.values()
-                 if all(p not in pending and (p in placed or library.find(p)) for p in e.parents())]
+                 if all(p not in pending and (p in placed or library.find(p)) for p in _parents(e))]
         if not ready:
             stuck = next(iter(pending.values()))
-            missing = next((p for p in stuck.parents() if p not in pending), stuck.parents()[0])
-            raise StudioError(f"the lineage of {stuck.id} is incomplete: {missing} is neither in the repository nor "
-                              "in your library (or the lineage loops)")
+            missing = next((p for p in _parents(stuck) if p not in pending), _parents(stuck)[0])
+            raise StudioError(f"the lineage of {stuck.item_id} is incomplete: {missing} is neither in the repository "
+                              "nor in your library (or the lineage loops)")
         for entry in ready:
-            ordered.append(pending.pop(entry.id))
-            placed.add(entry.id)
+            ordered.append(pending.pop(entry.item_id))
+            placed.add(entry.item_id)
     return ordered
+
+
+def _parents(entry: NewItem) -> list[str]:
+    return [p for p in (entry.origin_id, entry.prompt_id) if p]
+
+
+def _check_shapes(library: Library, entries: list[NewItem]) -> None:
+    """A prompt or vector has its origin's shape, or its vector could never be formed (the library does not check
+    this: a tuning job's prompts have their origin's shape by construction)."""
+    shapes = {entry.item_id: tuple(entry.tensor.shape) for entry in entries}
+    for entry in entries:
+        if entry.origin_id:
+            origin = shapes.get(entry.origin_id) or _shape(library.get(entry.origin_id))
+            if origin != tuple(entry.tensor.shape):
+                raise StudioError(f"{entry.item_id} is a {tuple(entry.tensor.shape)} {entry.kind} but its origin "
+                                  f"{entry.origin_id} is {origin}: the repository is damaged")
+
+
+def _shape(item: Item) -> tuple[int, int]:
+    return item.n_tokens, item.hidden
 
 
 def _read_adapters(folder: Path, label: str, backbone) -> list[_Adapter]:
@@ -614,27 +613,24 @@ def _read_adapters(folder: Path, label: str, backbone) -> list[_Adapter]:
         if metadata.get("model") and metadata["model"] != backbone.name:
             raise StudioError(f"{where} was made for model {metadata['model'][:100]}, not {backbone.name}: "
                               "choose that model (--model) to pull it")
-        name = metadata.get("name") or (label if rel == "." else path.name)
-        adapters.append(_Adapter(rel, name[:MAX_NAME], tensor, metadata, {"imported_from": where, **decisions}))
+        name = (metadata.get("name") or (label if rel == "." else path.name))[:MAX_NAME]
+        check_name(name, f"the name of {where}")
+        adapters.append(_Adapter(rel, name, tensor, metadata, {"imported_from": where, **decisions}))
     return adapters
 
 
-def _digest(tensor: torch.Tensor) -> str:
-    return hashlib.sha256(tensor.detach().float().contiguous().numpy().tobytes()).hexdigest()[:16]
-
-
-def _as_entry(adapter: _Adapter, kind: str, model: str) -> _Entry:
+def _as_entry(adapter: _Adapter, kind: str, model: str) -> NewItem:
     """An adapter stored as it is: its content decides its id, so pulling it again stores nothing twice."""
-    return _Entry(content_id(kind, model, "peft", _digest(adapter.tensor)), kind, adapter.tensor, adapter.name,
-                  task=adapter.metadata.get("task") or None, recipe=adapter.recipe)
+    return NewItem(kind, adapter.tensor, model, adapter.name, task=adapter.metadata.get("task") or None,
+                   recipe=adapter.recipe, item_id=content_id(kind, model, "peft", tensor_digest(adapter.tensor)))
 
 
-def _adapter_entries(library: Library, adapters: list[_Adapter], origin: str | None, model: str) -> list[_Entry]:
+def _adapter_entries(library: Library, adapters: list[_Adapter], origin: str | None, model: str) -> list[NewItem]:
     """Each adapter as it says it is (a prompt unless the studio exported it as an origin); with ``origin``, that
     adapter (or library origin) as the origin, and the others as its prompts with their task prompt vectors."""
     if origin is None:
         entries = [_as_entry(a, "origin" if a.metadata.get("kind") == "origin" else "prompt", model) for a in adapters]
-        return list({entry.id: entry for entry in entries}.values())
+        return list({entry.item_id: entry for entry in entries}.values())
     single = len(adapters) == 1  # then the repository's own name names its adapter too, wherever it lies
     marked = [a for a in adapters if origin in (a.rel, a.name, Path(a.rel).name, a.recipe["imported_from"])
               or (single and origin == a.recipe["imported_from"].split("/")[0])]
@@ -642,15 +638,15 @@ def _adapter_entries(library: Library, adapters: list[_Adapter], origin: str | N
         raise StudioError(f"--origin {origin!r} names {len(marked)} adapters: give its folder ({marked[0].rel})")
     if marked:
         base = _as_entry(marked[0], "origin", model)
-        entries, seed = [base], None
+        entries = [base]
     else:
         found = _library_origin(library, origin, model, [a.rel for a in adapters])
-        base = _Entry(found.id, "origin", library.tensor(found.id), found.name)
-        entries, seed = [], found.seed
+        base = NewItem("origin", library.tensor(found.id), model, found.name, seed=found.seed, item_id=found.id)
+        entries = []  # the library has it
     for adapter in adapters:
         if not marked or adapter is not marked[0]:
-            entries += _prompt_and_vector(adapter, base, seed)
-    return list({entry.id: entry for entry in entries}.values())
+            entries += _prompt_and_vector(adapter, base)
+    return list({entry.item_id: entry for entry in entries}.values())
 
 
 def _library_origin(library: Library, origin: str, model: str, rels: list[str]) -> Item:
@@ -664,58 +660,12 @@ def _library_origin(library: Library, origin: str, model: str, rels: list[str]) 
     return found
 
 
-def _prompt_and_vector(adapter: _Adapter, origin: _Entry, seed: int | None) -> list[_Entry]:
-    """A prompt tuned from ``origin`` and its task prompt vector (prompt - origin), as ``run_tuning`` stores them."""
-    from studio.jobs import vector_id
-
+def _prompt_and_vector(adapter: _Adapter, origin: NewItem) -> tuple[NewItem, NewItem]:
+    """A prompt tuned from ``origin`` and its task prompt vector (prompt - origin), as a tuning job stores them."""
     if adapter.tensor.shape != origin.tensor.shape:
         raise StudioError(f"{adapter.recipe['imported_from']} is a {tuple(adapter.tensor.shape)} prompt but the origin "
                           f"is {tuple(origin.tensor.shape)}: it was not tuned from that origin")
-    prompt_id = content_id("prompt", origin.id, "peft", _digest(adapter.tensor))
-    task = adapter.metadata.get("task") or None
-    prompt = _Entry(prompt_id, "prompt", adapter.tensor, adapter.name, task=task, seed=seed, origin_id=origin.id,
-                    recipe=adapter.recipe)
-    vector = _Entry(vector_id(prompt_id), "vector", adapter.tensor - origin.tensor, f"TPV {adapter.name}"[:MAX_NAME],
-                    task=task, seed=seed, origin_id=origin.id, prompt_id=prompt_id, recipe={"from": prompt_id})
-    return [prompt, vector]
-
-
-def _check_against_library(library: Library, entries: list[_Entry]) -> None:
-    """Names are names; what the library already holds under an entry's id must be the same kind (then it is kept,
-    not stored again); a prompt or vector must have its origin's shape, or its vector could never be formed."""
-    shapes = {entry.id: tuple(entry.tensor.shape) for entry in entries}
-    for entry in entries:
-        check_name(entry.name, f"the name of {entry.id}")
-        existing = library.find(entry.id)
-        if existing and existing.kind != entry.kind:
-            raise StudioError(f"your library has {entry.id} as a {existing.kind}, but the repository has it as a "
-                              f"{entry.kind}: the two cannot both be kept")
-        if entry.origin_id:
-            origin = shapes.get(entry.origin_id) or _shape(library.get(entry.origin_id))
-            if origin != tuple(entry.tensor.shape):
-                raise StudioError(f"{entry.id} is a {tuple(entry.tensor.shape)} {entry.kind} but its origin "
-                                  f"{entry.origin_id} is {origin}: the repository is damaged")
-
-
-def _shape(item: Item) -> tuple[int, int]:
-    return item.n_tokens, item.hidden
-
-
-def _store(library: Library, entries: list[_Entry], model: str) -> list[Item]:
-    """Write what was checked, parents first; if writing fails part-way (a full disk), what this pull added goes."""
-    added: list[str] = []
-    items: list[Item] = []
-    try:
-        for entry in entries:
-            new = library.find(entry.id) is None
-            items.append(library.add(entry.kind, entry.tensor, model, name=entry.name, task=entry.task,
-                                     seed=entry.seed, origin_id=entry.origin_id, prompt_id=entry.prompt_id,
-                                     recipe=entry.recipe, metrics=entry.metrics, item_id=entry.id, exist_ok=True))
-            if new:
-                added.append(entry.id)
-    except BaseException:
-        for item_id in reversed(added):
-            with suppress(StudioError, OSError, sqlite3.Error):
-                library.delete(item_id, cascade=True)
-        raise
-    return items
+    prompt_id = content_id("prompt", origin.item_id, "peft", tensor_digest(adapter.tensor))
+    return prompt_and_vector(origin.model, adapter.tensor, origin.tensor, name=adapter.name, prompt_id=prompt_id,
+                             origin_id=origin.item_id, task=adapter.metadata.get("task") or None, seed=origin.seed,
+                             recipe=adapter.recipe)

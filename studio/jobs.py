@@ -27,14 +27,24 @@ from studio import StudioError
 from studio.backbones import Backbone
 from studio.config import cache_dir
 from studio.faults import kill_point
-from studio.library import Item, Library, NewItem, content_id, split_metrics
-from studio.limits import check_prompt_length, parse_seeds
-from studio.prompts import TaskPromptVector, make_origin
+from studio.library import (
+    Item,
+    Library,
+    NewItem,
+    content_id,
+    origin_id,
+    prompt_and_vector,
+    split_metrics,
+    tuned_prompt_id,
+)
+from studio.limits import check_prompt_length, parse_seeds, whole_number
+from studio.prompts import DEFAULT_INIT, make_origin
+from studio.settings import TuneConfig
 from studio.tasks import TaskData
-from studio.tuning import TrainingPrompt, TuneConfig, clear_checkpoint, tune, whole_number
+from studio.tuning import TrainingPrompt, clear_checkpoint, tune
 
 
-def origin_entry(model: str, tensor: torch.Tensor, seed: int, n_tokens: int, init: str = "top5000",
+def origin_entry(model: str, tensor: torch.Tensor, seed: int, n_tokens: int, init: str = DEFAULT_INIT,
                  item_id: str | None = None) -> NewItem:
     """How an origin is stored: its id (the content id unless the library already has it under another), name and
     recipe, written once for ``origin_item`` and for tuning jobs."""
@@ -43,7 +53,7 @@ def origin_entry(model: str, tensor: torch.Tensor, seed: int, n_tokens: int, ini
                    item_id=item_id or origin_id(model, seed, n_tokens, init))
 
 
-def origin_item(library: Library, backbone: Backbone, seed: int, n_tokens: int, init: str = "top5000") -> Item:
+def origin_item(library: Library, backbone: Backbone, seed: int, n_tokens: int, init: str = DEFAULT_INIT) -> Item:
     """The library's origin for (model, seed, length, init), created on first use so every TPV shares it."""
     found = library.find_origin(backbone.name, seed, n_tokens, init)
     if found:
@@ -60,24 +70,9 @@ def _origin(library: Library, backbone: Backbone, seed: int, n_tokens: int, init
     return origin_id(backbone.name, seed, n_tokens, init), make_origin(backbone, seed, n_tokens, init)
 
 
-def origin_id(model: str, seed: int, n_tokens: int, init: str = "top5000") -> str:
-    """The content id of an origin: the same (model, init, seed, length) is the same origin in every library."""
-    return content_id("origin", model, init, int(seed), int(n_tokens))
-
-
-def tuned_prompt_id(origin: str, task: TaskData, config: TuneConfig) -> str:
-    """The content id of a prompt tuned from ``origin`` on ``task`` with ``config`` (its vector: ``vector_id``)."""
-    settings = {k: v for k, v in asdict(config).items() if k != "micro_batch"}  # micro_batch only splits the work
-    return content_id("prompt", origin, task.spec.name, task.data_hash, settings)
-
-
-def vector_id(prompt_id: str) -> str:
-    return content_id("vector", prompt_id)
-
-
 def run_tuning(
     library: Library, backbone: Backbone, tasks: list[TaskData], seeds: list[int], config: TuneConfig,
-    n_tokens: int = 20, init: str = "top5000", on_progress: Callable[[dict], None] | None = None,
+    n_tokens: int = 20, init: str = DEFAULT_INIT, on_progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None, checkpoint_dir: Path | None = None, name_prefix: str = "",
     keep_partial: bool = False,
 ) -> tuple[list[Item], str]:
@@ -148,11 +143,8 @@ def _result_items(result, origin: str, backbone: Backbone, config: TuneConfig, o
     prompt_id = tuned_prompt_id(origin, task, config)
     if outcome.steps_done < config.steps:  # a partial result is not the finished job's result
         prompt_id = content_id("prompt", prompt_id, outcome.steps_done)
-    vector = TaskPromptVector.between(result.best_prompt, result.job.origin, model)
-    return (NewItem("prompt", result.best_prompt, model, label, task.spec.name, seed, origin, recipe=recipe,
-                    metrics=metrics, item_id=prompt_id),
-            NewItem("vector", vector.delta, model, f"TPV {label}", task.spec.name, seed, origin, prompt_id,
-                    recipe={"from": prompt_id}, metrics=metrics, item_id=vector_id(prompt_id)))
+    return prompt_and_vector(model, result.best_prompt, result.job.origin, name=label, prompt_id=prompt_id,
+                             origin_id=origin, task=task.spec.name, seed=seed, recipe=recipe, metrics=metrics)
 
 
 # ---- what a tuning job tunes -----------------------------------------------------------------------------------
@@ -166,14 +158,14 @@ class TuneRequest:
     config: TuneConfig
     n_tokens: int
     title: str
-    init: str = "top5000"
+    init: str = DEFAULT_INIT
 
     def labels(self) -> list[str]:  # run_tuning trains prompts in this order: task-major, then seed
         return [f"{t.spec.name} / origin {s}" for t in self.tasks for s in self.seeds]
 
 
 def tune_request(tasks: list[TaskData], seeds: str | list[int], config: TuneConfig, n_tokens: object,
-                 init: str = "top5000") -> TuneRequest:
+                 init: str = DEFAULT_INIT) -> TuneRequest:
     """A tuning job checked before anything is queued: at least one task, no two tasks of one name (a file task
     named like a bundled one would be stored under the same name), seeds and prompt length in their limits."""
     if not tasks:

@@ -24,9 +24,11 @@ from studio.limits import check_prompt_length
 TOP_K_VOCAB = 5000  # the reference's "Lester et al." heuristic: sample init tokens from the first 5,000 ids
 INIT_METHODS = ("top5000", "sample_vocab", "text", "normal")
 TUNING_INITS = tuple(m for m in INIT_METHODS if m != "text")  # a job's origins are random draws; "text" is not one
+DEFAULT_INIT = "top5000"  # the reference's origins: a tuning job's, a sweep's and the CLI's unless told otherwise
 
 
-def make_origin(backbone, seed: int, n_tokens: int, method: str = "top5000", text: str | None = None) -> torch.Tensor:
+def make_origin(backbone, seed: int, n_tokens: int, method: str = DEFAULT_INIT,
+                text: str | None = None) -> torch.Tensor:
     """The random initialisation P0 for ``seed``: embeddings of sampled token ids, through the model's own layer.
 
     - ``top5000``: ids uniform over the first 5,000 of the vocabulary (the reference's init),

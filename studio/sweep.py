@@ -27,12 +27,13 @@ from pathlib import Path
 from studio import StudioError
 from studio.config import hub_offline
 from studio.faults import kill_point
-from studio.jobs import Job, JobRunner, origin_id, tuned_prompt_id, vector_id
-from studio.library import Item, Library, NewItem
+from studio.jobs import Job, JobRunner
+from studio.library import Item, Library, NewItem, origin_id, tuned_prompt_id, vector_id
 from studio.limits import check_prompt_length, parse_seeds
-from studio.prompts import TUNING_INITS
+from studio.prompts import DEFAULT_INIT, TUNING_INITS
+from studio.settings import TuneConfig
 from studio.tasks import load_task, task_spec
-from studio.tuning import TuneConfig, has_checkpoint
+from studio.tuning import has_checkpoint
 
 # ---- the spec ----------------------------------------------------------------------------------------------------
 SPEC_KEYS = ("models", "tasks", "seeds", "init", "recipe", "ray")
@@ -49,7 +50,7 @@ class SweepSpec:
     tasks: tuple[str, ...]
     seeds: tuple[int, ...]
     recipe: dict[str, tuple] = field(default_factory=dict)
-    init: str = "top5000"
+    init: str = DEFAULT_INIT
     ray: dict = field(default_factory=dict)
 
 
@@ -143,7 +144,7 @@ def parse_spec(data: dict) -> SweepSpec:
     models = tuple(_check_model(m) for m in _values("models", data["models"], str))
     tasks = tuple(task_spec(t).name for t in _values("tasks", data["tasks"], str))
     seeds = tuple(parse_seeds(",".join(str(s) for s in _values("seeds", data["seeds"], int))))
-    init = data.get("init", "top5000")
+    init = data.get("init", DEFAULT_INIT)
     if init not in TUNING_INITS:
         raise StudioError(f"init must be one of {', '.join(TUNING_INITS)} (got {init!r})")
     recipe = data.get("recipe", {})

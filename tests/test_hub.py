@@ -5,9 +5,13 @@ every adapter, the card's metadata parses), pulls that round-trip a library, the
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -604,6 +608,30 @@ def test_bad_repository_is_refused_and_changes_nothing(kind, tiny, tiny_t5_dir, 
     assert snapshot(library) == before
     assert not [p for p in (tmp_path / "lib").rglob("*") if "partial" in p.name]
     assert not (tmp_path / "pwned").exists(), "a pickle was loaded"
+
+
+@pytest.mark.parametrize("point", ["atomic:before-rename:3", "store:files-written:1"])
+def test_a_pull_killed_while_it_stores_leaves_the_library_as_it_was(point, tiny, tiny_llama_dir, tmp_path):
+    """A pull stores every item in one transaction: killed (kill -9) between its files or before its commit, it leaves
+    the catalog as it was, never a prompt without its origin or vector; pulling again stores all of it."""
+    source = Library(tmp_path / "source")
+    populate(source, tiny.name)
+    repo = hub_layout(source, None, tiny, tmp_path / "repo")
+    target = Library(tmp_path / "target")
+    target.add("prompt", rand(seed=11), tiny.name, name="already here")
+    rows, _ = snapshot(target)
+    command = [sys.executable, "-m", "studio", "hub", "pull", str(repo), "--model", str(tiny_llama_dir), "--library",
+               str(target.root), "--no-prebuilt"]
+    env = {**os.environ, "STUDIO_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "STUDIO_KILL_AT": point}
+    root = Path(__file__).resolve().parent.parent
+    killed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-1500:]
+    assert snapshot(target)[0] == rows
+    env.pop("STUDIO_KILL_AT")
+    rerun = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-1500:]
+    assert {k: v for k, v in described(target).items() if k in described(source)} == described(source)
+    assert {p.name for p in (target.root / "items").iterdir()} == {Path(i.file).name for i in target.items()}
 
 
 def test_a_library_zip_pulls_offline_from_the_command_line(tiny, tiny_llama_dir, tmp_path, capsys, monkeypatch):

@@ -17,7 +17,8 @@ from studio.backbones import load_backbone
 from studio.fewshot import few_shot_configs, parse_shots, plan_few_shot, submit_few_shot
 from studio.jobs import FINISHED, Job, JobRunner, progress_summary, submit_tuning, tune_request
 from studio.library import Library
-from studio.tasks import load_file_task, load_task
+from studio.task_files import load_file_task
+from studio.tasks import load_task
 from studio.tuning import TuneConfig
 
 CONFIG = TuneConfig(steps=2, batch_size=2, lr=0.03, eval_every=1, val_limit=4)

