@@ -1,9 +1,9 @@
 """Prompt Arithmetic Studio: tune soft prompts, compare task prompt vectors, do arithmetic on prompts.
 
 Imports point one way, down these layers (``tests/test_layers.py`` checks it): ``config``, ``limits``,
-``faults``, ``files``, ``settings`` -> ``backbones``, ``tasks``, ``prompts`` -> ``evaluation`` -> ``tuning``,
-``library``, ``item_files`` -> ``jobs``, ``analysis``, ``projection``, ``plots``, ``live`` -> ``views``, ``build``,
-``hub``, ``findings``, ``sweep``, ``fewshot``, ``space`` -> ``cli``, ``ui``.
+``faults``, ``files``, ``settings`` -> ``backbones``, ``tasks``, ``task_files``, ``corpora``, ``prompts`` ->
+``evaluation`` -> ``tuning``, ``library``, ``item_files`` -> ``jobs``, ``analysis``, ``projection``, ``plots``,
+``live`` -> ``views``, ``build``, ``hub``, ``findings``, ``sweep``, ``fewshot``, ``space`` -> ``cli``, ``ui``.
 Heavy libraries (torch, transformers, gradio) are imported where they are used.
 """
 

@@ -28,12 +28,7 @@ from studio import HEAVY_IMPORT_LOCK, StudioError
 from studio.config import DEFAULT_MODEL, cache_dir, hub_offline, on_zero_gpu
 from studio.faults import kill_point
 from studio.files import atomic_write, new_folder
-from studio.settings import (  # noqa: F401 - RECIPE_SETTINGS: still imported from here by cli
-    RECIPE_SETTINGS,
-    SMALL_DECODER_RECIPE,
-    T5_RECIPE,
-    Recipe,
-)
+from studio.settings import SMALL_DECODER_RECIPE, T5_RECIPE, Recipe
 
 
 @dataclass(frozen=True)

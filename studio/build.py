@@ -20,8 +20,9 @@ from studio.evaluation import evaluate
 from studio.files import atomic_write_text
 from studio.jobs import origin_item, progress_summary, run_tuning
 from studio.library import Library, metric_key, split_metrics
+from studio.settings import TuneConfig
 from studio.tasks import load_task
-from studio.tuning import TuneConfig, checkpoint_step
+from studio.tuning import checkpoint_step
 from studio.views import compute_views, save_views
 
 

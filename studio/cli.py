@@ -55,7 +55,8 @@ def _seeds(text: str) -> list[int]:
 
 def _task(args, name: str):
     """A task named on the command line: a CSV/JSONL file (read with the column options) or a task name."""
-    from studio.tasks import load_file_task, load_task
+    from studio.task_files import load_file_task
+    from studio.tasks import load_task
 
     if Path(name).suffix.lower() in (".csv", ".jsonl", ".json"):
         return load_file_task(name, args.text_column, args.label_column)
@@ -86,7 +87,8 @@ def _progress_bar(total: int, desc: str):
 
 # ---- commands -------------------------------------------------------------------------------------------------
 def cmd_data(args) -> None:
-    from studio.tasks import fetch_bundled_data, list_tasks
+    from studio.corpora import fetch_bundled_data
+    from studio.tasks import list_tasks
 
     if args.action == "fetch":
         print(f"bundled corpora in {fetch_bundled_data(force=args.force)}")
@@ -112,11 +114,10 @@ FLAGS = {"seed": "--data-seed"}  # a plain --seed would read as an origin seed
 
 def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per ``TuneConfig`` setting, with its help and choices: the config is the one place they are written."""
-    from studio.backbones import RECIPE_SETTINGS  # left unset, these come from the model's recipe
-    from studio.tuning import TuneConfig, config_fields
+    from studio.settings import RECIPE_SETTINGS, TuneConfig, config_fields
 
     for setting in config_fields(TuneConfig):
-        from_recipe = setting.name in RECIPE_SETTINGS
+        from_recipe = setting.name in RECIPE_SETTINGS  # left unset, these come from the model's recipe
         default = "the model's recipe" if from_recipe else setting.default
         flag = FLAGS.get(setting.name, "--" + setting.name.replace("_", "-"))
         parser.add_argument(flag, dest=setting.name, type=setting.type, choices=setting.choices,
@@ -126,7 +127,7 @@ def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
 
 def tuning_config(args):
     """The ``TuneConfig`` the parsed flags describe (after ``_with_recipe`` filled the recipe's settings)."""
-    from studio.tuning import TuneConfig, config_fields
+    from studio.settings import TuneConfig, config_fields
 
     return TuneConfig(**{setting.name: getattr(args, setting.name) for setting in config_fields(TuneConfig)})
 
@@ -430,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_data_commands(sub, common: argparse.ArgumentParser, data_args: argparse.ArgumentParser) -> None:
     """data, tune, eval: commands that read tasks."""
-    from studio.prompts import TUNING_INITS
+    from studio.prompts import DEFAULT_INIT, TUNING_INITS
 
     p = sub.add_parser("data", parents=[common, data_args], help="list, preview and fetch tasks")
     p.add_argument("action", choices=["list", "preview", "fetch"])
@@ -446,8 +447,8 @@ def _add_data_commands(sub, common: argparse.ArgumentParser, data_args: argparse
     p.add_argument("--task", action="append", required=True, help="task name or CSV/JSONL file (repeatable)")
     p.add_argument("--seeds", default="0", help="origin seeds, e.g. 0,1,2")
     p.add_argument("--n-tokens", type=int, default=None, help="virtual tokens per prompt (default: the model's recipe)")
-    p.add_argument("--init", default="top5000", choices=TUNING_INITS,
-                   help="how origins are drawn (default: top5000, the paper's)")
+    p.add_argument("--init", default=DEFAULT_INIT, choices=TUNING_INITS,
+                   help=f"how origins are drawn (default: {DEFAULT_INIT}, the paper's)")
     add_tuning_arguments(p)
     p.set_defaults(run=cmd_tune)
 

@@ -176,7 +176,7 @@ def finding_fewshot(library: Library, target: str, sources: tuple[str, ...], sho
     from studio.backbones import load_backbone
     from studio.fewshot import few_shot_study
     from studio.plots import curves, save_figure
-    from studio.tuning import TuneConfig
+    from studio.settings import TuneConfig
 
     origin = min((i for i in library.items(kind="origin") if i.source == "prebuilt"), key=lambda i: i.seed)
     vectors = [_prebuilt_vector(library, t, origin.seed).id for t in sources]

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -43,13 +44,18 @@ from studio.limits import (
     MAX_CATALOG_BYTES,
     MAX_ITEM_TASK,
     MAX_METRICS_BYTES,
+    MAX_NAME,
     MAX_RECIPE_BYTES,
     check_json_size,
     check_name,
     check_seed,
     check_task_name,
 )
-from studio.prompts import TaskPromptVector, check_prompt_tensor, scale_ratio
+from studio.prompts import DEFAULT_INIT, TaskPromptVector, check_prompt_tensor, scale_ratio
+
+if TYPE_CHECKING:  # names for type hints only (``tuned_prompt_id``'s arguments)
+    from studio.settings import TuneConfig
+    from studio.tasks import TaskData
 
 KINDS = ("origin", "prompt", "vector")
 SCHEMA = """
@@ -136,6 +142,27 @@ def content_id(kind: str, *identity) -> str:
     return f"{kind[0]}-{digest[:12]}"
 
 
+def origin_id(model: str, seed: int, n_tokens: int, init: str = DEFAULT_INIT) -> str:
+    """The content id of an origin: the same (model, init, seed, length) is the same origin in every library."""
+    return content_id("origin", model, init, int(seed), int(n_tokens))
+
+
+def tuned_prompt_id(origin: str, task: TaskData, config: TuneConfig) -> str:
+    """The content id of a prompt tuned from ``origin`` on ``task`` with ``config`` (its vector: ``vector_id``)."""
+    return content_id("prompt", origin, task.spec.name, task.data_hash, result_settings(config))
+
+
+def vector_id(prompt_id: str) -> str:
+    """The content id of a tuned prompt's task prompt vector: one vector per prompt."""
+    return content_id("vector", prompt_id)
+
+
+def result_settings(config: TuneConfig) -> dict:
+    """The tuning settings that decide what a job makes (its id, a stored recipe to match): all but ``micro_batch``,
+    which only splits the work."""
+    return {k: v for k, v in asdict(config).items() if k != "micro_batch"}
+
+
 @dataclass
 class NewItem:
     """An item to store (``Library.add`` / ``add_together``): the tensor plus what the catalog records."""
@@ -153,8 +180,21 @@ class NewItem:
     item_id: str | None = None
 
 
+def prompt_and_vector(model: str, prompt: torch.Tensor, origin: torch.Tensor, *, name: str, prompt_id: str,
+                      origin_id: str, task: str | None, seed: int | None, recipe: dict,
+                      metrics: dict | None = None) -> tuple[NewItem, NewItem]:
+    """A tuned prompt and its task prompt vector (prompt - origin), as they are stored together whoever tuned the
+    prompt (a tuning job, a pull of PEFT adapters): the vector shares the prompt's task, seed, origin and metrics,
+    is named ``TPV <name>``, records the prompt it comes ``from`` and takes its id from the prompt's."""
+    vector = TaskPromptVector.between(prompt, origin, model).delta
+    return (NewItem("prompt", prompt, model, name, task, seed, origin_id, recipe=recipe, metrics=metrics,
+                    item_id=prompt_id),
+            NewItem("vector", vector, model, f"TPV {name}"[:MAX_NAME], task, seed, origin_id, prompt_id,
+                    recipe={"from": prompt_id}, metrics=metrics, item_id=vector_id(prompt_id)))
+
+
 def tensor_digest(tensor: torch.Tensor) -> str:
-    """A short hash of a tensor's values (fp32), for content ids of imported and combined prompts."""
+    """A short hash of a tensor's values (fp32), for content ids of imported and pulled prompts."""
     return hashlib.sha256(tensor.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
@@ -310,7 +350,7 @@ class Library:
                     self._set_orphans_aside(ids, created)
                 self._keep_wal_open()
         except sqlite3.DatabaseError as error:
-            if not catalog.is_file():  # nothing to call damaged: the folder cannot hold a catalog (/proc, a device)
+            if not os.path.lexists(catalog):  # nothing to call damaged: the folder cannot hold one (/proc, a device)
                 raise StudioError(f"cannot make a library catalog in {self.root} ({error}): choose a folder you can "
                                   "write with --library (or STUDIO_LIBRARY / STUDIO_HOME)") from None
             raise StudioError(f"{catalog} is damaged or not a studio catalog ({error}): move it away to start an "
@@ -361,6 +401,8 @@ class Library:
         path = self.root / "catalog.sqlite"
         if getattr(self, "writable", True):
             db = sqlite3.connect(path, timeout=LOCK_WAIT_S)
+        elif os.access(self.root, os.W_OK):  # only the catalog file is read-only: its owner may still write to it
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=LOCK_WAIT_S)
         else:  # read-only folder: no WAL files can be made, so open the database file itself read-only
             db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=LOCK_WAIT_S)
         db.row_factory = sqlite3.Row
@@ -630,6 +672,12 @@ class Library:
         # and only then the file removed. A store of the same id cannot come between (it left a row without its
         # file), and a kill leaves the row with its file set aside (put back when the library opens) or neither.
         with self._transaction(immediate=True) as db:
+            # dependents are listed before the lock: one another process stored since then is refused here
+            late = [row[0] for row in db.execute("SELECT id FROM items WHERE origin_id = ? OR prompt_id = ?",
+                                                 (item_id, item_id))]
+            if late:
+                raise StudioError(f"{item_id} is used by {', '.join(late)}, stored while it was being deleted: "
+                                  "delete those first, or delete with cascade again")
             moved = _move(path, aside)
             try:
                 kill_point("delete:file-aside")
@@ -794,7 +842,10 @@ def _a(kind: str) -> str:
 
 def _refuse_clash(existing: Item | None, entry: NewItem, exist_ok: bool) -> None:
     """An id that is taken is reused only with ``exist_ok`` and for the same kind (the same content id)."""
-    if existing and not (exist_ok and existing.kind == entry.kind):
+    if existing and existing.kind != entry.kind:
+        raise StudioError(f"an item with id {existing.id!r} already exists as {_a(existing.kind)}, so {_a(entry.kind)} "
+                          "cannot be stored under that id")
+    if existing and not exist_ok:
         raise StudioError(f"an item with id {existing.id!r} already exists")
 
 

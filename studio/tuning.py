@@ -32,13 +32,7 @@ from studio.backbones import Backbone, Row
 from studio.evaluation import MAX_INPUT_TOKENS, EncodedTask, encode_task, results_from_scores, score_examples
 from studio.faults import kill_point
 from studio.files import atomic_write, atomic_write_text
-from studio.settings import (  # noqa: F401 - config_fields, Schedule, whole_number: still imported from here
-    Schedule,
-    SelectBy,
-    TuneConfig,
-    config_fields,
-    whole_number,
-)
+from studio.settings import SelectBy, TuneConfig
 from studio.tasks import Example, TaskData
 
 

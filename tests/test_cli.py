@@ -314,7 +314,7 @@ def test_tune_flags_come_from_the_config_and_build_it():
 
     from studio.backbones import recipe_for
     from studio.cli import _with_recipe, build_parser, tuning_config
-    from studio.tuning import TuneConfig, config_fields
+    from studio.settings import TuneConfig, config_fields
 
     parser = build_parser()
     args = parser.parse_args(["tune", "--task", "mr", "--schedule", "linear", "--select-by", "accuracy",

@@ -500,6 +500,10 @@ def test_odd_library_folders_give_one_clear_error(tmp_path, monkeypatch):
     (damaged / "catalog.sqlite").write_bytes(b"this is not a database" * 100)
     with pytest.raises(StudioError, match="damaged or not a studio catalog"):
         Library(damaged)
+    odd = tmp_path / "odd"
+    (odd / "catalog.sqlite").mkdir(parents=True)  # a catalog that is there but not a file: move it away
+    with pytest.raises(StudioError, match="catalog.sqlite is damaged or not a studio catalog .*move it away"):
+        Library(odd)
     if os.path.isdir("/proc/self"):  # a folder that cannot hold a catalog is not called damaged
         with pytest.raises(StudioError, match=r"cannot make a library catalog in /proc/self .*choose a folder"):
             Library("/proc/self")
@@ -1113,3 +1117,24 @@ def test_a_read_only_catalog_file_in_a_writable_folder_opens_read_only(tmp_path,
     with pytest.raises(StudioError, match=r"\(or its catalog.sqlite\) is read-only: it can be listed and exported"):
         shared.rename(prompt.id, "new name")
     assert snapshot(library) == before
+
+
+def test_a_child_stored_while_its_parent_is_deleted_keeps_the_parent(tmp_path, monkeypatch):
+    """A delete listed its dependents before the write lock: a prompt another process stored from the origin in
+    between was left pointing at an origin that no longer existed."""
+    library = Library(tmp_path / "lib")
+    origin = library.add("origin", rand(seed=1), MODEL, seed=0)
+    other_process = Library(tmp_path / "lib")
+    real_dependents = Library.dependents
+
+    def listed_then_stored(self, item_id):
+        found = real_dependents(self, item_id)  # none yet
+        other_process.add("prompt", rand(seed=2), MODEL, origin_id=origin.id, item_id="p-late")
+        return found
+
+    monkeypatch.setattr(Library, "dependents", listed_then_stored)
+    with pytest.raises(StudioError, match=rf"{origin.id} is used by p-late, stored while it was being deleted"):
+        library.delete(origin.id)
+    kept = library.get(library.get("p-late").origin_id)
+    assert kept.id == origin.id and (library.root / kept.file).exists()
+    assert not list((library.root / "items").glob(".*"))  # no file left aside

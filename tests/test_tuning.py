@@ -18,8 +18,9 @@ from safetensors.torch import load_file, save_file
 from studio import StudioError
 from studio.backbones import load_backbone
 from studio.prompts import make_origin
+from studio.settings import Schedule, SelectBy, TuneConfig, config_fields
 from studio.tasks import load_task
-from studio.tuning import Schedule, SelectBy, TrainingPrompt, TuneConfig, batch_indices, config_fields, tune
+from studio.tuning import TrainingPrompt, batch_indices, tune
 
 SMALL = TuneConfig(steps=6, batch_size=3, lr=0.05, eval_every=2, val_limit=6, micro_batch=16)
 

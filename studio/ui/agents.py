@@ -29,9 +29,9 @@ from studio import StudioError, analysis
 from studio.jobs import Job, progress_summary, submit_tuning, tune_request
 from studio.library import Item
 from studio.prompts import MERGE_METHODS, SIMILARITY_MEASURES
+from studio.settings import TuneConfig
 from studio.space import tuner
 from studio.tasks import list_tasks, load_task
-from studio.tuning import TuneConfig
 from studio.ui import arithmetic, library_panel, tune_panel
 from studio.ui.common import AppState, friendly, job_of
 

@@ -22,9 +22,10 @@ import pandas as pd
 from studio import StudioError
 from studio.jobs import FINISHED, Job, TuneRequest, progress_summary, submit_tuning, tune_request
 from studio.plots import curves
+from studio.settings import TuneConfig, config_fields
 from studio.space import tuner
-from studio.tasks import TaskData, guess_columns, list_tasks, load_file_task, load_task, preview_file
-from studio.tuning import TuneConfig, config_fields
+from studio.task_files import guess_columns, load_file_task, preview_file
+from studio.tasks import TaskData, list_tasks, load_task
 from studio.ui import sweep_panel
 from studio.ui.common import AppState, WholeNumber, explain, friendly, job_of, plain
 
