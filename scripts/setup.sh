@@ -23,7 +23,7 @@ if [ ! -f "$stamp" ] && [ ! -f "${stamp%-0}-1" ]; then
 fi
 export GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 # the bundled corpora, fetched once (a light import: the CLI would load torch just to find them there)
-.venv/bin/python -c "from studio.tasks import bundled_data_ready, fetch_bundled_data
+.venv/bin/python -c "from studio.corpora import bundled_data_ready, fetch_bundled_data
 bundled_data_ready() or fetch_bundled_data()"
 # convert the embedded model once; when its cache is there, skip the check (importing torch alone takes seconds)
 cache="${STUDIO_HOME:-$HOME/.cache/tpv-studio}/models/smollm2-135m-instruct/config.json"
