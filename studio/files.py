@@ -25,12 +25,20 @@ from studio import StudioError
 from studio.faults import kill_point
 
 PARTIAL_SUFFIX = ".studio-partial"
+ASIDE_SUFFIX = f"-aside{PARTIAL_SUFFIX}"  # an earlier export moved aside (``aside_name``)
 
 
 def partial_name(path: Path) -> Path:
     """A unique temporary name beside ``path`` (unique, so two writers never share one), with the writer's process
     id in it, so that ``sweep_partials`` can tell a dead writer's leftovers from a live writer's file."""
     return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
+
+
+def aside_name(path: Path) -> Path:
+    """A temporary name for an earlier export that ``new_folder`` moves aside while the new one takes its place.
+    Unlike other temporaries, a dead writer's aside folder is put back where ``path`` is missing: it is the only
+    copy of the earlier export (``_finish_dead_writes_of``)."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{ASIDE_SUFFIX}")
 
 
 def usual_mode(folder: Path) -> int:
@@ -60,7 +68,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(temporary_path)``, then rename the result over ``path``; on any failure remove the temporary.
     The file gets the mode a plain ``open()`` would give it (``usual_mode``)."""
     path = Path(path)
-    _sweep_dead_partials_of(path)
+    _finish_dead_writes_of(path)
     partial = partial_name(path)
     try:
         mode = usual_mode(path.parent)
@@ -81,7 +89,11 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def check_export_target(target: Path, protected: Sequence[Path] = (), replaceable: Callable[[Path], bool] | None = None,
                         overwrite: bool = False) -> None:
     """Refuse a target that would lose data: inside a library folder, an existing non-empty folder the studio did
-    not write, an existing file (unless ``overwrite``), or a place that cannot be written."""
+    not write, an existing file (unless ``overwrite``), or a place that cannot be written. An earlier export that a
+    killed writer had moved aside is put back first, so it is checked (and kept) like any other."""
+    named = target.expanduser()
+    if named.parent.is_dir() and os.access(named.parent, os.W_OK):
+        _finish_dead_writes_of(named)
     resolved = target.expanduser().resolve()
     for folder in protected:
         folder = Path(folder).expanduser().resolve()
@@ -113,7 +125,7 @@ def new_folder(target: Path) -> Iterator[Path]:
     A ``target`` that is a symbolic link (to an earlier export) is replaced as a link: the link itself goes and the
     new folder takes its name; the folder it pointed to is left whole (it may be someone's only copy, shared by
     other links), never emptied through the link."""
-    _sweep_dead_partials_of(target)
+    _finish_dead_writes_of(target)
     partial = partial_name(target)
     partial.mkdir()
     old: Path | None = None
@@ -124,8 +136,9 @@ def new_folder(target: Path) -> Iterator[Path]:
             give_usual_mode(path, mode)
         kill_point("folder:before-rename")
         if target.is_dir() or target.is_symlink():
-            old = partial_name(target)
+            old = aside_name(target)
             target.rename(old)  # moved aside (a link as a link), removed only once the new folder is in place
+            kill_point("folder:old-aside")  # killed here, the next writer of ``target`` puts the old one back
             partial.rename(target)
             _remove(old)  # unlinks a link, never removes what it points to
         else:
@@ -145,18 +158,32 @@ def sweep_partials(folder: Path, older_than_s: float = 600.0) -> list[Path]:
     for path in folder.glob(f".*{PARTIAL_SUFFIX}"):
         try:
             if not _writer_alive(path) or now - path.lstat().st_mtime >= older_than_s:
-                _remove(path)
+                _finish_dead_write(path, folder / _target_name(path))
                 removed.append(path)
         except FileNotFoundError:  # its writer finished or removed it meanwhile
             continue
     return removed
 
 
-def _sweep_dead_partials_of(target: Path) -> None:
-    """Remove the temporaries of ``target`` that a killed writer left (so a rerun leaves nothing behind)."""
+def _finish_dead_writes_of(target: Path) -> None:
+    """Clear what a killed writer of ``target`` left, so a rerun leaves nothing behind and loses nothing."""
     for path in target.parent.glob(f".{glob_escape(target.name)}.*{PARTIAL_SUFFIX}"):
         if not _writer_alive(path):
-            _remove(path)
+            _finish_dead_write(path, target)
+
+
+def _finish_dead_write(path: Path, target: Path) -> None:
+    """Remove a dead writer's temporary, but put an earlier export it had moved aside back in place when it was
+    killed before the new one took the name: that folder is someone's only copy."""
+    if path.name.endswith(ASIDE_SUFFIX) and not os.path.lexists(target):
+        path.rename(target)
+    else:
+        _remove(path)
+
+
+def _target_name(path: Path) -> str:
+    """The name whose temporary ``path`` is (``partial_name``: ``.{name}.{pid}-{random}{suffix}``)."""
+    return path.name[1 : -len(PARTIAL_SUFFIX)].rsplit(".", 1)[0]
 
 
 def _writer_alive(path: Path) -> bool:

@@ -135,6 +135,30 @@ def test_export_killed_mid_write_leaves_nothing_and_can_be_repeated(tiny_llama_d
     consistent(home / "lib", home)
 
 
+def test_an_overwrite_killed_after_moving_the_old_export_aside_puts_it_back(tiny_llama_dir, tmp_path):
+    """Replacing an export moves the old folder aside, renames the new one in, then removes the old: killed in
+    between, the old export (someone's only copy) is under a temporary name. The next export to that name puts it
+    back before it checks the target, so without --overwrite it is refused and the old export is whole."""
+    home, out = tmp_path, tmp_path / "adapter"
+    library = ["--model", str(tiny_llama_dir), "--library", str(home / "lib"), "--no-prebuilt"]
+    assert studio([*TUNE, *library], home).returncode == 0
+    first, second = [i["id"] for i in _listing(tiny_llama_dir, home) if i["kind"] == "prompt"][:2]
+    export = ["library", "export", "--format", "peft", "--out", str(out), *library]
+    assert studio([*export[:2], first, *export[2:]], home).returncode == 0
+    earlier = (out / "adapter_model.safetensors").read_bytes()
+    killed = studio([*export[:2], second, *export[2:], "--overwrite"], home, "folder:old-aside:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-1500:]
+    assert not out.exists()  # the kill left the earlier export aside, the new one not yet in place
+    refused = studio([*export[:2], second, *export[2:]], home)  # no --overwrite
+    assert refused.returncode != 0 and "not empty" in refused.stderr, refused.stderr[-1500:]
+    assert (out / "adapter_model.safetensors").read_bytes() == earlier
+    assert not [p for p in home.iterdir() if "partial" in p.name]
+    replaced = studio([*export[:2], second, *export[2:], "--overwrite"], home)
+    assert replaced.returncode == 0, replaced.stderr[-1500:]
+    assert (out / "adapter_model.safetensors").read_bytes() != earlier
+    assert not [p for p in home.iterdir() if "partial" in p.name]
+
+
 def _small_library(library: Path) -> tuple[str, str]:
     """An origin and a prompt tuned from it, stored in-process (no model needed): what the delete tests delete."""
     import torch
