@@ -19,6 +19,7 @@ from studio import StudioError
 from studio.backbones import Backbone
 from studio.evaluation import evaluate, evaluate_many
 from studio.library import Item, Library, content_id, split_metrics
+from studio.limits import TASK_JOINER
 from studio.prompts import MERGE_METHODS, is_cosine, merge, scale_ratio, similarity_matrix
 from studio.tasks import load_task
 
@@ -305,10 +306,10 @@ def save_combination(library: Library, prompt: torch.Tensor, recipe: dict, metri
                      split: str = "validation", limit: int | None = None, name: str | None = None) -> Item:
     """Store a combined prompt (``combine``'s prompt and recipe) with its metrics per task, under its content id:
     the same combination saved twice is one item (the stored one is returned as it is). The recipe records what
-    the metrics were measured on; the task is the vectors' tasks joined by "+", in their order."""
+    the metrics were measured on; the task is the vectors' tasks joined by ``TASK_JOINER``, in their order."""
     combination = recipe["combination"]
     origin = library.get(combination["origin"])
-    task = "+".join(dict.fromkeys(library.get(v).task or v for v in combination["vectors"]))
+    task = TASK_JOINER.join(dict.fromkeys(library.get(v).task or v for v in combination["vectors"]))
     if metrics_by_task:
         recipe = {**recipe, "evaluation": {"split": split, "limit": limit, "tasks": list(metrics_by_task)}}
     return library.add("prompt", prompt, origin.model, name=(name or "").strip() or combination_name(library, recipe),

@@ -20,7 +20,7 @@ from studio.backbones import Backbone
 from studio.evaluation import evaluate, stratified_order
 from studio.jobs import Job, JobRunner
 from studio.library import Item, Library, content_id, metric_key, result_settings
-from studio.limits import whole_number
+from studio.limits import TASK_JOINER, whole_number
 from studio.settings import TuneConfig
 from studio.tasks import TaskData, load_task
 from studio.tuning import TrainingPrompt, tune
@@ -181,7 +181,7 @@ def multitask_prompt(library: Library, backbone: Backbone, origin_id: str, tasks
         raise StudioError(f"{origin_id} is a {origin.kind}; choose an origin to start from")
     data = [t if isinstance(t, TaskData) else load_task(t) for t in tasks]
     names = [t.spec.name for t in data]
-    name = "+".join(names)
+    name = TASK_JOINER.join(names)
     recipe = {"mixture": names, "data_hashes": [t.data_hash for t in data], "model": backbone.name,
               **result_settings(config)}
     for item in library.items(kind="prompt", task=name):

@@ -24,6 +24,7 @@ from studio import StudioError
 from studio.config import REPO_ROOT, studio_home
 from studio.files import atomic_write_text
 from studio.library import Item, Library, metric_key, open_library
+from studio.limits import TASK_JOINER
 from studio.prompts import scale_ratio  # ||tau|| / ||P0||; re-exported: the transfer finding's measure
 
 DOCS = REPO_ROOT / "docs"
@@ -148,7 +149,7 @@ def finding_addition(library: Library, val_limit: int, test_limit: int, fresh: b
                         weights = grid["best"]
                     prompt, _ = combine(library, va.origin_id, [va.id, vb.id], weights, method)
                     test = _test_accuracy(backbone, prompt, [a, b], test_limit)
-                    rows.append({"pair": f"{a}+{b}", "origin": origin, "method": method, "search": search,
+                    rows.append({"pair": f"{a}{TASK_JOINER}{b}", "origin": origin, "method": method, "search": search,
                                  "weights": weights, "test": test, "single": single,
                                  "relative": {t: test[t] / single[t] if single[t] else None for t in (a, b)}})
         return rows
@@ -157,7 +158,7 @@ def finding_addition(library: Library, val_limit: int, test_limit: int, fresh: b
     lines = ["| tasks | method | weights chosen on validation | test acc. A / B | relative to single-task tuning |",
              "|---|---|---|---|---|"]
     for pair in dict.fromkeys(r["pair"] for r in rows):
-        a, b = pair.split("+")
+        a, b = pair.split(TASK_JOINER)
         for (method, search) in dict.fromkeys((r["method"], r["search"]) for r in rows if r["pair"] == pair):
             group = [r for r in rows if r["pair"] == pair and r["method"] == method and r["search"] == search]
             weights = "; ".join("/".join(f"{w:.2f}" for w in r["weights"]) for r in group)

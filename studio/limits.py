@@ -18,6 +18,7 @@ MAX_STEPS = 100_000
 MAX_NAME = 200  # characters of an item name
 MAX_TASK_NAME = 80  # characters of a task's name (a file task's: "file:" and the file's stem, or the name given)
 MAX_ITEM_TASK = 1000  # characters of an item's task: one name, or several joined by "+" (combinations, mixtures)
+TASK_JOINER = "+"  # joins the tasks of a combination or a mixture into one item task ("mr+subj")
 MAX_HIDDEN = 16_384  # width of a prompt read from a file when the model's is not known (the largest models': 16,384)
 MAX_LABELS = 100  # classes of a task: each is scored for every example (a text column taken as labels has thousands)
 MAX_LABEL_CHARS = 100  # characters of one label word: the target the prompt is tuned to produce
@@ -76,6 +77,16 @@ def check_task_name(name: object, what: str = "a task name", longest: int = MAX_
     if not isinstance(name, str) or not name:
         raise StudioError(f"{what} must be non-empty text")
     return _shown_text(name, what, longest)
+
+
+def check_single_task_name(name: object, what: str = "a task name") -> str:
+    """The name of one task (a file's, a registered one's): a ``check_task_name`` without ``TASK_JOINER``, which
+    would make it read as several tasks joined (a combination's task), so the Arithmetic tab would not offer it."""
+    name = check_task_name(name, what)
+    if TASK_JOINER in name:
+        raise StudioError(f"{what} cannot contain {TASK_JOINER!r} ({name[:40]!r}): it joins the tasks of a combination; "
+                          "use '-' or '_' instead")
+    return name
 
 
 def check_label_words(words: tuple[str, ...], what: str) -> tuple[str, ...]:

@@ -20,9 +20,10 @@ from studio.limits import (
     MAX_FILE_ROWS,
     MAX_LABEL_CHARS,
     MAX_LABELS,
+    TASK_JOINER,
     check_label_word,
     check_label_words,
-    check_task_name,
+    check_single_task_name,
 )
 from studio.tasks import Example, TaskData, TaskSpec, clip_text, make_task_data, register_task, split_examples
 
@@ -138,7 +139,7 @@ def load_file_task(
     path = Path(path)
     if not path.is_file():
         raise StudioError(f"data file {path} not found")
-    task_name = check_task_name(name or f"file:{path.stem}", "a task name")
+    task_name = check_single_task_name(name or f"file:{path.stem.replace(TASK_JOINER, '-')}", "a task name")
     records = _records(path)
     try:
         first = next(records, None)

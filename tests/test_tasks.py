@@ -164,6 +164,15 @@ def test_csv_long_cells_and_ragged_rows(tmp_path):
         load_file_task(ragged)
 
 
+def test_a_task_name_never_reads_as_several_tasks_joined(tmp_path):
+    """"+" joins the tasks of a combination ("mr+subj"): a file task named with one would be taken for a combination
+    (the Arithmetic tab offers single tasks only). A given name is refused; a file's own stem has it replaced."""
+    path = _csv(tmp_path / "pos+neg.csv", ["text", "label"], GOOD_ROWS)
+    assert load_file_task(path).spec.name == "file:pos-neg"
+    with pytest.raises(StudioError, match="cannot contain '\\+'.*use '-' or '_' instead"):
+        load_file_task(path, name="reviews+tweets")
+
+
 def test_csv_file_task(tmp_path):
     path = _csv(tmp_path / "mine.csv", ["text", "label"], GOOD_ROWS)
     data = load_file_task(path)

@@ -28,6 +28,7 @@ import gradio as gr
 from studio import StudioError, analysis, plots, views
 from studio.evaluation import evaluate_many, evaluate_progressively
 from studio.library import metric_key
+from studio.limits import TASK_JOINER
 from studio.live import item_accuracies, start_samples_warm_up
 from studio.prompts import MERGE_METHODS
 from studio.space import on_zero_gpu
@@ -335,7 +336,7 @@ def own_tasks(state: AppState, vector_ids: list[str]) -> list[str]:
 
 def task_choices(state: AppState) -> list[str]:
     """Single tasks of the model's library items, then the bundled tasks."""
-    in_library = [i.task for i in state.library.items(model=state.model_name) if i.task and "+" not in i.task]
+    in_library = [i.task for i in state.library.items(model=state.model_name) if i.task and TASK_JOINER not in i.task]
     return list(dict.fromkeys([*in_library, *BUNDLED_TASKS]))
 
 
