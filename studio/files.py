@@ -168,7 +168,8 @@ def sweep_partials(folder: Path, older_than_s: float = 600.0) -> list[Path]:
 def _finish_dead_writes_of(target: Path) -> None:
     """Clear what a killed writer of ``target`` left, so a rerun leaves nothing behind and loses nothing."""
     for path in target.parent.glob(f".{glob_escape(target.name)}.*{PARTIAL_SUFFIX}"):
-        if not _writer_alive(path):
+        # the pattern also matches another name's temporaries ("mr" finds "mr.v1"'s): only this target's
+        if _target_name(path) == target.name and not _writer_alive(path):
             _finish_dead_write(path, target)
 
 

@@ -71,6 +71,28 @@ def test_a_dead_writers_temporaries_are_swept_at_once_a_live_ones_kept(tmp_path)
     assert not dead_of_x.exists() and (tmp_path / "x").read_text() == "whole"
 
 
+def test_an_earlier_export_left_aside_by_a_killed_writer_goes_back_to_its_own_name_only(tmp_path):
+    """``new_folder`` moves an earlier export aside before the new one takes its name; a writer killed in between
+    leaves it under a temporary name. The next writer of that name puts it back; a writer of another name that
+    starts the same ("mr" for "mr.v1") leaves it alone, even when it refuses its own target."""
+    from studio.files import ASIDE_SUFFIX, check_export_target
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    aside = tmp_path / f".mr.v1.{int(gone.stdout)}-abcd1234{ASIDE_SUFFIX}"
+    aside.mkdir()
+    (aside / "adapter_model.safetensors").write_text("the only copy")
+    (tmp_path / "mr").mkdir()
+    (tmp_path / "mr" / "other.txt").write_text("not an export")
+    with pytest.raises(StudioError, match="not empty"):
+        check_export_target(tmp_path / "mr")
+    assert (aside / "adapter_model.safetensors").read_text() == "the only copy"
+    check_export_target(tmp_path / "fresh")
+    assert aside.exists()
+    with pytest.raises(StudioError, match="not empty"):  # its own name: put back first, then checked as it is
+        check_export_target(tmp_path / "mr.v1")
+    assert not aside.exists() and (tmp_path / "mr.v1" / "adapter_model.safetensors").read_text() == "the only copy"
+
+
 def test_download_folders_are_bounded_and_nothing_else_is_removed(tmp_path, monkeypatch):
     """Each figure or export gets a fresh folder and only the newest are kept, so downloads do not pile up; and
     clearing old ones removes only folders the studio named. The export folder sits at a fixed name in the shared
