@@ -51,7 +51,7 @@ def main() -> None:
         check_mcp()
     if space:  # a fresh Space has neither the corpora nor the embedded weights: fetched once, with a message
         prepare()
-    from studio.backbones import DEFAULT_MODEL
+    from studio.config import DEFAULT_MODEL
     from studio.live import start_warm_up
     from studio.ui.app import create, serve
 

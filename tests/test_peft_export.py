@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from studio import StudioError
-from studio.backbones import KNOWN_BACKBONES, _cached_known_backbone, load_backbone
+from studio.backbones import load_backbone
 from studio.evaluation import evaluate
 from studio.library import Library
 from studio.prompts import make_origin
 from studio.tasks import load_task
+from studio.weights import KNOWN_BACKBONES, _cached_known_backbone
 
 
 def peft_scores(peft_model, tokenizer, text: str, targets: list[str], n_virtual: int, seq2seq: bool) -> dict:

