@@ -647,10 +647,15 @@ class Library:
         return self.get(item_id)
 
     def update_metrics(self, item_id: str, metrics: dict) -> Item:
+        """Add ``metrics`` to an item's, read and written under the write lock: two evaluations of one prompt on
+        different splits at once both keep their scores."""
         self.check_writable(item_id)
-        merged = check_json_size({**self.get(item_id).metrics, **metrics}, f"the metrics of {item_id}",
-                                 MAX_METRICS_BYTES)
-        with self._transaction() as db:
+        with self._transaction(immediate=True) as db:
+            row = db.execute("SELECT metrics FROM items WHERE id = ?", (item_id,)).fetchone()
+            if row is None:
+                raise StudioError(f"{item_id} is no longer in the library: it was deleted meanwhile")
+            merged = check_json_size({**json.loads(row[0]), **metrics}, f"the metrics of {item_id}",
+                                     MAX_METRICS_BYTES)
             db.execute("UPDATE items SET metrics = ? WHERE id = ?", (merged, item_id))
         return self.get(item_id)
 
@@ -841,12 +846,28 @@ def _a(kind: str) -> str:
 
 
 def _refuse_clash(existing: Item | None, entry: NewItem, exist_ok: bool) -> None:
-    """An id that is taken is reused only with ``exist_ok`` and for the same kind (the same content id)."""
+    """An id that is taken is reused only with ``exist_ok`` and for the same item: the same kind, model, shape,
+    seed, lineage and init. A stored item that differs is not what the id stands for (a pull can bring any tensor
+    under any id it cannot check, such as an origin that names no seed), and reusing it would tie a job's results
+    to it."""
     if existing and existing.kind != entry.kind:
         raise StudioError(f"an item with id {existing.id!r} already exists as {_a(existing.kind)}, so {_a(entry.kind)} "
                           "cannot be stored under that id")
     if existing and not exist_ok:
         raise StudioError(f"an item with id {existing.id!r} already exists")
+    differs = existing and _identity(existing.model, existing.seed, existing.origin_id, existing.prompt_id,
+                                     (existing.n_tokens, existing.hidden), existing.recipe) != _identity(
+        entry.model, entry.seed, entry.origin_id, entry.prompt_id, tuple(entry.tensor.shape), entry.recipe or {})
+    if differs:
+        raise StudioError(f"the library holds another {existing.kind} under id {existing.id!r} (model, seed, lineage "
+                          "or shape differ from what that id stands for; it may come from an altered pull): delete "
+                          f"it (`studio library delete {existing.id}`) and run again")
+
+
+def _identity(model: str, seed: int | None, origin_id: str | None, prompt_id: str | None, shape: tuple,
+              recipe: dict) -> tuple:
+    """What a content id stands for, as ``_refuse_clash`` compares it (an origin's init too: its values follow)."""
+    return model, seed, origin_id, prompt_id, tuple(int(n) for n in shape), recipe.get("init")
 
 
 def _move(path: Path, to: Path) -> bool:

@@ -1138,3 +1138,45 @@ def test_a_child_stored_while_its_parent_is_deleted_keeps_the_parent(tmp_path, m
     kept = library.get(library.get("p-late").origin_id)
     assert kept.id == origin.id and (library.root / kept.file).exists()
     assert not list((library.root / "items").glob(".*"))  # no file left aside
+
+
+def test_an_id_is_reused_only_for_the_item_it_stands_for(tmp_path):
+    """A pull can store any tensor under an id it cannot check (an origin that names no seed, under the id origin 0
+    of this model would have). A job that later stores the real origin 0 with ``exist_ok`` must not take that item
+    as its own: it would tie every seed-0 prompt to the wrong origin, and their TPVs would not be prompt - origin."""
+    from studio.library import NewItem, origin_id
+
+    library = Library(tmp_path / "lib")
+    canonical = origin_id("m", 0, 4)
+    library.add("origin", torch.randn(4, 8), "m", item_id=canonical)  # seed and init not stated: unchecked
+    real = NewItem("origin", torch.randn(4, 8), "m", "origin 0", seed=0, recipe={"init": "top5000"},
+                   item_id=canonical)
+    with pytest.raises(StudioError, match=f"holds another origin under id '{canonical}'.*studio library delete"):
+        library.add_together([real], exist_ok=True)
+    assert library.get(canonical).seed is None  # nothing stored, nothing changed
+    # the same item again (a rerun) is still reused, and so is a name or a metric that differs
+    again = Library(tmp_path / "lib2")
+    first = again.add_together([real], exist_ok=True)[0]
+    renamed = NewItem("origin", real.tensor, "m", "another name", seed=0, recipe={"init": "top5000", "n": 4},
+                      item_id=canonical)
+    assert again.add_together([renamed], exist_ok=True)[0].id == first.id and len(again.items()) == 1
+
+
+def test_metrics_added_at_once_by_several_writers_are_all_kept(tmp_path):
+    """Each evaluation adds its split's scores to a prompt's metrics; read and written under the write lock, none
+    is lost when several land at once (read first and written later, 6 threads kept 16 of 90)."""
+    import threading
+
+    library = Library(tmp_path / "lib")
+    item = library.add("prompt", torch.randn(4, 8), "m")
+
+    def add_scores(writer: int) -> None:
+        for n in range(15):
+            library.update_metrics(item.id, {f"writer{writer}_{n}": n})
+
+    threads = [threading.Thread(target=add_scores, args=(k,)) for k in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(library.get(item.id).metrics) == 90
