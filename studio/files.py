@@ -232,16 +232,19 @@ MAX_ZIP_BYTES = 512 * 1024 * 1024  # a prompt adapter is kilobytes; this only st
 MAX_ZIP_MEMBER_BYTES = 64 * 1024 * 1024  # one file: an adapter's 1,000 tokens x 16,384 in fp32, or an item, fit
 
 
-def safe_extract_zip(zip_path: str | Path, into: str | Path) -> None:
-    """Extract an uploaded zip into ``into``, refusing zip bombs and members that would land outside it."""
+def safe_extract_zip(zip_path: str | Path, into: str | Path, max_members: int = MAX_ZIP_MEMBERS,
+                     max_bytes: int = MAX_ZIP_BYTES, what: str = "a prompt adapter") -> None:
+    """Extract an uploaded zip into ``into``, refusing zip bombs and members that would land outside it. The
+    limits fit a prompt adapter; a whole library (``hub``'s restore) passes its own, and ``what`` it should be."""
     import zipfile
 
     zip_path, into = Path(zip_path), Path(into)
     try:
         with zipfile.ZipFile(zip_path) as archive:
             members = archive.infolist()
-            if len(members) > MAX_ZIP_MEMBERS or sum(m.file_size for m in members) > MAX_ZIP_BYTES:
-                raise StudioError(f"{zip_path.name} is too large to be a prompt adapter")
+            if len(members) > max_members or sum(m.file_size for m in members) > max_bytes:
+                raise StudioError(f"{zip_path.name} is too large to be {what} (at most {max_members:,} files and "
+                                  f"{max_bytes // 1024 ** 2:,} MB unpacked)")
             # from the sizes the zip states (``zipfile`` never unpacks more), before anything is unpacked: the
             # limit on the whole let a 500 KB zip hold one 500 MB "prompt"
             big = next((m for m in members if m.file_size > MAX_ZIP_MEMBER_BYTES), None)
@@ -254,7 +257,7 @@ def safe_extract_zip(zip_path: str | Path, into: str | Path) -> None:
                     raise StudioError(f"{zip_path.name} has an unsafe path ({member.filename}): refused")
             archive.extractall(into)
     except zipfile.BadZipFile:
-        raise StudioError(f"{zip_path.name} is not a valid zip file: zip the PEFT adapter folder again") from None
+        raise StudioError(f"{zip_path.name} is not a valid zip file: it should be {what}; zip it again") from None
 
 
 def download_package(requirement: str, folder: str | Path, source: bool = False) -> Path:

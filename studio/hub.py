@@ -368,7 +368,7 @@ def _unzipped(path: Path) -> Iterator[Path]:
     """A library zip (the Library tab's Download my library, or a zipped repository), checked as it is extracted
     (``safe_extract_zip``), as the folder of its shallowest catalog, in a temporary folder that goes afterwards."""
     with tempfile.TemporaryDirectory(prefix="studio-restore-") as tmp:
-        safe_extract_zip(path, tmp)
+        safe_extract_zip(path, tmp, MAX_PULL_FILES, MAX_PULL_BYTES, "a studio library zip")
         catalogs = sorted(Path(tmp).rglob(CATALOG), key=lambda p: len(p.parts))
         if not catalogs:
             raise StudioError(f"{path.name} holds no {CATALOG}: it is not a library made by this studio")

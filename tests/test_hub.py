@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -686,6 +687,25 @@ def test_a_library_zip_pulls_offline_from_the_command_line(tiny, tiny_llama_dir,
     with pytest.raises(StudioError, match="holds no studio_catalog.json"):
         pull(fresh, empty, tiny)
     assert snapshot(fresh) == before
+
+
+def test_a_downloaded_library_of_many_items_restores(tiny, tmp_path):
+    """Download my library writes three or four files an item: 20 prompts with their TPVs are 86 files, over the
+    64 an uploaded adapter zip may have. Restore takes what a pull takes (``MAX_PULL_FILES``), so it restores."""
+    from studio.files import zip_folder
+
+    library = Library(tmp_path / "many")
+    start = make_origin(tiny, 0, 4, "top5000")
+    origin = library.add("origin", start, tiny.name, name="origin 0", seed=0, recipe={"init": "top5000"})
+    for n in range(20):
+        prompt = library.add("prompt", start + rand(seed=n + 1), tiny.name, task="mr", origin_id=origin.id)
+        library.add("vector", rand(seed=n + 1), tiny.name, task="mr", origin_id=origin.id, prompt_id=prompt.id)
+    archive = zip_folder(hub_layout(library, None, tiny, tmp_path / "my-library"), tmp_path / "mine.zip")
+    with zipfile.ZipFile(archive) as members:
+        assert len(members.namelist()) > 64
+    restored = Library(tmp_path / "restored")
+    assert len(pull(restored, archive, tiny)) == 41
+    assert described(restored) == described(library)
 
 
 def test_a_library_mixing_two_machines_copies_of_one_origin_pulls(tiny, tmp_path, online):
