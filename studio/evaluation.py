@@ -62,16 +62,20 @@ def encode_task(backbone: Backbone, task: TaskData, split: str, limit: int | Non
             if limit < 1:
                 raise StudioError(f"limit must be at least 1, got {limit}")
             examples = examples[:limit]
-        encoded = []
-        for example in examples:
-            text = backbone.render_input(task.spec.instruction, example.body())
-            encoded.append(EncodedExample(example, text, backbone.encode_input(text, MAX_INPUT_TOKENS)))
+        encoded = [encode_example(backbone, task, example) for example in examples]
         targets = [backbone.render_target(word) for word in task.spec.label_words]
         cached = EncodedTask(task, encoded, targets, [backbone.encode_target(t) for t in targets])
         while len(_ENCODED) >= MAX_ENCODED:
             _ENCODED.pop(next(iter(_ENCODED)), None)
         _ENCODED[key] = cached
     return cached
+
+
+def encode_example(backbone: Backbone, task: TaskData, example: Example) -> EncodedExample:
+    """An example as it is placed after the soft prompt, text and token ids: scoring and tuning both read it here,
+    so a prompt is tuned on exactly the inputs it is scored on."""
+    text = backbone.render_input(task.spec.instruction, example.body())
+    return EncodedExample(example, text, backbone.encode_input(text, MAX_INPUT_TOKENS))
 
 
 def stratified_order(examples: Sequence[Example], seed: int = 0) -> list[Example]:
@@ -113,6 +117,14 @@ def metrics_for(labels: list[int], predictions: list[int], n_labels: int, losses
     }
 
 
+def row_tokens(row: Row, extra: int) -> int:
+    """The tokens a row puts through the model: its input and its answer but the last answer token (the model reads
+    the answer up to it and predicts each next one), plus ``extra``: its soft prompt or, where it continues from a
+    shared prefix, the cached tokens it holds less the input tokens it skips. Scoring and tuning plan their forward
+    passes (``Backbone.batches``) by this one count."""
+    return len(row.input_ids) + len(row.target_ids) - 1 + extra
+
+
 @torch.no_grad()
 def score_examples(backbone: Backbone, prompts: torch.Tensor | None, encoded: EncodedTask,
                    examples: Sequence[EncodedExample], batch_rows: int | None = None) -> torch.Tensor:
@@ -135,7 +147,7 @@ def score_examples(backbone: Backbone, prompts: torch.Tensor | None, encoded: En
         counted = n_virtual_tokens(prompts)
     else:  # what each row adds, plus its copy of the cached prefix where the budget bounds memory (a GPU)
         counted = (prefix.cached_tokens if backbone.budget_counts_prefix else 0) - prefix.length
-    lengths = [len(row.input_ids) + len(row.target_ids) - 1 + counted for row in rows]
+    lengths = [row_tokens(row, counted) for row in rows]
     # longest first (memory peaks early), so that a pass holds rows of similar length: little padding
     order = sorted(range(len(rows)), key=lambda r: -lengths[r])
     jobs, rows, lengths = [jobs[r] for r in order], [rows[r] for r in order], [lengths[r] for r in order]

@@ -192,7 +192,7 @@ def multitask_prompt(library: Library, backbone: Backbone, origin_id: str, tasks
     outcome, _ = run(backbone, jobs, config, None, None, on_progress, should_stop)
     if outcome.status != "done":
         return None
-    metrics = {metric_key("validation", "accuracy", r.job.task.spec.name): r.best_metrics.get("val_accuracy")
+    metrics = {metric_key("validation", "accuracy", r.job.task.spec.name): r.best_metrics["accuracy"]
                for r in outcome.results}
     return library.add("prompt", outcome.results[0].best_prompt, origin.model,
                        name=f"multi-task {name} / origin {origin.seed}", task=name, seed=origin.seed,

@@ -20,8 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import torch
+from typing import NamedTuple
 
 from studio import StudioError
 from studio.backbones import Backbone
@@ -41,33 +40,33 @@ from studio.limits import check_prompt_length, parse_seeds, whole_number
 from studio.prompts import DEFAULT_INIT, make_origin
 from studio.settings import TuneConfig
 from studio.tasks import TaskData
-from studio.tuning import TrainingPrompt, clear_checkpoint, tune
+from studio.tuning import TrainingPrompt, TuneOutcome, TuneResult, clear_checkpoint, tune
 
 
-def origin_entry(model: str, tensor: torch.Tensor, seed: int, n_tokens: int, init: str = DEFAULT_INIT,
-                 item_id: str | None = None) -> NewItem:
-    """How an origin is stored: its id (the content id unless the library already has it under another), name and
-    recipe, written once for ``origin_item`` and for tuning jobs."""
-    return NewItem("origin", tensor, model, f"origin {seed} ({n_tokens} tokens)", seed=seed,
+# ---- tune and store ----------------------------------------------------------------------------------------------
+class _Wanted(NamedTuple):
+    """One prompt a tuning job is asked for, and the content id it is stored under (``tuned_prompt_id``)."""
+
+    task: TaskData
+    seed: int
+    prompt_id: str
+
+
+def origin_entry(library: Library, backbone: Backbone, seed: int, n_tokens: int, init: str = DEFAULT_INIT) -> NewItem:
+    """The origin for (model, seed, length, init) as it is stored: the library's own under its id when it has one (a
+    pulled origin may carry another), else made now under its content id. Tuning jobs store it with their first
+    result, so a job cancelled before it finishes writes nothing."""
+    found = library.find_origin(backbone.name, seed, n_tokens, init)
+    tensor = library.tensor(found.id) if found else make_origin(backbone, seed, n_tokens, init)
+    return NewItem("origin", tensor, backbone.name, f"origin {seed} ({n_tokens} tokens)", seed=seed,
                    recipe={"init": init, "seed": seed, "n_tokens": n_tokens},
-                   item_id=item_id or origin_id(model, seed, n_tokens, init))
+                   item_id=found.id if found else origin_id(backbone.name, seed, n_tokens, init))
 
 
 def origin_item(library: Library, backbone: Backbone, seed: int, n_tokens: int, init: str = DEFAULT_INIT) -> Item:
-    """The library's origin for (model, seed, length, init), created on first use so every TPV shares it."""
+    """The library's origin for (model, seed, length, init), stored on first use so every TPV shares it."""
     found = library.find_origin(backbone.name, seed, n_tokens, init)
-    if found:
-        return found
-    entry = origin_entry(backbone.name, make_origin(backbone, seed, n_tokens, init), seed, n_tokens, init)
-    return library.add_together([entry], exist_ok=True)[0]
-
-
-def _origin(library: Library, backbone: Backbone, seed: int, n_tokens: int, init: str) -> tuple[str, torch.Tensor]:
-    """The origin's id and tensor, from the library when it is there; made (not stored yet) otherwise."""
-    found = library.find_origin(backbone.name, seed, n_tokens, init)
-    if found:
-        return found.id, library.tensor(found.id)
-    return origin_id(backbone.name, seed, n_tokens, init), make_origin(backbone, seed, n_tokens, init)
+    return found or library.add_together([origin_entry(library, backbone, seed, n_tokens, init)], exist_ok=True)[0]
 
 
 def run_tuning(
@@ -84,67 +83,66 @@ def run_tuning(
         raise StudioError("choose at least one task and one origin seed")
     tasks = list({(t.spec.name, t.data_hash): t for t in tasks}.values())  # the same task twice is one task
     seeds = list(dict.fromkeys(int(s) for s in seeds))
-    origins = {seed: _origin(library, backbone, seed, n_tokens, init) for seed in seeds}
-    wanted = [(task, seed, tuned_prompt_id(origins[seed][0], task, config)) for task in tasks for seed in seeds]
-    stored = {prompt_id: item for _, _, prompt_id in wanted if (item := library.find(prompt_id))}
-    todo = [(task, seed) for task, seed, prompt_id in wanted if prompt_id not in stored]
+    origins = {seed: origin_entry(library, backbone, seed, n_tokens, init) for seed in seeds}
+    wanted = [_Wanted(task, seed, tuned_prompt_id(origins[seed].item_id, task, config))
+              for task in tasks for seed in seeds]
+    stored = {w.prompt_id: item for w in wanted if (item := library.find(w.prompt_id))}
+    todo = [w for w in wanted if w.prompt_id not in stored]
     own_checkpoint_dir = checkpoint_dir is None
     if not todo:  # this exact job ran before: its results are in the library already
         if own_checkpoint_dir:  # a run killed after storing them left its checkpoint behind
-            shutil.rmtree(_checkpoint_dir(library, backbone, [(t, s) for t, s, _ in wanted], n_tokens, init, config),
-                          ignore_errors=True)
-        return [stored[prompt_id] for _, _, prompt_id in wanted], "done"
-    jobs = [TrainingPrompt(task, origins[seed][1], seed) for task, seed in todo]
+            shutil.rmtree(_checkpoint_dir(library, backbone, wanted, n_tokens, init, config), ignore_errors=True)
+        return [stored[w.prompt_id] for w in wanted], "done"
+    jobs = [TrainingPrompt(w.task, origins[w.seed].tensor, w.seed) for w in todo]
     if checkpoint_dir is None:
         checkpoint_dir = _checkpoint_dir(library, backbone, todo, n_tokens, init, config)
     outcome = tune(backbone, jobs, config, on_progress, should_stop, checkpoint_dir)
     if outcome.status != "done" and not keep_partial:  # cancelled: the checkpoint stays for a resume
         return [], outcome.status
-    new: list[NewItem] = []  # the whole job is stored in one transaction: all of it or nothing, never half
-    for seed in dict.fromkeys(result.job.origin_seed for result in outcome.results):
-        origin, tensor = origins[seed]
-        new.append(origin_entry(backbone.name, tensor, seed, n_tokens, init, item_id=origin))
-    keys = {}
-    for result in outcome.results:
-        origin = origins[result.job.origin_seed][0]
-        prompt, vector = _result_items(result, origin, backbone, config, outcome, init, n_tokens, name_prefix)
-        keys[prompt.item_id] = tuned_prompt_id(origin, result.job.task, config)
-        new += [prompt, vector]
-    for item in library.add_together(new, exist_ok=True):
-        if item.id in keys:
-            stored[keys[item.id]] = item
+    stored |= _store_outcome(library, backbone, todo, outcome, origins, config, init, n_tokens, name_prefix)
     kill_point("store:committed")
-    items = [stored[prompt_id] for _, _, prompt_id in wanted]
     if own_checkpoint_dir:  # the job is in the library now
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     else:
         clear_checkpoint(checkpoint_dir)
-    return items, "done"
+    return [stored[w.prompt_id] for w in wanted], "done"
 
 
-def _checkpoint_dir(library: Library, backbone: Backbone, pairs: list[tuple[TaskData, int]], n_tokens: int, init: str,
+def _checkpoint_dir(library: Library, backbone: Backbone, wanted: list[_Wanted], n_tokens: int, init: str,
                     config: TuneConfig) -> Path:
     """Where a job keeps its checkpoint: one folder per job (tasks x seeds, recipe) and library."""
-    key = repr((str(library.root.resolve()), backbone.name, [(t.spec.name, t.data_hash, s) for t, s in pairs],
-                n_tokens, init, asdict(config)))
+    pairs = [(w.task.spec.name, w.task.data_hash, w.seed) for w in wanted]
+    key = repr((str(library.root.resolve()), backbone.name, pairs, n_tokens, init, asdict(config)))
     return cache_dir("checkpoints") / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _result_items(result, origin: str, backbone: Backbone, config: TuneConfig, outcome, init: str, n_tokens: int,
-                  name_prefix: str) -> tuple[NewItem, NewItem]:
-    """A tuned prompt and its TPV, with the recipe, metrics and content ids they are stored under."""
+def _store_outcome(library: Library, backbone: Backbone, todo: list[_Wanted], outcome: TuneOutcome,
+                   origins: dict[int, NewItem], config: TuneConfig, init: str, n_tokens: int,
+                   name_prefix: str) -> dict[str, Item]:
+    """Store a job's results in one transaction (all of it or nothing, never half): the origins they start from,
+    then each prompt with its TPV. Returns the stored prompts by the id each was wanted under."""
+    pairs = [_result_items(result, wanted.prompt_id, origins[wanted.seed].item_id, backbone, config, outcome, init,
+                           n_tokens, name_prefix) for wanted, result in zip(todo, outcome.results)]
+    new = [origins[seed] for seed in dict.fromkeys(w.seed for w in todo)] + [item for pair in pairs for item in pair]
+    by_id = {item.id: item for item in library.add_together(new, exist_ok=True)}
+    return {wanted.prompt_id: by_id[prompt.item_id] for wanted, (prompt, _) in zip(todo, pairs)}
+
+
+def _result_items(result: TuneResult, prompt_id: str, origin: str, backbone: Backbone, config: TuneConfig,
+                  outcome: TuneOutcome, init: str, n_tokens: int, name_prefix: str) -> tuple[NewItem, NewItem]:
+    """A tuned prompt and its TPV, with the recipe and metrics they are stored under; a partial result (a job
+    stopped early whose results are kept) gets an id of its own: it is not the finished job's result."""
     task, seed, model = result.job.task, result.job.origin_seed, backbone.name
     recipe = {"model": model, "task": task.spec.name, "data_hash": task.data_hash, "seed": seed, "init": init,
               "n_tokens": n_tokens, **asdict(config), "best_step": result.best_step, "steps_done": outcome.steps_done,
               "dtype": str(backbone.dtype).replace("torch.", ""), "device": backbone.device,
               "seconds": round(outcome.seconds, 1), "history": result.history}  # thinned as it is stored (``library.thinned_history``)
-    metrics = split_metrics("validation", {k[4:]: v for k, v in result.best_metrics.items() if k.startswith("val_")})
     label = f"{name_prefix}{task.spec.name} / origin {seed}"
-    prompt_id = tuned_prompt_id(origin, task, config)
-    if outcome.steps_done < config.steps:  # a partial result is not the finished job's result
+    if outcome.steps_done < config.steps:
         prompt_id = content_id("prompt", prompt_id, outcome.steps_done)
     return prompt_and_vector(model, result.best_prompt, result.job.origin, name=label, prompt_id=prompt_id,
-                             origin_id=origin, task=task.spec.name, seed=seed, recipe=recipe, metrics=metrics)
+                             origin_id=origin, task=task.spec.name, seed=seed, recipe=recipe,
+                             metrics=split_metrics("validation", result.best_metrics))
 
 
 # ---- what a tuning job tunes -----------------------------------------------------------------------------------

@@ -29,7 +29,14 @@ from safetensors.torch import load_file, save_file
 
 from studio import StudioError
 from studio.backbones import Backbone, Row
-from studio.evaluation import MAX_INPUT_TOKENS, EncodedTask, encode_task, results_from_scores, score_examples
+from studio.evaluation import (
+    EncodedTask,
+    encode_example,
+    encode_task,
+    results_from_scores,
+    row_tokens,
+    score_examples,
+)
 from studio.faults import kill_point
 from studio.files import atomic_write, atomic_write_text
 from studio.settings import SelectBy, TuneConfig
@@ -64,8 +71,8 @@ class TuneResult:
     best_prompt: torch.Tensor
     final_prompt: torch.Tensor
     best_step: int
-    best_metrics: dict
-    history: list[dict] = field(default_factory=list)
+    best_metrics: dict[str, float]  # the validation at best_step: loss, accuracy, macro_f1 (evaluation's names)
+    history: list[dict] = field(default_factory=list)  # the curves (``history_point``), stored with the prompt
 
 
 @dataclass
@@ -153,8 +160,7 @@ class EncodedJobs:
     def _input_ids(self, j: int, index: int) -> list[int]:
         if (j, index) not in self._inputs:
             job = self.jobs[j]
-            text = self.backbone.render_input(job.task.spec.instruction, job.examples()[index].body())
-            self._inputs[(j, index)] = self.backbone.encode_input(text, MAX_INPUT_TOKENS)
+            self._inputs[(j, index)] = encode_example(self.backbone, job.task, job.examples()[index]).input_ids
         return self._inputs[(j, index)]
 
 
@@ -168,7 +174,7 @@ class TrainState:
     best: torch.Tensor  # each prompt at its best validation so far
     best_scores: list[float]  # lower is better: validation loss, or minus accuracy
     best_steps: list[int]
-    best_metrics: list[dict]
+    best_metrics: list[dict[str, float]]  # each prompt's validation at its best step (evaluation's names)
     histories: list[list[dict]]  # the curves: one point per validation
     train_losses: list[float]  # summed since the last validation, for the curves
 
@@ -189,9 +195,9 @@ def forward_backward(backbone: Backbone, params: torch.nn.Parameter, rows: list[
     tokens_per_prompt = torch.zeros(params.shape[0])
     for row in rows:
         tokens_per_prompt[row.prompt_index] += len(row.target_ids)
-    rows = sorted(rows, key=lambda r: len(r.input_ids) + len(r.target_ids))
+    rows = sorted(rows, key=lambda r: row_tokens(r, params.shape[1]))
     losses = torch.zeros(params.shape[0])
-    lengths = [len(r.input_ids) + len(r.target_ids) + params.shape[1] for r in rows]
+    lengths = [row_tokens(r, params.shape[1]) for r in rows]
     for group in backbone.batches(lengths, micro_batch):
         micro = rows[group.start : group.stop]
         logprobs, _ = backbone.target_logprobs(params, micro)
@@ -218,28 +224,44 @@ def check_finite(params: torch.Tensor, step: int) -> None:
         raise StudioError(f"tuning diverged at step {step} (NaN or infinite prompt values): lower the learning rate")
 
 
-def validate(backbone: Backbone, params: torch.Tensor, encoded: EncodedJobs, step: int) -> list[dict]:
+# the metrics a validation keeps (evaluation's names), and their names in the curves, where they sit beside the
+# training loss: the history stored with every tuned prompt and the step events the Tune tab plots
+CURVE_NAMES = {"loss": "val_loss", "accuracy": "val_accuracy", "macro_f1": "val_macro_f1"}
+
+
+def validate(backbone: Backbone, params: torch.Tensor, encoded: EncodedJobs) -> list[dict[str, float]]:
     """Validation loss, accuracy and macro-F1 for every prompt, grouped by task (one batched pass per task)."""
-    out: list[dict] = [{} for _ in encoded.jobs]
+    out: list[dict[str, float]] = [{} for _ in encoded.jobs]
     for key, task in encoded.validation.items():
         members = encoded.members(key)
         scores = score_examples(backbone, params.detach()[members], task, task.examples)
         for j, result in zip(members, results_from_scores(task, task.examples, scores, False)):
-            out[j] = {"step": step, "val_loss": result.metrics["loss"], "val_accuracy": result.metrics["accuracy"],
-                      "val_macro_f1": result.metrics["macro_f1"]}
+            out[j] = {name: result.metrics[name] for name in CURVE_NAMES}
     return out
 
 
-def update_best(state: TrainState, validation: list[dict], mixtures: list[list[int]], select_by: str) -> None:
+def curve_point(step: int, metrics: dict[str, float]) -> dict:
+    """A validation as the curves name it: ``{"step", "val_loss", "val_accuracy", "val_macro_f1"}``."""
+    return {"step": step, **{CURVE_NAMES[name]: value for name, value in metrics.items()}}
+
+
+def history_point(step: int, train_loss: float | None, metrics: dict[str, float]) -> dict:
+    """One point of a prompt's stored curves: the validation at ``step`` and the mean training loss since the one
+    before (None at the start)."""
+    return {"step": step, "train_loss": train_loss, **curve_point(step, metrics)}
+
+
+def update_best(state: TrainState, validation: list[dict[str, float]], mixtures: list[list[int]],
+                select_by: str) -> None:
     """Add a validation to the curves and keep each prompt's best; a mixture's prompts choose by their mean."""
     since = state.step - (state.histories[0][-1]["step"] if state.histories[0] else 0)
-    scores = [m["val_loss"] if select_by == SelectBy.LOSS else -m["val_accuracy"] for m in validation]
+    scores = [m["loss"] if select_by == SelectBy.LOSS else -m["accuracy"] for m in validation]
     for members in mixtures:  # one prompt, one choice
         shared = sum(scores[k] for k in members) / len(members)
         for j in members:
             scores[j] = shared
     for j, (metrics, score) in enumerate(zip(validation, scores)):
-        state.histories[j].append({"step": state.step, "train_loss": state.train_losses[j] / max(since, 1), **metrics})
+        state.histories[j].append(history_point(state.step, state.train_losses[j] / max(since, 1), metrics))
         if score < state.best_scores[j]:
             state.best_scores[j], state.best_steps[j], state.best_metrics[j] = score, state.step, metrics
             state.best[j] = state.params.detach()[j]
@@ -288,12 +310,20 @@ def resume(folder: Path, signature: str, state: TrainState, optimizer: torch.opt
         state.params.copy_(tensors["params"].to(state.params.device))
     state.best = tensors["best"].to(state.params.device)
     state.step, state.best_scores, state.best_steps = saved["step"], saved["best_scores"], saved["best_steps"]
-    state.best_metrics, state.histories = saved["best_metrics"], saved["histories"]
+    state.best_metrics, state.histories = _saved_best_metrics(saved), saved["histories"]
     state.train_losses = saved.get("train_losses") or [0.0] * len(state.best_scores)
     if "optimizer" in saved:
         optimizer.load_state_dict(_join_optimizer_state(saved["optimizer"], tensors))
     else:
         optimizer.load_state_dict(_first_format_optimizer_state(saved, tensors, optimizer))
+
+
+def _saved_best_metrics(saved: dict) -> list[dict[str, float]]:
+    """The checkpoint's best validations. Checkpoints written before these kept evaluation's names held each as its
+    curve point (``curve_point``, with a "step"): read back under evaluation's names, a resumed job stores the same
+    metrics either way."""
+    return [{name: best[curve] for name, curve in CURVE_NAMES.items() if curve in best} if "step" in best else best
+            for best in saved["best_metrics"]]
 
 
 def checkpoint_step(folder: Path) -> int | None:
@@ -362,8 +392,8 @@ def _start(backbone: Backbone, jobs: list[TrainingPrompt], config: TuneConfig, c
         resume(checkpoint, signature, state, optimizer)
     encoded = EncodedJobs(backbone, jobs, config.val_limit)
     if not state.histories[0]:
-        for j, metrics in enumerate(validate(backbone, state.params, encoded, 0)):
-            state.histories[j].append({"step": 0, "train_loss": None, **metrics})
+        for j, metrics in enumerate(validate(backbone, state.params, encoded)):
+            state.histories[j].append(history_point(0, None, metrics))
     return state, optimizer, mixtures, encoded
 
 
@@ -400,8 +430,9 @@ def tune(
         event = _progress_event(state.step, config, losses, len(rows),
                                 window_examples / max(time.time() - window_started, 1e-9))
         if state.step % config.eval_every == 0 or state.step == config.steps:
-            event["validation"] = validate(backbone, state.params, encoded, state.step)
-            update_best(state, event["validation"], mixtures, config.select_by)
+            validation = validate(backbone, state.params, encoded)
+            event["validation"] = [curve_point(state.step, metrics) for metrics in validation]
+            update_best(state, validation, mixtures, config.select_by)
             if checkpoint:
                 save_checkpoint(checkpoint, signature, state, optimizer)
             kill_point("tune:validated")

@@ -35,6 +35,7 @@ def test_multitask_prompt_is_tuned_once_and_reused(setup):
     item = multitask_prompt(library, tiny, origin_id, ["mr", "tweets"], SMALL)
     assert item.kind == "prompt" and item.task == "mr+tweets" and item.origin_id == origin_id
     assert set(item.metrics) == {"validation_accuracy/mr", "validation_accuracy/tweets"}
+    assert all(isinstance(value, float) for value in item.metrics.values())
     assert not torch.equal(library.tensor(item.id), library.tensor(origin_id))
     assert multitask_prompt(library, tiny, origin_id, ["mr", "tweets"], SMALL).id == item.id
     before = len(library.items())

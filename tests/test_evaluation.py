@@ -223,3 +223,25 @@ def test_on_a_gpu_the_budget_counts_each_rows_copy_of_the_cached_prefix(tiny, pr
         scores[on_gpu] = score_examples(tiny, table, encoded, encoded.examples)
     assert [n + prefix.cached_tokens for n in seen[False]] == seen[True]
     torch.testing.assert_close(scores[True], scores[False])
+
+
+def test_scoring_plans_its_passes_by_each_rows_tokens(tiny, prompts, monkeypatch):
+    """Without a shared prefix a row counts its soft prompt, its input and its answer but the last answer token
+    (``row_tokens``: tuning plans its micro-batches by the same count)."""
+    from studio.backbones import Backbone
+    from studio.evaluation import row_tokens, score_examples
+
+    seen = []
+    original = Backbone.batches
+
+    def spy(self, lengths, *args, **kwargs):
+        seen.append(list(lengths))
+        return original(self, lengths, *args, **kwargs)
+
+    monkeypatch.setattr(Backbone, "shared_prefix", lambda self, table, rows: None)  # every row computed whole
+    monkeypatch.setattr(Backbone, "batches", spy)
+    encoded = encode_task(tiny, load_task("spam"), "test", 4)  # labels of different lengths: one row per label
+    score_examples(tiny, torch.stack(prompts[:2]), encoded, encoded.examples)
+    rows = [Row(j, e.input_ids, ids) for e in encoded.examples for j in range(2) for ids in encoded.target_ids]
+    assert seen == [sorted((row_tokens(row, 5) for row in rows), reverse=True)]
+    assert row_tokens(Row(0, [1, 2, 3], [4, 5]), 5) == 5 + 3 + 2 - 1

@@ -15,8 +15,17 @@ import torch
 from studio import StudioError
 from studio.backbones import load_backbone
 from studio.fewshot import few_shot_configs, parse_shots, plan_few_shot, submit_few_shot
-from studio.jobs import FINISHED, Job, JobRunner, progress_summary, submit_tuning, tune_request
-from studio.library import Library
+from studio.jobs import (
+    FINISHED,
+    Job,
+    JobRunner,
+    origin_item,
+    progress_summary,
+    run_tuning,
+    submit_tuning,
+    tune_request,
+)
+from studio.library import Library, content_id, origin_id, tuned_prompt_id
 from studio.task_files import load_file_task
 from studio.tasks import load_task
 from studio.tuning import TuneConfig
@@ -201,6 +210,35 @@ def test_a_tuning_job_resumed_twice_stores_its_prompt_once(runner, tiny_llama_di
     assert [e["step"] for e in again.events] == [1, 2] and again.progress == 1.0 and again.spec is request
     assert sorted(i.kind for i in library.items()) == ["origin", "prompt", "vector"]
     assert again.result == [library.items(kind="prompt")[0].id] and "added 1 prompt" in again.message
+
+
+def test_a_tuning_job_stores_its_best_validation_and_its_curves(tiny_llama_dir, tmp_path):
+    """What ``run_tuning`` stores: the origin under its content id, the prompt's best validation as the catalog
+    names metrics (``validation_loss``...), its curves as tuning draws them (``val_loss``... beside ``train_loss``);
+    the same job again stores nothing, and a kept partial result has an id of its own."""
+    library = Library(tmp_path / "lib")
+    backbone = load_backbone(str(tiny_llama_dir), dtype=torch.float32)
+    mr = load_task("mr")
+    (prompt,), status = run_tuning(library, backbone, [mr], [0], CONFIG, 4, checkpoint_dir=tmp_path / "checkpoint")
+    origin = library.get(prompt.origin_id)
+    assert status == "done" and origin.id == origin_id(backbone.name, 0, 4) == origin_item(library, backbone, 0, 4).id
+    assert (origin.name, origin.recipe) == ("origin 0 (4 tokens)", {"init": "top5000", "seed": 0, "n_tokens": 4})
+    assert prompt.id == tuned_prompt_id(origin.id, mr, CONFIG)
+    history = prompt.recipe["history"]
+    assert [list(point) for point in history] == [["step", "train_loss", "val_loss", "val_accuracy",
+                                                   "val_macro_f1"]] * 3
+    best = next(point for point in history if point["step"] == prompt.recipe["best_step"])
+    assert list(prompt.metrics.items()) == [("validation_loss", best["val_loss"]),
+                                            ("validation_accuracy", best["val_accuracy"]),
+                                            ("validation_macro_f1", best["val_macro_f1"])]
+    events = []
+    assert run_tuning(library, backbone, [mr, mr], [0], CONFIG, 4, on_progress=events.append) == ([prompt], "done")
+    assert not events and sorted(i.kind for i in library.items()) == ["origin", "prompt", "vector"]
+    (partial,), status = run_tuning(library, backbone, [mr], [1], CONFIG, 4, should_stop=iter([False, True]).__next__,
+                                    checkpoint_dir=tmp_path / "partial", keep_partial=True)
+    one_origin = origin_id(backbone.name, 1, 4)
+    assert partial.origin_id == one_origin
+    assert partial.id == content_id("prompt", tuned_prompt_id(one_origin, mr, CONFIG), 1)
 
 
 # ---- the few-shot study -------------------------------------------------------------------------------------------

@@ -177,7 +177,12 @@ def test_same_config_twice_is_identical(tiny):
     assert result.history[0]["train_loss"] is None
     # the best checkpoint is chosen among the validations after training began (step 0 is the origin itself)
     best = min(result.history[1:], key=lambda h: h["val_loss"])
-    assert result.best_step == best["step"] and result.best_metrics["val_loss"] == best["val_loss"]
+    assert result.best_step == best["step"]
+    # the best validation under evaluation's names (the catalog stores them as validation_*), the curves' points
+    # under val_* beside the training loss (stored with the prompt as they are)
+    assert result.best_metrics == {"loss": best["val_loss"], "accuracy": best["val_accuracy"],
+                                   "macro_f1": best["val_macro_f1"]}
+    assert list(best) == ["step", "train_loss", "val_loss", "val_accuracy", "val_macro_f1"]
 
 
 def test_multi_prompt_job_equals_single_prompt_jobs(tiny):
@@ -209,11 +214,47 @@ def test_mixture_trains_one_prompt_on_both_tasks(tiny):
 
 def test_progress_events(tiny):
     events = []
-    tune(tiny, jobs_for(tiny, [("mr", 0), ("mr", 1)]), SMALL, on_progress=events.append)
+    outcome = tune(tiny, jobs_for(tiny, [("mr", 0), ("mr", 1)]), SMALL, on_progress=events.append)
     assert [e["step"] for e in events] == list(range(1, 7))
     assert all(len(e["train_loss"]) == 2 and e["steps"] == 6 for e in events)
-    assert [e["step"] for e in events if "validation" in e] == [2, 4, 6]
+    validated = [e for e in events if "validation" in e]
+    assert [e["step"] for e in validated] == [2, 4, 6]
     assert all(e["examples_per_s"] > 0 and e["eta_s"] >= 0 for e in events)
+    # each validation as the Tune tab plots it: the curves' points, without the training loss
+    assert list(validated[0]["validation"][0]) == ["step", "val_loss", "val_accuracy", "val_macro_f1"]
+    for j, result in enumerate(outcome.results):
+        assert [e["validation"][j] for e in validated] == [
+            {k: v for k, v in point.items() if k != "train_loss"} for point in result.history[1:]]
+
+
+def test_tuning_encodes_and_counts_rows_as_scoring_does(tiny, monkeypatch):
+    """Training rows are the examples exactly as scoring encodes them (``evaluation.encode_example``), and
+    training's micro-batches are planned by scoring's count of a row's tokens (``evaluation.row_tokens``: the soft
+    prompt, the input and the answer but its last token)."""
+    from studio.backbones import Row
+    from studio.evaluation import encode_task
+    from studio.tuning import EncodedJobs, forward_backward
+
+    task = load_task("mr")
+    jobs = [TrainingPrompt(task, make_origin(tiny, 0, 4), 0, train_examples=task.validation[:3])]
+    rows = EncodedJobs(tiny, jobs, 3).rows(0, 0, 3)  # one epoch: every example once
+    scored = encode_task(tiny, task, "validation", 3)
+    answers = {tuple(e.input_ids): scored.target_ids[e.example.label] for e in scored.examples}
+    assert sorted(r.input_ids for r in rows) == sorted(e.input_ids for e in scored.examples)
+    assert all(r.target_ids == answers[tuple(r.input_ids)] for r in rows)
+
+    seen = []
+    original = type(tiny).batches
+
+    def spy(self, lengths, *args, **kwargs):
+        seen.append(list(lengths))
+        return original(self, lengths, *args, **kwargs)
+
+    monkeypatch.setattr(type(tiny), "batches", spy)
+    params = torch.nn.Parameter(torch.stack([make_origin(tiny, 0, 4), make_origin(tiny, 1, 4)]))
+    forward_backward(tiny, params, [Row(0, [1, 2, 3, 4, 5], [6]), Row(1, [1, 2], [6, 7, 8]), Row(0, [1, 2, 3], [6, 7])],
+                     None)
+    assert seen == [[4 + 2 + 3 - 1, 4 + 3 + 2 - 1, 4 + 5 + 1 - 1]]  # sorted, shortest first
 
 
 def test_init_and_few_shot_examples(tiny):
@@ -321,6 +362,25 @@ def test_first_format_checkpoint_still_resumes(tiny, tmp_path):
     assert events[0]["step"] == 4
     assert_same_outcome(resumed, tune(tiny, jobs_for(tiny, specs), SMALL))
     assert "optimizer" in json.loads((tmp_path / "state.json").read_text())  # rewritten in the new format
+
+
+def test_a_checkpoint_holding_its_best_as_a_curve_point_resumes_with_the_same_metrics(tiny, tmp_path):
+    """Checkpoints written before the best validations kept evaluation's names held each as its curve point
+    ({"step", "val_loss", "val_accuracy", "val_macro_f1"}); one resumes with the best metrics that the uninterrupted
+    job ends with, so the catalog stores the same names and values."""
+    specs = [("mr", 0), ("uncertainty", 1)]
+    config = TuneConfig(steps=6, batch_size=3, lr=1e-4, eval_every=2, val_limit=6, select_by=SelectBy.ACCURACY)
+    tune(tiny, jobs_for(tiny, specs), config, should_stop=iter([False] * 3 + [True]).__next__,
+         checkpoint_dir=tmp_path)
+    state = json.loads((tmp_path / "state.json").read_text())
+    state["best_metrics"] = [{"step": 2, **{f"val_{k}": v for k, v in best.items()}} for best in state["best_metrics"]]
+    tensors = load_file(tmp_path / "state.safetensors")
+    save_file(tensors, str(tmp_path / "state.safetensors"), metadata={"state": json.dumps(state)})
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    resumed = tune(tiny, jobs_for(tiny, specs), config, checkpoint_dir=tmp_path)
+    uninterrupted = tune(tiny, jobs_for(tiny, specs), config)
+    assert [r.best_metrics for r in resumed.results] == [r.best_metrics for r in uninterrupted.results]
+    assert any(r.best_step == 2 for r in resumed.results)  # a best from before the stop, read back
 
 
 def test_cancel_before_the_first_step_resumes_with_one_start_point(tiny, tmp_path):
