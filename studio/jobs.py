@@ -24,7 +24,6 @@ from typing import NamedTuple
 
 from studio import StudioError
 from studio.backbones import Backbone
-from studio.config import cache_dir
 from studio.faults import kill_point
 from studio.library import (
     Item,
@@ -77,7 +76,8 @@ def run_tuning(
 ) -> tuple[list[Item], str]:
     """Tune every task x seed in one batched job and store the results; returns (prompt items, status).
 
-    Checkpoints go to a folder named after the job, so running the same job again after a crash resumes it.
+    Checkpoints go to a folder named after the job in the library's ``CHECKPOINTS`` folder, so running the same job
+    again after a crash resumes it.
     """
     if not tasks or not seeds:
         raise StudioError("choose at least one task and one origin seed")
@@ -96,6 +96,7 @@ def run_tuning(
     jobs = [TrainingPrompt(w.task, origins[w.seed].tensor, w.seed) for w in todo]
     if checkpoint_dir is None:
         checkpoint_dir = _checkpoint_dir(library, backbone, todo, n_tokens, init, config)
+        sweep_checkpoints(library, sparing=checkpoint_dir)
     outcome = tune(backbone, jobs, config, on_progress, should_stop, checkpoint_dir)
     if outcome.status != "done" and not keep_partial:  # cancelled: the checkpoint stays for a resume
         return [], outcome.status
@@ -108,12 +109,42 @@ def run_tuning(
     return [stored[w.prompt_id] for w in wanted], "done"
 
 
+CHECKPOINTS = "checkpoints"  # the folder in a library of its jobs' checkpoints (running, cancelled, failed)
+CHECKPOINTS_KEPT = 32  # per library: the most recently written; older ones go (``sweep_checkpoints``)
+CHECKPOINT_DAYS = 30  # ... and none unwritten for longer: a cancelled job can be resumed for a month
+
+
 def _checkpoint_dir(library: Library, backbone: Backbone, wanted: list[_Wanted], n_tokens: int, init: str,
                     config: TuneConfig) -> Path:
-    """Where a job keeps its checkpoint: one folder per job (tasks x seeds, recipe) and library."""
+    """Where a job keeps its checkpoint: one folder per job (tasks x seeds, recipe), inside its library, so that
+    the checkpoints go with the library (a visitor's, swept when they leave) and never outlive it."""
     pairs = [(w.task.spec.name, w.task.data_hash, w.seed) for w in wanted]
-    key = repr((str(library.root.resolve()), backbone.name, pairs, n_tokens, init, asdict(config)))
-    return cache_dir("checkpoints") / hashlib.sha256(key.encode()).hexdigest()[:16]
+    key = repr((backbone.name, pairs, n_tokens, init, asdict(config)))
+    return library.root / CHECKPOINTS / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def sweep_checkpoints(library: Library, keep: int = CHECKPOINTS_KEPT, days: float = CHECKPOINT_DAYS,
+                      sparing: Path | None = None) -> list[Path]:
+    """Remove a library's job checkpoints past the ``keep`` most recently written, or unwritten for ``days``: a
+    cancelled job keeps its checkpoint for a resume, and on a public Space anyone may start and cancel jobs, so
+    what they take on disk must stay bounded. A running job writes its checkpoint at every validation; ``sparing``
+    is the one of the job about to start (an old job resumed)."""
+    folder = library.root / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+
+    def written(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except FileNotFoundError:  # removed meanwhile (its job finished)
+            return 0.0
+
+    newest_first = sorted((p for p in folder.iterdir() if p.is_dir() and p != sparing), key=written, reverse=True)
+    oldest_kept = time.time() - days * 86400
+    removed = [p for n, p in enumerate(newest_first) if n >= keep or written(p) < oldest_kept]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 def _store_outcome(library: Library, backbone: Backbone, todo: list[_Wanted], outcome: TuneOutcome,

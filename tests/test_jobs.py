@@ -241,6 +241,38 @@ def test_a_tuning_job_stores_its_best_validation_and_its_curves(tiny_llama_dir, 
     assert partial.id == content_id("prompt", tuned_prompt_id(one_origin, mr, CONFIG), 1)
 
 
+def test_a_jobs_checkpoint_lives_in_its_library_and_old_ones_are_swept(tiny_llama_dir, tmp_path):
+    """A cancelled job keeps its checkpoint for a resume, inside its library (a visitor's library is swept when
+    they leave, and its checkpoints with it); a new job first removes the library's checkpoints past the most
+    recent ``keep`` or unwritten for ``days``, never the one it resumes."""
+    import os
+
+    from studio.jobs import CHECKPOINTS, sweep_checkpoints
+
+    library = Library(tmp_path / "lib")
+    backbone = load_backbone(str(tiny_llama_dir), dtype=torch.float32)
+    mr = load_task("mr")
+    assert run_tuning(library, backbone, [mr], [0], CONFIG, 4, should_stop=iter([False, True]).__next__) == (
+        [], "cancelled")
+    (own,) = list((library.root / CHECKPOINTS).iterdir())
+    assert (own / "state.json").is_file() and not library.items()  # nothing stored, the checkpoint kept
+    stale = []
+    for n in range(3):  # other jobs' checkpoints, the first two last written long ago
+        folder = library.root / CHECKPOINTS / f"other{n}"
+        folder.mkdir()
+        if n < 2:
+            os.utime(folder, (time.time() - 40 * 86400,) * 2)
+            stale.append(folder)
+    os.utime(own, (time.time() - 40 * 86400,) * 2)  # the cancelled job, resumed a while later
+    events = []
+    (prompt,), status = run_tuning(library, backbone, [mr], [0], CONFIG, 4, on_progress=events.append)
+    assert status == "done" and [e["step"] for e in events] == [2]  # resumed from its checkpoint, not swept
+    assert sorted(p.name for p in (library.root / CHECKPOINTS).iterdir()) == ["other2"]  # its own: gone when stored
+    for n in range(3):
+        (library.root / CHECKPOINTS / f"keep{n}").mkdir()
+    assert len(sweep_checkpoints(library, keep=2)) == 2 and len(list((library.root / CHECKPOINTS).iterdir())) == 2
+
+
 # ---- the few-shot study -------------------------------------------------------------------------------------------
 @pytest.fixture
 def fewshot_library(tmp_path):
