@@ -562,8 +562,11 @@ def _add_sweep_command(sub, library_args: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from studio.files import sweep_dead_scratch
+
     args = build_parser().parse_args(argv)
     try:
+        sweep_dead_scratch()  # what a killed studio left in the temporary folder (a pull's download: 200 MB)
         args.run(args)
     except StudioError as error:
         print(f"error: {error}", file=sys.stderr)

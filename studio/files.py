@@ -189,11 +189,16 @@ def _target_name(path: Path) -> str:
 
 def _writer_alive(path: Path) -> bool:
     """Whether the process named in a temporary's name still runs (True when the name has no process id)."""
-    pid = path.name[: -len(PARTIAL_SUFFIX)].rsplit(".", 1)[-1].split("-", 1)[0]
+    return _process_alive(path.name[: -len(PARTIAL_SUFFIX)].rsplit(".", 1)[-1].split("-", 1)[0])
+
+
+def _process_alive(pid: str) -> bool:
+    """Whether process ``pid`` (as written in a name) may still run: True unless it is a number and no process
+    has it. This process counts as alive: it may be writing on another thread."""
     if not pid.isdigit():
         return True
     if int(pid) == os.getpid():
-        return True  # this process: it may be writing it right now on another thread
+        return True
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -201,6 +206,39 @@ def _writer_alive(path: Path) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
+
+
+SCRATCH_PREFIX = "studio-scratch-"  # the studio's folders in the system's temporary folder (``scratch_folder``)
+
+
+def scratch_name(purpose: str) -> str:
+    """The start of a scratch folder's name: its purpose (a word) and this process's id, which
+    ``sweep_dead_scratch`` reads."""
+    return f"{SCRATCH_PREFIX}{purpose}.{os.getpid()}-"
+
+
+@contextmanager
+def scratch_folder(purpose: str) -> Iterator[Path]:
+    """A temporary folder for one piece of work (a pull's download, an unpacked zip, a wheel), removed when the
+    work is done, and by the next studio that starts if this process is killed first (a pull's may hold 200 MB)."""
+    with tempfile.TemporaryDirectory(prefix=scratch_name(purpose)) as folder:
+        yield Path(folder)
+
+
+def sweep_dead_scratch(folder: str | Path | None = None) -> list[Path]:
+    """Remove the scratch folders of studio processes that are gone (killed before they could remove their own);
+    what a running studio uses is left alone. Called when the command line or the app starts."""
+    removed = []
+    try:
+        candidates = list(Path(folder or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"))
+    except OSError:
+        return removed
+    for path in candidates:
+        pid = path.name[len(SCRATCH_PREFIX):].split(".", 1)[-1].split("-", 1)[0]
+        if path.is_dir() and not path.is_symlink() and not _process_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def _remove(path: Path) -> None:

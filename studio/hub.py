@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import torch
 
 from studio import StudioError
 from studio.config import hub_offline, is_hub_id
-from studio.files import check_export_target, new_folder, safe_extract_zip
+from studio.files import check_export_target, new_folder, safe_extract_zip, scratch_folder
 from studio.item_files import read_json_file, read_peft_adapter, read_prompt_file
 from studio.library import KINDS, Item, Library, NewItem, content_id, prompt_and_vector, tensor_digest
 from studio.limits import MAX_CATALOG_BYTES, MAX_NAME, check_name, check_seed
@@ -243,7 +242,7 @@ def push(library: Library, item_ids: list[str] | None, repo_id: str, backbone, t
     if not overwrite:
         say(0.0, f"checking {repo_id}")
         _check_push_target(api, repo_id, token)
-    with tempfile.TemporaryDirectory(prefix="studio-hub-") as tmp:
+    with scratch_folder("push") as tmp:
         say(0.0, "writing the adapters, vectors, catalog and model card")
         folder = hub_layout(library, item_ids, backbone, Path(tmp) / "repo", repo_id=repo_id)
         count = len(json.loads((folder / CATALOG).read_text())["items"])
@@ -357,7 +356,7 @@ def _snapshot(source: str, revision: str | None, download, token: str | bool | N
     if download is None:
         from huggingface_hub import snapshot_download as download
     options = {"token": token} if token is not None else {}
-    with tempfile.TemporaryDirectory(prefix="studio-pull-") as tmp:
+    with scratch_folder("pull") as tmp:
         where = _hub_call(f"download {source}", secret, lambda: download(
             repo_id=source, repo_type="model", revision=commit, allow_patterns=patterns, local_dir=tmp, **options))
         yield Path(str(where)), source.split("/")[-1]
@@ -367,7 +366,7 @@ def _snapshot(source: str, revision: str | None, download, token: str | bool | N
 def _unzipped(path: Path) -> Iterator[Path]:
     """A library zip (the Library tab's Download my library, or a zipped repository), checked as it is extracted
     (``safe_extract_zip``), as the folder of its shallowest catalog, in a temporary folder that goes afterwards."""
-    with tempfile.TemporaryDirectory(prefix="studio-restore-") as tmp:
+    with scratch_folder("restore") as tmp:
         safe_extract_zip(path, tmp, MAX_PULL_FILES, MAX_PULL_BYTES, "a studio library zip")
         catalogs = sorted(Path(tmp).rglob(CATALOG), key=lambda p: len(p.parts))
         if not catalogs:

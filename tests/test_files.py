@@ -258,3 +258,27 @@ def test_a_folder_export_gives_its_files_the_usual_mode_and_a_refused_chmod_writ
     written = atomic_write(tmp_path / "stick.safetensors",
                            lambda p: save_file({"prompt": torch.zeros(2, 4)}, str(p)))
     assert written.exists() and not list(tmp_path.glob(f"*{PARTIAL_SUFFIX}"))
+
+
+def test_scratch_folders_of_a_killed_studio_are_swept_when_the_next_one_starts(tmp_path):
+    """A pull downloads into a scratch folder (up to 200 MB) that it removes when done; killed first, the folder
+    stays. The next command line (or app) removes the scratch folders of processes that are gone, and only those:
+    a running studio's and anything not the studio's stay."""
+    from studio.files import SCRATCH_PREFIX, scratch_folder, sweep_dead_scratch
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{SCRATCH_PREFIX}pull.{int(gone.stdout)}-abc123"
+    (dead / "adapters").mkdir(parents=True)
+    (dead / "adapters" / "big.safetensors").write_bytes(b"x" * 1000)
+    live = tmp_path / f"{SCRATCH_PREFIX}page.{os.getpid()}-def456"
+    live.mkdir()
+    other = tmp_path / "someone-elses"
+    other.mkdir()
+    with scratch_folder("pull") as folder:  # the system's temporary folder; named for this process
+        assert folder.is_dir() and folder.name.startswith(f"{SCRATCH_PREFIX}pull.{os.getpid()}-")
+    assert not folder.exists()
+    env = {**os.environ, "TMPDIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "STUDIO_HOME": str(tmp_path / "home")}
+    listed = subprocess.run([sys.executable, "-m", "studio", "data", "list"], capture_output=True, text=True, env=env)
+    assert listed.returncode == 0, listed.stderr[-1000:]
+    assert not dead.exists() and live.is_dir() and other.is_dir()
+    assert sweep_dead_scratch(tmp_path) == []

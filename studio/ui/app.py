@@ -9,6 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.config import max_upload_bytes
+from studio.files import sweep_dead_scratch
 from studio.library import open_library
 from studio.tasks import set_task_owner
 from studio.ui import arithmetic, guide, library_panel, map_panel, similarity, transfer, tune_panel
@@ -87,6 +88,7 @@ def create(library_dir: str | None = None, model: str | None = None, prebuilt: b
     """The app over the library in ``library_dir`` (the prebuilt one beneath it), its model warming up meanwhile
     (``warming``: a warm-up thread already started, ``studio.live.start_warm_up``). With ``STUDIO_VISITORS=own``
     (the default on a Space) each visitor gets their own library under ``library_dir/visitors``."""
+    sweep_dead_scratch()  # what a killed studio left in the temporary folder
     state = AppState(open_library(library_dir, prebuilt=prebuilt))
     if visitor_mode() == "own":
         state.visitors = Visitors(state.home_library, state.shared_runner)

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from studio import StudioError
+from studio.files import scratch_name
 from studio.jobs import Job, JobRunner, jobs_ahead
 from studio.library import Library
 
@@ -169,7 +170,7 @@ class Visitors:
         a read-only home library lays the page out too."""
         with self._lock:
             if self._page is None:
-                folder = Path(tempfile.mkdtemp(prefix="studio-page-"))
+                folder = Path(tempfile.mkdtemp(prefix=scratch_name("page")))  # swept once this process is gone
                 self._page = Library(folder, parents=self.home.parents)
             return self._page
 
