@@ -142,7 +142,7 @@ def _with_recipe(args) -> None:
 
 def cmd_tune(args) -> None:
     """A tuning job checked by the Tune tab's rules (``jobs.tune_request``), run here with a progress bar."""
-    from studio.jobs import run_tuning, tune_request
+    from studio.jobs import pulled_note, run_tuning, tune_request
     from studio.limits import check_prompt_length
 
     _with_recipe(args)
@@ -159,6 +159,8 @@ def cmd_tune(args) -> None:
         bar.close()
     _print(args, [i.to_dict() for i in items], "\n".join(f"{i.id}  {i.name}  validation accuracy {_score(i)}"
                                                           for i in items) or status)
+    if note := pulled_note(items):
+        print(note, file=sys.stderr)
 
 
 def _score(item) -> str:

@@ -34,7 +34,16 @@ from studio import StudioError
 from studio.config import hub_offline, is_hub_id
 from studio.files import check_export_target, new_folder, safe_extract_zip, scratch_folder
 from studio.item_files import read_json_file, read_peft_adapter, read_prompt_file
-from studio.library import KINDS, Item, Library, NewItem, content_id, prompt_and_vector, tensor_digest
+from studio.library import (
+    KINDS,
+    PULLED_FROM,
+    Item,
+    Library,
+    NewItem,
+    content_id,
+    prompt_and_vector,
+    tensor_digest,
+)
 from studio.limits import MAX_CATALOG_BYTES, MAX_NAME, check_name, check_seed
 from studio.prompts import TUNING_INITS, make_origin
 from studio.weights import KNOWN_BACKBONES
@@ -308,9 +317,11 @@ def pull(library: Library, source: str | Path, backbone, revision: str | None = 
         raise StudioError("this library is read-only (the prebuilt library): pull into your own library")
     say = progress or _silent
     say(0.0, f"downloading {source}")
-    with _snapshot(str(source), revision, download, token, hub_only, api) as (folder, label):
+    with _snapshot(str(source), revision, download, token, hub_only, api) as (folder, label, provenance):
         say(0.6, f"checking {label}")
         new = _read_entries(library, folder, label, backbone, origin)
+    for entry in new:  # where each came from, whatever the repository's catalog says (``Item.pulled_from``)
+        entry.recipe = {**(entry.recipe or {}), PULLED_FROM: provenance}
     say(0.9, f"storing {len(new)} items")
     return library.add_together(new, exist_ok=True)
 
@@ -327,19 +338,20 @@ def _read_entries(library: Library, folder: Path, label: str, backbone, origin: 
 
 @contextmanager
 def _snapshot(source: str, revision: str | None, download, token: str | bool | None = None,
-              hub_only: bool = False, api=None) -> Iterator[tuple[Path, str]]:
+              hub_only: bool = False, api=None) -> Iterator[tuple[Path, str, str]]:
     """A local folder as it is (unless ``hub_only``), or the files a pull reads of a repository id, downloaded to a
-    temporary folder that goes when the pull is done; with a name for messages."""
+    temporary folder that goes when the pull is done; with a name for messages and where it came from (a
+    repository at its commit, a folder, a zip) for the pulled items' recipes."""
     if hub_only:
         source = check_repo_id(source)
     else:
         path = Path(source).expanduser()
         if path.is_dir():
-            yield path, path.resolve().name
+            yield path, path.resolve().name, f"folder {path.resolve()}"
             return
         if path.suffix.lower() == ".zip" and path.is_file():
             with _unzipped(path) as folder:
-                yield folder, path.name
+                yield folder, path.name, path.name
             return
         if path.exists():
             raise StudioError(f"{source} is a file: pull takes a repository id (owner/name), a snapshot folder or "
@@ -359,7 +371,7 @@ def _snapshot(source: str, revision: str | None, download, token: str | bool | N
     with scratch_folder("pull") as tmp:
         where = _hub_call(f"download {source}", secret, lambda: download(
             repo_id=source, repo_type="model", revision=commit, allow_patterns=patterns, local_dir=tmp, **options))
-        yield Path(str(where)), source.split("/")[-1]
+        yield Path(str(where)), source.split("/")[-1], f"{source}@{commit[:12]}" if commit else source
 
 
 @contextmanager

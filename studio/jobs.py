@@ -114,6 +114,18 @@ CHECKPOINTS_KEPT = 32  # per library: the most recently written; older ones go (
 CHECKPOINT_DAYS = 30  # ... and none unwritten for longer: a cancelled job can be resumed for a month
 
 
+def pulled_note(items: Sequence[Item]) -> str:
+    """What a job says of the results it found stored that were pulled, not tuned here (their id is this job's:
+    whoever pushed them says they ran the same job), so that nobody takes them for their own run."""
+    pulled = [i for i in items if i.pulled_from]
+    if not pulled:
+        return ""
+    sources = ", ".join(dict.fromkeys(i.pulled_from for i in pulled))
+    return (f"{len(pulled)} of them were pulled from {sources}, not tuned here: delete "
+            f"{'them' if len(pulled) > 1 else 'it'} with {'their' if len(pulled) > 1 else 'its'} TPV and run again "
+            "to tune your own")
+
+
 def _checkpoint_dir(library: Library, backbone: Backbone, wanted: list[_Wanted], n_tokens: int, init: str,
                     config: TuneConfig) -> Path:
     """Where a job keeps its checkpoint: one folder per job (tasks x seeds, recipe), inside its library, so that
@@ -229,6 +241,8 @@ def submit_tuning(runner: JobRunner, library: Library, backbone: Callable[[], Ba
             job.progress = 1.0
             job.message = (f"added {len(items)} prompt(s) and their TPVs to the library: "
                            + ", ".join(i.id for i in items))
+            if note := pulled_note(items):
+                job.message += f" ({note})"
         else:
             job.message = (f"{status} at step {job.events[-1]['step'] if job.events else 0}: the checkpoint is "
                            "kept; Resume (or Start with the same settings) continues from it")

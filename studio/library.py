@@ -82,6 +82,7 @@ META_SCHEMA = "CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, va
 # remove it, and a delete killed before its commit needs it back)
 DELETING_SUFFIX = ".studio-deleting"
 LOCK_WAIT_S = 120  # how long a writer waits for another's store (which writes its item files under the lock)
+PULLED_FROM = "pulled_from"  # the recipe entry a pull records its source in (``Item.pulled_from``)
 DEFAULT_IMPORT_KIND = "prompt"  # the kind an import gets when neither the file nor the caller names one
 
 
@@ -118,6 +119,14 @@ class Item:
             per_task = [v for k, v in self.metrics.items() if k.startswith(prefix) and isinstance(v, (int, float))]
             value = sum(per_task) / len(per_task) if per_task else None
         return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def pulled_from(self) -> str | None:
+        """The repository (or folder, or library zip) this item was pulled from, as the pull recorded it; None for
+        what was made or imported here. A pulled prompt was not tuned here: nothing can prove its values are what
+        its recipe says, so what reuses it (a tuning job that finds its result stored) says where it came from."""
+        where = self.recipe.get(PULLED_FROM)
+        return where if isinstance(where, str) else None
 
 
 def metric_key(split: str, metric: str, task: str | None = None) -> str:

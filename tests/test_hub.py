@@ -37,7 +37,7 @@ from studio.hub import (
     pull,
     push,
 )
-from studio.library import Library, open_library
+from studio.library import PULLED_FROM, Library, open_library
 from studio.prompts import make_origin
 
 FIELDS = ("id", "kind", "name", "model", "task", "seed", "origin_id", "prompt_id", "n_tokens", "hidden", "recipe",
@@ -87,7 +87,13 @@ def populate(library: Library, model: str) -> dict:
 
 
 def described(library: Library) -> dict:
-    return {item.id: {f: getattr(item, f) for f in FIELDS} for item in library.items()}
+    """Each item as a pull must carry it over; the recipe without where the item was pulled from (``pulled_from``,
+    which the pull records: ``test_pull_round_trips_a_library`` checks it)."""
+    def fields(item) -> dict:
+        return {f: ({k: v for k, v in item.recipe.items() if k != PULLED_FROM} if f == "recipe" else getattr(item, f))
+                for f in FIELDS}
+
+    return {item.id: fields(item) for item in library.items()}
 
 
 def snapshot(library: Library) -> tuple:
@@ -353,12 +359,15 @@ def test_pull_round_trips_a_library(tiny, tiny_llama_dir, tmp_path, online, caps
     assert set(hub.fetched) == tree(tmp_path / "snapshot") - {"README.md"}
     assert not Path(download["local_dir"]).exists()  # removed after the pull: nothing piles up in a cache
     assert described(target) == described(source) and sorted(i.id for i in pulled) == sorted(described(source))
+    assert {i.pulled_from for i in target.items()} == {f"someone/lib@{COMMIT[:12]}"}  # the repository at the commit pulled
+    assert not [i for i in source.items() if i.pulled_from]
     for item in source.items():
         torch.testing.assert_close(target.tensor(item.id), source.tensor(item.id))
     before = snapshot(target)
     pull(target, tmp_path / "snapshot", tiny)  # a local folder works offline too; twice stores nothing twice
     pull(source, tmp_path / "snapshot", tiny)
     assert snapshot(target) == before and described(source) == described(target)
+    assert {i.pulled_from for i in source.items()} == {None}  # its own items stay its own
     # the command line: one line per item, or JSON
     cli_library = tmp_path / "cli"
     assert main(["hub", "pull", str(tmp_path / "snapshot"), "--model", str(tiny_llama_dir), "--library",

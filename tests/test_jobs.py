@@ -273,6 +273,29 @@ def test_a_jobs_checkpoint_lives_in_its_library_and_old_ones_are_swept(tiny_llam
     assert len(sweep_checkpoints(library, keep=2)) == 2 and len(list((library.root / CHECKPOINTS).iterdir())) == 2
 
 
+def test_a_job_whose_result_was_pulled_says_so_instead_of_passing_it_off_as_tuned(runner, tiny_llama_dir, tmp_path):
+    """Someone who ran the same job pushed its result: pulled, it has this job's id, so the job finds it stored and
+    tunes nothing. Nothing proves a pulled prompt's values are what its recipe says, so the job says where the
+    prompt came from and how to tune one's own."""
+    from studio.hub import hub_layout, pull
+    from studio.jobs import pulled_note, submit_tuning, tune_request
+
+    backbone = load_backbone(str(tiny_llama_dir), dtype=torch.float32)
+    mr = load_task("mr")
+    theirs = Library(tmp_path / "theirs")
+    run_tuning(theirs, backbone, [mr], [0], CONFIG, 4)
+    pull(Library(tmp_path / "mine"), hub_layout(theirs, None, backbone, tmp_path / "repo"), backbone)
+    mine = Library(tmp_path / "mine")
+    events = []
+    (prompt,), status = run_tuning(mine, backbone, [mr], [0], CONFIG, 4, on_progress=events.append)
+    assert status == "done" and not events and prompt.pulled_from == f"folder {(tmp_path / 'repo').resolve()}"
+    assert pulled_note([prompt]).startswith(f"1 of them were pulled from folder {(tmp_path / 'repo').resolve()}")
+    job = submit_tuning(runner, mine, lambda: backbone, tune_request([mr], [0], CONFIG, 4))
+    wait_for(lambda: job.status == "done")
+    assert job.result == [prompt.id] and "not tuned here: delete it with its TPV" in job.message
+    assert pulled_note(theirs.items(kind="prompt")) == ""
+
+
 # ---- the few-shot study -------------------------------------------------------------------------------------------
 @pytest.fixture
 def fewshot_library(tmp_path):
