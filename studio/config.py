@@ -63,7 +63,7 @@ def studio_home() -> Path:
 
 
 def cache_dir(kind: str) -> Path:
-    """A writable cache folder (``models``, ``data``, ``checkpoints``...), never inside site-packages."""
+    """A writable cache folder (``models``, ``data``...), never inside site-packages."""
     return _folder(studio_home() / kind, f"the {kind} cache")
 
 

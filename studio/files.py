@@ -174,12 +174,22 @@ def _finish_dead_writes_of(target: Path) -> None:
 
 
 def _finish_dead_write(path: Path, target: Path) -> None:
-    """Remove a dead writer's temporary, but put an earlier export it had moved aside back in place when it was
-    killed before the new one took the name: that folder is someone's only copy."""
-    if path.name.endswith(ASIDE_SUFFIX) and not os.path.lexists(target):
+    """Remove a dead writer's temporary, but never an earlier export it had moved aside (killed before the new one
+    took the name: that folder is someone's only copy). It goes back in place where ``target`` is free (missing,
+    or an empty folder made since); where something else has the name now, it is kept beside it under a name
+    people see (``NAME.recovered-TIME``)."""
+    if not path.name.endswith(ASIDE_SUFFIX):
+        _remove(path)
+        return
+    if target.is_dir() and not target.is_symlink():
+        try:
+            target.rmdir()  # only an empty one
+        except OSError:
+            pass
+    if not os.path.lexists(target):
         path.rename(target)
     else:
-        _remove(path)
+        path.rename(target.with_name(f"{target.name}.recovered-{time.strftime('%Y%m%d-%H%M%S')}"))
 
 
 def _target_name(path: Path) -> str:

@@ -320,7 +320,7 @@ def pull(library: Library, source: str | Path, backbone, revision: str | None = 
     with _snapshot(str(source), revision, download, token, hub_only, api) as (folder, label, provenance):
         say(0.6, f"checking {label}")
         new = _read_entries(library, folder, label, backbone, origin)
-    for entry in new:  # where each came from, whatever the repository's catalog says (``Item.pulled_from``)
+    for entry in new if provenance else ():  # where each came from, whatever the catalog says (``Item.pulled_from``)
         entry.recipe = {**(entry.recipe or {}), PULLED_FROM: provenance}
     say(0.9, f"storing {len(new)} items")
     return library.add_together(new, exist_ok=True)
@@ -338,20 +338,21 @@ def _read_entries(library: Library, folder: Path, label: str, backbone, origin: 
 
 @contextmanager
 def _snapshot(source: str, revision: str | None, download, token: str | bool | None = None,
-              hub_only: bool = False, api=None) -> Iterator[tuple[Path, str, str]]:
+              hub_only: bool = False, api=None) -> Iterator[tuple[Path, str, str | None]]:
     """A local folder as it is (unless ``hub_only``), or the files a pull reads of a repository id, downloaded to a
-    temporary folder that goes when the pull is done; with a name for messages and where it came from (a
-    repository at its commit, a folder, a zip) for the pulled items' recipes."""
+    temporary folder that goes when the pull is done; with a name for messages and where it came from for the
+    pulled items' recipes (a repository at its commit, a folder by its name): None for a library zip, which is
+    a restore of one's own Download my library, whose items keep what they say of themselves."""
     if hub_only:
         source = check_repo_id(source)
     else:
         path = Path(source).expanduser()
         if path.is_dir():
-            yield path, path.resolve().name, f"folder {path.resolve()}"
+            yield path, path.resolve().name, f"folder {path.resolve().name}"  # never a path of this machine
             return
         if path.suffix.lower() == ".zip" and path.is_file():
             with _unzipped(path) as folder:
-                yield folder, path.name, path.name
+                yield folder, path.name, None
             return
         if path.exists():
             raise StudioError(f"{source} is a file: pull takes a repository id (owner/name), a snapshot folder or "

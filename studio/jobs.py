@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import os
 import queue
 import shutil
 import threading
@@ -84,6 +85,7 @@ def run_tuning(
     tasks = list({(t.spec.name, t.data_hash): t for t in tasks}.values())  # the same task twice is one task
     seeds = list(dict.fromkeys(int(s) for s in seeds))
     origins = {seed: origin_entry(library, backbone, seed, n_tokens, init) for seed in seeds}
+    library.check_storable(list(origins.values()), exist_ok=True)  # before any tuning, not after it
     wanted = [_Wanted(task, seed, tuned_prompt_id(origins[seed].item_id, task, config))
               for task in tasks for seed in seeds]
     stored = {w.prompt_id: item for w in wanted if (item := library.find(w.prompt_id))}
@@ -96,6 +98,8 @@ def run_tuning(
     jobs = [TrainingPrompt(w.task, origins[w.seed].tensor, w.seed) for w in todo]
     if checkpoint_dir is None:
         checkpoint_dir = _checkpoint_dir(library, backbone, todo, n_tokens, init, config)
+        if checkpoint_dir.is_dir():  # resumed: the newest now, so another process's sweep leaves it too
+            os.utime(checkpoint_dir)
         sweep_checkpoints(library, sparing=checkpoint_dir)
     outcome = tune(backbone, jobs, config, on_progress, should_stop, checkpoint_dir)
     if outcome.status != "done" and not keep_partial:  # cancelled: the checkpoint stays for a resume
@@ -121,9 +125,20 @@ def pulled_note(items: Sequence[Item]) -> str:
     if not pulled:
         return ""
     sources = ", ".join(dict.fromkeys(i.pulled_from for i in pulled))
-    return (f"{len(pulled)} of them were pulled from {sources}, not tuned here: delete "
-            f"{'them' if len(pulled) > 1 else 'it'} with {'their' if len(pulled) > 1 else 'its'} TPV and run again "
-            "to tune your own")
+    one = len(pulled) == 1
+    return (f"{', '.join(i.id for i in pulled)} {'was' if one else 'were'} pulled from {sources}, not tuned here: "
+            f"delete {'it' if one else 'them'} with {'its' if one else 'their'} TPV and run again to tune your own")
+
+
+def stored_message(items: Sequence[Item], started: str) -> str:
+    """What a finished job says it stored: the prompts it added, those it found in the library already (the
+    same job ran before: stored before ``started``, or pulled), and where pulled ones came from."""
+    added = [i.id for i in items if not i.pulled_from and i.created >= started]
+    found = [i.id for i in items if i.id not in added]
+    parts = [f"added {len(added)} prompt(s) and their TPVs to the library: {', '.join(added)}"] if added else []
+    if found:
+        parts.append(f"{len(found)} prompt(s) were in the library already: {', '.join(found)}")
+    return "; ".join(parts + ([note] if (note := pulled_note(items)) else []))
 
 
 def _checkpoint_dir(library: Library, backbone: Backbone, wanted: list[_Wanted], n_tokens: int, init: str,
@@ -235,14 +250,12 @@ def submit_tuning(runner: JobRunner, library: Library, backbone: Callable[[], Ba
             job.events.append(event)
             job.progress = event["step"] / max(event["steps"], 1)
 
+        started = time.strftime("%Y-%m-%dT%H:%M:%S")  # as an item's ``created``: what is older was there before
         items, status = tuner(library, backbone(), list(request.tasks), list(request.seeds), request.config,
                               request.n_tokens, request.init, on_progress=on_progress, should_stop=job.cancel.is_set)
         if items:
             job.progress = 1.0
-            job.message = (f"added {len(items)} prompt(s) and their TPVs to the library: "
-                           + ", ".join(i.id for i in items))
-            if note := pulled_note(items):
-                job.message += f" ({note})"
+            job.message = stored_message(items, started)
         else:
             job.message = (f"{status} at step {job.events[-1]['step'] if job.events else 0}: the checkpoint is "
                            "kept; Resume (or Start with the same settings) continues from it")

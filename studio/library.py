@@ -578,6 +578,13 @@ class Library:
                               f"{error}") from None
         return [self._own(item.id) or item for item in items] if exist_ok else items
 
+    def check_storable(self, new: list[NewItem], exist_ok: bool = False) -> None:
+        """What ``add_together`` checks of ``new`` before it writes anything (kinds, tensors, names, an id taken by
+        another item), for a caller with long work before its store: a tuning job checks its origins first, not
+        after hours of tuning. The lineage is checked again under the lock when they are stored."""
+        for entry in new:
+            self._prepare(entry, exist_ok)
+
     def _store(self, db: sqlite3.Connection, entry: NewItem, item: Item, existing: Item | None, exist_ok: bool,
                written: list[Path]) -> Item:
         """One item of ``add_together``, under the write lock: a parent library's item is used as it is; a row that
@@ -867,9 +874,11 @@ def _refuse_clash(existing: Item | None, entry: NewItem, exist_ok: bool) -> None
                                      (existing.n_tokens, existing.hidden), existing.recipe) != _identity(
         entry.model, entry.seed, entry.origin_id, entry.prompt_id, tuple(entry.tensor.shape), entry.recipe or {})
     if differs:
-        raise StudioError(f"the library holds another {existing.kind} under id {existing.id!r} (model, seed, lineage "
-                          "or shape differ from what that id stands for; it may come from an altered pull): delete "
-                          f"it (`studio library delete {existing.id}`) and run again")
+        raise StudioError(f"{existing.id} in this library is not the {existing.kind} being stored under that id (their "
+                          "model, seed, lineage or shape differ), so one of the two was altered or comes from a "
+                          f"repository that was; nothing was stored. Look at the library's with `studio library show "
+                          f"{existing.id}`; to store the new one instead, delete it first (`studio library delete "
+                          f"{existing.id} --cascade --yes`: its prompts and TPVs go with it)")
 
 
 def _identity(model: str, seed: int | None, origin_id: str | None, prompt_id: str | None, shape: tuple,

@@ -20,7 +20,6 @@ from studio.limits import (
     MAX_FILE_ROWS,
     MAX_LABEL_CHARS,
     MAX_LABELS,
-    TASK_JOINER,
     check_label_word,
     check_label_words,
     check_single_task_name,
@@ -139,7 +138,8 @@ def load_file_task(
     path = Path(path)
     if not path.is_file():
         raise StudioError(f"data file {path} not found")
-    task_name = check_single_task_name(name or f"file:{path.stem.replace(TASK_JOINER, '-')}", "a task name")
+    task_name = check_single_task_name(name or f"file:{path.stem}", "a task name" if name else
+                                       f"the task name taken from the file's name {path.name} (rename the file)")
     records = _records(path)
     try:
         first = next(records, None)

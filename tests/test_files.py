@@ -93,6 +93,33 @@ def test_an_earlier_export_left_aside_by_a_killed_writer_goes_back_to_its_own_na
     assert not aside.exists() and (tmp_path / "mr.v1" / "adapter_model.safetensors").read_text() == "the only copy"
 
 
+def test_an_earlier_export_left_aside_is_never_deleted_whatever_took_its_name(tmp_path):
+    """After the kill, someone made an empty folder at the name (``mkdir -p out``): the old export goes back in its
+    place. Where a file or a folder with content took the name, the old export is kept beside it, visibly."""
+    from studio.files import ASIDE_SUFFIX, check_export_target
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+
+    def left_aside(name: str) -> None:
+        aside = tmp_path / f".{name}.{int(gone.stdout)}-abcd1234{ASIDE_SUFFIX}"
+        aside.mkdir()
+        (aside / "adapter_model.safetensors").write_text(f"the only copy of {name}")
+
+    left_aside("out")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(StudioError, match="not empty"):
+        check_export_target(tmp_path / "out")
+    assert (tmp_path / "out" / "adapter_model.safetensors").read_text() == "the only copy of out"
+    left_aside("notes")
+    (tmp_path / "notes").write_text("someone's file")
+    with pytest.raises(StudioError, match="exists"):
+        check_export_target(tmp_path / "notes")
+    assert (tmp_path / "notes").read_text() == "someone's file"
+    [recovered] = tmp_path.glob("notes.recovered-*")
+    assert (recovered / "adapter_model.safetensors").read_text() == "the only copy of notes"
+    assert not list(tmp_path.glob(f".*{ASIDE_SUFFIX}"))
+
+
 def test_download_folders_are_bounded_and_nothing_else_is_removed(tmp_path, monkeypatch):
     """Each figure or export gets a fresh folder and only the newest are kept, so downloads do not pile up; and
     clearing old ones removes only folders the studio named. The export folder sits at a fixed name in the shared

@@ -715,6 +715,7 @@ def test_a_downloaded_library_of_many_items_restores(tiny, tmp_path):
     restored = Library(tmp_path / "restored")
     assert len(pull(restored, archive, tiny)) == 41
     assert described(restored) == described(library)
+    assert {i.pulled_from for i in restored.items()} == {None}  # one's own backup: not marked as pulled
 
 
 def test_a_library_mixing_two_machines_copies_of_one_origin_pulls(tiny, tmp_path, online):

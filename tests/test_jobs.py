@@ -288,12 +288,26 @@ def test_a_job_whose_result_was_pulled_says_so_instead_of_passing_it_off_as_tune
     mine = Library(tmp_path / "mine")
     events = []
     (prompt,), status = run_tuning(mine, backbone, [mr], [0], CONFIG, 4, on_progress=events.append)
-    assert status == "done" and not events and prompt.pulled_from == f"folder {(tmp_path / 'repo').resolve()}"
-    assert pulled_note([prompt]).startswith(f"1 of them were pulled from folder {(tmp_path / 'repo').resolve()}")
+    assert status == "done" and not events and prompt.pulled_from == "folder repo"  # no path of this machine
+    assert pulled_note([prompt]).startswith(f"{prompt.id} was pulled from folder repo, not tuned here")
     job = submit_tuning(runner, mine, lambda: backbone, tune_request([mr], [0], CONFIG, 4))
     wait_for(lambda: job.status == "done")
-    assert job.result == [prompt.id] and "not tuned here: delete it with its TPV" in job.message
+    assert job.result == [prompt.id] and "added" not in job.message
+    assert job.message.startswith(f"1 prompt(s) were in the library already: {prompt.id}; {prompt.id} was pulled")
     assert pulled_note(theirs.items(kind="prompt")) == ""
+
+
+def test_a_job_whose_origin_id_is_taken_by_another_item_stops_before_it_tunes(tiny_llama_dir, tmp_path):
+    """The library holds an item under the id origin 0 would have, but it is not origin 0 (no seed: pulled from an
+    altered repository). A seed-0 job refuses before its first step, not after hours of tuning."""
+    library = Library(tmp_path / "lib")
+    backbone = load_backbone(str(tiny_llama_dir), dtype=torch.float32)
+    taken = origin_id(backbone.name, 0, 4)
+    library.add("origin", torch.randn(4, backbone.hidden_size), backbone.name, item_id=taken)
+    events = []
+    with pytest.raises(StudioError, match=f"{taken} in this library is not the origin being stored"):
+        run_tuning(library, backbone, [load_task("mr")], [0], CONFIG, 4, on_progress=events.append)
+    assert not events and [i.id for i in library.items()] == [taken]
 
 
 # ---- the few-shot study -------------------------------------------------------------------------------------------

@@ -1151,7 +1151,7 @@ def test_an_id_is_reused_only_for_the_item_it_stands_for(tmp_path):
     library.add("origin", torch.randn(4, 8), "m", item_id=canonical)  # seed and init not stated: unchecked
     real = NewItem("origin", torch.randn(4, 8), "m", "origin 0", seed=0, recipe={"init": "top5000"},
                    item_id=canonical)
-    with pytest.raises(StudioError, match=f"holds another origin under id '{canonical}'.*studio library delete"):
+    with pytest.raises(StudioError, match=f"{canonical} in this library is not the origin being stored.*studio library delete {canonical} --cascade"):
         library.add_together([real], exist_ok=True)
     assert library.get(canonical).seed is None  # nothing stored, nothing changed
     # the same item again (a rerun) is still reused, and so is a name or a metric that differs

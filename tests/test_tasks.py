@@ -166,9 +166,12 @@ def test_csv_long_cells_and_ragged_rows(tmp_path):
 
 def test_a_task_name_never_reads_as_several_tasks_joined(tmp_path):
     """"+" joins the tasks of a combination ("mr+subj"): a file task named with one would be taken for a combination
-    (the Arithmetic tab offers single tasks only). A given name is refused; a file's own stem has it replaced."""
+    (the Arithmetic tab offers single tasks only). A given name with one is refused, and so is a file's own name
+    (replacing the "+" would make "a+b.csv" and "a-b.csv" one task)."""
     path = _csv(tmp_path / "pos+neg.csv", ["text", "label"], GOOD_ROWS)
-    assert load_file_task(path).spec.name == "file:pos-neg"
+    with pytest.raises(StudioError, match="file's name pos\\+neg.csv \\(rename the file\\) cannot contain"):
+        load_file_task(path)
+    assert load_file_task(path, name="pos-neg").spec.name == "pos-neg"
     with pytest.raises(StudioError, match="cannot contain '\\+'.*use '-' or '_' instead"):
         load_file_task(path, name="reviews+tweets")
 
