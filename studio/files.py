@@ -9,9 +9,11 @@ Temporary names end in ``PARTIAL_SUFFIX``, so ``sweep_partials`` can remove what
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
+import socket
 import stat
 import tempfile
 import time
@@ -31,20 +33,20 @@ ASIDE_SUFFIX = f"-aside{PARTIAL_SUFFIX}"  # an earlier export moved aside (``asi
 def partial_name(path: Path) -> Path:
     """A unique temporary name beside ``path`` (unique, so two writers never share one), with the writer's process
     id in it, so that ``sweep_partials`` can tell a dead writer's leftovers from a live writer's file."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
+    return path.with_name(f".{path.name}.{process_tag()}-{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
 
 
 def aside_name(path: Path) -> Path:
     """A temporary name for an earlier export that ``new_folder`` moves aside while the new one takes its place.
     Unlike other temporaries, a dead writer's aside folder is put back where ``path`` is missing: it is the only
     copy of the earlier export (``_finish_dead_writes_of``)."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{ASIDE_SUFFIX}")
+    return path.with_name(f".{path.name}.{process_tag()}-{uuid.uuid4().hex[:8]}{ASIDE_SUFFIX}")
 
 
 def usual_mode(folder: Path) -> int:
     """The mode a new file made in ``folder`` by a plain ``open()`` gets: the umask's, or the folder's default ACL
     (a shared project folder) where it has one. Asked of the system itself, by making and removing a probe file."""
-    probe = folder / f".{os.getpid()}-{uuid.uuid4().hex[:8]}.mode{PARTIAL_SUFFIX}"
+    probe = folder / f".mode.{process_tag()}-{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}"
     descriptor = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     try:
         return stat.S_IMODE(os.fstat(descriptor).st_mode)
@@ -193,7 +195,7 @@ def _finish_dead_write(path: Path, target: Path) -> None:
 
 
 def _target_name(path: Path) -> str:
-    """The name whose temporary ``path`` is (``partial_name``: ``.{name}.{pid}-{random}{suffix}``)."""
+    """The name whose temporary ``path`` is (``partial_name``: ``.{name}.{process tag}-{random}{suffix}``)."""
     return path.name[1 : -len(PARTIAL_SUFFIX)].rsplit(".", 1)[0]
 
 
@@ -202,20 +204,47 @@ def _writer_alive(path: Path) -> bool:
     return _process_alive(path.name[: -len(PARTIAL_SUFFIX)].rsplit(".", 1)[-1].split("-", 1)[0])
 
 
-def _process_alive(pid: str) -> bool:
-    """Whether process ``pid`` (as written in a name) may still run: True unless it is a number and no process
-    has it. This process counts as alive: it may be writing on another thread."""
-    if not pid.isdigit():
+def process_tag() -> str:
+    """How a temporary's name says which process wrote it: ``PID_START_HOST``, its id, when it started (Linux:
+    ``/proc``) and a hash of the machine's name. An id alone is reused: every ``docker run`` is process 1, so a
+    killed writer's leftovers looked like this process's and were never cleared; and a writer on another machine
+    (a shared network folder) cannot be asked whether it still runs."""
+    start = _start_time(os.getpid())
+    return f"{os.getpid()}_{start}_{_host()}" if start else str(os.getpid())
+
+
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, ``/proc/PID/stat``); None where that cannot be read."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = stat_line.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
+def _process_alive(tag: str) -> bool:
+    """Whether the process a name's ``process_tag`` (or a bare id, from older names) names may still run: False
+    only when it surely does not (no process has the id, or one that started at another time has it). Another
+    machine's, or one that cannot be asked, counts as running. This process counts too: it may be writing on
+    another thread."""
+    pid, _, rest = tag.partition("_")
+    start, _, host = rest.partition("_")
+    if not pid.isdigit() or (host and host != _host()):
         return True
-    if int(pid) == os.getpid():
+    if int(pid) == os.getpid() and start in ("", _start_time(os.getpid())):
         return True
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's live process
-        return True
-    return True
+        pass
+    return not start or _start_time(int(pid)) in (None, start)  # the same id, another process: the writer is gone
 
 
 SCRATCH_PREFIX = "studio-scratch-"  # the studio's folders in the system's temporary folder (``scratch_folder``)
@@ -224,7 +253,7 @@ SCRATCH_PREFIX = "studio-scratch-"  # the studio's folders in the system's tempo
 def scratch_name(purpose: str) -> str:
     """The start of a scratch folder's name: its purpose (a word) and this process's id, which
     ``sweep_dead_scratch`` reads."""
-    return f"{SCRATCH_PREFIX}{purpose}.{os.getpid()}-"
+    return f"{SCRATCH_PREFIX}{purpose}.{process_tag()}-"
 
 
 @contextmanager

@@ -302,10 +302,27 @@ def test_scratch_folders_of_a_killed_studio_are_swept_when_the_next_one_starts(t
     other = tmp_path / "someone-elses"
     other.mkdir()
     with scratch_folder("pull") as folder:  # the system's temporary folder; named for this process
-        assert folder.is_dir() and folder.name.startswith(f"{SCRATCH_PREFIX}pull.{os.getpid()}-")
+        assert folder.is_dir() and folder.name.startswith(f"{SCRATCH_PREFIX}pull.{os.getpid()}_")
     assert not folder.exists()
     env = {**os.environ, "TMPDIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "STUDIO_HOME": str(tmp_path / "home")}
     listed = subprocess.run([sys.executable, "-m", "studio", "data", "list"], capture_output=True, text=True, env=env)
     assert listed.returncode == 0, listed.stderr[-1000:]
     assert not dead.exists() and live.is_dir() and other.is_dir()
     assert sweep_dead_scratch(tmp_path) == []
+
+
+def test_a_temporary_names_its_writer_so_a_reused_process_id_is_not_taken_for_it(tmp_path):
+    """Every ``docker run`` is process 1: a killed writer's temporaries carried this process's id and were never
+    cleared. Names carry the writer's start time and machine too: the same id started at another time is another
+    process (its temporaries are cleared); another machine's writer (a shared network folder) is left alone."""
+    from studio.files import _host, process_tag
+
+    pid = os.getpid()
+    assert process_tag().startswith(f"{pid}_") and process_tag() == process_tag()
+    same_id_earlier = tmp_path / f".x.{pid}_1_{_host()}-abcd1234{PARTIAL_SUFFIX}"
+    other_machine = tmp_path / f".y.{pid}_1_zzzzzz-abcd1234{PARTIAL_SUFFIX}"
+    mine = tmp_path / f".z.{process_tag()}-abcd1234{PARTIAL_SUFFIX}"
+    for path in (same_id_earlier, other_machine, mine):
+        path.write_text("half")
+    assert sweep_partials(tmp_path) == [same_id_earlier]
+    assert other_machine.exists() and mine.exists()
