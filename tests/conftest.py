@@ -139,3 +139,20 @@ def pytest_unconfigure(config):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_EXIT_STATUS[-1])
+
+
+@pytest.fixture
+def planned_passes(monkeypatch) -> list[list[int]]:
+    """The row lengths that each call of ``Backbone.batches`` plans forward passes for (a spy on the real method):
+    what tuning and scoring count as a row's tokens."""
+    from studio.backbones import Backbone
+
+    seen: list[list[int]] = []
+    original = Backbone.batches
+
+    def spy(self, lengths, *args, **kwargs):
+        seen.append(list(lengths))
+        return original(self, lengths, *args, **kwargs)
+
+    monkeypatch.setattr(Backbone, "batches", spy)
+    return seen

@@ -180,19 +180,12 @@ def test_the_shared_prefix_runs_once_per_evaluation(tiny, prompts, monkeypatch):
                 assert score == pytest.approx(hand_score(tiny, prompt, record["input"], target), abs=1e-4)
 
 
-def test_passes_hold_rows_sorted_by_their_whole_length_and_no_rows_is_no_pass(tiny, prompts, monkeypatch):
+def test_passes_hold_rows_sorted_by_their_whole_length_and_no_rows_is_no_pass(tiny, prompts, planned_passes):
     """Rows go to forward passes sorted by everything a pass computes (input and answer tokens), so that a pass's
     longest row is at its end and the token budget holds also when labels differ in length; no examples: no pass."""
     from studio.evaluation import score_examples
 
-    seen = []
-    original = type(tiny).batches
-
-    def spy(self, lengths, *args, **kwargs):
-        seen.append(list(lengths))
-        return original(self, lengths, *args, **kwargs)
-
-    monkeypatch.setattr(type(tiny), "batches", spy)
+    seen = planned_passes
     encoded = encode_task(tiny, load_task("spam"), "test", 6)
     assert len({len(ids) for ids in encoded.target_ids}) > 1  # "spam" and "ham" differ in length
     score_examples(tiny, torch.stack(prompts[:2]), encoded, encoded.examples)

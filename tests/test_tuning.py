@@ -227,7 +227,7 @@ def test_progress_events(tiny):
             {k: v for k, v in point.items() if k != "train_loss"} for point in result.history[1:]]
 
 
-def test_tuning_encodes_and_counts_rows_as_scoring_does(tiny, monkeypatch):
+def test_tuning_encodes_and_counts_rows_as_scoring_does(tiny, planned_passes):
     """Training rows are the examples exactly as scoring encodes them (``evaluation.encode_example``), and
     training's micro-batches are planned by scoring's count of a row's tokens (``evaluation.row_tokens``: the soft
     prompt, the input and the answer but its last token)."""
@@ -243,14 +243,7 @@ def test_tuning_encodes_and_counts_rows_as_scoring_does(tiny, monkeypatch):
     assert sorted(r.input_ids for r in rows) == sorted(e.input_ids for e in scored.examples)
     assert all(r.target_ids == answers[tuple(r.input_ids)] for r in rows)
 
-    seen = []
-    original = type(tiny).batches
-
-    def spy(self, lengths, *args, **kwargs):
-        seen.append(list(lengths))
-        return original(self, lengths, *args, **kwargs)
-
-    monkeypatch.setattr(type(tiny), "batches", spy)
+    seen = planned_passes
     params = torch.nn.Parameter(torch.stack([make_origin(tiny, 0, 4), make_origin(tiny, 1, 4)]))
     forward_backward(tiny, params, [Row(0, [1, 2, 3, 4, 5], [6]), Row(1, [1, 2], [6, 7, 8]), Row(0, [1, 2, 3], [6, 7])],
                      None)
