@@ -31,8 +31,8 @@ ASIDE_SUFFIX = f"-aside{PARTIAL_SUFFIX}"  # an earlier export moved aside (``asi
 
 
 def partial_name(path: Path) -> Path:
-    """A unique temporary name beside ``path`` (unique, so two writers never share one), with the writer's process
-    id in it, so that ``sweep_partials`` can tell a dead writer's leftovers from a live writer's file."""
+    """A unique temporary name beside ``path`` (unique, so two writers never share one), naming the writer's
+    process (``process_tag``), so that ``sweep_partials`` can tell a dead writer's leftovers from a live writer's."""
     return path.with_name(f".{path.name}.{process_tag()}-{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
 
 
@@ -200,7 +200,7 @@ def _target_name(path: Path) -> str:
 
 
 def _writer_alive(path: Path) -> bool:
-    """Whether the process named in a temporary's name still runs (True when the name has no process id)."""
+    """Whether the process named in a temporary's name may still run (``_process_alive``)."""
     return _process_alive(path.name[: -len(PARTIAL_SUFFIX)].rsplit(".", 1)[-1].split("-", 1)[0])
 
 
@@ -251,7 +251,7 @@ SCRATCH_PREFIX = "studio-scratch-"  # the studio's folders in the system's tempo
 
 
 def scratch_name(purpose: str) -> str:
-    """The start of a scratch folder's name: its purpose (a word) and this process's id, which
+    """The start of a scratch folder's name: its purpose (a word) and this process (``process_tag``), which
     ``sweep_dead_scratch`` reads."""
     return f"{SCRATCH_PREFIX}{purpose}.{process_tag()}-"
 
@@ -273,8 +273,8 @@ def sweep_dead_scratch(folder: str | Path | None = None) -> list[Path]:
     except OSError:
         return removed
     for path in candidates:
-        pid = path.name[len(SCRATCH_PREFIX):].split(".", 1)[-1].split("-", 1)[0]
-        if path.is_dir() and not path.is_symlink() and not _process_alive(pid):
+        tag = path.name[len(SCRATCH_PREFIX):].split(".", 1)[-1].split("-", 1)[0]
+        if path.is_dir() and not path.is_symlink() and not _process_alive(tag):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
