@@ -85,6 +85,30 @@ def test_listing_shows_prebuilt_items_and_filters(app):
     assert details["task"] == task and isinstance(details["recipe"], dict) and "file" not in details
 
 
+def test_pulled_items_show_and_filter_as_pulled(app, tmp_path):
+    """Items pulled from a repository are one's own but not made here: the table shows them as "pulled" (the
+    Source filter finds them; "user" is what was made or imported here), and the details name the repository."""
+    from studio.hub import hub_layout, pull
+    from studio.library import Library
+    from studio.prompts import make_origin
+
+    client, state = app
+    backbone = state.backbone()
+    theirs = Library(tmp_path / "theirs")
+    start = make_origin(backbone, 7, 4, "top5000")
+    origin = theirs.add("origin", start, backbone.name, name="their origin 7", seed=7, recipe={"init": "top5000"})
+    theirs.add("prompt", start + 0.1, backbone.name, name="their prompt", task="mr", origin_id=origin.id)
+    pulled = pull(state.library, hub_layout(theirs, None, backbone, tmp_path / "shared-prompts"), backbone)
+    try:
+        rows = {r["id"]: r for r in listing(client, source="pulled")}
+        assert set(rows) == {i.id for i in pulled} and {r["source"] for r in rows.values()} == {"pulled"}
+        assert not {r["id"] for r in listing(client, source="user")} & set(rows)
+        details, _ = client.predict(origin.id, api_name="/library_details")
+        assert details["recipe"]["pulled_from"] == "folder shared-prompts"
+    finally:
+        state.library.delete(origin.id, cascade=True)
+
+
 def test_listing_shows_how_far_tuning_moved_each_prompt(app):
     """|tau| / |origin| for every TPV and tuned prompt (none for origins), computed from the stored tensors."""
     client, state = app

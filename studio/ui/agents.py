@@ -73,7 +73,7 @@ def item_record(item: Item) -> dict:
     """What an agent needs of a library item to choose it for the other tools."""
     return {"id": item.id, "kind": item.kind, "name": item.name, "task": item.task, "seed": item.seed,
             "origin_id": item.origin_id, "prompt_id": item.prompt_id, "n_tokens": item.n_tokens,
-            "source": item.source, "val_accuracy": item.accuracy("validation"),
+            "source": item.source, "pulled_from": item.pulled_from, "val_accuracy": item.accuracy("validation"),
             "test_accuracy": item.accuracy("test")}
 
 
@@ -113,7 +113,7 @@ class AgentTools:
             task: only items of this task (e.g. "mr"); empty for every task.
 
         Returns:
-            JSON {"model": ..., "count": ..., "items": [{"id", "kind", "name", "task", "seed", "origin_id", "prompt_id", "n_tokens", "source", "val_accuracy", "test_accuracy"}]}.
+            JSON {"model": ..., "count": ..., "items": [{"id", "kind", "name", "task", "seed", "origin_id", "prompt_id", "n_tokens", "source", "pulled_from", "val_accuracy", "test_accuracy"}]}.
         """
         if kind not in ("all", "origin", "prompt", "vector"):
             raise StudioError(f"unknown kind {kind!r}: use origin, prompt, vector or all")

@@ -38,10 +38,20 @@ def _metric(value) -> float | None:
     return round(float(value), 3) if isinstance(value, (int, float)) else None
 
 
+PULLED = "pulled"  # the source shown for an item of one's own library pulled from a repository (``Item.pulled_from``)
+SOURCES = [ALL, "user", PULLED, "prebuilt"]
+
+
+def shown_source(item: Item) -> str:
+    """Where an item comes from, as the table shows and filters it: made or imported here ("user"), pulled from
+    a repository (its values could not all be checked: Show details says which one), or the prebuilt library."""
+    return PULLED if item.source == "user" and item.pulled_from else item.source
+
+
 def item_row(item: Item, ratio: float | None = None) -> list:
     """One table row: identity, lineage at a glance, how far tuning moved it (|tau| / |origin|: a TPV transfers
     across origins when this is large), and the numbers people compare first."""
-    return [item.id, item.kind, item.source, item.task or "", item.seed if item.seed is not None else "",
+    return [item.id, item.kind, shown_source(item), item.task or "", item.seed if item.seed is not None else "",
             item.name, item.n_tokens, _metric(ratio), _metric(item.accuracy("validation")), _metric(item.accuracy("test")),
             item.created]
 
@@ -50,7 +60,7 @@ def filtered_items(state: AppState, kind: str | None, task: str | None, text: st
                    source: str | None = ALL) -> list[Item]:
     items = state.library.items(kind=None if kind in (None, "", ALL) else kind,
                                 task=None if task in (None, "", ALL) else task, text=(text or "").strip() or None)
-    return [i for i in items if source in (None, "", ALL) or i.source == source]
+    return [i for i in items if source in (None, "", ALL) or shown_source(i) == source]
 
 
 def items_table(items: list[Item], library: Library | None = None) -> pd.DataFrame:
@@ -223,7 +233,7 @@ def layout_browser(state: AppState) -> Browser:
     with gr.Row():
         kind = gr.Dropdown([ALL, *KINDS], value=ALL, label="Kind", scale=1)
         task = gr.Dropdown(task_choices(state), value=ALL, label="Task", allow_custom_value=True, scale=1)
-        source = gr.Dropdown([ALL, "user", "prebuilt"], value=ALL, label="Source", scale=1)
+        source = gr.Dropdown(SOURCES, value=ALL, label="Source", scale=1)
         text = gr.Textbox(label="Search id / name / task", placeholder="e.g. mr", scale=2)
         refresh = gr.Button("Refresh", scale=0, min_width=100)
     table = gr.Dataframe(listing(state, ALL, ALL, "", ALL), headers=COLUMNS, interactive=False,
