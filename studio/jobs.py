@@ -166,7 +166,8 @@ def sweep_checkpoints(library: Library, keep: int = CHECKPOINTS_KEPT, days: floa
         except FileNotFoundError:  # removed meanwhile (its job finished)
             return 0.0
 
-    newest_first = sorted((p for p in folder.iterdir() if p.is_dir() and p != sparing), key=written, reverse=True)
+    checkpoints = [p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and p != sparing]  # ours only
+    newest_first = sorted(checkpoints, key=written, reverse=True)
     oldest_kept = time.time() - days * 86400
     removed = [p for n, p in enumerate(newest_first) if n >= keep or written(p) < oldest_kept]
     for path in removed:
